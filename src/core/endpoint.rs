@@ -1,0 +1,86 @@
+//! Step 1 of a request's journey: which of the router's endpoints a method and path name.
+//!
+//! Matching is exact on the path (no query string reaches here). An unknown path is a 404 and a
+//! known path with the wrong method a 405 with `allow`, both in the OpenAI error format.
+
+use super::error::RouterError;
+
+/// The endpoints the router serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `POST /v1/chat/completions`: forwarded upstream.
+    ChatCompletions,
+    /// `GET /healthz`: liveness, answered by the router itself.
+    Health,
+}
+
+/// Every route: path, method it accepts, endpoint.
+const ROUTES: &[(&str, &str, Endpoint)] = &[
+    ("/v1/chat/completions", "POST", Endpoint::ChatCompletions),
+    ("/healthz", "GET", Endpoint::Health),
+];
+
+/// Resolves a request line to an endpoint, or to the 404/405 the client should see.
+pub fn resolve(method: &str, path: &str) -> Result<Endpoint, RouterError> {
+    let Some(&(_, allow, endpoint)) = ROUTES.iter().find(|(p, _, _)| *p == path) else {
+        return Err(RouterError::NotFound {
+            method: method.to_owned(),
+            path: path.to_owned(),
+        });
+    };
+    // HEAD is GET without a body; the runtime drops the body for us.
+    if method == allow || (allow == "GET" && method == "HEAD") {
+        Ok(endpoint)
+    } else {
+        Err(RouterError::MethodNotAllowed {
+            method: method.to_owned(),
+            path: path.to_owned(),
+            allow,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_table() {
+        let cases: &[(&str, &str, Result<Endpoint, u16>)] = &[
+            (
+                "POST",
+                "/v1/chat/completions",
+                Ok(Endpoint::ChatCompletions),
+            ),
+            ("GET", "/healthz", Ok(Endpoint::Health)),
+            ("HEAD", "/healthz", Ok(Endpoint::Health)),
+            ("GET", "/v1/chat/completions", Err(405)),
+            ("PUT", "/v1/chat/completions", Err(405)),
+            ("HEAD", "/v1/chat/completions", Err(405)),
+            ("POST", "/healthz", Err(405)),
+            ("POST", "/v1/chat/completions/", Err(404)),
+            ("POST", "/chat/completions", Err(404)),
+            ("POST", "/v1/completions", Err(404)),
+            ("GET", "/", Err(404)),
+            ("GET", "", Err(404)),
+        ];
+        for (method, path, want) in cases {
+            let got = resolve(method, path).map_err(|e| e.status());
+            assert_eq!(&got, want, "{method} {path}");
+        }
+    }
+
+    #[test]
+    fn method_not_allowed_names_the_allowed_method() {
+        let err = resolve("GET", "/v1/chat/completions").unwrap_err();
+        assert_eq!(err.headers(), vec![("allow", "POST".to_owned())]);
+        assert!(err.message().contains("use POST"));
+    }
+
+    #[test]
+    fn not_found_names_the_request_line() {
+        let err = resolve("DELETE", "/nope").unwrap_err();
+        assert_eq!(err.code(), Some("unknown_url"));
+        assert!(err.message().contains("DELETE /nope"));
+    }
+}

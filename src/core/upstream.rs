@@ -1,0 +1,126 @@
+//! Step 4: the request the router sends upstream, and which of the upstream's response headers
+//! go back to the client.
+//!
+//! Outbound headers are built from scratch, never copied from the client: the client's
+//! `Authorization` (its gateway credential), cookies and anything else it sent stay at the
+//! edge. The only client header carried over is `Accept`.
+
+use super::config::Upstream;
+
+/// What the edge needs to issue the upstream call; the body is the client's, unchanged.
+pub struct UpstreamRequest {
+    pub url: String,
+    pub headers: Vec<(&'static str, String)>,
+}
+
+impl std::fmt::Debug for UpstreamRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let headers: Vec<(&str, &str)> = self
+            .headers
+            .iter()
+            .map(|(k, v)| match *k {
+                "authorization" => (*k, "[redacted]"),
+                _ => (*k, v.as_str()),
+            })
+            .collect();
+        f.debug_struct("UpstreamRequest")
+            .field("url", &self.url)
+            .field("headers", &headers)
+            .finish()
+    }
+}
+
+/// The upstream call for `POST /v1/chat/completions`.
+pub fn chat_completions(upstream: &Upstream, client_accept: Option<&str>) -> UpstreamRequest {
+    let accept = client_accept
+        .filter(|a| !a.trim().is_empty())
+        .unwrap_or("application/json");
+    UpstreamRequest {
+        url: format!("{}/chat/completions", upstream.base_url),
+        headers: vec![
+            ("authorization", format!("Bearer {}", upstream.key.expose())),
+            ("content-type", "application/json".to_owned()),
+            ("accept", accept.to_owned()),
+        ],
+    }
+}
+
+/// Whether an upstream response header may be passed on to the client. Hop-by-hop headers
+/// belong to the upstream connection and cookies to the upstream's domain.
+pub fn passes_to_client(name: &str) -> bool {
+    const DROPPED: &[&str] = &[
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "set-cookie",
+        "alt-svc",
+    ];
+    !DROPPED.iter().any(|d| d.eq_ignore_ascii_case(name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::config::Secret;
+
+    fn upstream() -> Upstream {
+        Upstream {
+            base_url: "https://api.example.com/openai/v1".to_owned(),
+            key: Secret::new("sk-up"),
+        }
+    }
+
+    fn header<'a>(r: &'a UpstreamRequest, name: &str) -> Option<&'a str> {
+        r.headers
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    #[test]
+    fn builds_url_and_auth_from_configuration() {
+        let r = chat_completions(&upstream(), None);
+        assert_eq!(r.url, "https://api.example.com/openai/v1/chat/completions");
+        assert_eq!(header(&r, "authorization"), Some("Bearer sk-up"));
+        assert_eq!(header(&r, "content-type"), Some("application/json"));
+        assert_eq!(header(&r, "accept"), Some("application/json"));
+        assert_eq!(r.headers.len(), 3);
+    }
+
+    #[test]
+    fn carries_the_clients_accept() {
+        let r = chat_completions(&upstream(), Some("text/event-stream"));
+        assert_eq!(header(&r, "accept"), Some("text/event-stream"));
+        let r = chat_completions(&upstream(), Some(" "));
+        assert_eq!(header(&r, "accept"), Some("application/json"));
+    }
+
+    #[test]
+    fn debug_redacts_the_key() {
+        let r = chat_completions(&upstream(), None);
+        let printed = format!("{r:?}");
+        assert!(!printed.contains("sk-up"), "{printed}");
+        assert!(printed.contains("[redacted]"));
+    }
+
+    #[test]
+    fn response_header_filter() {
+        for kept in [
+            "content-type",
+            "x-request-id",
+            "openai-processing-ms",
+            "x-ratelimit-remaining-tokens",
+            "retry-after",
+        ] {
+            assert!(passes_to_client(kept), "{kept}");
+        }
+        for dropped in ["Set-Cookie", "connection", "Transfer-Encoding", "alt-svc"] {
+            assert!(!passes_to_client(dropped), "{dropped}");
+        }
+    }
+}

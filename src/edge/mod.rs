@@ -1,0 +1,9 @@
+//! The thin edge: the Worker glue. It turns runtime objects into plain values for the core,
+//! performs the one upstream `fetch`, and turns the core's answers back into runtime objects.
+//! It decides nothing itself.
+//!
+//! - [`entry`]: the `fetch` event handler, the request's journey end to end;
+//! - [`http`]: conversions between `worker` types and the core's values.
+
+mod entry;
+mod http;
