@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Installs everything the project needs, pinned, from the package registries only; skips what
+# is already there. Safe to run any number of times.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
+cd "$ROOT"
+
+for tool in cargo rustup npm; do
+  command -v "$tool" >/dev/null || { echo "setup: '$tool' is required but not on PATH" >&2; exit 1; }
+done
+
+if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
+  step "adding the wasm32-unknown-unknown target"
+  rustup target add wasm32-unknown-unknown
+fi
+
+if [ ! -x "$WASM_BINDGEN_BIN" ]; then
+  step "installing wasm-bindgen-cli $WASM_BINDGEN_VERSION (once per machine, a few minutes)"
+  # Not --locked: its lock file names a webpki-roots version the registry does not serve.
+  cargo install wasm-bindgen-cli --version "=$WASM_BINDGEN_VERSION" --root "$WASM_BINDGEN_ROOT"
+fi
+
+if [ ! -x "$WORKER_BUILD_ROOT/bin/worker-build" ]; then
+  step "installing worker-build $WORKER_BUILD_VERSION (once per machine, a few minutes)"
+  cargo install worker-build --version "=$WORKER_BUILD_VERSION" --root "$WORKER_BUILD_ROOT"
+fi
+
+# npm dependencies, reinstalled only when package-lock.json changed.
+stamp="$ROOT/node_modules/.edge-router-lock"
+lock_sum=$(sha256sum package-lock.json | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$lock_sum" ]; then
+  step "installing npm dev dependencies (wrangler, Node 22, wasm-opt, esbuild)"
+  npm install --no-audit --no-fund --loglevel=error
+  echo "$lock_sum" > "$stamp"
+fi
+
+node_major=$(node -p 'process.versions.node.split(".")[0]')
+if [ "$node_major" -lt 22 ]; then
+  echo "setup: node_modules/.bin/node should be Node 22, found $(node --version)" >&2
+  exit 1
+fi
