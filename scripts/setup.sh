@@ -25,13 +25,14 @@ if [ ! -x "$WORKER_BUILD_ROOT/bin/worker-build" ]; then
   cargo install worker-build --version "=$WORKER_BUILD_VERSION" --root "$WORKER_BUILD_ROOT"
 fi
 
-# npm dependencies, reinstalled only when package-lock.json changed.
+# npm dependencies, reinstalled only when package.json or package-lock.json changed. (`npm ci`
+# refuses this lock file: it lacks the other platforms' optional workerd packages.)
 stamp="$ROOT/node_modules/.edge-router-lock"
-lock_sum=$(sha256sum package-lock.json | cut -d' ' -f1)
-if [ "$(cat "$stamp" 2>/dev/null)" != "$lock_sum" ]; then
+npm_sum() { cat package.json package-lock.json 2>/dev/null | sha256sum | cut -d' ' -f1; }
+if [ ! -x node_modules/.bin/wrangler ] || [ "$(cat "$stamp" 2>/dev/null)" != "$(npm_sum)" ]; then
   step "installing npm dev dependencies (wrangler, Node 22, wasm-opt, esbuild)"
   npm install --no-audit --no-fund --loglevel=error
-  echo "$lock_sum" > "$stamp"
+  npm_sum > "$stamp"
 fi
 
 node_major=$(node -p 'process.versions.node.split(".")[0]')
