@@ -7,6 +7,7 @@ cd "$ROOT"
 bash scripts/setup.sh
 export XDG_CONFIG_HOME="$ROOT/.wrangler/config"
 rm -rf dist
+mkdir -p "$ROOT/.wrangler"
 wrangler deploy --dry-run --outdir dist </dev/null >"$ROOT/.wrangler/dry-run.log" 2>&1 || {
   cat "$ROOT/.wrangler/dry-run.log"; exit 1;
 }
