@@ -10,9 +10,10 @@ bash scripts/setup.sh
 port="${PORT:-8787}"
 if [ ! -f .dev.vars ]; then
   step "no .dev.vars: the router starts, and requests will name the secret to set"
-  echo "    cp .dev.vars.example .dev.vars   # then put your key in it"
+  echo "    cp .dev.vars.example .dev.vars   # then put your provider keys in it"
 fi
 step "starting the router on http://127.0.0.1:$port (Ctrl-C stops it); try:"
 echo "    curl http://127.0.0.1:$port/v1/chat/completions -H 'content-type: application/json' \\"
-echo "      -d '{\"model\":\"llama-3.1-8b-instant\",\"messages\":[{\"role\":\"user\",\"content\":\"Hi\"}]}'"
+echo "      -H 'authorization: Bearer sk-local-dev' \\"
+echo "      -d '{\"model\":\"fast\",\"messages\":[{\"role\":\"user\",\"content\":\"Hi\"}]}'"
 exec wrangler dev --ip 127.0.0.1 --port "$port" --persist-to .wrangler/state "$@"

@@ -2,6 +2,7 @@
 //!
 //! Matching is exact on the path (no query string reaches here). An unknown path is a 404 and a
 //! known path with the wrong method a 405 with `allow`, both in the OpenAI error format.
+//! `OPTIONS` on any known path is a CORS preflight.
 
 use super::error::RouterError;
 
@@ -10,13 +11,21 @@ use super::error::RouterError;
 pub enum Endpoint {
     /// `POST /v1/chat/completions`: forwarded upstream.
     ChatCompletions,
-    /// `GET /healthz`: liveness, answered by the router itself.
+    /// `POST /v1/embeddings`: forwarded to a provider with embeddings.
+    Embeddings,
+    /// `GET /v1/models`: the models the configuration offers.
+    Models,
+    /// `GET /healthz`: liveness, answered by the router itself, without auth.
     Health,
+    /// `OPTIONS` on any route: a CORS preflight.
+    Preflight,
 }
 
 /// Every route: path, method it accepts, endpoint.
 const ROUTES: &[(&str, &str, Endpoint)] = &[
     ("/v1/chat/completions", "POST", Endpoint::ChatCompletions),
+    ("/v1/embeddings", "POST", Endpoint::Embeddings),
+    ("/v1/models", "GET", Endpoint::Models),
     ("/healthz", "GET", Endpoint::Health),
 ];
 
@@ -28,6 +37,9 @@ pub fn resolve(method: &str, path: &str) -> Result<Endpoint, RouterError> {
             path: path.to_owned(),
         });
     };
+    if method == "OPTIONS" {
+        return Ok(Endpoint::Preflight);
+    }
     // HEAD is GET without a body; the runtime drops the body for us.
     if method == allow || (allow == "GET" && method == "HEAD") {
         Ok(endpoint)
@@ -58,6 +70,13 @@ mod tests {
             ("PUT", "/v1/chat/completions", Err(405)),
             ("HEAD", "/v1/chat/completions", Err(405)),
             ("POST", "/healthz", Err(405)),
+            ("POST", "/v1/embeddings", Ok(Endpoint::Embeddings)),
+            ("GET", "/v1/embeddings", Err(405)),
+            ("GET", "/v1/models", Ok(Endpoint::Models)),
+            ("POST", "/v1/models", Err(405)),
+            ("OPTIONS", "/v1/chat/completions", Ok(Endpoint::Preflight)),
+            ("OPTIONS", "/v1/models", Ok(Endpoint::Preflight)),
+            ("OPTIONS", "/nope", Err(404)),
             ("POST", "/v1/chat/completions/", Err(404)),
             ("POST", "/chat/completions", Err(404)),
             ("POST", "/v1/completions", Err(404)),

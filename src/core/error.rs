@@ -7,9 +7,6 @@
 
 use serde::Serialize;
 
-/// The name of the Worker secret that holds the upstream provider's API key.
-pub const UPSTREAM_KEY_SECRET: &str = "UPSTREAM_API_KEY";
-
 /// A failure, typed by who caused it: the client, the router's configuration, or the upstream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RouterError {
@@ -23,8 +20,26 @@ pub enum RouterError {
     },
     /// The body is not a JSON object.
     InvalidJson { detail: String },
-    /// A secret the router needs is not set.
-    MissingSecret { name: &'static str },
+    /// The body is JSON but not a valid request: a missing field, a wrong type, a bad value.
+    InvalidRequest {
+        message: String,
+        param: Option<String>,
+        code: &'static str,
+    },
+    /// The body is larger than the configured limit.
+    BodyTooLarge { limit: u64 },
+    /// The body is declared as something other than JSON.
+    UnsupportedMediaType { content_type: String },
+    /// No gateway key, or one that is not accepted.
+    Unauthorized { presented: bool },
+    /// A browser origin that the configuration does not allow.
+    OriginNotAllowed { origin: String },
+    /// No route serves this model.
+    ModelNotFound { model: String },
+    /// Routes exist for the model, but no provider on them can serve what the request needs.
+    Unsupported { model: String, needs: &'static str },
+    /// Secrets the router needs are not set (any one of them would do).
+    MissingSecret { names: Vec<String> },
     /// A configuration value is present but unusable.
     InvalidConfig { path: String, detail: String },
     /// The upstream refused the request itself (4xx other than auth and rate limits). Its own
@@ -39,7 +54,7 @@ pub enum RouterError {
     /// The upstream is rate limiting the router's key.
     UpstreamRateLimited { retry_after_s: Option<u64> },
     /// The upstream refused the router's own key (401/403): a configuration problem.
-    UpstreamAuth { status: u16 },
+    UpstreamAuth { status: u16, secret: String },
     /// The upstream failed (5xx, or a status that makes no sense for this call).
     UpstreamFailed { status: u16 },
     /// The upstream could not be reached at all.
@@ -69,7 +84,14 @@ impl RouterError {
         match self {
             RouterError::NotFound { .. } => 404,
             RouterError::MethodNotAllowed { .. } => 405,
-            RouterError::InvalidJson { .. } => 400,
+            RouterError::InvalidJson { .. }
+            | RouterError::InvalidRequest { .. }
+            | RouterError::Unsupported { .. } => 400,
+            RouterError::BodyTooLarge { .. } => 413,
+            RouterError::UnsupportedMediaType { .. } => 415,
+            RouterError::Unauthorized { .. } => 401,
+            RouterError::OriginNotAllowed { .. } => 403,
+            RouterError::ModelNotFound { .. } => 404,
             RouterError::MissingSecret { .. } | RouterError::InvalidConfig { .. } => 503,
             RouterError::UpstreamRejected { status, .. } => *status,
             RouterError::UpstreamRateLimited { .. } => 429,
@@ -85,7 +107,14 @@ impl RouterError {
         match self {
             RouterError::NotFound { .. }
             | RouterError::MethodNotAllowed { .. }
-            | RouterError::InvalidJson { .. } => "invalid_request_error",
+            | RouterError::InvalidJson { .. }
+            | RouterError::InvalidRequest { .. }
+            | RouterError::BodyTooLarge { .. }
+            | RouterError::UnsupportedMediaType { .. }
+            | RouterError::Unauthorized { .. }
+            | RouterError::ModelNotFound { .. }
+            | RouterError::Unsupported { .. } => "invalid_request_error",
+            RouterError::OriginNotAllowed { .. } => "permission_error",
             RouterError::MissingSecret { .. } | RouterError::InvalidConfig { .. } => {
                 "configuration_error"
             }
@@ -104,6 +133,14 @@ impl RouterError {
             RouterError::NotFound { .. } => "unknown_url",
             RouterError::MethodNotAllowed { .. } => "method_not_allowed",
             RouterError::InvalidJson { .. } => "invalid_json",
+            RouterError::InvalidRequest { code, .. } => code,
+            RouterError::BodyTooLarge { .. } => "request_too_large",
+            RouterError::UnsupportedMediaType { .. } => "unsupported_media_type",
+            RouterError::Unauthorized { presented: false } => "missing_api_key",
+            RouterError::Unauthorized { presented: true } => "invalid_api_key",
+            RouterError::OriginNotAllowed { .. } => "origin_not_allowed",
+            RouterError::ModelNotFound { .. } => "model_not_found",
+            RouterError::Unsupported { .. } => "unsupported_parameter",
             RouterError::MissingSecret { .. } => "missing_secret",
             RouterError::InvalidConfig { .. } => "invalid_config",
             RouterError::UpstreamRejected { code, .. } => return code.as_deref(),
@@ -118,7 +155,9 @@ impl RouterError {
     /// The OpenAI error `param`: which part of the request is at fault, when one is.
     pub fn param(&self) -> Option<&str> {
         match self {
-            RouterError::UpstreamRejected { param, .. } => param.as_deref(),
+            RouterError::UpstreamRejected { param, .. }
+            | RouterError::InvalidRequest { param, .. } => param.as_deref(),
+            RouterError::ModelNotFound { .. } => Some("model"),
             _ => None,
         }
     }
@@ -127,7 +166,8 @@ impl RouterError {
     pub fn message(&self) -> String {
         match self {
             RouterError::NotFound { method, path } => format!(
-                "Unknown URL ({method} {path}). This router serves POST /v1/chat/completions."
+                "Unknown URL ({method} {path}). This router serves /v1/chat/completions, \
+                 /v1/embeddings and /v1/models."
             ),
             RouterError::MethodNotAllowed {
                 method,
@@ -137,21 +177,47 @@ impl RouterError {
             RouterError::InvalidJson { detail } => {
                 format!("The request body must be a JSON object: {detail}.")
             }
-            RouterError::MissingSecret { name } => format!(
-                "The router has no provider key: the secret {name} is not set. Locally, add \
-                 {name}=... to .dev.vars; when deployed, run `wrangler secret put {name}`."
+            RouterError::InvalidRequest { message, .. } => message.clone(),
+            RouterError::BodyTooLarge { limit } => {
+                format!("The request body is larger than this router accepts ({limit} bytes).")
+            }
+            RouterError::UnsupportedMediaType { content_type } => format!(
+                "Unsupported content-type `{content_type}`; send the body as application/json."
             ),
+            RouterError::Unauthorized { presented: false } => {
+                "Missing gateway key: send `Authorization: Bearer <gateway key>`.".to_owned()
+            }
+            RouterError::Unauthorized { presented: true } => "Invalid gateway key.".to_owned(),
+            RouterError::OriginNotAllowed { origin } => format!(
+                "Origin {origin} is not allowed to call this router (gateway.cors_origins)."
+            ),
+            RouterError::ModelNotFound { model } => format!(
+                "The model `{model}` does not exist on this router; GET /v1/models lists them."
+            ),
+            RouterError::Unsupported { model, needs } => format!(
+                "No provider configured for `{model}` supports {needs}, which this request uses."
+            ),
+            RouterError::MissingSecret { names } => {
+                let name = names.first().map_or("(none)", String::as_str);
+                let list = names.join(", ");
+                format!(
+                    "The router is missing a secret: {list} is not set. Locally, add \
+                     {name}=... to .dev.vars; when deployed, run `wrangler secret put {name}`."
+                )
+            }
             RouterError::InvalidConfig { path, detail } => {
-                format!("The router's configuration is invalid at {path}: {detail}.")
+                format!(
+                    "The router's configuration (ROUTER_CONFIG) is invalid at {path}: {detail}."
+                )
             }
             RouterError::UpstreamRejected { message, .. } => message.clone(),
             RouterError::UpstreamRateLimited { retry_after_s } => match retry_after_s {
                 Some(s) => format!("The upstream provider is rate limiting; retry in {s} s."),
                 None => "The upstream provider is rate limiting; retry later.".to_owned(),
             },
-            RouterError::UpstreamAuth { status } => format!(
+            RouterError::UpstreamAuth { status, secret } => format!(
                 "The upstream provider refused the router's API key (HTTP {status}); the \
-                 operator should check the secret {UPSTREAM_KEY_SECRET}."
+                 operator should check the secret {secret}."
             ),
             RouterError::UpstreamFailed { status } => {
                 format!("The upstream provider failed with HTTP {status}.")
@@ -226,7 +292,26 @@ mod tests {
                 detail: "EOF".into(),
             },
             RouterError::MissingSecret {
-                name: UPSTREAM_KEY_SECRET,
+                names: vec!["GROQ_API_KEY".into()],
+            },
+            RouterError::InvalidRequest {
+                message: "m".into(),
+                param: Some("messages".into()),
+                code: "invalid_type",
+            },
+            RouterError::BodyTooLarge { limit: 10 },
+            RouterError::UnsupportedMediaType {
+                content_type: "text/plain".into(),
+            },
+            RouterError::Unauthorized { presented: false },
+            RouterError::Unauthorized { presented: true },
+            RouterError::OriginNotAllowed {
+                origin: "https://evil.example".into(),
+            },
+            RouterError::ModelNotFound { model: "x".into() },
+            RouterError::Unsupported {
+                model: "fast".into(),
+                needs: "logprobs",
             },
             RouterError::InvalidConfig {
                 path: "UPSTREAM_BASE_URL".into(),
@@ -242,7 +327,10 @@ mod tests {
             RouterError::UpstreamRateLimited {
                 retry_after_s: None,
             },
-            RouterError::UpstreamAuth { status: 401 },
+            RouterError::UpstreamAuth {
+                status: 401,
+                secret: "GROQ_API_KEY".into(),
+            },
             RouterError::UpstreamFailed { status: 500 },
             RouterError::UpstreamUnreachable,
             RouterError::Internal {
@@ -264,12 +352,15 @@ mod tests {
     #[test]
     fn missing_secret_names_the_secret_and_both_ways_to_set_it() {
         let e = RouterError::MissingSecret {
-            name: UPSTREAM_KEY_SECRET,
+            names: vec!["GROQ_API_KEY".into(), "GROQ_API_KEY_2".into()],
         };
         let msg = e.message();
-        assert!(msg.contains("UPSTREAM_API_KEY"));
+        assert!(
+            msg.contains("GROQ_API_KEY, GROQ_API_KEY_2 is not set"),
+            "{msg}"
+        );
         assert!(msg.contains(".dev.vars"));
-        assert!(msg.contains("wrangler secret put UPSTREAM_API_KEY"));
+        assert!(msg.contains("wrangler secret put GROQ_API_KEY`"));
         assert_eq!(e.status(), 503);
         assert_eq!(e.code(), Some("missing_secret"));
     }

@@ -1,4 +1,4 @@
-//! Step 5: the upstream's answer, classified once into a typed result.
+//! Step 8: the upstream's answer, classified once into a typed result.
 //!
 //! [`classify`] looks only at the status and `retry-after`, so a success is handed through
 //! without its body ever being read. Only a failure's body is read, and only to recover the
@@ -59,14 +59,18 @@ pub fn parse_retry_after(raw: &str) -> Option<u64> {
 }
 
 /// The client-facing error for a non-success outcome; `None` for [`Outcome::Success`].
-/// `body` is the upstream's response body, read only for failures.
-pub fn into_error(outcome: Outcome, status: u16, body: &[u8]) -> Option<RouterError> {
+/// `body` is the upstream's response body, read only for failures; `secret` names the Worker
+/// secret of the key that was used.
+pub fn into_error(outcome: Outcome, status: u16, body: &[u8], secret: &str) -> Option<RouterError> {
     Some(match outcome {
         Outcome::Success => return None,
         Outcome::RateLimited { retry_after_s } => {
             RouterError::UpstreamRateLimited { retry_after_s }
         }
-        Outcome::Auth => RouterError::UpstreamAuth { status },
+        Outcome::Auth => RouterError::UpstreamAuth {
+            status,
+            secret: secret.to_owned(),
+        },
         Outcome::ServerError => RouterError::UpstreamFailed { status },
         Outcome::ClientError => rejected(status, body),
     })
@@ -200,7 +204,7 @@ mod tests {
     #[test]
     fn client_error_keeps_the_upstream_openai_error() {
         let body = br#"{"error":{"message":"'messages' must contain at least one message","type":"invalid_request_error","param":"messages","code":"invalid_value","extra":1}}"#;
-        let err = into_error(Outcome::ClientError, 400, body).unwrap();
+        let err = into_error(Outcome::ClientError, 400, body, "K").unwrap();
         assert_eq!(
             err,
             RouterError::UpstreamRejected {
@@ -222,7 +226,7 @@ mod tests {
             br#"{"error":"plain string"}"#,
             br#"{"error":{"message":"   "}}"#,
         ] {
-            let err = into_error(Outcome::ClientError, 404, body).unwrap();
+            let err = into_error(Outcome::ClientError, 404, body, "K").unwrap();
             assert_eq!(err.status(), 404);
             assert_eq!(err.kind(), "invalid_request_error");
             assert!(err.message().contains("HTTP 404"), "{}", err.message());
@@ -232,7 +236,7 @@ mod tests {
     #[test]
     fn numeric_codes_become_text() {
         let body = br#"{"error":{"message":"m","type":"t","code":400}}"#;
-        let err = into_error(Outcome::ClientError, 400, body).unwrap();
+        let err = into_error(Outcome::ClientError, 400, body, "K").unwrap();
         assert_eq!(err.code(), Some("400"));
     }
 
@@ -240,7 +244,7 @@ mod tests {
     fn long_messages_are_cut_on_a_char_boundary() {
         let long = "é".repeat(MAX_MESSAGE);
         let body = serde_json::json!({"error": {"message": long}}).to_string();
-        let err = into_error(Outcome::ClientError, 400, body.as_bytes()).unwrap();
+        let err = into_error(Outcome::ClientError, 400, body.as_bytes(), "K").unwrap();
         let msg = err.message();
         assert!(msg.len() <= MAX_MESSAGE + '…'.len_utf8());
         assert!(msg.ends_with('…'));
@@ -256,18 +260,22 @@ mod tests {
             },
             429,
             body,
+            "K",
         )
         .unwrap();
         assert!(!err.to_json().contains("org_123"));
         assert_eq!(err.headers(), vec![("retry-after", "3".to_owned())]);
         assert_eq!(
-            into_error(Outcome::ServerError, 503, body).unwrap(),
+            into_error(Outcome::ServerError, 503, body, "K").unwrap(),
             RouterError::UpstreamFailed { status: 503 }
         );
         assert_eq!(
-            into_error(Outcome::Auth, 401, body).unwrap(),
-            RouterError::UpstreamAuth { status: 401 }
+            into_error(Outcome::Auth, 401, body, "K").unwrap(),
+            RouterError::UpstreamAuth {
+                status: 401,
+                secret: "K".into()
+            }
         );
-        assert_eq!(into_error(Outcome::Success, 200, body), None);
+        assert_eq!(into_error(Outcome::Success, 200, body, "K"), None);
     }
 }

@@ -1,11 +1,11 @@
-//! Step 4: the request the router sends upstream, and which of the upstream's response headers
+//! Step 7: the request the router sends upstream, and which of the upstream's response headers
 //! go back to the client.
 //!
 //! Outbound headers are built from scratch, never copied from the client: the client's
 //! `Authorization` (its gateway credential), cookies and anything else it sent stay at the
 //! edge. The only client header carried over is `Accept`.
 
-use super::config::Upstream;
+use super::route::Choice;
 
 /// What the edge needs to issue the upstream call; the body is the client's, unchanged.
 pub struct UpstreamRequest {
@@ -30,15 +30,22 @@ impl std::fmt::Debug for UpstreamRequest {
     }
 }
 
-/// The upstream call for `POST /v1/chat/completions`.
-pub fn chat_completions(upstream: &Upstream, client_accept: Option<&str>) -> UpstreamRequest {
+/// The upstream call to `endpoint` (`/chat/completions`, `/embeddings`) of the chosen provider.
+pub fn request(
+    choice: &Choice<'_>,
+    endpoint: &str,
+    client_accept: Option<&str>,
+) -> UpstreamRequest {
     let accept = client_accept
         .filter(|a| !a.trim().is_empty())
         .unwrap_or("application/json");
     UpstreamRequest {
-        url: format!("{}/chat/completions", upstream.base_url),
+        url: format!("{}{endpoint}", choice.provider.base_url),
         headers: vec![
-            ("authorization", format!("Bearer {}", upstream.key.expose())),
+            (
+                "authorization",
+                format!("Bearer {}", choice.secret.expose()),
+            ),
             ("content-type", "application/json".to_owned()),
             ("accept", accept.to_owned()),
         ],
@@ -66,13 +73,21 @@ pub fn passes_to_client(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::config::Secret;
+    use crate::core::config::Config;
 
-    fn upstream() -> Upstream {
-        Upstream {
-            base_url: "https://api.example.com/openai/v1".to_owned(),
-            key: Secret::new("sk-up"),
-        }
+    fn config() -> Config {
+        let doc = serde_json::json!({
+            "providers": {"groq": {"base_url": "https://api.example.com/openai/v1",
+                                   "keys": [{"id": "g", "secret": "G"}]}},
+            "routes": {"fast": ["groq/m"]}
+        });
+        Config::parse(&doc.to_string(), |n| (n == "G").then(|| "sk-up".to_owned())).unwrap()
+    }
+
+    fn chat_completions(accept: Option<&str>) -> UpstreamRequest {
+        let c = config();
+        let choice = crate::core::route::choose(&c, "fast", &[]).unwrap();
+        request(&choice, "/chat/completions", accept)
     }
 
     fn header<'a>(r: &'a UpstreamRequest, name: &str) -> Option<&'a str> {
@@ -84,7 +99,7 @@ mod tests {
 
     #[test]
     fn builds_url_and_auth_from_configuration() {
-        let r = chat_completions(&upstream(), None);
+        let r = chat_completions(None);
         assert_eq!(r.url, "https://api.example.com/openai/v1/chat/completions");
         assert_eq!(header(&r, "authorization"), Some("Bearer sk-up"));
         assert_eq!(header(&r, "content-type"), Some("application/json"));
@@ -94,15 +109,15 @@ mod tests {
 
     #[test]
     fn carries_the_clients_accept() {
-        let r = chat_completions(&upstream(), Some("text/event-stream"));
+        let r = chat_completions(Some("text/event-stream"));
         assert_eq!(header(&r, "accept"), Some("text/event-stream"));
-        let r = chat_completions(&upstream(), Some(" "));
+        let r = chat_completions(Some(" "));
         assert_eq!(header(&r, "accept"), Some("application/json"));
     }
 
     #[test]
     fn debug_redacts_the_key() {
-        let r = chat_completions(&upstream(), None);
+        let r = chat_completions(None);
         let printed = format!("{r:?}");
         assert!(!printed.contains("sk-up"), "{printed}");
         assert!(printed.contains("[redacted]"));

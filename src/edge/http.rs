@@ -1,7 +1,8 @@
 //! Conversions between the runtime's HTTP objects and the core's plain values. These are the
 //! only functions that touch JS types; `wasm-bindgen-test` checks them under Node.
 
-use worker::{Headers, Method, Request, RequestInit, Response};
+use worker::wasm_bindgen::{JsCast, JsValue};
+use worker::{js_sys, Env, Headers, Method, Request, RequestInit, Response};
 
 use crate::core::error::RouterError;
 use crate::core::upstream::{self, UpstreamRequest};
@@ -28,13 +29,19 @@ pub fn upstream_request(out: &UpstreamRequest, body: Vec<u8>) -> Result<Request,
 }
 
 /// The upstream's response for the client: same status and body stream (never read in Rust),
-/// headers filtered by [`upstream::passes_to_client`].
-pub fn client_response(resp: Response) -> Result<Response, RouterError> {
+/// headers filtered by [`upstream::passes_to_client`], plus the router's `extra` headers.
+pub fn client_response(
+    resp: Response,
+    extra: &[(&'static str, String)],
+) -> Result<Response, RouterError> {
     let headers = Headers::new();
     for (name, value) in resp.headers().entries() {
         if upstream::passes_to_client(&name) {
             headers.append(&name, &value).map_err(internal)?;
         }
+    }
+    for (name, value) in extra {
+        headers.set(name, value).map_err(internal)?;
     }
     let status = resp.status_code();
     let (_, body) = resp.into_parts();
@@ -56,6 +63,52 @@ pub fn json_response(status: u16, body: &str) -> Result<Response, RouterError> {
         .fixed(body.as_bytes().to_vec()))
 }
 
+/// An empty response (a preflight answer) with the given headers.
+pub fn empty_response(
+    status: u16,
+    headers: &[(&'static str, String)],
+) -> Result<Response, RouterError> {
+    let h = Headers::new();
+    for (name, value) in headers {
+        h.set(name, value).map_err(internal)?;
+    }
+    Ok(Response::builder()
+        .with_status(status)
+        .with_headers(h)
+        .empty())
+}
+
+/// Adds headers to a response the router built (never to an immutable upstream one).
+pub fn add_headers(resp: &mut Response, headers: &[(&'static str, String)]) -> worker::Result<()> {
+    let h = resp.headers_mut();
+    for (name, value) in headers {
+        h.set(name, value)?;
+    }
+    Ok(())
+}
+
+/// A var as JSON text: a string var as it is, an object var (a TOML table in wrangler.toml)
+/// serialized; `None` when unset.
+pub fn config_text(env: &Env, name: &str) -> Result<Option<String>, RouterError> {
+    let value =
+        js_sys::Reflect::get(env, &JsValue::from_str(name)).map_err(|_| RouterError::Internal {
+            detail: format!("reading the binding {name}"),
+        })?;
+    if value.is_undefined() || value.is_null() {
+        return Ok(None);
+    }
+    if let Some(text) = value.as_string() {
+        return Ok(Some(text));
+    }
+    js_sys::JSON::stringify(&value)
+        .ok()
+        .and_then(|s| s.dyn_into::<js_sys::JsString>().ok())
+        .map(|s| Some(String::from(s)))
+        .ok_or_else(|| RouterError::Internal {
+            detail: format!("serializing the binding {name}"),
+        })
+}
+
 /// The OpenAI-format error response, with the headers that belong to the error.
 pub fn error_response(err: &RouterError) -> worker::Result<Response> {
     let headers = Headers::new();
@@ -72,17 +125,15 @@ pub fn error_response(err: &RouterError) -> worker::Result<Response> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::config::{Secret, Upstream};
+    use crate::core::config::Config;
     use wasm_bindgen_test::wasm_bindgen_test;
 
     fn outbound() -> UpstreamRequest {
-        upstream::chat_completions(
-            &Upstream {
-                base_url: "http://127.0.0.1:9/v1".to_owned(),
-                key: Secret::new("sk-upstream"),
-            },
-            Some("text/event-stream"),
-        )
+        let doc = r#"{"providers":{"groq":{"base_url":"http://127.0.0.1:9/v1",
+            "keys":[{"id":"g","secret":"G"}]}},"routes":{"fast":["groq/m"]}}"#;
+        let config = Config::parse(doc, |n| (n == "G").then(|| "sk-upstream".to_owned())).unwrap();
+        let choice = crate::core::route::choose(&config, "fast", &[]).unwrap();
+        upstream::request(&choice, "/chat/completions", Some("text/event-stream"))
     }
 
     #[wasm_bindgen_test]
@@ -123,8 +174,13 @@ mod tests {
             .fixed(b"{\"id\":\"x\"}".to_vec());
         // Through a real JS Response, as `fetch` would hand it over.
         let upstream: Response = worker::web_sys::Response::from(upstream).into();
-        let mut out = client_response(upstream).unwrap();
+        let mut out =
+            client_response(upstream, &[("x-router-provider", "groq".to_owned())]).unwrap();
         assert_eq!(out.status_code(), 201);
+        assert_eq!(
+            out.headers().get("x-router-provider").unwrap().as_deref(),
+            Some("groq")
+        );
         assert_eq!(
             out.headers().get("x-request-id").unwrap().as_deref(),
             Some("req_1")
@@ -151,6 +207,43 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&resp.text().await.unwrap()).unwrap();
         assert_eq!(v["error"]["type"], "rate_limit_error");
         assert_eq!(v["error"]["code"], "rate_limit_exceeded");
+    }
+
+    #[wasm_bindgen_test]
+    fn config_text_reads_strings_and_objects() {
+        let env: Env = js_sys::Object::new().unchecked_into();
+        let obj = js_sys::JSON::parse(r#"{"routes":{"fast":["groq/m"]}}"#).unwrap();
+        js_sys::Reflect::set(&env, &"OBJ".into(), &obj).unwrap();
+        js_sys::Reflect::set(&env, &"TEXT".into(), &r#"{"a":1}"#.into()).unwrap();
+        assert_eq!(
+            config_text(&env, "OBJ").unwrap().as_deref(),
+            Some(r#"{"routes":{"fast":["groq/m"]}}"#)
+        );
+        assert_eq!(
+            config_text(&env, "TEXT").unwrap().as_deref(),
+            Some(r#"{"a":1}"#)
+        );
+        assert_eq!(config_text(&env, "MISSING").unwrap(), None);
+    }
+
+    #[wasm_bindgen_test]
+    async fn preflight_and_added_headers() {
+        let mut resp =
+            empty_response(204, &[("access-control-max-age", "86400".to_owned())]).unwrap();
+        assert_eq!(resp.status_code(), 204);
+        add_headers(&mut resp, &[("vary", "Origin".to_owned())]).unwrap();
+        assert_eq!(
+            resp.headers().get("vary").unwrap().as_deref(),
+            Some("Origin")
+        );
+        assert_eq!(
+            resp.headers()
+                .get("access-control-max-age")
+                .unwrap()
+                .as_deref(),
+            Some("86400")
+        );
+        assert_eq!(resp.text().await.unwrap(), "");
     }
 
     #[wasm_bindgen_test]

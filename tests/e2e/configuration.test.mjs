@@ -1,41 +1,102 @@
 // The router without a working configuration still starts and says what to fix.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { readError, startFakeUpstream, startRouter } from "./harness.mjs";
+import {
+  ALL_SECRETS,
+  GATEWAY_HASH,
+  GATEWAY_KEY,
+  readError,
+  startFakeUpstream,
+  startRouter,
+  twoProviderConfig,
+} from "./harness.mjs";
 
-const BODY = JSON.stringify({ model: "m", messages: [{ role: "user", content: "hi" }] });
+const BODY = JSON.stringify({ model: "fast", messages: [{ role: "user", content: "hi" }] });
+const AUTHED = {
+  method: "POST",
+  headers: { authorization: `Bearer ${GATEWAY_KEY}`, "content-type": "application/json" },
+  body: BODY,
+};
 
-test("without the provider key, a request gets a 503 naming the secret and how to set it", async () => {
-  const fake = await startFakeUpstream();
-  const router = await startRouter({ UPSTREAM_BASE_URL: fake.baseUrl });
+async function withRouter(bindings, fn) {
+  const groq = await startFakeUpstream();
+  const together = await startFakeUpstream();
+  const router = await startRouter(bindings(groq, together));
   try {
-    const health = await router.fetch("/healthz");
-    assert.equal(health.status, 200);
-    await health.arrayBuffer();
-
-    const res = await router.fetch("/v1/chat/completions", { method: "POST", body: BODY });
-    assert.equal(res.status, 503);
-    const err = await readError(assert, res);
-    assert.equal(err.type, "configuration_error");
-    assert.equal(err.code, "missing_secret");
-    assert.match(err.message, /UPSTREAM_API_KEY/);
-    assert.match(err.message, /\.dev\.vars/);
-    assert.match(err.message, /wrangler secret put UPSTREAM_API_KEY/);
-    assert.equal(fake.calls.length, 0);
+    await fn(router, groq, together);
   } finally {
     await router.dispose();
-    await fake.close();
+    await groq.close();
+    await together.close();
   }
+}
+
+test("without any secret the router starts, and a request names the secret to set", async () => {
+  await withRouter(
+    (g, t) => ({ ROUTER_CONFIG: twoProviderConfig(g, t) }),
+    async (router, groq) => {
+      const health = await router.fetch("/healthz");
+      assert.equal(health.status, 200);
+      await health.arrayBuffer();
+      const res = await router.fetch("/v1/chat/completions", AUTHED);
+      assert.equal(res.status, 503);
+      const err = await readError(assert, res);
+      assert.equal(err.type, "configuration_error");
+      assert.equal(err.code, "missing_secret");
+      assert.match(err.message, /GATEWAY_KEY_HASHES/);
+      assert.match(err.message, /\.dev\.vars/);
+      assert.match(err.message, /wrangler secret put GATEWAY_KEY_HASHES/);
+      assert.equal(groq.calls.length, 0);
+    },
+  );
 });
 
-test("an invalid base URL is a 503 naming the variable", async () => {
-  const router = await startRouter({ UPSTREAM_BASE_URL: "api.example.com/v1", UPSTREAM_API_KEY: "k" });
+test("without the provider key, a request gets a 503 naming the provider's secret", async () => {
+  await withRouter(
+    (g, t) => ({ ROUTER_CONFIG: twoProviderConfig(g, t), GATEWAY_KEY_HASHES: GATEWAY_HASH }),
+    async (router, groq) => {
+      const res = await router.fetch("/v1/chat/completions", AUTHED);
+      assert.equal(res.status, 503);
+      const err = await readError(assert, res);
+      assert.equal(err.code, "missing_secret");
+      assert.match(err.message, /GROQ_API_KEY/);
+      assert.match(err.message, /wrangler secret put GROQ_API_KEY/);
+      assert.equal(groq.calls.length, 0);
+      assert.ok(router.logs.some((l) => l.includes("missing_secret") && l.includes("GROQ_API_KEY")), router.logs.join("\n"));
+    },
+  );
+});
+
+test("an invalid configuration is refused with its path, in the response and in the log", async () => {
+  await withRouter(
+    (g, t) => {
+      const config = twoProviderConfig(g, t);
+      config.providers.groq.keys[0].secrt = "typo";
+      return { ROUTER_CONFIG: config, ...ALL_SECRETS };
+    },
+    async (router) => {
+      for (let i = 0; i < 2; i++) {
+        const res = await router.fetch("/v1/chat/completions", AUTHED);
+        assert.equal(res.status, 503);
+        const err = await readError(assert, res);
+        assert.equal(err.code, "invalid_config");
+        assert.match(err.message, /providers\.groq\.keys\[0\]\.secrt/);
+      }
+      const health = await router.fetch("/healthz");
+      assert.equal(health.status, 503, "health reports the broken configuration");
+      await health.arrayBuffer();
+      assert.ok(router.logs.some((l) => l.includes("providers.groq.keys[0].secrt")), router.logs.join("\n"));
+    },
+  );
+});
+
+test("a missing configuration names ROUTER_CONFIG", async () => {
+  const router = await startRouter({ ...ALL_SECRETS });
   try {
-    const res = await router.fetch("/v1/chat/completions", { method: "POST", body: BODY });
+    const res = await router.fetch("/v1/chat/completions", AUTHED);
     assert.equal(res.status, 503);
     const err = await readError(assert, res);
-    assert.equal(err.code, "invalid_config");
-    assert.match(err.message, /UPSTREAM_BASE_URL/);
+    assert.match(err.message, /ROUTER_CONFIG/);
   } finally {
     await router.dispose();
   }
@@ -43,16 +104,15 @@ test("an invalid base URL is a 503 naming the variable", async () => {
 
 test("an unreachable upstream is a 502 upstream_unreachable", async () => {
   // A port that was just free: nothing listens there any more.
-  const fake = await startFakeUpstream();
-  const baseUrl = fake.baseUrl;
-  await fake.close();
-  const router = await startRouter({ UPSTREAM_BASE_URL: baseUrl, UPSTREAM_API_KEY: "k" });
-  try {
-    const res = await router.fetch("/v1/chat/completions", { method: "POST", body: BODY });
-    assert.equal(res.status, 502);
-    const err = await readError(assert, res);
-    assert.equal(err.code, "upstream_unreachable");
-  } finally {
-    await router.dispose();
-  }
+  const gone = await startFakeUpstream();
+  await gone.close();
+  await withRouter(
+    (g, t) => ({ ROUTER_CONFIG: twoProviderConfig(gone, t), ...ALL_SECRETS }),
+    async (router) => {
+      const res = await router.fetch("/v1/chat/completions", AUTHED);
+      assert.equal(res.status, 502);
+      const err = await readError(assert, res);
+      assert.equal(err.code, "upstream_unreachable");
+    },
+  );
 });

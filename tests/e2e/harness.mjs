@@ -1,6 +1,7 @@
 // Shared pieces of the end-to-end suite: the release build loaded in workerd through Miniflare,
 // and a fake OpenAI-compatible upstream on 127.0.0.1 that the test controls and that records
 // every call it receives.
+import { createHash } from "node:crypto";
 import http from "node:http";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -8,14 +9,48 @@ import { Miniflare, convertV4MiniflareOptions } from "miniflare";
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 
-/** The key the router holds for the fake upstream; a test asserts it never leaks. */
-export const UPSTREAM_KEY = "sk-upstream-test-0123456789";
+/** The keys the router holds for the fake upstreams; tests assert they never leak. */
+export const GROQ_KEY = "gsk-test-groq-0123456789";
+export const TOGETHER_KEY = "tg-test-together-0123456789";
+/** The gateway key clients present; the router holds only its SHA-256. */
+export const GATEWAY_KEY = "sk-gateway-test-abcdef";
+export const GATEWAY_HASH = createHash("sha256").update(GATEWAY_KEY).digest("hex");
+
+/** Every secret value used by the suite, for the leak checks. */
+export const SECRET_VALUES = [GROQ_KEY, TOGETHER_KEY, GATEWAY_KEY];
+
+/**
+ * A configuration with a Groq fake on the fast path and a Together fake on the slow path,
+ * plus an embeddings route to Together.
+ */
+export function twoProviderConfig(groq, together, gateway = {}) {
+  return {
+    gateway,
+    providers: {
+      groq: { base_url: groq.baseUrl, keys: [{ id: "groq-1", secret: "GROQ_API_KEY", org: "org-a" }] },
+      together: { base_url: together.baseUrl, keys: [{ id: "together-1", secret: "TOGETHER_API_KEY" }] },
+    },
+    routes: {
+      fast: ["groq/llama-3.1-8b-instant"],
+      slow: ["together/meta-llama/Llama-3.3-70B-Instruct-Turbo"],
+      embed: ["together/BAAI/bge-base-en-v1.5"],
+    },
+  };
+}
+
+export const ALL_SECRETS = {
+  GROQ_API_KEY: GROQ_KEY,
+  TOGETHER_API_KEY: TOGETHER_KEY,
+  GATEWAY_KEY_HASHES: GATEWAY_HASH,
+};
 
 /**
  * Starts the built Worker (build/index.js + build/index_bg.wasm) in workerd with the given vars
- * and secrets, exactly as `wrangler deploy` would ship it.
+ * and secrets, exactly as `wrangler deploy` would ship it. Everything the Worker logs is kept
+ * in `logs`.
  */
 export async function startRouter(bindings) {
+  const logs = [];
   const mf = new Miniflare(
     convertV4MiniflareOptions({
       modules: [
@@ -25,10 +60,14 @@ export async function startRouter(bindings) {
       modulesRoot: ROOT,
       compatibilityDate: "2026-11-01",
       bindings,
+      handleStructuredLogs: (log) => logs.push(typeof log === "string" ? log : JSON.stringify(log)),
     }),
   );
-  await mf.ready;
+  const url = await mf.ready;
   return {
+    /** The router's real HTTP address on 127.0.0.1, for SDKs and browsers. */
+    url: url.href.replace(/\/$/, ""),
+    logs,
     /** Calls the router over HTTP as a client would. */
     fetch: (p, init) => mf.dispatchFetch(new URL(p, "http://router.test").href, init),
     dispose: () => mf.dispose(),

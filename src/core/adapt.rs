@@ -1,0 +1,125 @@
+//! Step 6: the body as the chosen provider wants it. The model name becomes the provider's,
+//! the output-token limit moves to the field the provider reads, and fields the provider
+//! rejects but the request can do without are removed. Fields that change what the client gets
+//! back (`logprobs: true`, a non-empty `logit_bias`, `n > 1`) are never stripped: `core::route`
+//! sends such requests to a provider that supports them.
+
+use super::config::{Capability, MaxTokensField, Provider};
+use super::error::RouterError;
+use super::request::{ChatRequest, EmbeddingsRequest};
+
+/// The chat body for `provider`, which knows the model as `model`.
+pub fn chat(
+    mut req: ChatRequest,
+    provider: &Provider,
+    model: &str,
+) -> Result<Vec<u8>, RouterError> {
+    req.model = model.to_owned();
+    // One limit, in the provider's field: the smaller when the client sent both.
+    let limit = match (req.max_tokens.take(), req.max_completion_tokens.take()) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    match provider.max_tokens_field {
+        MaxTokensField::MaxTokens => req.max_tokens = limit,
+        MaxTokensField::MaxCompletionTokens => req.max_completion_tokens = limit,
+    }
+    let caps = provider.capabilities;
+    if !caps.has(Capability::MessageName) {
+        for m in &mut req.messages {
+            m.name = None;
+        }
+    }
+    if !caps.has(Capability::Logprobs) && req.logprobs == Some(false) {
+        req.logprobs = None;
+    }
+    if !caps.has(Capability::LogitBias) && req.logit_bias.as_ref().is_some_and(|b| b.is_empty()) {
+        req.logit_bias = None;
+    }
+    if !caps.has(Capability::MultipleChoices) && req.n == Some(1) {
+        req.n = None;
+    }
+    to_vec(&req)
+}
+
+/// The embeddings body for `provider`'s model name.
+pub fn embeddings(mut req: EmbeddingsRequest, model: &str) -> Result<Vec<u8>, RouterError> {
+    req.model = model.to_owned();
+    to_vec(&req)
+}
+
+fn to_vec<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, RouterError> {
+    serde_json::to_vec(value).map_err(|e| RouterError::Internal {
+        detail: format!("serializing the upstream body: {e}"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::config::Config;
+    use serde_json::{json, Value};
+
+    fn providers() -> Config {
+        let doc = json!({
+            "providers": {
+                "groq": {"keys": [{"id": "g", "secret": "G"}]},
+                "together": {"keys": [{"id": "t", "secret": "T"}]}
+            },
+            "routes": {"fast": ["groq/x"]}
+        });
+        Config::parse(&doc.to_string(), |_| None).unwrap()
+    }
+
+    fn adapt(provider: &str, body: Value) -> Value {
+        let c = providers();
+        let p = c.providers.iter().find(|p| p.name == provider).unwrap();
+        let req = ChatRequest::parse(body.to_string().as_bytes()).unwrap();
+        serde_json::from_slice(&chat(req, p, "their-model").unwrap()).unwrap()
+    }
+
+    #[test]
+    fn groq_gets_its_fields() {
+        let out = adapt(
+            "groq",
+            json!({"model": "fast", "max_tokens": 100, "n": 1, "logprobs": false, "logit_bias": {},
+                   "messages": [{"role": "user", "content": "hi", "name": "ann"}],
+                   "temperature": 0, "user": "u-1", "new_param": [1]}),
+        );
+        assert_eq!(
+            out,
+            json!({"model": "their-model", "max_completion_tokens": 100,
+                   "messages": [{"role": "user", "content": "hi"}],
+                   "temperature": 0, "user": "u-1", "new_param": [1]})
+        );
+    }
+
+    #[test]
+    fn together_keeps_what_it_supports_and_reads_max_tokens() {
+        let out = adapt(
+            "together",
+            json!({"model": "fast", "max_completion_tokens": 50, "max_tokens": 80, "n": 2,
+                   "logprobs": true, "logit_bias": {"1": 2},
+                   "messages": [{"role": "user", "content": "hi", "name": "ann"}]}),
+        );
+        assert_eq!(out["max_tokens"], 50);
+        assert!(out.get("max_completion_tokens").is_none());
+        assert_eq!(out["n"], 2);
+        assert_eq!(out["logprobs"], true);
+        assert_eq!(out["logit_bias"], json!({"1": 2}));
+        // Together's preset has no message_name: stripped.
+        assert!(out["messages"][0].get("name").is_none());
+    }
+
+    #[test]
+    fn embeddings_rename_the_model_only() {
+        let req =
+            EmbeddingsRequest::parse(br#"{"model":"embed","input":["a"],"dimensions":8}"#).unwrap();
+        let out: Value =
+            serde_json::from_slice(&embeddings(req, "mistral-embed").unwrap()).unwrap();
+        assert_eq!(
+            out,
+            json!({"model": "mistral-embed", "input": ["a"], "dimensions": 8})
+        );
+    }
+}

@@ -1,0 +1,132 @@
+//! Step 3: who is calling. Clients present a gateway key (`Authorization: Bearer ...`); the
+//! router keeps only the keys' SHA-256 hashes (in a Worker secret) and compares in constant
+//! time. Provider keys are never accepted from clients.
+
+use sha2::{Digest, Sha256};
+
+use super::config::GatewayAuth;
+use super::error::RouterError;
+
+/// Checks the client's `Authorization` header against the configured gateway keys.
+pub fn check(auth: &GatewayAuth, authorization: Option<&str>) -> Result<(), RouterError> {
+    let (secret, hashes) = match auth {
+        GatewayAuth::Disabled => return Ok(()),
+        GatewayAuth::Keys { secret, hashes } => (secret, hashes),
+    };
+    if hashes.is_empty() {
+        return Err(RouterError::MissingSecret {
+            names: vec![secret.clone()],
+        });
+    }
+    let key = authorization
+        .and_then(bearer)
+        .ok_or(RouterError::Unauthorized { presented: false })?;
+    let digest: [u8; 32] = Sha256::digest(key.as_bytes()).into();
+    // Every hash is compared in full, whatever matches, so timing says nothing about which.
+    let matched = hashes
+        .iter()
+        .fold(false, |acc, h| acc | constant_time_eq(h, &digest));
+    if matched {
+        Ok(())
+    } else {
+        Err(RouterError::Unauthorized { presented: true })
+    }
+}
+
+/// The token of `Bearer <token>` (scheme case-insensitive), if non-empty.
+fn bearer(header: &str) -> Option<&str> {
+    let header = header.trim();
+    let (scheme, token) = header.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The hex SHA-256 of a gateway key, as the operator stores it.
+pub fn hash_hex(key: &str) -> String {
+    Sha256::digest(key.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys(list: &[&str]) -> GatewayAuth {
+        GatewayAuth::Keys {
+            secret: "GATEWAY_KEY_HASHES".into(),
+            hashes: list
+                .iter()
+                .map(|k| Sha256::digest(k.as_bytes()).into())
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn known_sha256() {
+        assert_eq!(
+            hash_hex("1"),
+            "6b86b273ff34fce19d6b804eff5a3f5747ada4eaa22f1d49c01e52ddb7875b4b"
+        );
+    }
+
+    #[test]
+    fn auth_table() {
+        let auth = keys(&["sk-gw-one", "sk-gw-two"]);
+        let cases: &[(Option<&str>, Result<(), RouterError>)] = &[
+            (Some("Bearer sk-gw-one"), Ok(())),
+            (Some("bearer sk-gw-two"), Ok(())),
+            (Some("  Bearer   sk-gw-two  "), Ok(())),
+            (None, Err(RouterError::Unauthorized { presented: false })),
+            (
+                Some(""),
+                Err(RouterError::Unauthorized { presented: false }),
+            ),
+            (
+                Some("Bearer "),
+                Err(RouterError::Unauthorized { presented: false }),
+            ),
+            (
+                Some("sk-gw-one"),
+                Err(RouterError::Unauthorized { presented: false }),
+            ),
+            (
+                Some("Basic sk-gw-one"),
+                Err(RouterError::Unauthorized { presented: false }),
+            ),
+            (
+                Some("Bearer sk-gw-three"),
+                Err(RouterError::Unauthorized { presented: true }),
+            ),
+            (Some("Bearer sk-gw-one "), Ok(())),
+            (
+                Some("Bearer SK-GW-ONE"),
+                Err(RouterError::Unauthorized { presented: true }),
+            ),
+        ];
+        for (header, want) in cases {
+            assert_eq!(&check(&auth, *header), want, "{header:?}");
+        }
+    }
+
+    #[test]
+    fn disabled_lets_everyone_in() {
+        assert_eq!(check(&GatewayAuth::Disabled, None), Ok(()));
+    }
+
+    #[test]
+    fn no_hashes_names_the_secret() {
+        let err = check(&keys(&[]), Some("Bearer x")).unwrap_err();
+        assert_eq!(
+            err,
+            RouterError::MissingSecret {
+                names: vec!["GATEWAY_KEY_HASHES".into()]
+            }
+        );
+    }
+}

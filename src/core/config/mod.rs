@@ -1,0 +1,659 @@
+//! Step 2: the router's configuration, validated once per isolate.
+//!
+//! The operator writes one declarative document (`ROUTER_CONFIG` in `wrangler.toml`, a TOML
+//! table or a JSON string). [`raw`] reads it strictly (unknown fields are errors); [`Config::parse`]
+//! validates it into the configuration the router uses, naming the path of every error
+//! (`providers.groq.keys[2].secret`). Keys are read from Worker secrets only and held in
+//! [`Secret`], whose `Debug` and `Display` print a redaction.
+
+mod presets;
+mod raw;
+
+use std::collections::BTreeMap;
+
+pub use presets::{Preset, PRESETS};
+use raw::{RawConfig, RawGateway, RawLimits, RawProvider};
+
+/// The Worker var that holds the configuration.
+pub const CONFIG_VAR: &str = "ROUTER_CONFIG";
+
+/// The largest body limit an operator may configure (the runtime's own limit is 100 MB).
+const MAX_BODY_LIMIT: u64 = 100 * 1024 * 1024;
+
+/// A secret value. It can be used, never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The secret itself, for the one place that must send it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret([redacted])")
+    }
+}
+
+impl std::fmt::Display for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// What a provider can serve. Requests that need a capability go only to providers that have
+/// it (see `core::adapt`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Capability {
+    Chat,
+    Streaming,
+    Tools,
+    JsonSchema,
+    Vision,
+    Embeddings,
+    /// `logprobs: true` / `top_logprobs`.
+    Logprobs,
+    /// A non-empty `logit_bias`.
+    LogitBias,
+    /// `n` greater than 1.
+    MultipleChoices,
+    /// `messages[].name`.
+    MessageName,
+}
+
+impl Capability {
+    const ALL: [(Capability, &'static str); 10] = [
+        (Capability::Chat, "chat"),
+        (Capability::Streaming, "streaming"),
+        (Capability::Tools, "tools"),
+        (Capability::JsonSchema, "json_schema"),
+        (Capability::Vision, "vision"),
+        (Capability::Embeddings, "embeddings"),
+        (Capability::Logprobs, "logprobs"),
+        (Capability::LogitBias, "logit_bias"),
+        (Capability::MultipleChoices, "n"),
+        (Capability::MessageName, "message_name"),
+    ];
+
+    /// The name used in the configuration and in error messages.
+    pub fn name(self) -> &'static str {
+        Self::ALL
+            .iter()
+            .find(|(c, _)| *c == self)
+            .map_or("unknown", |(_, n)| n)
+    }
+
+    fn from_name(name: &str) -> Option<Capability> {
+        Self::ALL.iter().find(|(_, n)| *n == name).map(|(c, _)| *c)
+    }
+
+    fn bit(self) -> u16 {
+        1 << (self as u16)
+    }
+}
+
+/// A set of capabilities.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Capabilities(u16);
+
+impl Capabilities {
+    pub fn of(caps: &[Capability]) -> Self {
+        Capabilities(caps.iter().fold(0, |acc, c| acc | c.bit()))
+    }
+
+    pub fn has(self, cap: Capability) -> bool {
+        self.0 & cap.bit() != 0
+    }
+}
+
+/// Which field a provider reads the output-token limit from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MaxTokensField {
+    MaxTokens,
+    MaxCompletionTokens,
+}
+
+impl MaxTokensField {
+    pub fn name(self) -> &'static str {
+        match self {
+            MaxTokensField::MaxTokens => "max_tokens",
+            MaxTokensField::MaxCompletionTokens => "max_completion_tokens",
+        }
+    }
+}
+
+/// How a provider reports its rate limits in response headers (read by the quota ledger).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateLimitDialect {
+    /// `x-ratelimit-*-requests` is the per-day window, `-tokens` the per-minute one.
+    Groq,
+    /// `x-ratelimit-{limit,remaining,reset}-{requests,tokens}`, per minute.
+    OpenAi,
+    /// `x-ratelimit-*-tokens-minute`, `-req-minute`, `-month`.
+    Mistral,
+    /// `x-ratelimit-limit`, `-remaining`, `-reset`, `x-tokenlimit-*`.
+    Together,
+    /// `x-ratelimit-limit-tokens-prompt`, `-generated`.
+    Fireworks,
+    /// `x-ratelimit-*-requests-day`, `-tokens-minute`, float-second resets.
+    Cerebras,
+    /// No rate-limit headers.
+    None,
+}
+
+/// Rate limits of one model at one provider, per organization.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub rpm: Option<u64>,
+    pub rpd: Option<u64>,
+    pub tpm: Option<u64>,
+    pub tpd: Option<u64>,
+}
+
+/// One API key of a provider.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Key {
+    pub id: String,
+    /// Keys of one organization share one quota.
+    pub org: String,
+    /// The Worker secret holding the key.
+    pub secret_name: String,
+    /// `None` when the secret is not set: the key is skipped and, if no key is left, the error
+    /// names the secret.
+    pub value: Option<Secret>,
+}
+
+/// One OpenAI-compatible provider.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Provider {
+    pub name: String,
+    /// Without a trailing slash, e.g. `https://api.groq.com/openai/v1`.
+    pub base_url: String,
+    pub capabilities: Capabilities,
+    pub max_tokens_field: MaxTokensField,
+    pub dialect: RateLimitDialect,
+    pub keys: Vec<Key>,
+    /// Per model id.
+    pub limits: BTreeMap<String, Limits>,
+}
+
+impl Provider {
+    /// The first key whose secret is set.
+    pub fn usable_key(&self) -> Option<(&Key, &Secret)> {
+        self.keys
+            .iter()
+            .find_map(|k| k.value.as_ref().map(|v| (k, v)))
+    }
+}
+
+/// A provider and the model name it knows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// Index into [`Config::providers`].
+    pub provider: usize,
+    pub model: String,
+}
+
+/// Which browser origins may call the router.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CorsOrigins {
+    Any,
+    List(Vec<String>),
+}
+
+impl CorsOrigins {
+    pub fn allows(&self, origin: &str) -> bool {
+        match self {
+            CorsOrigins::Any => true,
+            CorsOrigins::List(list) => list.iter().any(|o| o == origin),
+        }
+    }
+}
+
+/// How clients authenticate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GatewayAuth {
+    /// Anyone may call (local development only).
+    Disabled,
+    /// A bearer key whose SHA-256 is in `hashes`, read from the secret `secret`. Empty when the
+    /// secret is not set: then every request is refused with an error naming it.
+    Keys {
+        secret: String,
+        hashes: Vec<[u8; 32]>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Gateway {
+    pub auth: GatewayAuth,
+    pub cors: CorsOrigins,
+    pub max_body_bytes: u64,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub gateway: Gateway,
+    pub providers: Vec<Provider>,
+    /// Router model name (an alias such as `fast`, or a concrete model id) -> targets in order
+    /// of preference.
+    models: BTreeMap<String, Vec<Target>>,
+    /// The names of [`Self::models`] in listing order: aliases first, then concrete ids.
+    listing: Vec<String>,
+    /// How many of `listing` are aliases.
+    aliases: usize,
+}
+
+/// A configuration error: where, and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub path: String,
+    pub detail: String,
+}
+
+impl ConfigError {
+    fn at(path: impl Into<String>, detail: impl Into<String>) -> Self {
+        ConfigError {
+            path: path.into(),
+            detail: detail.into(),
+        }
+    }
+}
+
+impl Config {
+    /// Parses and validates the configuration document; `secret` returns a Worker secret's
+    /// value, `None` when it is not set.
+    pub fn parse(
+        json: &str,
+        secret: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let mut de = serde_json::Deserializer::from_str(json);
+        let raw: RawConfig = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+            // A syntax error has no meaningful path; a shape error names the field.
+            let path = e.path().to_string();
+            let path = if path == "." || !e.inner().is_data() {
+                CONFIG_VAR.to_owned()
+            } else {
+                path
+            };
+            ConfigError::at(path, e.into_inner().to_string())
+        })?;
+        de.end()
+            .map_err(|e| ConfigError::at(CONFIG_VAR, e.to_string()))?;
+        build(raw, &secret)
+    }
+
+    /// The targets that serve `model`, in order of preference; `None` for an unknown model.
+    pub fn targets(&self, model: &str) -> Option<&[Target]> {
+        self.models.get(model).map(Vec::as_slice)
+    }
+
+    /// Every model name a client may ask for, aliases first.
+    pub fn model_names(&self) -> &[String] {
+        &self.listing
+    }
+
+    /// Whether `name` is a route name (`fast`, `auto`, ...) rather than a provider's model id.
+    pub fn is_alias(&self, name: &str) -> bool {
+        self.listing.iter().take(self.aliases).any(|n| n == name)
+    }
+}
+
+fn build(raw: RawConfig, secret: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+    let gateway = build_gateway(raw.gateway, secret)?;
+    if raw.providers.is_empty() {
+        return Err(ConfigError::at(
+            "providers",
+            "at least one provider is required",
+        ));
+    }
+    let providers = raw
+        .providers
+        .into_iter()
+        .map(|(name, p)| build_provider(name, p, secret))
+        .collect::<Result<Vec<_>, _>>()?;
+    let (models, listing, aliases) = build_models(raw.routes, &providers)?;
+    Ok(Config {
+        gateway,
+        providers,
+        models,
+        listing,
+        aliases,
+    })
+}
+
+fn build_gateway(
+    raw: RawGateway,
+    secret: &dyn Fn(&str) -> Option<String>,
+) -> Result<Gateway, ConfigError> {
+    check_secret_name("gateway.keys_secret", &raw.keys_secret)?;
+    let auth = if raw.auth {
+        let hashes = match secret(&raw.keys_secret) {
+            Some(value) => parse_hashes(&raw.keys_secret, &value)?,
+            None => Vec::new(),
+        };
+        GatewayAuth::Keys {
+            secret: raw.keys_secret,
+            hashes,
+        }
+    } else {
+        GatewayAuth::Disabled
+    };
+    let cors = if raw.cors_origins.iter().any(|o| o == "*") {
+        CorsOrigins::Any
+    } else {
+        for (i, origin) in raw.cors_origins.iter().enumerate() {
+            check_origin(&format!("gateway.cors_origins[{i}]"), origin)?;
+        }
+        CorsOrigins::List(raw.cors_origins)
+    };
+    if raw.max_body_bytes == 0 || raw.max_body_bytes > MAX_BODY_LIMIT {
+        return Err(ConfigError::at(
+            "gateway.max_body_bytes",
+            format!("must be between 1 and {MAX_BODY_LIMIT}"),
+        ));
+    }
+    Ok(Gateway {
+        auth,
+        cors,
+        max_body_bytes: raw.max_body_bytes,
+    })
+}
+
+/// Parses the gateway-key secret: SHA-256 hashes in hex, separated by commas or whitespace.
+/// Errors never quote the secret's content.
+fn parse_hashes(secret_name: &str, value: &str) -> Result<Vec<[u8; 32]>, ConfigError> {
+    value
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|s| !s.is_empty())
+        .enumerate()
+        .map(|(i, hex)| {
+            decode_hex32(hex).ok_or_else(|| {
+                ConfigError::at(
+                    format!("secrets.{secret_name}[{i}]"),
+                    "not a SHA-256 hash in hex (64 hex digits); store hashes, not keys",
+                )
+            })
+        })
+        .collect()
+}
+
+fn decode_hex32(hex: &str) -> Option<[u8; 32]> {
+    let bytes = hex.as_bytes();
+    if bytes.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, pair) in bytes.chunks_exact(2).enumerate() {
+        let hi = (pair[0] as char).to_digit(16)?;
+        let lo = (pair[1] as char).to_digit(16)?;
+        out[i] = (hi * 16 + lo) as u8;
+    }
+    Some(out)
+}
+
+fn check_secret_name(path: &str, name: &str) -> Result<(), ConfigError> {
+    let ok = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+        && !name.as_bytes()[0].is_ascii_digit();
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::at(
+            path,
+            format!("`{name}` is not a secret name (use A-Z, 0-9 and _)"),
+        ))
+    }
+}
+
+fn check_origin(path: &str, origin: &str) -> Result<(), ConfigError> {
+    let rest = origin
+        .strip_prefix("https://")
+        .or_else(|| origin.strip_prefix("http://"));
+    match rest {
+        Some(host) if !host.is_empty() && !host.contains(['/', '?', '#', ' ']) => Ok(()),
+        _ => Err(ConfigError::at(
+            path,
+            format!("`{origin}` is not an origin (scheme://host[:port], no path) or \"*\""),
+        )),
+    }
+}
+
+fn build_provider(
+    name: String,
+    raw: RawProvider,
+    secret: &dyn Fn(&str) -> Option<String>,
+) -> Result<Provider, ConfigError> {
+    let at = |field: &str| format!("providers.{name}{field}");
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+    {
+        return Err(ConfigError::at(
+            at(""),
+            "a provider's name uses a-z, 0-9, - and _",
+        ));
+    }
+    let preset = match &raw.preset {
+        Some(p) => Some(presets::find(p).ok_or_else(|| {
+            let known: Vec<&str> = PRESETS.iter().map(|p| p.name).collect();
+            ConfigError::at(
+                at(".preset"),
+                format!("no preset `{p}`; known: {}", known.join(", ")),
+            )
+        })?),
+        None => presets::find(&name),
+    };
+    let base_url = match (&raw.base_url, preset) {
+        (Some(url), _) => validate_base_url(&at(".base_url"), url)?,
+        (None, Some(p)) => p.base_url.to_owned(),
+        (None, None) => {
+            return Err(ConfigError::at(
+                at(""),
+                "not a preset name: set `preset` or `base_url`",
+            ))
+        }
+    };
+    let capabilities = match &raw.capabilities {
+        Some(names) => {
+            let mut caps = Vec::with_capacity(names.len());
+            for (i, n) in names.iter().enumerate() {
+                caps.push(Capability::from_name(n).ok_or_else(|| {
+                    let known: Vec<&str> = Capability::ALL.iter().map(|(_, n)| *n).collect();
+                    ConfigError::at(
+                        at(&format!(".capabilities[{i}]")),
+                        format!("unknown capability `{n}`; known: {}", known.join(", ")),
+                    )
+                })?);
+            }
+            Capabilities::of(&caps)
+        }
+        None => Capabilities::of(preset.map_or(
+            &[
+                Capability::Chat,
+                Capability::Streaming,
+                Capability::Tools,
+                Capability::JsonSchema,
+            ][..],
+            |p| p.capabilities,
+        )),
+    };
+    let max_tokens_field = match raw.max_tokens_field.as_deref() {
+        Some("max_tokens") => MaxTokensField::MaxTokens,
+        Some("max_completion_tokens") => MaxTokensField::MaxCompletionTokens,
+        Some(other) => {
+            return Err(ConfigError::at(
+                at(".max_tokens_field"),
+                format!("`{other}` is neither max_tokens nor max_completion_tokens"),
+            ))
+        }
+        None => preset.map_or(MaxTokensField::MaxTokens, |p| p.max_tokens_field),
+    };
+    let mut keys: Vec<Key> = Vec::with_capacity(raw.keys.len());
+    for (i, k) in raw.keys.into_iter().enumerate() {
+        let path = at(&format!(".keys[{i}]"));
+        if k.id.trim().is_empty() {
+            return Err(ConfigError::at(format!("{path}.id"), "must not be empty"));
+        }
+        if keys.iter().any(|prev| prev.id == k.id) {
+            return Err(ConfigError::at(
+                format!("{path}.id"),
+                format!("duplicate key id `{}`", k.id),
+            ));
+        }
+        check_secret_name(&format!("{path}.secret"), &k.secret)?;
+        let value = secret(&k.secret)
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+            .map(Secret);
+        keys.push(Key {
+            org: k.org.unwrap_or_else(|| k.id.clone()),
+            id: k.id,
+            secret_name: k.secret,
+            value,
+        });
+    }
+    if keys.is_empty() {
+        return Err(ConfigError::at(at(".keys"), "at least one key is required"));
+    }
+    let mut limits: BTreeMap<String, Limits> = preset
+        .map(|p| {
+            p.limits
+                .iter()
+                .map(|(m, l)| ((*m).to_owned(), *l))
+                .collect()
+        })
+        .unwrap_or_default();
+    for (model, RawLimits { rpm, rpd, tpm, tpd }) in raw.limits {
+        let entry = limits.entry(model).or_default();
+        entry.rpm = rpm.or(entry.rpm);
+        entry.rpd = rpd.or(entry.rpd);
+        entry.tpm = tpm.or(entry.tpm);
+        entry.tpd = tpd.or(entry.tpd);
+    }
+    Ok(Provider {
+        dialect: preset.map_or(RateLimitDialect::OpenAi, |p| p.dialect),
+        name,
+        base_url,
+        capabilities,
+        max_tokens_field,
+        keys,
+        limits,
+    })
+}
+
+type Models = (BTreeMap<String, Vec<Target>>, Vec<String>, usize);
+
+fn build_models(
+    routes: BTreeMap<String, Vec<String>>,
+    providers: &[Provider],
+) -> Result<Models, ConfigError> {
+    if routes.is_empty() {
+        return Err(ConfigError::at("routes", "at least one route is required"));
+    }
+    let mut models: BTreeMap<String, Vec<Target>> = BTreeMap::new();
+    let mut listing = Vec::new();
+    for (name, targets) in &routes {
+        let path = format!("routes.{name}");
+        if name.trim().is_empty() {
+            return Err(ConfigError::at(path, "a route needs a name"));
+        }
+        if targets.is_empty() {
+            return Err(ConfigError::at(path, "a route needs at least one target"));
+        }
+        let mut parsed: Vec<Target> = Vec::with_capacity(targets.len());
+        for (i, t) in targets.iter().enumerate() {
+            let target = parse_target(&format!("{path}[{i}]"), t, providers)?;
+            if !parsed.contains(&target) {
+                parsed.push(target);
+            }
+        }
+        models.insert(name.clone(), parsed);
+        listing.push(name.clone());
+    }
+    // `auto` defaults to the fast route, then the slow one (the classifier refines this).
+    if !models.contains_key("auto") {
+        let mut auto: Vec<Target> = Vec::new();
+        for t in ["fast", "slow"]
+            .iter()
+            .filter_map(|r| models.get(*r))
+            .flatten()
+        {
+            if !auto.contains(t) {
+                auto.push(t.clone());
+            }
+        }
+        if !auto.is_empty() {
+            models.insert("auto".to_owned(), auto);
+            listing.insert(0, "auto".to_owned());
+        }
+    }
+    let aliases = listing.len();
+    // Every concrete model a route names can be asked for by its own id.
+    let concrete: Vec<Target> = routes
+        .keys()
+        .filter_map(|r| models.get(r))
+        .flatten()
+        .cloned()
+        .collect();
+    for t in concrete {
+        if routes.contains_key(&t.model) {
+            continue;
+        }
+        let entry = models.entry(t.model.clone()).or_default();
+        if entry.is_empty() {
+            listing.push(t.model.clone());
+        }
+        if !entry.contains(&t) {
+            entry.push(t);
+        }
+    }
+    Ok((models, listing, aliases))
+}
+
+/// `provider/model`, split at the first slash (model ids may contain slashes).
+fn parse_target(path: &str, raw: &str, providers: &[Provider]) -> Result<Target, ConfigError> {
+    let (name, model) = raw
+        .split_once('/')
+        .filter(|(p, m)| !p.is_empty() && !m.is_empty())
+        .ok_or_else(|| ConfigError::at(path, format!("`{raw}` is not `provider/model`")))?;
+    let provider = providers
+        .iter()
+        .position(|p| p.name == name)
+        .ok_or_else(|| ConfigError::at(path, format!("no provider named `{name}`")))?;
+    Ok(Target {
+        provider,
+        model: model.to_owned(),
+    })
+}
+
+/// Accepts an absolute http(s) URL without query or fragment and drops a trailing slash.
+fn validate_base_url(path: &str, raw: &str) -> Result<String, ConfigError> {
+    let invalid = |detail: &str| ConfigError::at(path, detail);
+    let url = raw.trim();
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .ok_or_else(|| invalid("it must start with https:// or http://"))?;
+    if rest.is_empty() || rest.starts_with('/') {
+        return Err(invalid("it has no host"));
+    }
+    if rest.contains(['?', '#']) || rest.contains(char::is_whitespace) {
+        return Err(invalid(
+            "it must be a plain base URL without query, fragment or spaces",
+        ));
+    }
+    Ok(url.trim_end_matches('/').to_owned())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,207 @@
+//! Built-in provider presets: base URL, capabilities, the name of the output-token field, the
+//! dialect of rate-limit headers, and default per-model limits. A minimal configuration names
+//! only a preset and its keys; every value here can be overridden in the configuration.
+//!
+//! Figures are the providers' published ones (late 2026); the providers' own response headers
+//! win at run time.
+
+use super::{Capability, Limits, MaxTokensField, RateLimitDialect};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Preset {
+    pub name: &'static str,
+    pub base_url: &'static str,
+    pub capabilities: &'static [Capability],
+    pub max_tokens_field: MaxTokensField,
+    pub dialect: RateLimitDialect,
+    /// Default limits per model id.
+    pub limits: &'static [(&'static str, Limits)],
+}
+
+use Capability::*;
+
+/// Everything the OpenAI API itself accepts.
+const FULL: &[Capability] = &[
+    Chat,
+    Streaming,
+    Tools,
+    JsonSchema,
+    Vision,
+    Embeddings,
+    Logprobs,
+    LogitBias,
+    MultipleChoices,
+    MessageName,
+];
+
+const fn limits(rpm: u64, rpd: u64, tpm: u64, tpd: u64) -> Limits {
+    Limits {
+        rpm: Some(rpm),
+        rpd: Some(rpd),
+        tpm: Some(tpm),
+        tpd: Some(tpd),
+    }
+}
+
+pub const PRESETS: &[Preset] = &[
+    Preset {
+        name: "groq",
+        base_url: "https://api.groq.com/openai/v1",
+        // Groq rejects logprobs, logit_bias, n > 1 and messages[].name with a 400.
+        capabilities: &[Chat, Streaming, Tools, JsonSchema, Vision],
+        max_tokens_field: MaxTokensField::MaxCompletionTokens,
+        dialect: RateLimitDialect::Groq,
+        // The free plan, per organization and model: RPM / RPD / TPM / TPD.
+        limits: &[
+            ("llama-3.1-8b-instant", limits(30, 14_400, 6_000, 500_000)),
+            (
+                "llama-3.3-70b-versatile",
+                limits(30, 1_000, 12_000, 100_000),
+            ),
+            ("openai/gpt-oss-120b", limits(30, 1_000, 8_000, 200_000)),
+            ("openai/gpt-oss-20b", limits(30, 1_000, 8_000, 200_000)),
+            (
+                "meta-llama/llama-4-scout-17b-16e-instruct",
+                limits(30, 1_000, 30_000, 500_000),
+            ),
+            ("qwen/qwen3-32b", limits(60, 1_000, 6_000, 500_000)),
+        ],
+    },
+    Preset {
+        name: "openai",
+        base_url: "https://api.openai.com/v1",
+        capabilities: FULL,
+        max_tokens_field: MaxTokensField::MaxCompletionTokens,
+        dialect: RateLimitDialect::OpenAi,
+        limits: &[],
+    },
+    Preset {
+        name: "together",
+        base_url: "https://api.together.xyz/v1",
+        capabilities: &[
+            Chat,
+            Streaming,
+            Tools,
+            JsonSchema,
+            Vision,
+            Embeddings,
+            Logprobs,
+            LogitBias,
+            MultipleChoices,
+        ],
+        max_tokens_field: MaxTokensField::MaxTokens,
+        dialect: RateLimitDialect::Together,
+        limits: &[],
+    },
+    Preset {
+        name: "fireworks",
+        base_url: "https://api.fireworks.ai/inference/v1",
+        capabilities: &[
+            Chat,
+            Streaming,
+            Tools,
+            JsonSchema,
+            Vision,
+            Embeddings,
+            Logprobs,
+            LogitBias,
+            MultipleChoices,
+        ],
+        max_tokens_field: MaxTokensField::MaxTokens,
+        dialect: RateLimitDialect::Fireworks,
+        limits: &[],
+    },
+    Preset {
+        name: "deepinfra",
+        base_url: "https://api.deepinfra.com/v1/openai",
+        capabilities: &[
+            Chat,
+            Streaming,
+            Tools,
+            JsonSchema,
+            Vision,
+            Embeddings,
+            Logprobs,
+            MultipleChoices,
+        ],
+        max_tokens_field: MaxTokensField::MaxTokens,
+        dialect: RateLimitDialect::None,
+        limits: &[],
+    },
+    Preset {
+        name: "mistral",
+        base_url: "https://api.mistral.ai/v1",
+        capabilities: &[
+            Chat,
+            Streaming,
+            Tools,
+            JsonSchema,
+            Vision,
+            Embeddings,
+            MultipleChoices,
+        ],
+        max_tokens_field: MaxTokensField::MaxTokens,
+        dialect: RateLimitDialect::Mistral,
+        limits: &[],
+    },
+    Preset {
+        name: "cerebras",
+        base_url: "https://api.cerebras.ai/v1",
+        capabilities: &[Chat, Streaming, Tools, JsonSchema, Logprobs],
+        max_tokens_field: MaxTokensField::MaxCompletionTokens,
+        dialect: RateLimitDialect::Cerebras,
+        limits: &[],
+    },
+    Preset {
+        name: "openrouter",
+        base_url: "https://openrouter.ai/api/v1",
+        capabilities: &[
+            Chat,
+            Streaming,
+            Tools,
+            JsonSchema,
+            Vision,
+            Logprobs,
+            LogitBias,
+            MessageName,
+        ],
+        max_tokens_field: MaxTokensField::MaxTokens,
+        dialect: RateLimitDialect::None,
+        limits: &[],
+    },
+];
+
+/// The preset of this name.
+pub fn find(name: &str) -> Option<&'static Preset> {
+    PRESETS.iter().find(|p| p.name == name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_preset_is_an_https_base_url_that_can_chat() {
+        for p in PRESETS {
+            assert!(p.base_url.starts_with("https://"), "{}", p.name);
+            assert!(!p.base_url.ends_with('/'), "{}", p.name);
+            assert!(p.capabilities.contains(&Chat), "{}", p.name);
+            assert_eq!(find(p.name), Some(p));
+        }
+    }
+
+    #[test]
+    fn groq_does_not_claim_what_it_rejects() {
+        let groq = find("groq").unwrap();
+        for c in [
+            Logprobs,
+            LogitBias,
+            MultipleChoices,
+            MessageName,
+            Embeddings,
+        ] {
+            assert!(!groq.capabilities.contains(&c), "{c:?}");
+        }
+        assert_eq!(groq.limits.len(), 6);
+    }
+}

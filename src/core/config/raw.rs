@@ -1,0 +1,94 @@
+//! The configuration as an operator writes it: plain serde structs that refuse unknown fields,
+//! with defaults. [`super::Config::parse`] turns them into the validated configuration.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub gateway: RawGateway,
+    pub providers: BTreeMap<String, RawProvider>,
+    pub routes: BTreeMap<String, Vec<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGateway {
+    /// Whether clients must present a gateway key. Default true.
+    #[serde(default = "yes")]
+    pub auth: bool,
+    /// The secret holding the SHA-256 hashes (hex) of the accepted gateway keys.
+    #[serde(default = "default_keys_secret")]
+    pub keys_secret: String,
+    /// Origins allowed to call from a browser (`https://app.example.com`), or `"*"`.
+    #[serde(default)]
+    pub cors_origins: Vec<String>,
+    /// The largest request body accepted, in bytes.
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: u64,
+}
+
+impl Default for RawGateway {
+    fn default() -> Self {
+        RawGateway {
+            auth: true,
+            keys_secret: default_keys_secret(),
+            cors_origins: Vec::new(),
+            max_body_bytes: default_max_body(),
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_keys_secret() -> String {
+    "GATEWAY_KEY_HASHES".to_owned()
+}
+
+/// 1 MiB: far above any chat request a browser or SDK sends, far below the runtime's limit.
+fn default_max_body() -> u64 {
+    1 << 20
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProvider {
+    /// A built-in preset (`groq`, `together`, ...); defaults to the provider's own name.
+    pub preset: Option<String>,
+    pub base_url: Option<String>,
+    /// Replaces the preset's capabilities.
+    pub capabilities: Option<Vec<String>>,
+    /// Replaces the preset's name of the output-token limit field.
+    pub max_tokens_field: Option<String>,
+    #[serde(default)]
+    pub keys: Vec<RawKey>,
+    /// Per-model rate limits, overriding the preset's defaults.
+    #[serde(default)]
+    pub limits: BTreeMap<String, RawLimits>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKey {
+    /// A short name for logs and status pages; never the key.
+    pub id: String,
+    /// The Worker secret that holds the key.
+    pub secret: String,
+    /// The organization (account) the key belongs to; keys of one organization share one
+    /// quota. Defaults to the key's own id.
+    pub org: Option<String>,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    pub rpm: Option<u64>,
+    pub rpd: Option<u64>,
+    pub tpm: Option<u64>,
+    pub tpd: Option<u64>,
+}

@@ -1,0 +1,225 @@
+//! Step 5: which provider serves the request. The model name (an alias such as `fast` or a
+//! concrete model id) names an ordered list of targets; the first target whose provider has
+//! every capability the request needs and a key whose secret is set wins.
+//!
+//! The classifier and the failover planner refine this; this module is the capability and key
+//! filter they build on.
+
+use super::config::{Capability, Config, Key, Provider, Secret, Target};
+use super::error::RouterError;
+use super::request::{ChatRequest, EmbeddingsRequest};
+
+/// A target that can serve the request, with the key to use.
+#[derive(Debug, Clone, Copy)]
+pub struct Choice<'c> {
+    pub target: &'c Target,
+    pub provider: &'c Provider,
+    pub key: &'c Key,
+    pub secret: &'c Secret,
+}
+
+/// What a chat request needs from a provider. Fields a provider lacks but the request can do
+/// without (`messages[].name`, `logprobs: false`, `n: 1`, an empty `logit_bias`) are not needs:
+/// the adapter strips them.
+pub fn chat_needs(req: &ChatRequest) -> Vec<Capability> {
+    let mut needs = vec![Capability::Chat];
+    if req.streams() {
+        needs.push(Capability::Streaming);
+    }
+    if req.tools.as_ref().is_some_and(|t| !t.is_empty()) {
+        needs.push(Capability::Tools);
+    }
+    if req
+        .response_format
+        .as_ref()
+        .is_some_and(|f| f.kind == "json_schema")
+    {
+        needs.push(Capability::JsonSchema);
+    }
+    if req.has_images() {
+        needs.push(Capability::Vision);
+    }
+    if req.logprobs == Some(true) || req.top_logprobs.is_some() {
+        needs.push(Capability::Logprobs);
+    }
+    if req.logit_bias.as_ref().is_some_and(|b| !b.is_empty()) {
+        needs.push(Capability::LogitBias);
+    }
+    if req.n.is_some_and(|n| n > 1) {
+        needs.push(Capability::MultipleChoices);
+    }
+    needs
+}
+
+/// Chooses the target for a chat request.
+pub fn chat<'c>(config: &'c Config, req: &ChatRequest) -> Result<Choice<'c>, RouterError> {
+    choose(config, &req.model, &chat_needs(req))
+}
+
+/// Chooses the target for an embeddings request.
+pub fn embeddings<'c>(
+    config: &'c Config,
+    req: &EmbeddingsRequest,
+) -> Result<Choice<'c>, RouterError> {
+    choose(config, &req.model, &[Capability::Embeddings])
+}
+
+/// The first target for `model` that has every need and a usable key.
+pub fn choose<'c>(
+    config: &'c Config,
+    model: &str,
+    needs: &[Capability],
+) -> Result<Choice<'c>, RouterError> {
+    let targets = config
+        .targets(model)
+        .ok_or_else(|| RouterError::ModelNotFound {
+            model: model.chars().take(200).collect(),
+        })?;
+    let mut missing_need: Option<Capability> = None;
+    let mut missing_secrets: Vec<String> = Vec::new();
+    for target in targets {
+        let Some(provider) = config.providers.get(target.provider) else {
+            continue;
+        };
+        if let Some(need) = needs.iter().find(|n| !provider.capabilities.has(**n)) {
+            missing_need.get_or_insert(*need);
+            continue;
+        }
+        match provider.usable_key() {
+            Some((key, secret)) => {
+                return Ok(Choice {
+                    target,
+                    provider,
+                    key,
+                    secret,
+                })
+            }
+            None => missing_secrets.extend(provider.keys.iter().map(|k| k.secret_name.clone())),
+        }
+    }
+    if missing_secrets.is_empty() {
+        Err(RouterError::Unsupported {
+            model: model.chars().take(200).collect(),
+            needs: missing_need.map_or("this request", Capability::name),
+        })
+    } else {
+        missing_secrets.dedup();
+        Err(RouterError::MissingSecret {
+            names: missing_secrets,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn config(secrets: &[&str]) -> Config {
+        let doc = json!({
+            "providers": {
+                "groq": {"keys": [{"id": "g1", "secret": "GROQ_KEY"}]},
+                "together": {"keys": [{"id": "t1", "secret": "TOGETHER_KEY"}]},
+                "mistral": {"keys": [{"id": "m1", "secret": "MISTRAL_KEY"}]}
+            },
+            "routes": {
+                "fast": ["groq/llama-3.1-8b-instant", "together/meta-llama/Llama-3.1-8B"],
+                "embed": ["groq/none", "mistral/mistral-embed"]
+            }
+        });
+        let secrets: Vec<String> = secrets.iter().map(|s| (*s).to_owned()).collect();
+        Config::parse(&doc.to_string(), |name| {
+            secrets
+                .contains(&name.to_owned())
+                .then(|| format!("value-of-{name}"))
+        })
+        .unwrap()
+    }
+
+    fn req(extra: serde_json::Value) -> ChatRequest {
+        let mut body = json!({"model": "fast", "messages": [{"role": "user", "content": "hi"}]});
+        for (k, v) in extra.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        ChatRequest::parse(body.to_string().as_bytes()).unwrap()
+    }
+
+    fn provider_for(c: &Config, extra: serde_json::Value) -> Result<String, RouterError> {
+        chat(c, &req(extra)).map(|ch| ch.provider.name.clone())
+    }
+
+    #[test]
+    fn plain_requests_take_the_first_target() {
+        let c = config(&["GROQ_KEY", "TOGETHER_KEY"]);
+        let choice = chat(&c, &req(json!({}))).unwrap();
+        assert_eq!(choice.provider.name, "groq");
+        assert_eq!(choice.target.model, "llama-3.1-8b-instant");
+        assert_eq!(choice.key.id, "g1");
+        assert_eq!(choice.secret.expose(), "value-of-GROQ_KEY");
+    }
+
+    #[test]
+    fn needs_groq_lacks_go_to_the_next_provider() {
+        let c = config(&["GROQ_KEY", "TOGETHER_KEY"]);
+        let cases = [
+            (json!({"logprobs": true}), "together"),
+            (json!({"top_logprobs": 2}), "together"),
+            (json!({"logit_bias": {"50256": -100}}), "together"),
+            (json!({"n": 3}), "together"),
+            // What the adapter can strip stays on Groq.
+            (json!({"logprobs": false}), "groq"),
+            (json!({"logit_bias": {}}), "groq"),
+            (json!({"n": 1}), "groq"),
+            (
+                json!({"messages": [{"role": "user", "content": "hi", "name": "ann"}]}),
+                "groq",
+            ),
+            (
+                json!({"stream": true, "tools": [{"type": "function"}]}),
+                "groq",
+            ),
+        ];
+        for (extra, want) in cases {
+            assert_eq!(provider_for(&c, extra.clone()).unwrap(), want, "{extra}");
+        }
+    }
+
+    #[test]
+    fn nobody_capable_is_a_400_naming_the_need() {
+        let c = config(&["GROQ_KEY", "TOGETHER_KEY"]);
+        // Neither Groq nor Together takes `messages[].name` (normally stripped, never a need).
+        let err = choose(&c, "fast", &[Capability::MessageName]).unwrap_err();
+        assert_eq!(err.status(), 400);
+        assert!(err.message().contains("message_name"), "{}", err.message());
+    }
+
+    #[test]
+    fn missing_secrets_are_skipped_then_named() {
+        let c = config(&["TOGETHER_KEY"]);
+        assert_eq!(provider_for(&c, json!({})).unwrap(), "together");
+        let c = config(&[]);
+        assert_eq!(
+            chat(&c, &req(json!({}))).unwrap_err(),
+            RouterError::MissingSecret {
+                names: vec!["GROQ_KEY".into(), "TOGETHER_KEY".into()]
+            }
+        );
+    }
+
+    #[test]
+    fn unknown_models_are_404() {
+        let c = config(&["GROQ_KEY"]);
+        let err = chat(&c, &req(json!({"model": "gpt-5"}))).unwrap_err();
+        assert_eq!(err.status(), 404);
+        assert_eq!(err.code(), Some("model_not_found"));
+    }
+
+    #[test]
+    fn embeddings_skip_providers_without_them() {
+        let c = config(&["GROQ_KEY", "MISTRAL_KEY"]);
+        let r = EmbeddingsRequest::parse(br#"{"model":"embed","input":"x"}"#).unwrap();
+        let choice = embeddings(&c, &r).unwrap();
+        assert_eq!(choice.provider.name, "mistral");
+        assert_eq!(choice.target.model, "mistral-embed");
+    }
+}

@@ -1,0 +1,228 @@
+// The router's face: models, embeddings, health, preflight, auth, and every kind of bad input.
+import { after, before, beforeEach, describe, test } from "node:test";
+import assert from "node:assert/strict";
+import {
+  ALL_SECRETS,
+  GATEWAY_KEY,
+  SECRET_VALUES,
+  TOGETHER_KEY,
+  readError,
+  startFakeUpstream,
+  startRouter,
+  twoProviderConfig,
+} from "./harness.mjs";
+
+const MAX_BODY = 4096;
+const ORIGIN = "https://app.example";
+let groq;
+let together;
+let router;
+const seenByClient = [];
+
+async function call(path, init = {}) {
+  const res = await router.fetch(path, init);
+  seenByClient.push(await res.clone().text(), JSON.stringify([...res.headers]));
+  return res;
+}
+
+function authed(body, headers = {}) {
+  return {
+    method: "POST",
+    headers: { "content-type": "application/json", authorization: `Bearer ${GATEWAY_KEY}`, ...headers },
+    body,
+  };
+}
+
+before(async () => {
+  groq = await startFakeUpstream();
+  together = await startFakeUpstream();
+  const config = twoProviderConfig(groq, together, { max_body_bytes: MAX_BODY, cors_origins: [ORIGIN] });
+  router = await startRouter({ ROUTER_CONFIG: JSON.stringify(config), ...ALL_SECRETS });
+});
+
+after(async () => {
+  await router?.dispose();
+  await groq?.close();
+  await together?.close();
+});
+
+beforeEach(() => {
+  groq.reset();
+  together.reset();
+});
+
+function noUpstreamCalls() {
+  assert.equal(groq.calls.length + together.calls.length, 0, "the fake upstreams received nothing");
+}
+
+test("GET /v1/models lists the aliases and every concrete model in OpenAI's list format", async () => {
+  const res = await call("/v1/models", { headers: { authorization: `Bearer ${GATEWAY_KEY}` } });
+  assert.equal(res.status, 200);
+  const body = await res.json();
+  assert.equal(body.object, "list");
+  assert.deepEqual(
+    body.data.map((m) => m.id),
+    ["auto", "embed", "fast", "slow", "BAAI/bge-base-en-v1.5", "llama-3.1-8b-instant", "meta-llama/Llama-3.3-70B-Instruct-Turbo"],
+  );
+  for (const m of body.data) assert.equal(m.object, "model");
+  noUpstreamCalls();
+});
+
+test("POST /v1/embeddings goes to the provider that has embeddings", async () => {
+  const answer = JSON.stringify({ object: "list", data: [{ object: "embedding", index: 0, embedding: [0.1, 0.2] }] });
+  together.answer(() => ({ status: 200, headers: { "content-type": "application/json" }, body: answer }));
+  const res = await call("/v1/embeddings", authed(JSON.stringify({ model: "embed", input: "hello", dimensions: 2 })));
+  assert.equal(res.status, 200);
+  assert.equal(await res.text(), answer);
+  assert.equal(together.calls.length, 1);
+  assert.equal(together.calls[0].path, "/v1/embeddings");
+  assert.equal(together.calls[0].headers.authorization, `Bearer ${TOGETHER_KEY}`);
+  assert.deepEqual(JSON.parse(together.calls[0].body), { model: "BAAI/bge-base-en-v1.5", input: "hello", dimensions: 2 });
+});
+
+test("embeddings on a chat-only route is a 400 naming the capability", async () => {
+  const res = await call("/v1/embeddings", authed(JSON.stringify({ model: "fast", input: "x" })));
+  assert.equal(res.status, 400);
+  const err = await readError(assert, res);
+  assert.equal(err.code, "unsupported_parameter");
+  assert.match(err.message, /embeddings/);
+  noUpstreamCalls();
+});
+
+test("GET /healthz answers without auth and without calling upstream", async () => {
+  const res = await call("/healthz");
+  assert.equal(res.status, 200);
+  assert.deepEqual(await res.json(), { status: "ok" });
+  noUpstreamCalls();
+});
+
+describe("CORS", () => {
+  test("a preflight from an allowed origin is answered for every route", async () => {
+    for (const path of ["/v1/chat/completions", "/v1/models", "/v1/embeddings"]) {
+      const res = await call(path, {
+        method: "OPTIONS",
+        headers: {
+          origin: ORIGIN,
+          "access-control-request-method": "POST",
+          "access-control-request-headers": "authorization, content-type, x-stainless-lang",
+        },
+      });
+      assert.equal(res.status, 204, path);
+      assert.equal(res.headers.get("access-control-allow-origin"), ORIGIN);
+      assert.match(res.headers.get("access-control-allow-methods"), /POST/);
+      assert.equal(res.headers.get("access-control-allow-headers"), "authorization, content-type, x-stainless-lang");
+      await res.arrayBuffer();
+    }
+    noUpstreamCalls();
+  });
+
+  test("responses to an allowed origin expose the router's headers, errors included", async () => {
+    const res = await call("/v1/chat/completions", authed("{", { origin: ORIGIN }));
+    assert.equal(res.status, 400);
+    assert.equal(res.headers.get("access-control-allow-origin"), ORIGIN);
+    assert.match(res.headers.get("access-control-expose-headers"), /x-router-provider/);
+    await res.arrayBuffer();
+  });
+
+  test("another origin is refused with a 403 and no CORS grant", async () => {
+    const res = await call("/v1/chat/completions", authed(JSON.stringify({ model: "fast", messages: [{ role: "user", content: "x" }] }), { origin: "https://evil.example" }));
+    assert.equal(res.status, 403);
+    assert.equal(res.headers.get("access-control-allow-origin"), null);
+    const err = await readError(assert, res);
+    assert.equal(err.code, "origin_not_allowed");
+    noUpstreamCalls();
+  });
+});
+
+describe("gateway auth", () => {
+  const body = JSON.stringify({ model: "fast", messages: [{ role: "user", content: "x" }] });
+  const cases = [
+    ["no Authorization header", {}, "missing_api_key"],
+    ["a wrong gateway key", { authorization: "Bearer sk-wrong" }, "invalid_api_key"],
+    ["a provider key instead of a gateway key", { authorization: `Bearer ${TOGETHER_KEY}` }, "invalid_api_key"],
+    ["a non-bearer scheme", { authorization: `Basic ${GATEWAY_KEY}` }, "missing_api_key"],
+  ];
+  for (const [name, headers, code] of cases) {
+    test(`${name} is a 401`, async () => {
+      const res = await call("/v1/chat/completions", { method: "POST", headers: { "content-type": "application/json", ...headers }, body });
+      assert.equal(res.status, 401);
+      const err = await readError(assert, res);
+      assert.equal(err.code, code);
+      noUpstreamCalls();
+    });
+  }
+
+  test("GET /v1/models needs a gateway key too", async () => {
+    const res = await call("/v1/models");
+    assert.equal(res.status, 401);
+    await res.arrayBuffer();
+  });
+});
+
+describe("bad input gets a 4xx in the OpenAI format and never reaches a provider", () => {
+  const valid = { model: "fast", messages: [{ role: "user", content: "hi" }] };
+  const cases = [
+    ["malformed JSON", "{\"model\": ", {}, 400, "invalid_json", null],
+    ["an empty body", "", {}, 400, "invalid_json", null],
+    ["a JSON array", "[]", {}, 400, "invalid_json", null],
+    ["a body that is not UTF-8", Buffer.from([0x7b, 0x22, 0xff, 0x22, 0x7d]), {}, 400, "invalid_json", null],
+    ["a missing model", JSON.stringify({ messages: valid.messages }), {}, 400, "missing_required_parameter", "model"],
+    ["a model of the wrong type", JSON.stringify({ ...valid, model: 42 }), {}, 400, "invalid_type", "model"],
+    ["missing messages", JSON.stringify({ model: "fast" }), {}, 400, "missing_required_parameter", "messages"],
+    ["empty messages", JSON.stringify({ ...valid, messages: [] }), {}, 400, "invalid_value", "messages"],
+    ["messages that are not a list", JSON.stringify({ ...valid, messages: "hi" }), {}, 400, "invalid_type", "messages"],
+    ["an unknown role", JSON.stringify({ ...valid, messages: [valid.messages[0], { role: "wizard", content: "x" }] }), {}, 400, "invalid_value", "messages[1].role"],
+    ["max_tokens of the wrong type", JSON.stringify({ ...valid, max_tokens: "lots" }), {}, 400, "invalid_type", "max_tokens"],
+    ["an unknown model", JSON.stringify({ ...valid, model: "gpt-9" }), {}, 404, "model_not_found", "model"],
+    ["a body over the limit", JSON.stringify({ ...valid, pad: "x".repeat(MAX_BODY) }), {}, 413, "request_too_large", null],
+    ["a form-encoded body", "model=fast", { "content-type": "application/x-www-form-urlencoded" }, 415, "unsupported_media_type", null],
+    ["a text/plain body", JSON.stringify(valid), { "content-type": "text/plain" }, 415, "unsupported_media_type", null],
+  ];
+  for (const [name, body, headers, status, code, param] of cases) {
+    test(name, async () => {
+      const res = await call("/v1/chat/completions", authed(body, headers));
+      assert.equal(res.status, status);
+      const err = await readError(assert, res);
+      assert.equal(err.type, "invalid_request_error");
+      assert.equal(err.code, code);
+      assert.equal(err.param, param);
+      noUpstreamCalls();
+    });
+  }
+
+  test("a body over the limit without content-length (chunked) is a 413 too", async () => {
+    const big = JSON.stringify({ model: "fast", messages: [{ role: "user", content: "y".repeat(MAX_BODY) }] });
+    const stream = new ReadableStream({
+      start(c) {
+        c.enqueue(new TextEncoder().encode(big));
+        c.close();
+      },
+    });
+    const res = await call("/v1/chat/completions", { ...authed(stream), duplex: "half" });
+    assert.equal(res.status, 413);
+    await res.arrayBuffer();
+    noUpstreamCalls();
+  });
+
+  test("an unknown path is a 404 and a wrong method a 405 with allow", async () => {
+    let res = await call("/v1/engines", authed("{}"));
+    assert.equal(res.status, 404);
+    assert.equal((await readError(assert, res)).code, "unknown_url");
+    res = await call("/v1/chat/completions", { headers: { authorization: `Bearer ${GATEWAY_KEY}` } });
+    assert.equal(res.status, 405);
+    assert.equal(res.headers.get("allow"), "POST");
+    assert.equal((await readError(assert, res)).code, "method_not_allowed");
+    res = await call("/v1/models", authed("{}"));
+    assert.equal(res.status, 405);
+    assert.equal(res.headers.get("allow"), "GET");
+    await res.arrayBuffer();
+    noUpstreamCalls();
+  });
+});
+
+test("no response and no log line contains a key", () => {
+  assert.ok(seenByClient.length > 30);
+  for (const text of [...seenByClient, ...router.logs]) {
+    for (const secret of SECRET_VALUES) assert.ok(!text.includes(secret), text);
+  }
+});
