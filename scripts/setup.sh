@@ -35,6 +35,20 @@ if [ ! -x node_modules/.bin/wrangler ] || [ "$(cat "$stamp" 2>/dev/null)" != "$(
   npm_sum > "$stamp"
 fi
 
+# Debian's Chromium for the browser end-to-end test (playwright-core drives it; it downloads no
+# browser of its own).
+if [ -z "${CHROMIUM_BIN:-}" ] && ! command -v chromium >/dev/null; then
+  step "installing Debian's chromium (for the browser test)"
+  if [ "$(id -u)" -eq 0 ]; then
+    apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium
+  elif command -v sudo >/dev/null; then
+    sudo apt-get update -qq && sudo apt-get install -y -qq --no-install-recommends chromium
+  else
+    echo "setup: the browser test needs Chromium: install Debian's 'chromium' package or set CHROMIUM_BIN" >&2
+    exit 1
+  fi
+fi
+
 node_major=$(node -p 'process.versions.node.split(".")[0]')
 if [ "$node_major" -lt 22 ]; then
   echo "setup: node_modules/.bin/node should be Node 22, found $(node --version)" >&2

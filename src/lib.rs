@@ -1,15 +1,20 @@
 //! An edge LLM router for Cloudflare Workers.
 //!
-//! Clients send OpenAI-format requests to one endpoint; the router checks them, forwards them to
-//! an OpenAI-compatible upstream with the router's own key, and hands the answer back. A request's
-//! journey, in the order the modules are read:
+//! Clients send OpenAI-format requests to one endpoint; the router checks them, picks a provider,
+//! adapts the body for it, forwards it with the router's own key, and hands the answer back. A
+//! request's journey, in the order the modules are read:
 //!
-//! 1. [`core::endpoint`]: which endpoint the method and path name (404 / 405 otherwise);
-//! 2. [`core::config`]: the upstream and its key, from the Worker's vars and secrets;
-//! 3. [`core::request`]: the body is checked to be a JSON object, then forwarded unchanged;
-//! 4. [`core::upstream`]: the outbound request, built from scratch (client credentials stay here);
-//! 5. [`core::outcome`]: the upstream's answer, classified once;
-//! 6. [`core::error`]: every failure, rendered in the OpenAI error format.
+//! 1. [`core::endpoint`]: which endpoint the method and path name (404 / 405 / preflight);
+//! 2. [`core::config`]: the validated configuration and secrets, parsed once per isolate;
+//! 3. [`core::cors`]: whether a browser origin may call;
+//! 4. [`core::auth`]: whether the caller holds a gateway key;
+//! 5. [`core::request`]: the body, parsed into a typed request (unknown fields kept);
+//! 6. [`core::route`]: the provider, model and key that can serve it;
+//! 7. [`core::adapt`]: the body as that provider wants it;
+//! 8. [`core::upstream`]: the outbound request, built from scratch (client credentials stay here);
+//! 9. [`core::outcome`]: the upstream's answer, classified once;
+//!
+//! and [`core::error`]: every failure, rendered in the OpenAI error format.
 //!
 //! `core` is plain Rust, tested natively. `edge` (wasm32 only) is the Worker glue: it moves bytes
 //! between the runtime and the core and does the I/O.

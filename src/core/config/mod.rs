@@ -1,7 +1,7 @@
 //! Step 2: the router's configuration, validated once per isolate.
 //!
 //! The operator writes one declarative document (`ROUTER_CONFIG` in `wrangler.toml`, a TOML
-//! table or a JSON string). [`raw`] reads it strictly (unknown fields are errors); [`Config::parse`]
+//! table or a JSON string). The `raw` module reads it strictly (unknown fields are errors); [`Config::parse`]
 //! validates it into the configuration the router uses, naming the path of every error
 //! (`providers.groq.keys[2].secret`). Keys are read from Worker secrets only and held in
 //! [`Secret`], whose `Debug` and `Display` print a redaction.

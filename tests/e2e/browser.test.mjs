@@ -1,0 +1,135 @@
+// A browser app on an allowed origin calls the router with fetch (streaming) and reads the
+// router's headers; a page on another origin is refused. Headless Chromium (Debian's package)
+// driven by playwright-core; pages are served from 127.0.0.1.
+import { after, before, test } from "node:test";
+import assert from "node:assert/strict";
+import http from "node:http";
+import { chromium } from "playwright-core";
+import { ALL_SECRETS, GATEWAY_KEY, startFakeUpstream, startRouter, twoProviderConfig } from "./harness.mjs";
+
+const CHROMIUM = process.env.CHROMIUM_BIN || "/usr/bin/chromium";
+const EVENTS = [
+  'data: {"choices":[{"delta":{"content":"Hi"}}]}\n\n',
+  'data: {"choices":[{"delta":{"content":" browser"}}]}\n\n',
+  "data: [DONE]\n\n",
+];
+
+/** Serves one blank page at / from 127.0.0.1; stops by itself after a bounded number of requests. */
+async function pageServer() {
+  let served = 0;
+  const server = http.createServer((req, res) => {
+    res.writeHead(200, { "content-type": "text/html" });
+    res.end("<!doctype html><title>app</title><p>app</p>");
+    if (++served >= 20) server.close();
+  });
+  await new Promise((r) => server.listen(0, "127.0.0.1", r));
+  return { origin: `http://127.0.0.1:${server.address().port}`, close: () => new Promise((r) => server.close(r)) };
+}
+
+let groq, together, router, allowed, denied, browser;
+
+before(async () => {
+  groq = await startFakeUpstream();
+  together = await startFakeUpstream();
+  allowed = await pageServer();
+  denied = await pageServer();
+  const config = twoProviderConfig(groq, together, { cors_origins: [allowed.origin] });
+  router = await startRouter({ ROUTER_CONFIG: config, ...ALL_SECRETS });
+  groq.answer(() => ({ status: 200, headers: { "content-type": "text/event-stream" }, body: EVENTS }));
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    args: [
+      "--no-sandbox",
+      "--disable-gpu",
+      "--disable-quic",
+      "--no-first-run",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-sync",
+    ],
+  });
+});
+
+after(async () => {
+  await browser?.close();
+  await router?.dispose();
+  await groq?.close();
+  await together?.close();
+  await allowed?.close();
+  await denied?.close();
+});
+
+/** Runs a streaming chat call with fetch inside a page of `origin`. */
+async function callFrom(origin, key) {
+  const page = await browser.newPage();
+  try {
+    await page.goto(`${origin}/`);
+    return await page.evaluate(
+      async ({ url, key }) => {
+        try {
+          const res = await fetch(`${url}/v1/chat/completions`, {
+            method: "POST",
+            headers: { authorization: `Bearer ${key}`, "content-type": "application/json" },
+            body: JSON.stringify({ model: "fast", stream: true, messages: [{ role: "user", content: "hi" }] }),
+          });
+          const reader = res.body.getReader();
+          const decoder = new TextDecoder();
+          let text = "";
+          let reads = 0;
+          for (;;) {
+            const { done, value } = await reader.read();
+            if (done) break;
+            reads += 1;
+            text += decoder.decode(value, { stream: true });
+          }
+          return { status: res.status, provider: res.headers.get("x-router-provider"), text, reads };
+        } catch (e) {
+          return { failed: String(e) };
+        }
+      },
+      { url: router.url, key },
+    );
+  } finally {
+    await page.close();
+  }
+}
+
+test("an allowed origin streams a completion and reads the router's headers", async () => {
+  groq.reset();
+  const got = await callFrom(allowed.origin, GATEWAY_KEY);
+  assert.equal(got.failed, undefined, got.failed);
+  assert.equal(got.status, 200);
+  assert.equal(got.provider, "groq", "x-router-provider is exposed to scripts");
+  assert.equal(got.text, EVENTS.join(""));
+  assert.ok(got.reads >= 1);
+  assert.equal(groq.calls.length, 1);
+});
+
+test("an allowed origin can read an error's status and body", async () => {
+  groq.reset();
+  const page = await browser.newPage();
+  try {
+    await page.goto(`${allowed.origin}/`);
+    const got = await page.evaluate(async (url) => {
+      const res = await fetch(`${url}/v1/chat/completions`, {
+        method: "POST",
+        headers: { authorization: "Bearer wrong", "content-type": "application/json" },
+        body: "{}",
+      });
+      return { status: res.status, body: await res.json() };
+    }, router.url);
+    assert.equal(got.status, 401);
+    assert.equal(got.body.error.code, "invalid_api_key");
+  } finally {
+    await page.close();
+  }
+  assert.equal(groq.calls.length, 0);
+});
+
+test("another origin is refused by the browser and nothing reaches the upstream", async () => {
+  groq.reset();
+  const got = await callFrom(denied.origin, GATEWAY_KEY);
+  assert.match(got.failed ?? "", /TypeError|Failed to fetch/);
+  assert.equal(groq.calls.length, 0);
+});
