@@ -5,7 +5,7 @@ import {
   ALL_SECRETS,
   GATEWAY_KEY,
   GROQ_KEY,
-  SECRET_VALUES,
+  assertNoSecrets,
   TOGETHER_KEY,
   readError,
   startFakeUpstream,
@@ -31,8 +31,6 @@ const REQUEST = {
 let groq;
 let together;
 let router;
-// Everything the client saw, to prove no key leaks across the suite.
-const seenByClient = [];
 
 async function post(body, headers = {}) {
   const res = await router.fetch("/v1/chat/completions", {
@@ -40,7 +38,6 @@ async function post(body, headers = {}) {
     headers: { "content-type": "application/json", authorization: `Bearer ${GATEWAY_KEY}`, ...headers },
     body: typeof body === "string" ? body : JSON.stringify(body),
   });
-  seenByClient.push(await res.clone().text(), JSON.stringify([...res.headers]));
   return res;
 }
 
@@ -254,11 +251,7 @@ describe("upstream errors come back in the OpenAI format", () => {
 });
 
 test("no response and no log line contains a key", () => {
-  assert.ok(seenByClient.length > 20);
+  assert.ok(router.seen.length > 20);
   assert.ok(router.logs.length > 0, "the worker logged its failures");
-  for (const text of [...seenByClient, ...router.logs]) {
-    for (const secret of SECRET_VALUES) {
-      assert.ok(!text.includes(secret), text);
-    }
-  }
+  assertNoSecrets([...router.seen, ...router.logs]);
 });

@@ -64,14 +64,34 @@ export async function startRouter(bindings) {
     }),
   );
   const url = await mf.ready;
+  // What clients saw through `fetch` below, checked for keys when the router is disposed.
+  const seen = [];
   return {
     /** The router's real HTTP address on 127.0.0.1, for SDKs and browsers. */
     url: url.href.replace(/\/$/, ""),
     logs,
+    seen,
     /** Calls the router over HTTP as a client would. */
-    fetch: (p, init) => mf.dispatchFetch(new URL(p, "http://router.test").href, init),
-    dispose: () => mf.dispose(),
+    async fetch(p, init) {
+      const res = await mf.dispatchFetch(new URL(p, "http://router.test").href, init);
+      seen.push(JSON.stringify([...res.headers]), await res.clone().text());
+      return res;
+    },
+    /** Stops workerd, then fails if any response or log line carried a secret value. */
+    async dispose() {
+      await mf.dispose();
+      assertNoSecrets([...seen, ...logs]);
+    },
   };
+}
+
+/** Fails if any text contains one of the suite's secret values (keys or gateway keys). */
+export function assertNoSecrets(texts) {
+  for (const text of texts) {
+    for (const secret of SECRET_VALUES) {
+      if (text.includes(secret)) throw new Error(`a secret value leaked into: ${text.slice(0, 300)}`);
+    }
+  }
 }
 
 /**
