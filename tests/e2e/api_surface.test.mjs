@@ -2,14 +2,11 @@
 import { after, before, beforeEach, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import {
-  ALL_SECRETS,
-  GATEWAY_KEY,
   assertNoSecrets,
-  TOGETHER_KEY,
+  GATEWAY_KEY,
   readError,
-  startFakeUpstream,
-  startRouter,
-  twoProviderConfig,
+  startTwoProviders,
+  TOGETHER_KEY,
 } from "./harness.mjs";
 
 const MAX_BODY = 4096;
@@ -26,23 +23,20 @@ function authed(body, headers = {}) {
   };
 }
 
+let scenario;
+
 before(async () => {
-  groq = await startFakeUpstream();
-  together = await startFakeUpstream();
-  const config = twoProviderConfig(groq, together, { max_body_bytes: MAX_BODY, cors_origins: [ORIGIN] });
-  router = await startRouter({ ROUTER_CONFIG: JSON.stringify(config), ...ALL_SECRETS });
+  // The configuration as a JSON string var here; the other files pass it as an object.
+  scenario = await startTwoProviders({
+    gateway: { max_body_bytes: MAX_BODY, cors_origins: [ORIGIN] },
+    asJsonString: true,
+  });
+  ({ groq, together, router } = scenario);
 });
 
-after(async () => {
-  await router?.dispose();
-  await groq?.close();
-  await together?.close();
-});
+after(() => scenario?.close());
 
-beforeEach(() => {
-  groq.reset();
-  together.reset();
-});
+beforeEach(() => scenario.reset());
 
 function noUpstreamCalls() {
   assert.equal(groq.calls.length + together.calls.length, 0, "the fake upstreams received nothing");

@@ -5,7 +5,7 @@ import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import http from "node:http";
 import { chromium } from "playwright-core";
-import { ALL_SECRETS, GATEWAY_KEY, startFakeUpstream, startRouter, twoProviderConfig } from "./harness.mjs";
+import { GATEWAY_KEY, startTwoProviders } from "./harness.mjs";
 
 const CHROMIUM = process.env.CHROMIUM_BIN || "/usr/bin/chromium";
 const EVENTS = [
@@ -26,15 +26,13 @@ async function pageServer() {
   return { origin: `http://127.0.0.1:${server.address().port}`, close: () => new Promise((r) => server.close(r)) };
 }
 
-let groq, together, router, allowed, denied, browser;
+let scenario, groq, router, allowed, denied, browser;
 
 before(async () => {
-  groq = await startFakeUpstream();
-  together = await startFakeUpstream();
   allowed = await pageServer();
   denied = await pageServer();
-  const config = twoProviderConfig(groq, together, { cors_origins: [allowed.origin] });
-  router = await startRouter({ ROUTER_CONFIG: config, ...ALL_SECRETS });
+  scenario = await startTwoProviders({ gateway: { cors_origins: [allowed.origin] } });
+  ({ groq, router } = scenario);
   groq.answer(() => ({ status: 200, headers: { "content-type": "text/event-stream" }, body: EVENTS }));
   browser = await chromium.launch({
     executablePath: CHROMIUM,
@@ -53,9 +51,7 @@ before(async () => {
 
 after(async () => {
   await browser?.close();
-  await router?.dispose();
-  await groq?.close();
-  await together?.close();
+  await scenario?.close();
   await allowed?.close();
   await denied?.close();
 });

@@ -2,15 +2,12 @@
 import { after, before, beforeEach, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import {
-  ALL_SECRETS,
+  assertNoSecrets,
   GATEWAY_KEY,
   GROQ_KEY,
-  assertNoSecrets,
-  TOGETHER_KEY,
   readError,
-  startFakeUpstream,
-  startRouter,
-  twoProviderConfig,
+  startTwoProviders,
+  TOGETHER_KEY,
 } from "./harness.mjs";
 
 const COMPLETION = JSON.stringify({
@@ -49,21 +46,17 @@ function answerOk(fake, body = COMPLETION, headers = {}) {
   }));
 }
 
+let scenario;
+
 before(async () => {
-  groq = await startFakeUpstream();
-  together = await startFakeUpstream();
-  router = await startRouter({ ROUTER_CONFIG: twoProviderConfig(groq, together), ...ALL_SECRETS });
+  scenario = await startTwoProviders();
+  ({ groq, together, router } = scenario);
 });
 
-after(async () => {
-  await router?.dispose();
-  await groq?.close();
-  await together?.close();
-});
+after(() => scenario?.close());
 
 beforeEach(() => {
-  groq.reset();
-  together.reset();
+  scenario.reset();
   answerOk(groq);
   answerOk(together);
 });

@@ -45,6 +45,36 @@ export const ALL_SECRETS = {
 };
 
 /**
+ * The usual scenario: a Groq fake, a Together fake, and a router configured with
+ * [twoProviderConfig] and every secret. `gateway` adds gateway settings; `asJsonString` passes
+ * the configuration as a JSON string var instead of an object (a TOML table).
+ */
+export async function startTwoProviders({ gateway = {}, asJsonString = false } = {}) {
+  const groq = await startFakeUpstream();
+  const together = await startFakeUpstream();
+  const config = twoProviderConfig(groq, together, gateway);
+  const router = await startRouter({
+    ROUTER_CONFIG: asJsonString ? JSON.stringify(config) : config,
+    ...ALL_SECRETS,
+  });
+  return {
+    groq,
+    together,
+    router,
+    /** Forgets the calls the fakes recorded. */
+    reset() {
+      groq.reset();
+      together.reset();
+    },
+    async close() {
+      await router.dispose();
+      await groq.close();
+      await together.close();
+    },
+  };
+}
+
+/**
  * Starts the built Worker (build/index.js + build/index_bg.wasm) in workerd with the given vars
  * and secrets, exactly as `wrangler deploy` would ship it. Everything the Worker logs is kept
  * in `logs`.

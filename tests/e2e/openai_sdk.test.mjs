@@ -2,30 +2,28 @@
 import { after, before, beforeEach, test } from "node:test";
 import assert from "node:assert/strict";
 import OpenAI from "openai";
-import { ALL_SECRETS, GATEWAY_KEY, GROQ_KEY, startFakeUpstream, startRouter, twoProviderConfig } from "./harness.mjs";
+import {
+  GATEWAY_KEY,
+  GROQ_KEY,
+  startTwoProviders,
+} from "./harness.mjs";
 
 let groq;
 let together;
 let router;
 let client;
 
+let scenario;
+
 before(async () => {
-  groq = await startFakeUpstream();
-  together = await startFakeUpstream();
-  router = await startRouter({ ROUTER_CONFIG: twoProviderConfig(groq, together), ...ALL_SECRETS });
+  scenario = await startTwoProviders();
+  ({ groq, together, router } = scenario);
   client = new OpenAI({ apiKey: GATEWAY_KEY, baseURL: `${router.url}/v1`, maxRetries: 0 });
 });
 
-after(async () => {
-  await router?.dispose();
-  await groq?.close();
-  await together?.close();
-});
+after(() => scenario?.close());
 
-beforeEach(() => {
-  groq.reset();
-  together.reset();
-});
+beforeEach(() => scenario.reset());
 
 test("chat.completions.create, non-streaming", async () => {
   groq.answer(() => ({

@@ -34,6 +34,19 @@ const FULL: &[Capability] = &[
     MessageName,
 ];
 
+/// The OpenAI API without `messages[].name` (the GPU hosts ignore or reject it).
+const OPENAI_BUT_NAME: &[Capability] = &[
+    Chat,
+    Streaming,
+    Tools,
+    JsonSchema,
+    Vision,
+    Embeddings,
+    Logprobs,
+    LogitBias,
+    MultipleChoices,
+];
+
 const fn limits(rpm: u64, rpd: u64, tpm: u64, tpd: u64) -> Limits {
     Limits {
         rpm: Some(rpm),
@@ -78,17 +91,7 @@ pub const PRESETS: &[Preset] = &[
     Preset {
         name: "together",
         base_url: "https://api.together.xyz/v1",
-        capabilities: &[
-            Chat,
-            Streaming,
-            Tools,
-            JsonSchema,
-            Vision,
-            Embeddings,
-            Logprobs,
-            LogitBias,
-            MultipleChoices,
-        ],
+        capabilities: OPENAI_BUT_NAME,
         max_tokens_field: MaxTokensField::MaxTokens,
         dialect: RateLimitDialect::Together,
         limits: &[],
@@ -96,17 +99,7 @@ pub const PRESETS: &[Preset] = &[
     Preset {
         name: "fireworks",
         base_url: "https://api.fireworks.ai/inference/v1",
-        capabilities: &[
-            Chat,
-            Streaming,
-            Tools,
-            JsonSchema,
-            Vision,
-            Embeddings,
-            Logprobs,
-            LogitBias,
-            MultipleChoices,
-        ],
+        capabilities: OPENAI_BUT_NAME,
         max_tokens_field: MaxTokensField::MaxTokens,
         dialect: RateLimitDialect::Fireworks,
         limits: &[],
