@@ -16,10 +16,9 @@ pub fn chat(
 ) -> Result<Vec<u8>, RouterError> {
     req.model = model.to_owned();
     // One limit, in the provider's field: the smaller when the client sent both.
-    let limit = match (req.max_tokens.take(), req.max_completion_tokens.take()) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    };
+    let limit = req.requested_output_tokens();
+    req.max_tokens = None;
+    req.max_completion_tokens = None;
     match provider.max_tokens_field {
         MaxTokensField::MaxTokens => req.max_tokens = limit,
         MaxTokensField::MaxCompletionTokens => req.max_completion_tokens = limit,

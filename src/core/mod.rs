@@ -1,16 +1,18 @@
 //! The pure core: every decision the router makes, with no `worker` types, no clock and no
 //! I/O, so that `cargo test` checks it natively.
 //!
-//! Read the modules in the order a request meets them.
+//! The modules are listed in the order a request meets them (`rustfmt.toml` keeps the order).
 
-pub mod adapt;
-pub mod auth;
+pub mod endpoint;
 pub mod config;
 pub mod cors;
-pub mod endpoint;
-pub mod error;
-pub mod models;
-pub mod outcome;
+pub mod auth;
 pub mod request;
+pub mod tokens;
+pub mod classify;
 pub mod route;
+pub mod adapt;
 pub mod upstream;
+pub mod outcome;
+pub mod models;
+pub mod error;

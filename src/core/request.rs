@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::error::RouterError;
+use super::tokens;
 
 /// `POST /v1/chat/completions`.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -36,6 +37,10 @@ pub struct ChatRequest {
     /// Every other field, passed on unchanged.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
+    /// Estimated prompt tokens of the whole body (messages, tools, schemas), set by
+    /// [`ChatRequest::parse`] from the bytes it parsed.
+    #[serde(skip)]
+    pub prompt_tokens: u64,
 }
 
 /// One chat message. `content` and everything else stay untyped in `extra`.
@@ -80,8 +85,9 @@ pub struct EmbeddingsRequest {
 impl ChatRequest {
     /// Parses and checks a chat request body.
     pub fn parse(body: &[u8]) -> Result<Self, RouterError> {
-        let req: ChatRequest = parse_json(body)?;
+        let mut req: ChatRequest = parse_json(body)?;
         check_model(&req.model)?;
+        req.prompt_tokens = tokens::estimate(body);
         if req.messages.is_empty() {
             return Err(RouterError::InvalidRequest {
                 message: "`messages` must contain at least one message.".to_owned(),
@@ -106,6 +112,15 @@ impl ChatRequest {
 
     /// Whether any message carries an image part.
     pub fn has_images(&self) -> bool {
+        self.has_part("image_url")
+    }
+
+    /// Whether any message carries an audio part.
+    pub fn has_audio(&self) -> bool {
+        self.has_part("input_audio")
+    }
+
+    fn has_part(&self, kind: &str) -> bool {
         self.messages.iter().any(|m| {
             m.extra
                 .get("content")
@@ -113,9 +128,17 @@ impl ChatRequest {
                 .is_some_and(|parts| {
                     parts
                         .iter()
-                        .any(|p| p.get("type").and_then(Value::as_str) == Some("image_url"))
+                        .any(|p| p.get("type").and_then(Value::as_str) == Some(kind))
                 })
         })
+    }
+
+    /// The output tokens the client asked for, if it set a limit.
+    pub fn requested_output_tokens(&self) -> Option<u64> {
+        match (self.max_tokens, self.max_completion_tokens) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 }
 

@@ -1,9 +1,8 @@
-//! Step 5: which provider serves the request. The model name (an alias such as `fast` or a
-//! concrete model id) names an ordered list of targets; the first target whose provider has
-//! every capability the request needs and a key whose secret is set wins.
-//!
-//! The classifier and the failover planner refine this; this module is the capability and key
-//! filter they build on.
+//! Step 7: which provider serves the request. A model name (an alias such as `fast` or a
+//! concrete model id) names an ordered list of targets; only targets whose provider has every
+//! capability the request needs are candidates, and the first candidate whose provider has a
+//! key with its secret set wins. The classifier orders chat candidates; embeddings use their
+//! model's route as it is.
 
 use super::config::{Capability, Config, Key, Provider, Secret, Target};
 use super::error::RouterError;
@@ -39,6 +38,9 @@ pub fn chat_needs(req: &ChatRequest) -> Vec<Capability> {
     if req.has_images() {
         needs.push(Capability::Vision);
     }
+    if req.has_audio() {
+        needs.push(Capability::Audio);
+    }
     if req.logprobs == Some(true) || req.top_logprobs.is_some() {
         needs.push(Capability::Logprobs);
     }
@@ -49,11 +51,6 @@ pub fn chat_needs(req: &ChatRequest) -> Vec<Capability> {
         needs.push(Capability::MultipleChoices);
     }
     needs
-}
-
-/// Chooses the target for a chat request.
-pub fn chat<'c>(config: &'c Config, req: &ChatRequest) -> Result<Choice<'c>, RouterError> {
-    choose(config, &req.model, &chat_needs(req))
 }
 
 /// Chooses the target for an embeddings request.
@@ -70,21 +67,54 @@ pub fn choose<'c>(
     model: &str,
     needs: &[Capability],
 ) -> Result<Choice<'c>, RouterError> {
+    first_usable(config, &serving(config, model, needs)?)
+}
+
+/// The targets of `model` whose provider has every need, in order: 404 for an unknown model,
+/// 400 naming the first missing capability when none has them all.
+pub fn serving<'c>(
+    config: &'c Config,
+    model: &str,
+    needs: &[Capability],
+) -> Result<Vec<&'c Target>, RouterError> {
     let targets = config
         .targets(model)
         .ok_or_else(|| RouterError::ModelNotFound {
             model: model.chars().take(200).collect(),
         })?;
     let mut missing_need: Option<Capability> = None;
+    let capable: Vec<&Target> = targets
+        .iter()
+        .filter(|t| {
+            let lacking = config.providers.get(t.provider).map_or(needs.first(), |p| {
+                needs.iter().find(|n| !p.capabilities.has(**n))
+            });
+            if let Some(need) = lacking {
+                missing_need.get_or_insert(*need);
+            }
+            lacking.is_none()
+        })
+        .collect();
+    if capable.is_empty() {
+        return Err(RouterError::Unsupported {
+            model: model.chars().take(200).collect(),
+            needs: missing_need.map_or("this request", Capability::name),
+        });
+    }
+    Ok(capable)
+}
+
+/// The first of `targets` whose provider has a key with its secret set; otherwise the error
+/// names the secrets to set.
+pub fn first_usable<'c>(
+    config: &'c Config,
+    targets: &[&'c Target],
+) -> Result<Choice<'c>, RouterError> {
     let mut missing_secrets: Vec<String> = Vec::new();
     for target in targets {
         let Some(provider) = config.providers.get(target.provider) else {
             continue;
         };
-        if let Some(need) = needs.iter().find(|n| !provider.capabilities.has(**n)) {
-            missing_need.get_or_insert(*need);
-            continue;
-        }
         match provider.usable_key() {
             Some((key, secret)) => {
                 return Ok(Choice {
@@ -94,20 +124,18 @@ pub fn choose<'c>(
                     secret,
                 })
             }
-            None => missing_secrets.extend(provider.keys.iter().map(|k| k.secret_name.clone())),
+            None => {
+                for key in &provider.keys {
+                    if !missing_secrets.contains(&key.secret_name) {
+                        missing_secrets.push(key.secret_name.clone());
+                    }
+                }
+            }
         }
     }
-    if missing_secrets.is_empty() {
-        Err(RouterError::Unsupported {
-            model: model.chars().take(200).collect(),
-            needs: missing_need.map_or("this request", Capability::name),
-        })
-    } else {
-        missing_secrets.dedup();
-        Err(RouterError::MissingSecret {
-            names: missing_secrets,
-        })
-    }
+    Err(RouterError::MissingSecret {
+        names: missing_secrets,
+    })
 }
 
 #[cfg(test)]
@@ -142,6 +170,10 @@ mod tests {
             body[k] = v.clone();
         }
         ChatRequest::parse(body.to_string().as_bytes()).unwrap()
+    }
+
+    fn chat<'c>(c: &'c Config, r: &ChatRequest) -> Result<Choice<'c>, RouterError> {
+        choose(c, &r.model, &chat_needs(r))
     }
 
     fn provider_for(c: &Config, extra: serde_json::Value) -> Result<String, RouterError> {

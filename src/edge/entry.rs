@@ -13,7 +13,7 @@ use crate::core::endpoint::{self, Endpoint};
 use crate::core::error::RouterError;
 use crate::core::request::{ChatRequest, EmbeddingsRequest};
 use crate::core::route::Choice;
-use crate::core::{adapt, auth, cors, models, outcome, route, upstream};
+use crate::core::{adapt, auth, classify, cors, models, outcome, route, upstream};
 
 thread_local! {
     /// The configuration, parsed once per isolate (vars and secrets are fixed for its life).
@@ -24,31 +24,32 @@ thread_local! {
 async fn fetch(req: Request, env: Env, _ctx: Context) -> worker::Result<Response> {
     let method = req.method().to_string();
     let path = req.path();
-    let mut allowed_origin = None;
-    let mut resp = match serve(req, &env, &mut allowed_origin).await {
+    // Headers every response gets once the router knows them (CORS, the routing decision),
+    // errors included.
+    let mut explain: Vec<(&'static str, String)> = Vec::new();
+    let mut resp = match serve(req, &env, &mut explain).await {
         Ok(resp) => resp,
         Err(err) => {
             log_error(&method, &path, &err);
             http::error_response(&err)?
         }
     };
-    if let Some(origin) = allowed_origin {
-        http::add_headers(&mut resp, &cors::response_headers(&origin))?;
-    }
+    http::add_headers(&mut resp, &explain)?;
     Ok(resp)
 }
 
 async fn serve(
     mut req: Request,
     env: &Env,
-    allowed_origin: &mut Option<String>,
+    explain: &mut Vec<(&'static str, String)>,
 ) -> Result<Response, RouterError> {
     let endpoint = endpoint::resolve(req.method().as_ref(), &req.path())?;
     let config = config(env);
     let config = config.as_ref().as_ref().map_err(Clone::clone)?;
-    let headers = req.headers();
+    // A handle on the same JS object, so the body can be read while headers are consulted.
+    let headers = req.headers().clone();
     let origin = headers.get("origin").ok().flatten();
-    *allowed_origin = cors::check(&config.gateway.cors, origin.as_deref())?.map(str::to_owned);
+    let allowed_origin = cors::check(&config.gateway.cors, origin.as_deref())?;
 
     match endpoint {
         Endpoint::Preflight => {
@@ -58,13 +59,15 @@ async fn serve(
                 None => vec![("allow", "GET, POST, OPTIONS".to_owned())],
             };
             // The preflight headers already carry the origin.
-            *allowed_origin = None;
             return http::empty_response(204, &preflight);
         }
         Endpoint::Health => return http::json_response(200, r#"{"status":"ok"}"#),
         _ => {}
     }
 
+    if let Some(origin) = allowed_origin {
+        explain.extend(cors::response_headers(origin));
+    }
     let authorization = headers.get("authorization").ok().flatten();
     auth::check(&config.gateway.auth, authorization.as_deref())?;
 
@@ -73,16 +76,25 @@ async fn serve(
         Endpoint::ChatCompletions => {
             let body = read_body(&mut req, config).await?;
             let request = ChatRequest::parse(&body)?;
-            let choice = route::chat(config, &request)?;
+            let path_hint = headers.get(classify::PATH_HEADER).ok().flatten();
+            let budget_hint = headers.get(classify::BUDGET_HEADER).ok().flatten();
+            let hints = classify::Hints {
+                path: path_hint.as_deref(),
+                latency_budget_ms: budget_hint.as_deref(),
+            };
+            let decision = classify::classify(config, &request, hints)?;
+            explain.push(("x-router-path", decision.path.name().to_owned()));
+            explain.push(("x-router-reason", decision.reason_header()));
+            let choice = route::first_usable(config, &decision.targets)?;
             let outbound = adapt::chat(request, choice.provider, &choice.target.model)?;
-            forward(&req, &choice, "/chat/completions", outbound).await
+            forward(&req, &choice, "/chat/completions", outbound, explain).await
         }
         Endpoint::Embeddings => {
             let body = read_body(&mut req, config).await?;
             let request = EmbeddingsRequest::parse(&body)?;
             let choice = route::embeddings(config, &request)?;
             let outbound = adapt::embeddings(request, &choice.target.model)?;
-            forward(&req, &choice, "/embeddings", outbound).await
+            forward(&req, &choice, "/embeddings", outbound, explain).await
         }
         Endpoint::Health | Endpoint::Preflight => Err(RouterError::Internal {
             detail: "endpoint answered above".to_owned(),
@@ -125,7 +137,10 @@ async fn forward(
     choice: &Choice<'_>,
     endpoint: &str,
     body: Vec<u8>,
+    explain: &mut Vec<(&'static str, String)>,
 ) -> Result<Response, RouterError> {
+    explain.push(("x-router-provider", choice.provider.name.clone()));
+    explain.push(("x-router-model", choice.target.model.clone()));
     let accept = client.headers().get("accept").ok().flatten();
     let outbound = upstream::request(choice, endpoint, accept.as_deref());
     let request = http::upstream_request(&outbound, body)?;
@@ -136,18 +151,14 @@ async fn forward(
     let status = resp.status_code();
     let retry_after = resp.headers().get("retry-after").ok().flatten();
     let verdict = outcome::classify(status, retry_after.as_deref());
-    let explain = [
-        ("x-router-provider", choice.provider.name.clone()),
-        ("x-router-model", choice.target.model.clone()),
-    ];
     if verdict == outcome::Outcome::Success {
-        return http::client_response(resp, &explain);
+        return http::client_response(resp);
     }
     // A failure body the runtime cannot read still yields the error the status implies.
     let failure_body = resp.bytes().await.unwrap_or_default();
     match outcome::into_error(verdict, status, &failure_body, &choice.key.secret_name) {
         Some(err) => Err(err),
-        None => http::client_response(resp, &explain),
+        None => http::client_response(resp),
     }
 }
 

@@ -29,19 +29,13 @@ pub fn upstream_request(out: &UpstreamRequest, body: Vec<u8>) -> Result<Request,
 }
 
 /// The upstream's response for the client: same status and body stream (never read in Rust),
-/// headers filtered by [`upstream::passes_to_client`], plus the router's `extra` headers.
-pub fn client_response(
-    resp: Response,
-    extra: &[(&'static str, String)],
-) -> Result<Response, RouterError> {
+/// headers filtered by [`upstream::passes_to_client`].
+pub fn client_response(resp: Response) -> Result<Response, RouterError> {
     let headers = Headers::new();
     for (name, value) in resp.headers().entries() {
         if upstream::passes_to_client(&name) {
             headers.append(&name, &value).map_err(internal)?;
         }
-    }
-    for (name, value) in extra {
-        headers.set(name, value).map_err(internal)?;
     }
     let status = resp.status_code();
     let (_, body) = resp.into_parts();
@@ -78,11 +72,16 @@ pub fn empty_response(
         .empty())
 }
 
-/// Adds headers to a response the router built (never to an immutable upstream one).
+/// Adds headers to a response the router built (never to an immutable upstream one). `vary`
+/// is appended to, so an upstream's own `Vary` stays; the others are set.
 pub fn add_headers(resp: &mut Response, headers: &[(&'static str, String)]) -> worker::Result<()> {
     let h = resp.headers_mut();
     for (name, value) in headers {
-        h.set(name, value)?;
+        if *name == "vary" {
+            h.append(name, value)?;
+        } else {
+            h.set(name, value)?;
+        }
     }
     Ok(())
 }
@@ -174,13 +173,8 @@ mod tests {
             .fixed(b"{\"id\":\"x\"}".to_vec());
         // Through a real JS Response, as `fetch` would hand it over.
         let upstream: Response = worker::web_sys::Response::from(upstream).into();
-        let mut out =
-            client_response(upstream, &[("x-router-provider", "groq".to_owned())]).unwrap();
+        let mut out = client_response(upstream).unwrap();
         assert_eq!(out.status_code(), 201);
-        assert_eq!(
-            out.headers().get("x-router-provider").unwrap().as_deref(),
-            Some("groq")
-        );
         assert_eq!(
             out.headers().get("x-request-id").unwrap().as_deref(),
             Some("req_1")

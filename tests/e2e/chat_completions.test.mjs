@@ -133,8 +133,8 @@ describe("forwarding", () => {
     assert.equal(sent.max_tokens, 10);
   });
 
-  test("a need no provider on the route has is a 400 that says which, and nothing is sent", async () => {
-    const res = await post({ ...REQUEST, n: 2 });
+  test("a pinned model that cannot serve a need is a 400 that says which, and nothing is sent", async () => {
+    const res = await post({ ...REQUEST, model: "llama-3.1-8b-instant", n: 2 });
     assert.equal(res.status, 400);
     const err = await readError(assert, res);
     assert.equal(err.code, "unsupported_parameter");

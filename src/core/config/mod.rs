@@ -12,7 +12,7 @@ mod raw;
 use std::collections::BTreeMap;
 
 pub use presets::{Preset, PRESETS};
-use raw::{RawConfig, RawGateway, RawLimits, RawProvider};
+use raw::{RawClassifier, RawConfig, RawGateway, RawLimits, RawProvider};
 
 /// The Worker var that holds the configuration.
 pub const CONFIG_VAR: &str = "ROUTER_CONFIG";
@@ -56,6 +56,8 @@ pub enum Capability {
     Tools,
     JsonSchema,
     Vision,
+    /// `input_audio` message parts.
+    Audio,
     Embeddings,
     /// `logprobs: true` / `top_logprobs`.
     Logprobs,
@@ -68,12 +70,13 @@ pub enum Capability {
 }
 
 impl Capability {
-    const ALL: [(Capability, &'static str); 10] = [
+    const ALL: [(Capability, &'static str); 11] = [
         (Capability::Chat, "chat"),
         (Capability::Streaming, "streaming"),
         (Capability::Tools, "tools"),
         (Capability::JsonSchema, "json_schema"),
         (Capability::Vision, "vision"),
+        (Capability::Audio, "audio"),
         (Capability::Embeddings, "embeddings"),
         (Capability::Logprobs, "logprobs"),
         (Capability::LogitBias, "logit_bias"),
@@ -229,6 +232,34 @@ pub enum GatewayAuth {
     },
 }
 
+/// Thresholds of the fast/slow classifier (see `core::classify` and docs/routing.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Classifier {
+    /// `auto` requests with at most this many estimated prompt tokens are short.
+    pub fast_max_prompt_tokens: u64,
+    /// ... and at most this many requested output tokens.
+    pub fast_max_output_tokens: u64,
+    /// The output tokens assumed when a request sets no `max_tokens`.
+    pub default_output_tokens: u64,
+    /// The fast models' context window.
+    pub fast_context_tokens: u64,
+    /// A latency budget (header `x-router-latency-budget-ms`) at or under this sends `auto`
+    /// requests that fit the fast path there, short or not.
+    pub tight_latency_budget_ms: u64,
+}
+
+impl Default for Classifier {
+    fn default() -> Self {
+        Classifier {
+            fast_max_prompt_tokens: 2_000,
+            fast_max_output_tokens: 1_024,
+            default_output_tokens: 1_024,
+            fast_context_tokens: 131_072,
+            tight_latency_budget_ms: 2_000,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Gateway {
     pub auth: GatewayAuth,
@@ -240,6 +271,7 @@ pub struct Gateway {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     pub gateway: Gateway,
+    pub classifier: Classifier,
     pub providers: Vec<Provider>,
     /// Router model name (an alias such as `fast`, or a concrete model id) -> targets in order
     /// of preference.
@@ -307,6 +339,7 @@ impl Config {
 
 fn build(raw: RawConfig, secret: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
     let gateway = build_gateway(raw.gateway, secret)?;
+    let classifier = build_classifier(&raw.classifier)?;
     if raw.providers.is_empty() {
         return Err(ConfigError::at(
             "providers",
@@ -321,6 +354,7 @@ fn build(raw: RawConfig, secret: &dyn Fn(&str) -> Option<String>) -> Result<Conf
     let (models, listing, aliases) = build_models(raw.routes, &providers)?;
     Ok(Config {
         gateway,
+        classifier,
         providers,
         models,
         listing,
@@ -364,6 +398,37 @@ fn build_gateway(
         cors,
         max_body_bytes: raw.max_body_bytes,
     })
+}
+
+fn build_classifier(raw: &RawClassifier) -> Result<Classifier, ConfigError> {
+    let d = Classifier::default();
+    let c = Classifier {
+        fast_max_prompt_tokens: raw
+            .fast_max_prompt_tokens
+            .unwrap_or(d.fast_max_prompt_tokens),
+        fast_max_output_tokens: raw
+            .fast_max_output_tokens
+            .unwrap_or(d.fast_max_output_tokens),
+        default_output_tokens: raw.default_output_tokens.unwrap_or(d.default_output_tokens),
+        fast_context_tokens: raw.fast_context_tokens.unwrap_or(d.fast_context_tokens),
+        tight_latency_budget_ms: raw
+            .tight_latency_budget_ms
+            .unwrap_or(d.tight_latency_budget_ms),
+    };
+    for (name, value) in [
+        ("fast_max_prompt_tokens", c.fast_max_prompt_tokens),
+        ("fast_max_output_tokens", c.fast_max_output_tokens),
+        ("default_output_tokens", c.default_output_tokens),
+        ("fast_context_tokens", c.fast_context_tokens),
+    ] {
+        if value == 0 {
+            return Err(ConfigError::at(
+                format!("classifier.{name}"),
+                "must be greater than 0",
+            ));
+        }
+    }
+    Ok(c)
 }
 
 /// Parses the gateway-key secret: SHA-256 hashes in hex, separated by commas or whitespace.

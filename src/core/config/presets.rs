@@ -27,6 +27,7 @@ const FULL: &[Capability] = &[
     Tools,
     JsonSchema,
     Vision,
+    Audio,
     Embeddings,
     Logprobs,
     LogitBias,
@@ -60,8 +61,10 @@ pub const PRESETS: &[Preset] = &[
     Preset {
         name: "groq",
         base_url: "https://api.groq.com/openai/v1",
-        // Groq rejects logprobs, logit_bias, n > 1 and messages[].name with a 400.
-        capabilities: &[Chat, Streaming, Tools, JsonSchema, Vision],
+        // Groq rejects logprobs, logit_bias, n > 1 and messages[].name with a 400. Only some
+        // of its models read images (llama-4-scout): a provider entry routing to one of them
+        // adds "vision" to its capabilities.
+        capabilities: &[Chat, Streaming, Tools, JsonSchema],
         max_tokens_field: MaxTokensField::MaxCompletionTokens,
         dialect: RateLimitDialect::Groq,
         // The free plan, per organization and model: RPM / RPD / TPM / TPD.

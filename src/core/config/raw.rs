@@ -10,6 +10,8 @@ use serde::Deserialize;
 pub struct RawConfig {
     #[serde(default)]
     pub gateway: RawGateway,
+    #[serde(default)]
+    pub classifier: RawClassifier,
     pub providers: BTreeMap<String, RawProvider>,
     pub routes: BTreeMap<String, Vec<String>>,
 }
@@ -53,6 +55,17 @@ fn default_keys_secret() -> String {
 /// 1 MiB: far above any chat request a browser or SDK sends, far below the runtime's limit.
 fn default_max_body() -> u64 {
     1 << 20
+}
+
+/// Thresholds of the fast/slow classifier; each defaults as `Classifier::default` says.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawClassifier {
+    pub fast_max_prompt_tokens: Option<u64>,
+    pub fast_max_output_tokens: Option<u64>,
+    pub default_output_tokens: Option<u64>,
+    pub fast_context_tokens: Option<u64>,
+    pub tight_latency_budget_ms: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]

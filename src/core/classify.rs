@@ -1,0 +1,378 @@
+//! Step 6: fast path or slow path, and why.
+//!
+//! Short, latency-critical, structured calls go to the `fast` route (Groq's LPUs); the rest go
+//! to the `slow` route (GPU providers). [`classify`] is a pure function of the parsed request,
+//! the client's routing headers and the configuration: deterministic, total, never panicking.
+//! It returns the path, the candidate targets in order (the chosen path's route, then the other
+//! route's as fallback when the request fits it), and the reasons as short stable codes that the
+//! response carries in `x-router-reason`. docs/routing.md lists every code and the policy.
+
+use super::config::{Capability, Config, Target};
+use super::error::RouterError;
+use super::request::ChatRequest;
+use super::route;
+
+/// The header that forces a path for `auto` requests: `fast` or `slow`.
+pub const PATH_HEADER: &str = "x-router-path";
+/// The header that gives the client's latency budget in milliseconds.
+pub const BUDGET_HEADER: &str = "x-router-latency-budget-ms";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Path {
+    Fast,
+    Slow,
+}
+
+impl Path {
+    pub fn name(self) -> &'static str {
+        match self {
+            Path::Fast => "fast",
+            Path::Slow => "slow",
+        }
+    }
+
+    fn other(self) -> Path {
+        match self {
+            Path::Fast => Path::Slow,
+            Path::Slow => Path::Fast,
+        }
+    }
+}
+
+/// Why a request took its path. The codes are stable: clients and dashboards match on them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// `model: auto`: the router decided.
+    Auto,
+    /// `model: fast` / `model: slow`: the client chose the path.
+    ModelFast,
+    ModelSlow,
+    /// A concrete model (or another route) was named: its route is used as it is.
+    ModelPinned,
+    /// `x-router-path` chose the path of an `auto` request.
+    HeaderFast,
+    HeaderSlow,
+    /// `x-router-path` had a value other than `fast` / `slow`.
+    HeaderInvalid,
+    /// `x-router-path` was sent with a model other than `auto`, which wins.
+    HeaderIgnored,
+    /// A latency budget at or under the configured threshold.
+    TightBudget,
+    /// JSON mode, a JSON schema, tools or `tool_choice`.
+    Structured,
+    /// Prompt and requested output are both under the fast thresholds.
+    Short,
+    LongPrompt,
+    LongOutput,
+    /// The fast route has no provider for what the request carries or asks.
+    NeedsVision,
+    NeedsAudio,
+    NeedsLogprobs,
+    NeedsLogitBias,
+    NeedsN,
+    NeedsOther,
+    /// Prompt plus output exceed the fast models' context window.
+    ExceedsFastContext,
+    /// Prompt plus output exceed one minute of the fast model's token quota: Groq would refuse
+    /// it with a 413 whatever key is used.
+    ExceedsFastTpm,
+    /// An explicit fast choice could not be honoured; the slow path serves it.
+    FallbackSlow,
+    /// The configuration has no `fast` (or `slow`) route.
+    NoFastRoute,
+    NoSlowRoute,
+}
+
+impl Reason {
+    pub fn code(self) -> &'static str {
+        match self {
+            Reason::Auto => "auto",
+            Reason::ModelFast => "model_fast",
+            Reason::ModelSlow => "model_slow",
+            Reason::ModelPinned => "model_pinned",
+            Reason::HeaderFast => "header_fast",
+            Reason::HeaderSlow => "header_slow",
+            Reason::HeaderInvalid => "header_invalid",
+            Reason::HeaderIgnored => "header_ignored",
+            Reason::TightBudget => "tight_budget",
+            Reason::Structured => "structured",
+            Reason::Short => "short",
+            Reason::LongPrompt => "long_prompt",
+            Reason::LongOutput => "long_output",
+            Reason::NeedsVision => "needs_vision",
+            Reason::NeedsAudio => "needs_audio",
+            Reason::NeedsLogprobs => "needs_logprobs",
+            Reason::NeedsLogitBias => "needs_logit_bias",
+            Reason::NeedsN => "needs_n",
+            Reason::NeedsOther => "needs_other",
+            Reason::ExceedsFastContext => "exceeds_fast_context",
+            Reason::ExceedsFastTpm => "exceeds_fast_tpm",
+            Reason::FallbackSlow => "fallback_slow",
+            Reason::NoFastRoute => "no_fast_route",
+            Reason::NoSlowRoute => "no_slow_route",
+        }
+    }
+
+    fn needs(cap: Capability) -> Reason {
+        match cap {
+            Capability::Vision => Reason::NeedsVision,
+            Capability::Audio => Reason::NeedsAudio,
+            Capability::Logprobs => Reason::NeedsLogprobs,
+            Capability::LogitBias => Reason::NeedsLogitBias,
+            Capability::MultipleChoices => Reason::NeedsN,
+            _ => Reason::NeedsOther,
+        }
+    }
+}
+
+/// The client's routing headers, as sent (unparsed).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Hints<'a> {
+    pub path: Option<&'a str>,
+    pub latency_budget_ms: Option<&'a str>,
+}
+
+/// The classifier's answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision<'c> {
+    pub path: Path,
+    /// Candidates in order of preference, each able to serve every need of the request.
+    pub targets: Vec<&'c Target>,
+    pub reasons: Vec<Reason>,
+}
+
+impl Decision<'_> {
+    /// The reasons as the `x-router-reason` header value: codes joined by commas.
+    pub fn reason_header(&self) -> String {
+        let codes: Vec<&str> = self.reasons.iter().map(|r| r.code()).collect();
+        codes.join(",")
+    }
+}
+
+/// What the request needs, and whether the fast route can give it.
+struct Fit {
+    /// The first need no fast target has, if any.
+    missing: Option<Capability>,
+    exceeds_context: bool,
+    exceeds_tpm: bool,
+}
+
+impl Fit {
+    fn blocker(&self) -> Option<Reason> {
+        if let Some(cap) = self.missing {
+            Some(Reason::needs(cap))
+        } else if self.exceeds_context {
+            Some(Reason::ExceedsFastContext)
+        } else if self.exceeds_tpm {
+            Some(Reason::ExceedsFastTpm)
+        } else {
+            None
+        }
+    }
+}
+
+/// Decides the path and the candidate targets of a chat request.
+pub fn classify<'c>(
+    config: &'c Config,
+    req: &ChatRequest,
+    hints: Hints<'_>,
+) -> Result<Decision<'c>, RouterError> {
+    let needs = route::chat_needs(req);
+    let fast = config.targets(Path::Fast.name()).unwrap_or_default();
+    let slow = config.targets(Path::Slow.name()).unwrap_or_default();
+    let capable = |t: &&Target| {
+        config
+            .providers
+            .get(t.provider)
+            .is_some_and(|p| needs.iter().all(|n| p.capabilities.has(*n)))
+    };
+    let output = req
+        .requested_output_tokens()
+        .unwrap_or(config.classifier.default_output_tokens);
+    let total = req.prompt_tokens.saturating_add(output);
+    let fit = Fit {
+        // Without a fast route nothing is missing from it; `NoFastRoute` says so instead.
+        missing: needs
+            .iter()
+            .copied()
+            .find(|n| !fast.is_empty() && !fast.iter().any(|t| provider_has(config, t, *n))),
+        exceeds_context: total > config.classifier.fast_context_tokens,
+        exceeds_tpm: fast
+            .first()
+            .and_then(|t| tpm(config, t))
+            .is_some_and(|tpm| total > tpm),
+    };
+
+    let mut reasons = Vec::with_capacity(4);
+    let header_ignored = |reasons: &mut Vec<Reason>| {
+        if hints.path.is_some() {
+            reasons.push(Reason::HeaderIgnored);
+        }
+    };
+    let wanted = match req.model.as_str() {
+        "auto" => {
+            reasons.push(Reason::Auto);
+            match hints.path.map(str::trim) {
+                Some(p) if p.eq_ignore_ascii_case("fast") => {
+                    reasons.push(Reason::HeaderFast);
+                    Some(Path::Fast)
+                }
+                Some(p) if p.eq_ignore_ascii_case("slow") => {
+                    reasons.push(Reason::HeaderSlow);
+                    Some(Path::Slow)
+                }
+                Some(_) => {
+                    reasons.push(Reason::HeaderInvalid);
+                    None
+                }
+                None => None,
+            }
+        }
+        "fast" => {
+            reasons.push(Reason::ModelFast);
+            header_ignored(&mut reasons);
+            Some(Path::Fast)
+        }
+        "slow" => {
+            reasons.push(Reason::ModelSlow);
+            header_ignored(&mut reasons);
+            Some(Path::Slow)
+        }
+        pinned => {
+            // A concrete model, or a route other than fast/slow: served by its own targets, in
+            // order; capabilities it lacks are the client's to fix (400).
+            reasons.push(Reason::ModelPinned);
+            header_ignored(&mut reasons);
+            let targets = route::serving(config, pinned, &needs)?;
+            let path = if targets.iter().all(|t| fast.contains(t)) {
+                Path::Fast
+            } else {
+                Path::Slow
+            };
+            return Ok(Decision {
+                path,
+                targets,
+                reasons,
+            });
+        }
+    };
+
+    let path = match wanted {
+        Some(Path::Slow) => Path::Slow,
+        Some(Path::Fast) => match fit.blocker() {
+            Some(blocker) => {
+                reasons.extend([blocker, Reason::FallbackSlow]);
+                Path::Slow
+            }
+            None => Path::Fast,
+        },
+        None => auto_path(config, req, hints, &fit, output, &mut reasons),
+    };
+    let path = match (path, fast.is_empty(), slow.is_empty()) {
+        (Path::Fast, true, _) => {
+            reasons.push(Reason::NoFastRoute);
+            Path::Slow
+        }
+        (Path::Slow, _, true) if fit.blocker().is_none() => {
+            reasons.push(Reason::NoSlowRoute);
+            Path::Fast
+        }
+        (p, _, _) => p,
+    };
+
+    let (first, second) = match path {
+        Path::Fast => (fast, slow),
+        Path::Slow => (slow, fast),
+    };
+    // The other route is a fallback only where the request fits it: the fast route never
+    // serves what it cannot hold.
+    let second_fits = path.other() == Path::Slow || fit.blocker().is_none();
+    let mut targets: Vec<&Target> = first.iter().filter(capable).collect();
+    if second_fits {
+        for t in second.iter().filter(capable) {
+            if !targets.contains(&t) {
+                targets.push(t);
+            }
+        }
+    }
+    if targets.is_empty() {
+        return Err(RouterError::Unsupported {
+            model: req.model.chars().take(200).collect(),
+            needs: needs
+                .iter()
+                .copied()
+                .find(|n| *n != Capability::Chat)
+                .map_or("chat", Capability::name),
+        });
+    }
+    Ok(Decision {
+        path,
+        targets,
+        reasons,
+    })
+}
+
+/// The router's own choice for `auto`.
+fn auto_path(
+    config: &Config,
+    req: &ChatRequest,
+    hints: Hints<'_>,
+    fit: &Fit,
+    output: u64,
+    reasons: &mut Vec<Reason>,
+) -> Path {
+    if let Some(blocker) = fit.blocker() {
+        reasons.push(blocker);
+        return Path::Slow;
+    }
+    let c = &config.classifier;
+    let budget = hints
+        .latency_budget_ms
+        .and_then(|b| b.trim().parse::<u64>().ok());
+    if budget.is_some_and(|b| b <= c.tight_latency_budget_ms) {
+        reasons.push(Reason::TightBudget);
+        return Path::Fast;
+    }
+    if is_structured(req) {
+        reasons.push(Reason::Structured);
+        return Path::Fast;
+    }
+    if req.prompt_tokens > c.fast_max_prompt_tokens {
+        reasons.push(Reason::LongPrompt);
+        return Path::Slow;
+    }
+    if output > c.fast_max_output_tokens {
+        reasons.push(Reason::LongOutput);
+        return Path::Slow;
+    }
+    reasons.push(Reason::Short);
+    Path::Fast
+}
+
+fn is_structured(req: &ChatRequest) -> bool {
+    req.response_format
+        .as_ref()
+        .is_some_and(|f| f.kind == "json_object" || f.kind == "json_schema")
+        || req.tools.as_ref().is_some_and(|t| !t.is_empty())
+        || req.extra.contains_key("tool_choice")
+}
+
+fn provider_has(config: &Config, target: &Target, cap: Capability) -> bool {
+    config
+        .providers
+        .get(target.provider)
+        .is_some_and(|p| p.capabilities.has(cap))
+}
+
+/// The tokens-per-minute limit of a target's model, when known.
+fn tpm(config: &Config, target: &Target) -> Option<u64> {
+    config
+        .providers
+        .get(target.provider)?
+        .limits
+        .get(&target.model)?
+        .tpm
+}
+
+#[cfg(test)]
+mod tests;
