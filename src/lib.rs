@@ -8,11 +8,13 @@
 //! 2. [`core::config`]: the validated configuration and secrets, parsed once per isolate;
 //! 3. [`core::cors`]: whether a browser origin may call;
 //! 4. [`core::auth`]: whether the caller holds a gateway key;
-//! 5. [`core::request`]: the body, parsed into a typed request (unknown fields kept);
-//! 6. [`core::route`]: the provider, model and key that can serve it;
-//! 7. [`core::adapt`]: the body as that provider wants it;
-//! 8. [`core::upstream`]: the outbound request, built from scratch (client credentials stay here);
-//! 9. [`core::outcome`]: the upstream's answer, classified once;
+//! 5. [`core::request`]: the body, parsed into a typed request (unknown fields kept), its prompt
+//!    tokens estimated by [`core::tokens`];
+//! 6. [`core::classify`]: fast path or slow path, the ordered candidates, the reasons;
+//! 7. [`core::route`]: the candidate and key that serve it;
+//! 8. [`core::adapt`]: the body as that provider wants it;
+//! 9. [`core::upstream`]: the outbound request, built from scratch (client credentials stay here);
+//! 10. [`core::outcome`]: the upstream's answer, classified once;
 //!
 //! and [`core::error`]: every failure, rendered in the OpenAI error format.
 //!

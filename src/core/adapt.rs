@@ -1,4 +1,4 @@
-//! Step 6: the body as the chosen provider wants it. The model name becomes the provider's,
+//! Step 8: the body as the chosen provider wants it. The model name becomes the provider's,
 //! the output-token limit moves to the field the provider reads, and fields the provider
 //! rejects but the request can do without are removed. Fields that change what the client gets
 //! back (`logprobs: true`, a non-empty `logit_bias`, `n > 1`) are never stripped: `core::route`

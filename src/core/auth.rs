@@ -1,4 +1,4 @@
-//! Step 3: who is calling. Clients present a gateway key (`Authorization: Bearer ...`); the
+//! Step 4: who is calling. Clients present a gateway key (`Authorization: Bearer ...`); the
 //! router keeps only the keys' SHA-256 hashes (in a Worker secret) and compares in constant
 //! time. Provider keys are never accepted from clients.
 

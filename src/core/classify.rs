@@ -209,7 +209,12 @@ pub fn classify<'c>(
             reasons.push(Reason::HeaderIgnored);
         }
     };
-    let wanted = match req.model.as_str() {
+    // Without fast and slow routes there is nothing to classify: every name is its own route.
+    let model = match req.model.as_str() {
+        "auto" | "fast" | "slow" if fast.is_empty() && slow.is_empty() => "",
+        m => m,
+    };
+    let wanted = match model {
         "auto" => {
             reasons.push(Reason::Auto);
             match hints.path.map(str::trim) {
@@ -238,12 +243,12 @@ pub fn classify<'c>(
             header_ignored(&mut reasons);
             Some(Path::Slow)
         }
-        pinned => {
+        _ => {
             // A concrete model, or a route other than fast/slow: served by its own targets, in
             // order; capabilities it lacks are the client's to fix (400).
             reasons.push(Reason::ModelPinned);
             header_ignored(&mut reasons);
-            let targets = route::serving(config, pinned, &needs)?;
+            let targets = route::serving(config, &req.model, &needs)?;
             let path = if targets.iter().all(|t| fast.contains(t)) {
                 Path::Fast
             } else {

@@ -1,4 +1,4 @@
-//! Browsers: which origins may call, what a preflight answers, and which of the router's
+//! Step 3: browsers. Which origins may call, what a preflight answers, and which of the router's
 //! headers scripts may read. Requests without an `Origin` (servers, SDKs, curl) are not
 //! browser requests and pass.
 

@@ -199,10 +199,13 @@ impl RouterError {
             ),
             RouterError::MissingSecret { names } => {
                 let name = names.first().map_or("(none)", String::as_str);
-                let list = names.join(", ");
+                let missing = match names.as_slice() {
+                    [one] => format!("{one} is not set"),
+                    _ => format!("none of {} is set", names.join(", ")),
+                };
                 format!(
-                    "The router is missing a secret: {list} is not set. Locally, add \
-                     {name}=... to .dev.vars; when deployed, run `wrangler secret put {name}`."
+                    "The router is missing a secret: {missing}. Locally, add {name}=... to \
+                     .dev.vars; when deployed, run `wrangler secret put {name}`."
                 )
             }
             RouterError::InvalidConfig { path, detail } => {
@@ -356,7 +359,7 @@ mod tests {
         };
         let msg = e.message();
         assert!(
-            msg.contains("GROQ_API_KEY, GROQ_API_KEY_2 is not set"),
+            msg.contains("none of GROQ_API_KEY, GROQ_API_KEY_2 is set"),
             "{msg}"
         );
         assert!(msg.contains(".dev.vars"));

@@ -1,4 +1,4 @@
-//! Step 8: the upstream's answer, classified once into a typed result.
+//! Step 10: the upstream's answer, classified once into a typed result.
 //!
 //! [`classify`] looks only at the status and `retry-after`, so a success is handed through
 //! without its body ever being read. Only a failure's body is read, and only to recover the

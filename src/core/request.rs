@@ -1,4 +1,4 @@
-//! Step 4: the client's body, parsed once into typed requests.
+//! Step 5: the client's body, parsed once into typed requests.
 //!
 //! Only the fields the router decides on are typed; every other field, known to OpenAI today or
 //! added tomorrow, is kept in `extra` and passed on, so a new parameter is never dropped. Errors

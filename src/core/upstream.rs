@@ -1,4 +1,4 @@
-//! Step 7: the request the router sends upstream, and which of the upstream's response headers
+//! Step 9: the request the router sends upstream, and which of the upstream's response headers
 //! go back to the client.
 //!
 //! Outbound headers are built from scratch, never copied from the client: the client's

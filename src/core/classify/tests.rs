@@ -669,6 +669,19 @@ fn missing_routes_are_reported() {
 }
 
 #[test]
+fn without_fast_and_slow_routes_every_name_is_its_own_route() {
+    let c = config_with(
+        json!({"auto": ["together/m"], "fast-ish": ["groq/x"]}),
+        None,
+    );
+    let d = classify(&c, &request("auto", json!({})), Hints::default()).unwrap();
+    assert_eq!(d.reason_header(), "model_pinned");
+    assert_eq!(d.targets[0].model, "m");
+    let err = classify(&c, &request("fast", json!({})), Hints::default()).unwrap_err();
+    assert_eq!(err.status(), 404);
+}
+
+#[test]
 fn a_fast_provider_without_tools_sends_tools_to_the_slow_path() {
     let c = config_with(
         json!({"fast": ["groq/x"], "slow": ["together/y"]}),

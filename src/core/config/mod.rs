@@ -314,7 +314,15 @@ impl Config {
             } else {
                 path
             };
-            ConfigError::at(path, e.into_inner().to_string())
+            let data = e.inner().is_data();
+            let detail = e.into_inner().to_string();
+            // A field's error is located by its path; serde's position would point into the
+            // JSON that a TOML table became, not into wrangler.toml.
+            let detail = match detail.split_once(" at line ") {
+                Some((head, _)) if data => head.to_owned(),
+                _ => detail,
+            };
+            ConfigError::at(path, detail)
         })?;
         de.end()
             .map_err(|e| ConfigError::at(CONFIG_VAR, e.to_string()))?;
