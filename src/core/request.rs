@@ -64,6 +64,13 @@ pub enum Role {
     Function,
 }
 
+/// The media a chat request carries.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Media {
+    pub images: bool,
+    pub audio: bool,
+}
+
 /// `response_format`: its `type` typed, the rest (`json_schema`) kept.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 pub struct ResponseFormat {
@@ -110,27 +117,22 @@ impl ChatRequest {
         self.stream == Some(true)
     }
 
-    /// Whether any message carries an image part.
-    pub fn has_images(&self) -> bool {
-        self.has_part("image_url")
-    }
-
-    /// Whether any message carries an audio part.
-    pub fn has_audio(&self) -> bool {
-        self.has_part("input_audio")
-    }
-
-    fn has_part(&self, kind: &str) -> bool {
-        self.messages.iter().any(|m| {
-            m.extra
-                .get("content")
-                .and_then(Value::as_array)
-                .is_some_and(|parts| {
-                    parts
-                        .iter()
-                        .any(|p| p.get("type").and_then(Value::as_str) == Some(kind))
-                })
-        })
+    /// Which media the messages carry, in one pass over their content parts.
+    pub fn media(&self) -> Media {
+        let mut media = Media::default();
+        let parts = self
+            .messages
+            .iter()
+            .filter_map(|m| m.extra.get("content").and_then(Value::as_array))
+            .flatten();
+        for part in parts {
+            match part.get("type").and_then(Value::as_str) {
+                Some("image_url") => media.images = true,
+                Some("input_audio") => media.audio = true,
+                _ => {}
+            }
+        }
+        media
     }
 
     /// The output tokens the client asked for, if it set a limit.
@@ -386,10 +388,16 @@ mod tests {
     #[test]
     fn detects_images() {
         let with = chat(r#"{"model":"m","messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"data:"}}]}]}"#).unwrap();
-        assert!(with.has_images());
+        assert_eq!(
+            with.media(),
+            Media {
+                images: true,
+                audio: false
+            }
+        );
         let without =
             chat(r#"{"model":"m","messages":[{"role":"user","content":"image_url"}]}"#).unwrap();
-        assert!(!without.has_images());
+        assert_eq!(without.media(), Media::default());
     }
 
     #[test]

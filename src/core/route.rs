@@ -35,10 +35,11 @@ pub fn chat_needs(req: &ChatRequest) -> Vec<Capability> {
     {
         needs.push(Capability::JsonSchema);
     }
-    if req.has_images() {
+    let media = req.media();
+    if media.images {
         needs.push(Capability::Vision);
     }
-    if req.has_audio() {
+    if media.audio {
         needs.push(Capability::Audio);
     }
     if req.logprobs == Some(true) || req.top_logprobs.is_some() {
