@@ -14,5 +14,6 @@ pub mod route;
 pub mod adapt;
 pub mod upstream;
 pub mod outcome;
+pub mod ratelimit;
 pub mod models;
 pub mod error;

@@ -1,0 +1,273 @@
+//! What providers say about their own rate limits: the `x-ratelimit-*` headers of every
+//! response, in each provider's dialect, and the window named in a 429's body.
+//!
+//! Foreign text, so every parser is small, pure, capped in what it accepts and returns `None`
+//! rather than guessing. Durations come back in milliseconds.
+
+use super::config::RateLimitDialect;
+
+/// The longest duration accepted from a provider (one week); anything longer is refused.
+const MAX_DURATION_MS: u64 = 7 * 24 * 3_600_000;
+
+/// Parses a Go-style duration as Groq and OpenAI send it: `2m59.56s`, `7.66s`, `399ms`,
+/// `1h2m3s`, `6m0s`, `0s`, `1.5h`. Units: `h`, `m`, `s`, `ms`, `us`/`µs`, `ns`; fractions
+/// allowed on every component; rounded up to whole milliseconds.
+pub fn go_duration_ms(raw: &str) -> Option<u64> {
+    let s = raw.trim();
+    if s.is_empty() || s.len() > 40 {
+        return None;
+    }
+    if s == "0" {
+        return Some(0);
+    }
+    let mut rest = s;
+    let mut total_ns: f64 = 0.0;
+    while !rest.is_empty() {
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        if num_len == 0 {
+            return None;
+        }
+        let (num, after) = rest.split_at(num_len);
+        if num.matches('.').count() > 1 || num.starts_with('.') && num.len() == 1 {
+            return None;
+        }
+        let value: f64 = num.parse().ok()?;
+        let unit_len = after
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(after.len());
+        let (unit, next) = after.split_at(unit_len);
+        let ns_per_unit = match unit {
+            "h" => 3_600e9,
+            "m" => 60e9,
+            "s" => 1e9,
+            "ms" => 1e6,
+            "us" | "µs" => 1e3,
+            "ns" => 1.0,
+            _ => return None,
+        };
+        total_ns += value * ns_per_unit;
+        rest = next;
+    }
+    to_ms(total_ns / 1e6)
+}
+
+/// Parses seconds given as a number (`60`, `6.78`, `0.5`), as `retry-after` and Cerebras'
+/// resets are sent, rounded up to whole milliseconds.
+pub fn seconds_ms(raw: &str) -> Option<u64> {
+    let s = raw.trim();
+    if s.is_empty() || s.len() > 24 || !s.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        return None;
+    }
+    to_ms(s.parse::<f64>().ok()? * 1_000.0)
+}
+
+fn to_ms(ms: f64) -> Option<u64> {
+    if !ms.is_finite() || ms < 0.0 || ms > MAX_DURATION_MS as f64 {
+        return None;
+    }
+    // Bounded above, so the cast is exact.
+    Some(ms.ceil() as u64)
+}
+
+fn count(raw: &str) -> Option<u64> {
+    let s = raw.trim();
+    if s.is_empty() || s.len() > 20 {
+        return None;
+    }
+    // Some providers send counts as floats ("5999.0").
+    if let Ok(n) = s.parse::<u64>() {
+        return Some(n);
+    }
+    let f: f64 = s.parse().ok()?;
+    (0.0..1e18).contains(&f).then(|| f.floor() as u64)
+}
+
+/// One rate-limit window as a provider reports it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WindowReport {
+    pub limit: Option<u64>,
+    pub remaining: Option<u64>,
+    /// Time until the window has room again.
+    pub reset_ms: Option<u64>,
+}
+
+impl WindowReport {
+    fn is_empty(&self) -> bool {
+        self.limit.is_none() && self.remaining.is_none() && self.reset_ms.is_none()
+    }
+}
+
+/// Everything a response's headers say about the key's limits, by window.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Report {
+    pub requests_minute: Option<WindowReport>,
+    pub requests_day: Option<WindowReport>,
+    pub tokens_minute: Option<WindowReport>,
+    pub tokens_day: Option<WindowReport>,
+}
+
+/// Reads the rate-limit headers of a response in `dialect`. `header` returns a header's value
+/// by lower-case name.
+pub fn report<'a>(dialect: RateLimitDialect, header: impl Fn(&str) -> Option<&'a str>) -> Report {
+    let window =
+        |limit: &str, remaining: &str, reset: &str, reset_parser: fn(&str) -> Option<u64>| {
+            let w = WindowReport {
+                limit: header(limit).and_then(count),
+                remaining: header(remaining).and_then(count),
+                reset_ms: header(reset).and_then(reset_parser),
+            };
+            (!w.is_empty()).then_some(w)
+        };
+    match dialect {
+        // Groq: the `requests` headers are the per-day window, the `tokens` ones per minute.
+        RateLimitDialect::Groq => Report {
+            requests_day: window(
+                "x-ratelimit-limit-requests",
+                "x-ratelimit-remaining-requests",
+                "x-ratelimit-reset-requests",
+                go_duration_ms,
+            ),
+            tokens_minute: window(
+                "x-ratelimit-limit-tokens",
+                "x-ratelimit-remaining-tokens",
+                "x-ratelimit-reset-tokens",
+                go_duration_ms,
+            ),
+            ..Report::default()
+        },
+        RateLimitDialect::OpenAi => Report {
+            requests_minute: window(
+                "x-ratelimit-limit-requests",
+                "x-ratelimit-remaining-requests",
+                "x-ratelimit-reset-requests",
+                go_duration_ms,
+            ),
+            tokens_minute: window(
+                "x-ratelimit-limit-tokens",
+                "x-ratelimit-remaining-tokens",
+                "x-ratelimit-reset-tokens",
+                go_duration_ms,
+            ),
+            ..Report::default()
+        },
+        RateLimitDialect::Mistral => Report {
+            requests_minute: window(
+                "x-ratelimit-limit-req-minute",
+                "x-ratelimit-remaining-req-minute",
+                "x-ratelimit-reset-req-minute",
+                seconds_ms,
+            ),
+            tokens_minute: window(
+                "x-ratelimit-limit-tokens-minute",
+                "x-ratelimit-remaining-tokens-minute",
+                "x-ratelimit-reset-tokens-minute",
+                seconds_ms,
+            ),
+            ..Report::default()
+        },
+        // Together: a request rate and a token rate, resets in seconds.
+        RateLimitDialect::Together => Report {
+            requests_minute: window(
+                "x-ratelimit-limit",
+                "x-ratelimit-remaining",
+                "x-ratelimit-reset",
+                seconds_ms,
+            ),
+            tokens_minute: window(
+                "x-tokenlimit-limit",
+                "x-tokenlimit-remaining",
+                "x-tokenlimit-reset",
+                seconds_ms,
+            ),
+            ..Report::default()
+        },
+        // Fireworks reports prompt and generated token limits separately; the prompt one is
+        // the one a request's size is checked against.
+        RateLimitDialect::Fireworks => Report {
+            tokens_minute: window(
+                "x-ratelimit-limit-tokens-prompt",
+                "x-ratelimit-remaining-tokens-prompt",
+                "x-ratelimit-reset-tokens-prompt",
+                seconds_ms,
+            ),
+            requests_minute: window(
+                "x-ratelimit-limit-requests",
+                "x-ratelimit-remaining-requests",
+                "x-ratelimit-reset-requests",
+                seconds_ms,
+            ),
+            ..Report::default()
+        },
+        RateLimitDialect::Cerebras => Report {
+            requests_day: window(
+                "x-ratelimit-limit-requests-day",
+                "x-ratelimit-remaining-requests-day",
+                "x-ratelimit-reset-requests-day",
+                seconds_ms,
+            ),
+            tokens_minute: window(
+                "x-ratelimit-limit-tokens-minute",
+                "x-ratelimit-remaining-tokens-minute",
+                "x-ratelimit-reset-tokens-minute",
+                seconds_ms,
+            ),
+            ..Report::default()
+        },
+        RateLimitDialect::None => Report::default(),
+    }
+}
+
+/// The window a rate limit was hit on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Window {
+    RequestsMinute,
+    RequestsDay,
+    TokensMinute,
+    TokensDay,
+}
+
+/// What a 429 says: which window, when to come back, and whether it is billing rather than rate.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Refusal {
+    pub window: Option<Window>,
+    pub retry_after_ms: Option<u64>,
+    /// OpenAI's `insufficient_quota`: out of credit, not out of rate. Retrying soon never helps.
+    pub billing: bool,
+}
+
+/// Reads a 429: the `retry-after` header (seconds) and the body's window and "try again in"
+/// duration (Groq: `... on tokens per minute (TPM): Limit 6000, Used 3513, Requested 3166.
+/// Please try again in 6.78s.`). The header wins over the body when both give a time.
+pub fn refusal(retry_after: Option<&str>, body: &[u8]) -> Refusal {
+    let text = std::str::from_utf8(body.get(..body.len().min(4_096)).unwrap_or_default())
+        .unwrap_or_default();
+    let window = [
+        ("(RPM)", Window::RequestsMinute),
+        ("(RPD)", Window::RequestsDay),
+        ("(TPM)", Window::TokensMinute),
+        ("(TPD)", Window::TokensDay),
+    ]
+    .into_iter()
+    .find(|(tag, _)| text.contains(tag))
+    .map(|(_, w)| w);
+    let body_wait = text
+        .find("try again in ")
+        .map(|i| &text[i + "try again in ".len()..])
+        .and_then(|rest| {
+            let end = rest
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '.' || c == 'µ'))
+                .unwrap_or(rest.len());
+            // "6.78s." ends the sentence with a dot that is not part of the duration.
+            go_duration_ms(rest[..end].trim_end_matches('.'))
+        });
+    Refusal {
+        window,
+        retry_after_ms: retry_after.and_then(seconds_ms).or(body_wait),
+        billing: text.contains("insufficient_quota"),
+    }
+}
+
+#[cfg(test)]
+mod tests;
