@@ -15,5 +15,6 @@ pub mod adapt;
 pub mod upstream;
 pub mod outcome;
 pub mod ratelimit;
+pub mod quota;
 pub mod models;
 pub mod error;

@@ -1,0 +1,372 @@
+//! The quota ledger: how much of each organization's limits is spent, per model, on four fixed
+//! windows (requests and tokens, per minute and per day), and whether a request fits.
+//!
+//! Estimate, reserve, reconcile: [`Ledger::reserve`] books the estimated tokens and one request
+//! before the call and hands back a [`Ticket`]; [`Ledger::settle`] replaces the estimate with the
+//! real usage after it (cached prompt tokens do not count); [`Ledger::release`] returns a
+//! reservation whose request never reached the provider. The providers' own headers tighten the
+//! books ([`Ledger::observe`]: the stricter of the two wins), a 429 cools the organization and
+//! model down ([`Ledger::refused`]), and a 401/403 disables a key ([`Ledger::disable_key`]).
+//!
+//! Time is an input (milliseconds since the epoch). Windows are fixed and aligned (a minute
+//! starts at a multiple of 60 s, a day at midnight UTC); a counter from an earlier window reads as
+//! zero. Counters never go below zero.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::config::Limits;
+use super::ratelimit::{Refusal, Report, Window, WindowReport};
+
+const MINUTE_MS: u64 = 60_000;
+const DAY_MS: u64 = 86_400_000;
+/// How long a billing refusal (`insufficient_quota`) keeps an organization out.
+pub const BILLING_COOLDOWN_MS: u64 = 3_600_000;
+/// The wait assumed after a 429 that says nothing of when to come back.
+pub const DEFAULT_COOLDOWN_MS: u64 = 10_000;
+
+/// A counter on one fixed window.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counter {
+    /// Start of the window the count belongs to.
+    pub start_ms: u64,
+    pub used: u64,
+}
+
+impl Counter {
+    fn window_start(now_ms: u64, len_ms: u64) -> u64 {
+        now_ms - now_ms % len_ms
+    }
+
+    /// The count in the window containing `now_ms` (zero if the counter is from an older one).
+    fn current(&self, now_ms: u64, len_ms: u64) -> u64 {
+        if self.start_ms == Self::window_start(now_ms, len_ms) {
+            self.used
+        } else {
+            0
+        }
+    }
+
+    fn add(&mut self, now_ms: u64, len_ms: u64, amount: u64) {
+        let start = Self::window_start(now_ms, len_ms);
+        if self.start_ms != start {
+            *self = Counter {
+                start_ms: start,
+                used: 0,
+            };
+        }
+        self.used = self.used.saturating_add(amount);
+    }
+
+    /// Takes `amount` back, but only from the window it was booked in.
+    fn sub(&mut self, booked_start_ms: u64, amount: u64) {
+        if self.start_ms == booked_start_ms {
+            self.used = self.used.saturating_sub(amount);
+        }
+    }
+
+    /// Raises the count to at least `floor` in the window containing `now_ms`.
+    fn raise_to(&mut self, now_ms: u64, len_ms: u64, floor: u64) {
+        let current = self.current(now_ms, len_ms);
+        if floor > current {
+            *self = Counter {
+                start_ms: Self::window_start(now_ms, len_ms),
+                used: floor,
+            };
+        }
+    }
+}
+
+/// The books of one organization on one model.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Books {
+    pub rpm: Counter,
+    pub rpd: Counter,
+    pub tpm: Counter,
+    pub tpd: Counter,
+    /// No request until then (a 429 or a billing refusal).
+    pub cooldown_until_ms: u64,
+}
+
+/// A reservation, to be settled with the real usage or released.
+#[must_use = "a reservation must be settled or released, or it holds quota until its window ends"]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ticket {
+    pub org: String,
+    pub model: String,
+    pub tokens: u64,
+    /// The windows the reservation was booked in (minute, day).
+    pub minute_start_ms: u64,
+    pub day_start_ms: u64,
+}
+
+/// Why a request does not fit an organization now, and when it will.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NoRoom {
+    /// The earliest time at which the request could fit (ignoring other traffic).
+    pub until_ms: u64,
+}
+
+/// Real usage of a finished request, from its `usage` object.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub prompt_tokens: u64,
+    /// `usage.prompt_tokens_details.cached_tokens`: not counted towards Groq's limits.
+    pub cached_tokens: u64,
+    pub completion_tokens: u64,
+}
+
+impl Usage {
+    /// The tokens that count towards the limits.
+    pub fn counted(&self) -> u64 {
+        self.prompt_tokens
+            .saturating_sub(self.cached_tokens)
+            .saturating_add(self.completion_tokens)
+    }
+}
+
+/// The books of every organization and model one ledger keeps, plus disabled keys.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ledger {
+    /// By organization, then model.
+    pub books: BTreeMap<String, BTreeMap<String, Books>>,
+    /// Key ids refused with 401/403, with the status.
+    pub disabled_keys: BTreeMap<String, u16>,
+}
+
+impl Ledger {
+    fn books_mut(&mut self, org: &str, model: &str) -> &mut Books {
+        self.books
+            .entry(org.to_owned())
+            .or_default()
+            .entry(model.to_owned())
+            .or_default()
+    }
+
+    /// The books of `org` on `model` (empty ones when nothing was booked yet).
+    pub fn books(&self, org: &str, model: &str) -> Books {
+        self.books
+            .get(org)
+            .and_then(|m| m.get(model))
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// Whether a request of `tokens` fits `org`'s limits on `model` now: `Ok(headroom)` with the
+    /// smallest fraction left on any window after it (in thousandths, for ranking), or when
+    /// it would fit.
+    pub fn room(
+        &self,
+        org: &str,
+        model: &str,
+        limits: &Limits,
+        tokens: u64,
+        now_ms: u64,
+    ) -> Result<u64, NoRoom> {
+        let b = self.books(org, model);
+        if b.cooldown_until_ms > now_ms {
+            return Err(NoRoom {
+                until_ms: b.cooldown_until_ms,
+            });
+        }
+        let windows = [
+            (limits.rpm, b.rpm, MINUTE_MS, 1),
+            (limits.rpd, b.rpd, DAY_MS, 1),
+            (limits.tpm, b.tpm, MINUTE_MS, tokens),
+            (limits.tpd, b.tpd, DAY_MS, tokens),
+        ];
+        let mut headroom = 1_000;
+        let mut until: Option<u64> = None;
+        for (limit, counter, len, need) in windows {
+            let Some(limit) = limit else { continue };
+            let used = counter.current(now_ms, len);
+            if used.saturating_add(need) > limit {
+                // It fits once this window ends, if it can fit an empty window at all.
+                let next = Counter::window_start(now_ms, len) + len;
+                let when = if need > limit { u64::MAX } else { next };
+                until = Some(until.map_or(when, |u| u.max(when)));
+                continue;
+            }
+            let left = limit - used - need;
+            headroom = headroom.min(left.saturating_mul(1_000) / limit.max(1));
+        }
+        match until {
+            Some(until_ms) => Err(NoRoom { until_ms }),
+            None => Ok(headroom),
+        }
+    }
+
+    /// Books one request and `tokens` on `org`'s windows for `model`, if it fits.
+    pub fn reserve(
+        &mut self,
+        org: &str,
+        model: &str,
+        limits: &Limits,
+        tokens: u64,
+        now_ms: u64,
+    ) -> Result<Ticket, NoRoom> {
+        self.room(org, model, limits, tokens, now_ms)?;
+        let b = self.books_mut(org, model);
+        b.rpm.add(now_ms, MINUTE_MS, 1);
+        b.rpd.add(now_ms, DAY_MS, 1);
+        b.tpm.add(now_ms, MINUTE_MS, tokens);
+        b.tpd.add(now_ms, DAY_MS, tokens);
+        Ok(Ticket {
+            org: org.to_owned(),
+            model: model.to_owned(),
+            tokens,
+            minute_start_ms: Counter::window_start(now_ms, MINUTE_MS),
+            day_start_ms: Counter::window_start(now_ms, DAY_MS),
+        })
+    }
+
+    /// Replaces a reservation's estimate with the real usage (in the windows it was booked in).
+    pub fn settle(&mut self, ticket: Ticket, usage: Usage) {
+        let counted = usage.counted();
+        let b = self.books_mut(&ticket.org, &ticket.model);
+        for (counter, start) in [
+            (&mut b.tpm, ticket.minute_start_ms),
+            (&mut b.tpd, ticket.day_start_ms),
+        ] {
+            if counter.start_ms == start {
+                counter.used = counter
+                    .used
+                    .saturating_sub(ticket.tokens)
+                    .saturating_add(counted);
+            }
+        }
+    }
+
+    /// Returns a reservation whose request never reached the provider.
+    pub fn release(&mut self, ticket: Ticket) {
+        let b = self.books_mut(&ticket.org, &ticket.model);
+        b.rpm.sub(ticket.minute_start_ms, 1);
+        b.rpd.sub(ticket.day_start_ms, 1);
+        b.tpm.sub(ticket.minute_start_ms, ticket.tokens);
+        b.tpd.sub(ticket.day_start_ms, ticket.tokens);
+    }
+
+    /// Learns from a response's rate-limit headers: a window whose provider reports less
+    /// remaining than the ledger thinks is raised to the provider's count.
+    pub fn observe(&mut self, org: &str, model: &str, report: &Report, now_ms: u64) {
+        let b = self.books_mut(org, model);
+        let spent = |w: &Option<WindowReport>| -> Option<u64> {
+            let w = w.as_ref()?;
+            Some(w.limit?.saturating_sub(w.remaining?))
+        };
+        if let Some(s) = spent(&report.requests_minute) {
+            b.rpm.raise_to(now_ms, MINUTE_MS, s);
+        }
+        if let Some(s) = spent(&report.requests_day) {
+            b.rpd.raise_to(now_ms, DAY_MS, s);
+        }
+        if let Some(s) = spent(&report.tokens_minute) {
+            b.tpm.raise_to(now_ms, MINUTE_MS, s);
+        }
+        if let Some(s) = spent(&report.tokens_day) {
+            b.tpd.raise_to(now_ms, DAY_MS, s);
+        }
+    }
+
+    /// A 429: the organization and model cool down until the provider says, or until the hit
+    /// window ends, or for [`DEFAULT_COOLDOWN_MS`]; a billing refusal for
+    /// [`BILLING_COOLDOWN_MS`].
+    pub fn refused(&mut self, org: &str, model: &str, refusal: &Refusal, now_ms: u64) {
+        let until = if refusal.billing {
+            now_ms + BILLING_COOLDOWN_MS
+        } else if let Some(wait) = refusal.retry_after_ms {
+            now_ms.saturating_add(wait)
+        } else {
+            match refusal.window {
+                Some(Window::RequestsMinute | Window::TokensMinute) => {
+                    Counter::window_start(now_ms, MINUTE_MS) + MINUTE_MS
+                }
+                Some(Window::RequestsDay | Window::TokensDay) => {
+                    Counter::window_start(now_ms, DAY_MS) + DAY_MS
+                }
+                None => now_ms + DEFAULT_COOLDOWN_MS,
+            }
+        };
+        let b = self.books_mut(org, model);
+        b.cooldown_until_ms = b.cooldown_until_ms.max(until);
+    }
+
+    /// A key the provider refused (401/403): not used again until the configuration changes.
+    pub fn disable_key(&mut self, key_id: &str, status: u16) {
+        self.disabled_keys.insert(key_id.to_owned(), status);
+    }
+
+    pub fn is_disabled(&self, key_id: &str) -> bool {
+        self.disabled_keys.contains_key(key_id)
+    }
+}
+
+/// A candidate organization for a request: its name and one usable key of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Candidate<'a> {
+    pub org: &'a str,
+    pub key_id: &'a str,
+}
+
+/// Chooses the organization (and key) for a request among `candidates`, all for `model`.
+///
+/// Organizations without room are skipped. With a `prefix_hash` (a hash of the request's static
+/// prefix, for models with prompt caching), the organization that wins rendezvous hashing on it
+/// is kept while it has room, so that its cache hits; otherwise the one with the most headroom
+/// wins (ties: the first). Without any room, the earliest time some candidate will have room.
+pub fn choose<'a>(
+    ledger: &Ledger,
+    candidates: &[Candidate<'a>],
+    model: &str,
+    limits: &Limits,
+    tokens: u64,
+    prefix_hash: Option<u64>,
+    now_ms: u64,
+) -> Result<Candidate<'a>, NoRoom> {
+    let mut best: Option<(u64, Candidate<'a>)> = None;
+    let mut earliest: Option<u64> = None;
+    for c in candidates {
+        if ledger.is_disabled(c.key_id) {
+            continue;
+        }
+        match ledger.room(c.org, model, limits, tokens, now_ms) {
+            Ok(headroom) => {
+                let score = match prefix_hash {
+                    Some(h) => rendezvous(h, c.org),
+                    None => headroom,
+                };
+                if best.is_none_or(|(s, _)| score > s) {
+                    best = Some((score, *c));
+                }
+            }
+            Err(NoRoom { until_ms }) => {
+                earliest = Some(earliest.map_or(until_ms, |e| e.min(until_ms)));
+            }
+        }
+    }
+    match best {
+        Some((_, c)) => Ok(c),
+        None => Err(NoRoom {
+            until_ms: earliest.unwrap_or(u64::MAX),
+        }),
+    }
+}
+
+/// Rendezvous (highest random weight) score of an organization for a prefix: stable for the
+/// same pair, spread evenly across organizations. FNV-1a over the org name, mixed with the hash.
+pub fn rendezvous(prefix_hash: u64, org: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ prefix_hash;
+    for b in org.as_bytes() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    // A final avalanche so that nearby prefix hashes give unrelated scores.
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h
+}
+
+#[cfg(test)]
+mod tests;
