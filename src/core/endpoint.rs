@@ -17,6 +17,8 @@ pub enum Endpoint {
     Models,
     /// `GET /healthz`: liveness, answered by the router itself, without auth.
     Health,
+    /// `GET /v1/router/status`: the quota books, for operators (admin key).
+    Status,
     /// `OPTIONS` on any route: a CORS preflight.
     Preflight,
 }
@@ -27,6 +29,7 @@ const ROUTES: &[(&str, &str, Endpoint)] = &[
     ("/v1/embeddings", "POST", Endpoint::Embeddings),
     ("/v1/models", "GET", Endpoint::Models),
     ("/healthz", "GET", Endpoint::Health),
+    ("/v1/router/status", "GET", Endpoint::Status),
 ];
 
 /// Resolves a request line to an endpoint, or to the 404/405 the client should see.
@@ -77,6 +80,8 @@ mod tests {
             ("OPTIONS", "/v1/chat/completions", Ok(Endpoint::Preflight)),
             ("OPTIONS", "/v1/models", Ok(Endpoint::Preflight)),
             ("OPTIONS", "/nope", Err(404)),
+            ("GET", "/v1/router/status", Ok(Endpoint::Status)),
+            ("POST", "/v1/router/status", Err(405)),
             ("POST", "/v1/chat/completions/", Err(404)),
             ("POST", "/chat/completions", Err(404)),
             ("POST", "/v1/completions", Err(404)),

@@ -53,6 +53,8 @@ pub enum RouterError {
     },
     /// The upstream is rate limiting the router's key.
     UpstreamRateLimited { retry_after_s: Option<u64> },
+    /// No candidate has quota left for this request; some will after `retry_after_s`.
+    QuotaExhausted { retry_after_s: Option<u64> },
     /// The upstream refused the router's own key (401/403): a configuration problem.
     UpstreamAuth { status: u16, secret: String },
     /// The upstream failed (5xx, or a status that makes no sense for this call).
@@ -94,7 +96,7 @@ impl RouterError {
             RouterError::ModelNotFound { .. } => 404,
             RouterError::MissingSecret { .. } | RouterError::InvalidConfig { .. } => 503,
             RouterError::UpstreamRejected { status, .. } => *status,
-            RouterError::UpstreamRateLimited { .. } => 429,
+            RouterError::UpstreamRateLimited { .. } | RouterError::QuotaExhausted { .. } => 429,
             RouterError::UpstreamAuth { .. }
             | RouterError::UpstreamFailed { .. }
             | RouterError::UpstreamUnreachable => 502,
@@ -119,7 +121,9 @@ impl RouterError {
                 "configuration_error"
             }
             RouterError::UpstreamRejected { kind, .. } => kind,
-            RouterError::UpstreamRateLimited { .. } => "rate_limit_error",
+            RouterError::UpstreamRateLimited { .. } | RouterError::QuotaExhausted { .. } => {
+                "rate_limit_error"
+            }
             RouterError::UpstreamAuth { .. }
             | RouterError::UpstreamFailed { .. }
             | RouterError::UpstreamUnreachable => "upstream_error",
@@ -145,6 +149,7 @@ impl RouterError {
             RouterError::InvalidConfig { .. } => "invalid_config",
             RouterError::UpstreamRejected { code, .. } => return code.as_deref(),
             RouterError::UpstreamRateLimited { .. } => "rate_limit_exceeded",
+            RouterError::QuotaExhausted { .. } => "quota_exhausted",
             RouterError::UpstreamAuth { .. } => "upstream_auth_failed",
             RouterError::UpstreamFailed { .. } => "upstream_failed",
             RouterError::UpstreamUnreachable => "upstream_unreachable",
@@ -218,6 +223,12 @@ impl RouterError {
                 Some(s) => format!("The upstream provider is rate limiting; retry in {s} s."),
                 None => "The upstream provider is rate limiting; retry later.".to_owned(),
             },
+            RouterError::QuotaExhausted { retry_after_s } => match retry_after_s {
+                Some(s) => format!(
+                    "Every provider that can serve this request is out of quota; retry in {s} s."
+                ),
+                None => "Every provider that can serve this request is out of quota.".to_owned(),
+            },
             RouterError::UpstreamAuth { status, secret } => format!(
                 "The upstream provider refused the router's API key (HTTP {status}); the \
                  operator should check the secret {secret}."
@@ -237,6 +248,9 @@ impl RouterError {
         match self {
             RouterError::MethodNotAllowed { allow, .. } => vec![("allow", (*allow).to_owned())],
             RouterError::UpstreamRateLimited {
+                retry_after_s: Some(s),
+            }
+            | RouterError::QuotaExhausted {
                 retry_after_s: Some(s),
             } => vec![("retry-after", s.to_string())],
             _ => Vec::new(),
@@ -329,6 +343,9 @@ mod tests {
             },
             RouterError::UpstreamRateLimited {
                 retry_after_s: None,
+            },
+            RouterError::QuotaExhausted {
+                retry_after_s: Some(3),
             },
             RouterError::UpstreamAuth {
                 status: 401,

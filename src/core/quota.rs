@@ -109,7 +109,7 @@ pub struct NoRoom {
 }
 
 /// Real usage of a finished request, from its `usage` object.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Usage {
     pub prompt_tokens: u64,
     /// `usage.prompt_tokens_details.cached_tokens`: not counted towards Groq's limits.
@@ -366,6 +366,272 @@ pub fn rendezvous(prefix_hash: u64, org: &str) -> u64 {
     h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
     h ^= h >> 33;
     h
+}
+
+/// Whether a provider caches prompt prefixes for `model` (Groq: the gpt-oss family and
+/// kimi-k2), so that requests with the same static prefix should stay on one organization.
+pub fn caches_prompts(model: &str) -> bool {
+    model.contains("gpt-oss") || model.contains("kimi-k2")
+}
+
+/// A hash of a chat request's static prefix: its leading system and developer messages, its
+/// tools and its response format, which is what a prompt cache matches on.
+pub fn prefix_hash(req: &super::request::ChatRequest) -> u64 {
+    use super::request::Role;
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut feed = |bytes: &[u8]| {
+        for b in bytes {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    };
+    for m in req
+        .messages
+        .iter()
+        .take_while(|m| matches!(m.role, Role::System | Role::Developer))
+    {
+        feed(
+            serde_json::to_string(&m.extra)
+                .unwrap_or_default()
+                .as_bytes(),
+        );
+    }
+    feed(
+        serde_json::to_string(&req.tools)
+            .unwrap_or_default()
+            .as_bytes(),
+    );
+    feed(
+        serde_json::to_string(&req.response_format)
+            .unwrap_or_default()
+            .as_bytes(),
+    );
+    h
+}
+
+/// One provider's books for the status page: per organization and model, each window's
+/// used / limit / reset time, the cooldown, and the disabled keys by id (never the keys).
+pub fn status_view(
+    ledger: &Ledger,
+    limits: &BTreeMap<String, Limits>,
+    now_ms: u64,
+) -> serde_json::Value {
+    use serde_json::json;
+    let window = |counter: &Counter, limit: Option<u64>, len: u64| {
+        json!({
+            "used": counter.current(now_ms, len),
+            "limit": limit,
+            "resets_at_ms": Counter::window_start(now_ms, len) + len,
+        })
+    };
+    let mut orgs = serde_json::Map::new();
+    for (org, models) in &ledger.books {
+        let mut per_model = serde_json::Map::new();
+        for (model, b) in models {
+            let l = limits.get(model).copied().unwrap_or_default();
+            per_model.insert(
+                model.clone(),
+                json!({
+                    "requests_per_minute": window(&b.rpm, l.rpm, MINUTE_MS),
+                    "requests_per_day": window(&b.rpd, l.rpd, DAY_MS),
+                    "tokens_per_minute": window(&b.tpm, l.tpm, MINUTE_MS),
+                    "tokens_per_day": window(&b.tpd, l.tpd, DAY_MS),
+                    "cooldown_until_ms": (b.cooldown_until_ms > now_ms).then_some(b.cooldown_until_ms),
+                }),
+            );
+        }
+        orgs.insert(org.clone(), serde_json::Value::Object(per_model));
+    }
+    let disabled: Vec<serde_json::Value> = ledger
+        .disabled_keys
+        .iter()
+        .map(|(id, status)| json!({"key_id": id, "status": status}))
+        .collect();
+    json!({"now_ms": now_ms, "organizations": orgs, "disabled_keys": disabled})
+}
+
+/// Reads `usage` from a (non-streamed) completion body: `prompt_tokens`, `completion_tokens`
+/// and `prompt_tokens_details.cached_tokens`.
+pub fn usage_from_body(body: &[u8]) -> Option<Usage> {
+    #[derive(Deserialize)]
+    struct Body {
+        usage: Option<RawUsage>,
+    }
+    #[derive(Deserialize)]
+    struct RawUsage {
+        #[serde(default)]
+        prompt_tokens: u64,
+        #[serde(default)]
+        completion_tokens: u64,
+        prompt_tokens_details: Option<Details>,
+    }
+    #[derive(Deserialize)]
+    struct Details {
+        #[serde(default)]
+        cached_tokens: u64,
+    }
+    let u = serde_json::from_slice::<Body>(body).ok()?.usage?;
+    Some(Usage {
+        prompt_tokens: u.prompt_tokens,
+        cached_tokens: u.prompt_tokens_details.map_or(0, |d| d.cached_tokens),
+        completion_tokens: u.completion_tokens,
+    })
+}
+
+/// An organization and key, owned, as the Worker sends them to the ledger's object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OwnedCandidate {
+    pub org: String,
+    pub key_id: String,
+}
+
+/// What the Worker asks of the object that holds a ledger. The object applies it with
+/// [`apply`] in one synchronous step (no other request interleaves) and stores the result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Command {
+    /// Choose an organization among `candidates` and book the request on it.
+    Reserve {
+        model: String,
+        limits: Limits,
+        tokens: u64,
+        candidates: Vec<OwnedCandidate>,
+        prefix_hash: Option<u64>,
+    },
+    /// The request finished: real usage when known, and what the provider's headers said.
+    Settle {
+        ticket: Ticket,
+        usage: Option<Usage>,
+        report: Option<Report>,
+    },
+    /// The request never reached the provider, or the provider refused it without spending.
+    Release { ticket: Ticket },
+    /// A 429 from the provider for `org`'s key.
+    Refused {
+        ticket: Ticket,
+        refusal: Refusal,
+        report: Option<Report>,
+    },
+    /// A 401/403 for a key.
+    Disable {
+        ticket: Ticket,
+        key_id: String,
+        status: u16,
+    },
+    /// The whole ledger, for the status page.
+    Status,
+}
+
+impl Command {
+    /// Whether applying the command changes the ledger (and so must be stored).
+    pub fn writes(&self) -> bool {
+        !matches!(self, Command::Status)
+    }
+}
+
+/// The object's answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "reply", rename_all = "snake_case")]
+pub enum Reply {
+    Reserved {
+        org: String,
+        key_id: String,
+        ticket: Ticket,
+    },
+    NoRoom {
+        until_ms: u64,
+    },
+    Done,
+    Status {
+        now_ms: u64,
+        ledger: Ledger,
+    },
+}
+
+/// Applies a command to a ledger at `now_ms`.
+pub fn apply(ledger: &mut Ledger, command: Command, now_ms: u64) -> Reply {
+    match command {
+        Command::Reserve {
+            model,
+            limits,
+            tokens,
+            candidates,
+            prefix_hash,
+        } => {
+            let borrowed: Vec<Candidate<'_>> = candidates
+                .iter()
+                .map(|c| Candidate {
+                    org: &c.org,
+                    key_id: &c.key_id,
+                })
+                .collect();
+            let chosen = choose(
+                ledger,
+                &borrowed,
+                &model,
+                &limits,
+                tokens,
+                prefix_hash,
+                now_ms,
+            )
+            .map(|c| (c.org.to_owned(), c.key_id.to_owned()));
+            match chosen {
+                Ok((org, key_id)) => match ledger.reserve(&org, &model, &limits, tokens, now_ms) {
+                    Ok(ticket) => Reply::Reserved {
+                        org,
+                        key_id,
+                        ticket,
+                    },
+                    Err(NoRoom { until_ms }) => Reply::NoRoom { until_ms },
+                },
+                Err(NoRoom { until_ms }) => Reply::NoRoom { until_ms },
+            }
+        }
+        Command::Settle {
+            ticket,
+            usage,
+            report,
+        } => {
+            // Usage first, then the provider's view: whichever says more is spent wins.
+            let (org, model) = (ticket.org.clone(), ticket.model.clone());
+            if let Some(usage) = usage {
+                ledger.settle(ticket, usage);
+            }
+            if let Some(report) = report {
+                ledger.observe(&org, &model, &report, now_ms);
+            }
+            Reply::Done
+        }
+        Command::Release { ticket } => {
+            ledger.release(ticket);
+            Reply::Done
+        }
+        Command::Refused {
+            ticket,
+            refusal,
+            report,
+        } => {
+            if let Some(report) = report {
+                ledger.observe(&ticket.org, &ticket.model, &report, now_ms);
+            }
+            ledger.refused(&ticket.org, &ticket.model, &refusal, now_ms);
+            ledger.release(ticket);
+            Reply::Done
+        }
+        Command::Disable {
+            ticket,
+            key_id,
+            status,
+        } => {
+            ledger.disable_key(&key_id, status);
+            ledger.release(ticket);
+            Reply::Done
+        }
+        Command::Status => Reply::Status {
+            now_ms,
+            ledger: ledger.clone(),
+        },
+    }
 }
 
 #[cfg(test)]

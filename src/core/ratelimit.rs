@@ -4,6 +4,8 @@
 //! Foreign text, so every parser is small, pure, capped in what it accepts and returns `None`
 //! rather than guessing. Durations come back in milliseconds.
 
+use serde::{Deserialize, Serialize};
+
 use super::config::RateLimitDialect;
 
 /// The longest duration accepted from a provider (one week); anything longer is refused.
@@ -85,7 +87,7 @@ fn count(raw: &str) -> Option<u64> {
 }
 
 /// One rate-limit window as a provider reports it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WindowReport {
     pub limit: Option<u64>,
     pub remaining: Option<u64>,
@@ -100,7 +102,7 @@ impl WindowReport {
 }
 
 /// Everything a response's headers say about the key's limits, by window.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Report {
     pub requests_minute: Option<WindowReport>,
     pub requests_day: Option<WindowReport>,
@@ -220,7 +222,7 @@ pub fn report<'a>(dialect: RateLimitDialect, header: impl Fn(&str) -> Option<&'a
 }
 
 /// The window a rate limit was hit on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Window {
     RequestsMinute,
     RequestsDay,
@@ -229,7 +231,7 @@ pub enum Window {
 }
 
 /// What a 429 says: which window, when to come back, and whether it is billing rather than rate.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Refusal {
     pub window: Option<Window>,
     pub retry_after_ms: Option<u64>,

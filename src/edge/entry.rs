@@ -8,9 +8,13 @@ use std::rc::Rc;
 use worker::{event, Context, Env, Fetch, Request, Response};
 
 use super::http;
+use super::quota as quota_object;
+use crate::core::config::Target;
 use crate::core::config::{Config, CONFIG_VAR};
 use crate::core::endpoint::{self, Endpoint};
 use crate::core::error::RouterError;
+use crate::core::quota::{self, Command, OwnedCandidate, Reply, Ticket};
+use crate::core::ratelimit::{self, Refusal, Report};
 use crate::core::request::{ChatRequest, EmbeddingsRequest};
 use crate::core::route::Choice;
 use crate::core::{adapt, auth, classify, cors, models, outcome, route, upstream};
@@ -21,13 +25,13 @@ thread_local! {
 }
 
 #[event(fetch)]
-async fn fetch(req: Request, env: Env, _ctx: Context) -> worker::Result<Response> {
+async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response> {
     let method = req.method().to_string();
     let path = req.path();
     // Headers every response gets once the router knows them (CORS, the routing decision),
     // errors included.
     let mut explain: Vec<(&'static str, String)> = Vec::new();
-    let mut resp = match serve(req, &env, &mut explain).await {
+    let mut resp = match serve(req, &env, &ctx, &mut explain).await {
         Ok(resp) => resp,
         Err(err) => {
             log_error(&method, &path, &err);
@@ -41,6 +45,7 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> worker::Result<Response
 async fn serve(
     mut req: Request,
     env: &Env,
+    ctx: &Context,
     explain: &mut Vec<(&'static str, String)>,
 ) -> Result<Response, RouterError> {
     let endpoint = endpoint::resolve(req.method().as_ref(), &req.path())?;
@@ -69,6 +74,10 @@ async fn serve(
         explain.extend(cors::response_headers(origin));
     }
     let authorization = headers.get("authorization").ok().flatten();
+    if endpoint == Endpoint::Status {
+        auth::check(&config.gateway.admin, authorization.as_deref())?;
+        return status(env, config).await;
+    }
     auth::check(&config.gateway.auth, authorization.as_deref())?;
 
     match endpoint {
@@ -85,18 +94,32 @@ async fn serve(
             let decision = classify::classify(config, &request, hints)?;
             explain.push(("x-router-path", decision.path.name().to_owned()));
             explain.push(("x-router-reason", decision.reason_header()));
-            let choice = route::first_usable(config, &decision.targets)?;
+            let output = request
+                .requested_output_tokens()
+                .unwrap_or(config.classifier.default_output_tokens);
+            let needed = request.prompt_tokens.saturating_add(output);
+            let prefix = Some(quota::prefix_hash(&request));
+            let (choice, ticket, calls) =
+                pick(env, config, &decision.targets, needed, prefix).await?;
+            explain.push(("x-router-quota-calls", calls.to_string()));
             let outbound = adapt::chat(request, choice.provider, &choice.target.model)?;
-            forward(&req, &choice, "/chat/completions", outbound, explain).await
+            let (result, after) =
+                forward(&req, &choice, "/chat/completions", outbound, explain).await;
+            if let Some(ticket) = ticket {
+                settle_later(ctx, env, &choice, ticket, after);
+            }
+            result
         }
         Endpoint::Embeddings => {
             let body = read_body(&mut req, config).await?;
             let request = EmbeddingsRequest::parse(&body)?;
             let choice = route::embeddings(config, &request)?;
             let outbound = adapt::embeddings(request, &choice.target.model)?;
-            forward(&req, &choice, "/embeddings", outbound, explain).await
+            forward(&req, &choice, "/embeddings", outbound, explain)
+                .await
+                .0
         }
-        Endpoint::Health | Endpoint::Preflight => Err(RouterError::Internal {
+        Endpoint::Health | Endpoint::Preflight | Endpoint::Status => Err(RouterError::Internal {
             detail: "endpoint answered above".to_owned(),
         }),
     }
@@ -130,36 +153,231 @@ async fn read_body(req: &mut Request, config: &Config) -> Result<Vec<u8>, Router
     Ok(body)
 }
 
+/// What the ledger should learn once a request has its answer.
+enum Aftermath {
+    /// The provider answered: its rate-limit headers, and the rest of a JSON body to read the
+    /// real usage from (a copy of the stream the client reads).
+    Answered {
+        report: Report,
+        usage_body: Option<worker::web_sys::ReadableStream>,
+    },
+    /// A 429.
+    Refused { refusal: Refusal, report: Report },
+    /// A 401/403: the key is refused.
+    Disabled { status: u16 },
+    /// Nothing reached the provider, or it failed without spending.
+    Nothing,
+}
+
 /// Sends the request upstream and hands a success through untouched; a failure's body is read
-/// and mapped to the client-facing error.
+/// and mapped to the client-facing error. Also says what the ledger should learn.
 async fn forward(
     client: &Request,
     choice: &Choice<'_>,
     endpoint: &str,
     body: Vec<u8>,
     explain: &mut Vec<(&'static str, String)>,
-) -> Result<Response, RouterError> {
+) -> (Result<Response, RouterError>, Aftermath) {
     explain.push(("x-router-provider", choice.provider.name.clone()));
     explain.push(("x-router-model", choice.target.model.clone()));
     let accept = client.headers().get("accept").ok().flatten();
     let outbound = upstream::request(choice, endpoint, accept.as_deref());
-    let request = http::upstream_request(&outbound, body)?;
-    let mut resp = Fetch::Request(request)
-        .send()
-        .await
-        .map_err(|_| RouterError::UpstreamUnreachable)?;
+    let request = match http::upstream_request(&outbound, body) {
+        Ok(r) => r,
+        Err(e) => return (Err(e), Aftermath::Nothing),
+    };
+    let Ok(mut resp) = Fetch::Request(request).send().await else {
+        return (Err(RouterError::UpstreamUnreachable), Aftermath::Nothing);
+    };
     let status = resp.status_code();
-    let retry_after = resp.headers().get("retry-after").ok().flatten();
+    let headers = resp.headers().clone();
+    let header = |name: &str| headers.get(name).ok().flatten();
+    let retry_after = header("retry-after");
     let verdict = outcome::classify(status, retry_after.as_deref());
+    let report = {
+        let values: Vec<(String, String)> = headers
+            .entries()
+            .filter(|(k, _)| k.starts_with("x-ratelimit") || k.starts_with("x-tokenlimit"))
+            .collect();
+        ratelimit::report(choice.provider.dialect, |name| {
+            values
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+        })
+    };
     if verdict == outcome::Outcome::Success {
-        return http::client_response(resp);
+        // A JSON answer carries its usage; the client's stream is teed so that the router reads
+        // a copy after the response is sent. Event streams are handed through untouched.
+        let json = header("content-type").is_some_and(|ct| ct.contains("json"));
+        let (resp, usage_body) = if json {
+            match http::tee(resp) {
+                Ok((resp, copy)) => (Ok(resp), Some(copy)),
+                Err(e) => (Err(e), None),
+            }
+        } else {
+            (http::client_response(resp), None)
+        };
+        return (resp, Aftermath::Answered { report, usage_body });
     }
     // A failure body the runtime cannot read still yields the error the status implies.
     let failure_body = resp.bytes().await.unwrap_or_default();
-    match outcome::into_error(verdict, status, &failure_body, &choice.key.secret_name) {
+    let after = match verdict {
+        outcome::Outcome::RateLimited { .. } => Aftermath::Refused {
+            refusal: ratelimit::refusal(retry_after.as_deref(), &failure_body),
+            report,
+        },
+        outcome::Outcome::Auth => Aftermath::Disabled { status },
+        outcome::Outcome::ClientError => Aftermath::Answered {
+            report,
+            usage_body: None,
+        },
+        _ => Aftermath::Nothing,
+    };
+    let result = match outcome::into_error(verdict, status, &failure_body, &choice.key.secret_name)
+    {
         Some(err) => Err(err),
         None => http::client_response(resp),
+    };
+    (result, after)
+}
+
+/// Chooses the candidate and key for a request. Targets whose provider tracks limits for the
+/// model are booked in the provider's quota object (one call, which both chooses the
+/// organization and reserves); the others take their first usable key. Returns the choice, the
+/// reservation to settle, and how many quota calls were made.
+async fn pick<'c>(
+    env: &Env,
+    config: &'c Config,
+    targets: &[&'c Target],
+    tokens: u64,
+    prefix: Option<u64>,
+) -> Result<(Choice<'c>, Option<Ticket>, u32), RouterError> {
+    let mut calls = 0;
+    let mut earliest: Option<u64> = None;
+    let mut missing: Vec<String> = Vec::new();
+    for target in targets {
+        let Some(provider) = config.providers.get(target.provider) else {
+            continue;
+        };
+        let Some(limits) = provider.limits.get(&target.model) else {
+            match route::first_usable(config, std::slice::from_ref(target)) {
+                Ok(choice) => return Ok((choice, None, calls)),
+                Err(RouterError::MissingSecret { names }) => {
+                    missing.extend(names);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        // Every usable key, with its organization: the object ranks organizations (whose keys
+        // share one quota) and skips keys it knows are disabled.
+        let mut candidates: Vec<OwnedCandidate> = Vec::new();
+        for key in &provider.keys {
+            if key.value.is_none() {
+                missing.push(key.secret_name.clone());
+            } else {
+                candidates.push(OwnedCandidate {
+                    org: key.org.clone(),
+                    key_id: key.id.clone(),
+                });
+            }
+        }
+        if candidates.is_empty() {
+            continue;
+        }
+        let command = Command::Reserve {
+            model: target.model.clone(),
+            limits: *limits,
+            tokens,
+            candidates,
+            prefix_hash: prefix.filter(|_| quota::caches_prompts(&target.model)),
+        };
+        calls += 1;
+        match quota_object::call(env, &provider.name, &command).await? {
+            Reply::Reserved { key_id, ticket, .. } => {
+                let chosen = provider.keys.iter().find(|k| k.id == key_id);
+                if let Some((key, secret)) = chosen.and_then(|k| k.value.as_ref().map(|v| (k, v))) {
+                    let choice = Choice {
+                        target,
+                        provider,
+                        key,
+                        secret,
+                    };
+                    return Ok((choice, Some(ticket), calls));
+                }
+            }
+            Reply::NoRoom { until_ms } => {
+                earliest = Some(earliest.map_or(until_ms, |e| e.min(until_ms)));
+            }
+            Reply::Done | Reply::Status { .. } => {}
+        }
     }
+    if let Some(until_ms) = earliest {
+        let now = worker::js_sys::Date::now() as u64;
+        let wait = until_ms.saturating_sub(now).div_ceil(1_000).max(1);
+        return Err(RouterError::QuotaExhausted {
+            retry_after_s: (until_ms != u64::MAX).then_some(wait),
+        });
+    }
+    missing.dedup();
+    Err(RouterError::MissingSecret { names: missing })
+}
+
+/// `GET /v1/router/status`: the books of every provider that tracks limits, one quota call
+/// each.
+async fn status(env: &Env, config: &Config) -> Result<Response, RouterError> {
+    let mut providers = serde_json::Map::new();
+    for provider in config.providers.iter().filter(|p| !p.limits.is_empty()) {
+        if let Reply::Status { now_ms, ledger } =
+            quota_object::call(env, &provider.name, &Command::Status).await?
+        {
+            let view = quota::status_view(&ledger, &provider.limits, now_ms);
+            providers.insert(provider.name.clone(), view);
+        }
+    }
+    let body = serde_json::json!({ "providers": providers }).to_string();
+    http::json_response(200, &body)
+}
+
+/// Tells the quota object what happened, after the response is sent (`wait_until`): it adds
+/// no latency.
+fn settle_later(ctx: &Context, env: &Env, choice: &Choice<'_>, ticket: Ticket, after: Aftermath) {
+    let env = env.clone();
+    let provider = choice.provider.name.clone();
+    let key_id = choice.key.id.clone();
+    ctx.wait_until(async move {
+        let command = match after {
+            Aftermath::Answered { report, usage_body } => {
+                let usage = match usage_body {
+                    Some(stream) => http::read_stream(stream)
+                        .await
+                        .ok()
+                        .and_then(|bytes| quota::usage_from_body(&bytes)),
+                    None => None,
+                };
+                Command::Settle {
+                    ticket,
+                    usage,
+                    report: Some(report),
+                }
+            }
+            Aftermath::Refused { refusal, report } => Command::Refused {
+                ticket,
+                refusal,
+                report: Some(report),
+            },
+            Aftermath::Disabled { status } => Command::Disable {
+                ticket,
+                key_id,
+                status,
+            },
+            Aftermath::Nothing => Command::Release { ticket },
+        };
+        if let Err(err) = quota_object::call(&env, &provider, &command).await {
+            log_error("-", "(quota settle)", &err);
+        }
+    });
 }
 
 /// The cached configuration, parsed on first use. A broken configuration is logged once and

@@ -45,6 +45,40 @@ pub fn client_response(resp: Response) -> Result<Response, RouterError> {
         .body(body))
 }
 
+/// Like [`client_response`], but the body is teed: the client reads one branch, the router the
+/// other (after the response is sent), so that nothing waits for the router's read.
+pub fn tee(resp: Response) -> Result<(Response, worker::web_sys::ReadableStream), RouterError> {
+    let status = resp.status_code();
+    let headers = Headers::new();
+    for (name, value) in resp.headers().entries() {
+        if upstream::passes_to_client(&name) {
+            headers.append(&name, &value).map_err(internal)?;
+        }
+    }
+    let (_, body) = resp.into_parts();
+    let worker::ResponseBody::Stream(stream) = body else {
+        return Err(RouterError::Internal {
+            detail: "an upstream answer without a body stream".to_owned(),
+        });
+    };
+    let branches = stream.tee();
+    let client: worker::web_sys::ReadableStream = branches.get(0).unchecked_into();
+    let copy: worker::web_sys::ReadableStream = branches.get(1).unchecked_into();
+    let resp = Response::builder()
+        .with_status(status)
+        .with_headers(headers)
+        .stream(client);
+    Ok((resp, copy))
+}
+
+/// Reads a whole stream into bytes.
+pub async fn read_stream(stream: worker::web_sys::ReadableStream) -> worker::Result<Vec<u8>> {
+    let mut resp: Response = worker::web_sys::Response::new_with_opt_readable_stream(Some(&stream))
+        .map_err(worker::Error::from)?
+        .into();
+    resp.bytes().await
+}
+
 /// A JSON response with a fixed body.
 pub fn json_response(status: u16, body: &str) -> Result<Response, RouterError> {
     let headers = Headers::new();

@@ -3,7 +3,9 @@
 //! It decides nothing itself.
 //!
 //! - [`entry`]: the `fetch` event handler, the request's journey end to end;
-//! - [`http`]: conversions between `worker` types and the core's values.
+//! - [`http`]: conversions between `worker` types and the core's values;
+//! - [`quota`]: the quota ledger's Durable Object, and the Worker's calls to it.
 
 mod entry;
 mod http;
+mod quota;

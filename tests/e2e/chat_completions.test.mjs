@@ -188,27 +188,6 @@ describe("upstream errors come back in the OpenAI format", () => {
     });
   });
 
-  test("a 429 is a rate-limit error with retry-after, without the upstream's account details", async () => {
-    groq.answer(() => ({
-      status: 429,
-      headers: { "content-type": "application/json", "retry-after": "7" },
-      body: JSON.stringify({
-        error: {
-          message:
-            "Rate limit reached for model `llama-3.1-8b-instant` in organization `org_01secret` on tokens per minute (TPM)",
-          type: "tokens",
-          code: "rate_limit_exceeded",
-        },
-      }),
-    }));
-    const res = await post(REQUEST);
-    assert.equal(res.status, 429);
-    assert.equal(res.headers.get("retry-after"), "7");
-    const err = await readError(assert, res);
-    assert.equal(err.type, "rate_limit_error");
-    assert.equal(err.code, "rate_limit_exceeded");
-    assert.ok(!err.message.includes("org_01secret"), err.message);
-  });
 
   test("a 500 becomes a 502 upstream error", async () => {
     groq.answer(() => ({ status: 500, headers: { "content-type": "text/html" }, body: "<h1>oops</h1>" }));
@@ -220,6 +199,18 @@ describe("upstream errors come back in the OpenAI format", () => {
     assert.match(err.message, /HTTP 500/);
   });
 
+
+  test("a 404 without a JSON body still gets an OpenAI-format error", async () => {
+    groq.answer(() => ({ status: 404, body: "Not Found" }));
+    const res = await post(REQUEST);
+    assert.equal(res.status, 404);
+    const err = await readError(assert, res);
+    assert.equal(err.type, "invalid_request_error");
+    assert.match(err.message, /HTTP 404/);
+  });
+
+  // These two change the ledger for the rest of the file: a 401 disables Groq's only key and a
+  // 429 cools its organization down, so they run last.
   test("a 401 for the router's key is a 502 naming the secret, never the key", async () => {
     groq.answer(() => ({
       status: 401,
@@ -232,14 +223,28 @@ describe("upstream errors come back in the OpenAI format", () => {
     assert.equal(err.code, "upstream_auth_failed");
     assert.match(err.message, /GROQ_API_KEY/);
   });
-
-  test("a 404 without a JSON body still gets an OpenAI-format error", async () => {
-    groq.answer(() => ({ status: 404, body: "Not Found" }));
+  test("a 429 is a rate-limit error with retry-after, without the upstream's account details", async () => {
+    const tooMany = () => ({
+      status: 429,
+      headers: { "content-type": "application/json", "retry-after": "7" },
+      body: JSON.stringify({
+        error: {
+          message:
+            "Rate limit reached for model `llama-3.1-8b-instant` in organization `org_01secret` on tokens per minute (TPM)",
+          type: "tokens",
+          code: "rate_limit_exceeded",
+        },
+      }),
+    });
+    groq.answer(tooMany);
+    together.answer(tooMany);
     const res = await post(REQUEST);
-    assert.equal(res.status, 404);
+    assert.equal(res.status, 429);
+    assert.equal(res.headers.get("retry-after"), "7");
     const err = await readError(assert, res);
-    assert.equal(err.type, "invalid_request_error");
-    assert.match(err.message, /HTTP 404/);
+    assert.equal(err.type, "rate_limit_error");
+    assert.equal(err.code, "rate_limit_exceeded");
+    assert.ok(!err.message.includes("org_01secret"), err.message);
   });
 });
 

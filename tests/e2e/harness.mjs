@@ -77,9 +77,9 @@ export async function startTwoProviders({ gateway = {}, asJsonString = false } =
 /**
  * Starts the built Worker (build/index.js + build/index_bg.wasm) in workerd with the given vars
  * and secrets, exactly as `wrangler deploy` would ship it. Everything the Worker logs is kept
- * in `logs`.
+ * in `logs`. `persistDir` keeps the Durable Objects' storage on disk there.
  */
-export async function startRouter(bindings) {
+export async function startRouter(bindings, { persistDir } = {}) {
   const logs = [];
   const mf = new Miniflare(
     convertV4MiniflareOptions({
@@ -90,6 +90,9 @@ export async function startRouter(bindings) {
       modulesRoot: ROOT,
       compatibilityDate: "2026-11-01",
       bindings,
+      // As in wrangler.toml; with `persistDir`, the objects' SQLite state survives a restart.
+      durableObjects: { QUOTA: { className: "QuotaObject", useSQLite: true } },
+      ...(persistDir ? { resourcePersistencePath: persistDir } : {}),
       handleStructuredLogs: (log) => logs.push(typeof log === "string" ? log : JSON.stringify(log)),
     }),
   );

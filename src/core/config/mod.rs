@@ -151,7 +151,7 @@ pub enum RateLimitDialect {
 }
 
 /// Rate limits of one model at one provider, per organization.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Limits {
     pub rpm: Option<u64>,
     pub rpd: Option<u64>,
@@ -263,6 +263,8 @@ impl Default for Classifier {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Gateway {
     pub auth: GatewayAuth,
+    /// Who may read the status endpoint: always keys (never disabled), separate from `auth`.
+    pub admin: GatewayAuth,
     pub cors: CorsOrigins,
     pub max_body_bytes: u64,
 }
@@ -375,6 +377,14 @@ fn build_gateway(
     secret: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Gateway, ConfigError> {
     check_secret_name("gateway.keys_secret", &raw.keys_secret)?;
+    check_secret_name("gateway.admin_keys_secret", &raw.admin_keys_secret)?;
+    let admin = GatewayAuth::Keys {
+        hashes: match secret(&raw.admin_keys_secret) {
+            Some(value) => parse_hashes(&raw.admin_keys_secret, &value)?,
+            None => Vec::new(),
+        },
+        secret: raw.admin_keys_secret,
+    };
     let auth = if raw.auth {
         let hashes = match secret(&raw.keys_secret) {
             Some(value) => parse_hashes(&raw.keys_secret, &value)?,
@@ -403,6 +413,7 @@ fn build_gateway(
     }
     Ok(Gateway {
         auth,
+        admin,
         cors,
         max_body_bytes: raw.max_body_bytes,
     })

@@ -25,6 +25,9 @@ pub struct RawGateway {
     /// The secret holding the SHA-256 hashes (hex) of the accepted gateway keys.
     #[serde(default = "default_keys_secret")]
     pub keys_secret: String,
+    /// The secret holding the SHA-256 hashes (hex) of the admin keys for the status endpoint.
+    #[serde(default = "default_admin_secret")]
+    pub admin_keys_secret: String,
     /// Origins allowed to call from a browser (`https://app.example.com`), or `"*"`.
     #[serde(default)]
     pub cors_origins: Vec<String>,
@@ -38,6 +41,7 @@ impl Default for RawGateway {
         RawGateway {
             auth: true,
             keys_secret: default_keys_secret(),
+            admin_keys_secret: default_admin_secret(),
             cors_origins: Vec::new(),
             max_body_bytes: default_max_body(),
         }
@@ -50,6 +54,10 @@ fn yes() -> bool {
 
 fn default_keys_secret() -> String {
     "GATEWAY_KEY_HASHES".to_owned()
+}
+
+fn default_admin_secret() -> String {
+    "ADMIN_KEY_HASHES".to_owned()
 }
 
 /// 1 MiB: far above any chat request a browser or SDK sends, far below the runtime's limit.

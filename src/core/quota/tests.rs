@@ -307,3 +307,187 @@ fn the_ledger_round_trips_through_json() {
     let json = serde_json::to_string(&l).unwrap();
     assert_eq!(serde_json::from_str::<Ledger>(&json).unwrap(), l);
 }
+
+#[test]
+fn usage_is_read_from_completion_bodies() {
+    let body = br#"{"id":"x","choices":[],"usage":{"prompt_tokens":120,"completion_tokens":30,"total_tokens":150,"prompt_tokens_details":{"cached_tokens":100}}}"#;
+    let u = usage_from_body(body).unwrap();
+    assert_eq!(
+        u,
+        Usage {
+            prompt_tokens: 120,
+            cached_tokens: 100,
+            completion_tokens: 30
+        }
+    );
+    assert_eq!(u.counted(), 50);
+    assert_eq!(
+        usage_from_body(br#"{"usage":{"prompt_tokens":5}}"#)
+            .unwrap()
+            .counted(),
+        5
+    );
+    for bad in [&b""[..], b"{}", b"not json", br#"{"usage":"x"}"#] {
+        assert_eq!(usage_from_body(bad), None);
+    }
+}
+
+#[test]
+fn commands_round_trip_and_apply() {
+    let mut l = Ledger::default();
+    let reserve = Command::Reserve {
+        model: "m".into(),
+        limits: small(),
+        tokens: 100,
+        candidates: vec![
+            OwnedCandidate {
+                org: "a".into(),
+                key_id: "a1".into(),
+            },
+            OwnedCandidate {
+                org: "b".into(),
+                key_id: "b1".into(),
+            },
+        ],
+        prefix_hash: None,
+    };
+    let wire = serde_json::to_string(&reserve).unwrap();
+    assert!(wire.contains(r#""op":"reserve""#), "{wire}");
+    let reply = apply(&mut l, serde_json::from_str(&wire).unwrap(), T0);
+    let Reply::Reserved {
+        org,
+        key_id,
+        ticket,
+    } = reply
+    else {
+        panic!("{reply:?}")
+    };
+    assert_eq!((org.as_str(), key_id.as_str()), ("a", "a1"));
+    // A 429 on org a: released, cooled down; the next reservation goes to b.
+    let refusal = Refusal {
+        window: Some(Window::RequestsMinute),
+        retry_after_ms: Some(20_000),
+        billing: false,
+    };
+    assert_eq!(
+        apply(
+            &mut l,
+            Command::Refused {
+                ticket,
+                refusal,
+                report: None
+            },
+            T0 + 10
+        ),
+        Reply::Done
+    );
+    assert_eq!(l.books("a", "m").rpm.used, 0);
+    let Reply::Reserved { org, ticket, .. } = apply(&mut l, reserve.clone(), T0 + 20) else {
+        panic!()
+    };
+    assert_eq!(org, "b");
+    // A 401 on b's key disables it; nothing is left.
+    apply(
+        &mut l,
+        Command::Disable {
+            ticket,
+            key_id: "b1".into(),
+            status: 401,
+        },
+        T0 + 30,
+    );
+    assert_eq!(
+        apply(&mut l, reserve, T0 + 40),
+        Reply::NoRoom {
+            until_ms: T0 + 10 + 20_000
+        }
+    );
+    let Reply::Status { ledger, .. } = apply(&mut l, Command::Status, T0 + 50) else {
+        panic!()
+    };
+    assert_eq!(ledger.disabled_keys.get("b1"), Some(&401));
+    assert!(!Command::Status.writes());
+}
+
+#[test]
+fn prefix_hash_follows_the_static_prefix_only() {
+    use crate::core::request::ChatRequest;
+    let req = |system: &str, user: &str| {
+        let body = serde_json::json!({"model": "m", "messages": [
+            {"role": "system", "content": system}, {"role": "user", "content": user}]});
+        ChatRequest::parse(body.to_string().as_bytes()).unwrap()
+    };
+    assert_eq!(
+        prefix_hash(&req("be brief", "hi")),
+        prefix_hash(&req("be brief", "other question"))
+    );
+    assert_ne!(
+        prefix_hash(&req("be brief", "hi")),
+        prefix_hash(&req("be long", "hi"))
+    );
+    assert!(caches_prompts("openai/gpt-oss-120b") && caches_prompts("moonshotai/kimi-k2-instruct"));
+    assert!(!caches_prompts("llama-3.1-8b-instant"));
+}
+
+#[test]
+fn status_view_shows_windows_cooldowns_and_key_ids() {
+    let mut l = Ledger::default();
+    let _ = l.reserve("org-a", "m", &small(), 7, T0 + 1_000).unwrap();
+    l.refused(
+        "org-a",
+        "m",
+        &Refusal {
+            window: None,
+            retry_after_ms: Some(5_000),
+            billing: false,
+        },
+        T0 + 1_000,
+    );
+    l.disable_key("k2", 401);
+    let limits = BTreeMap::from([("m".to_owned(), small())]);
+    let v = status_view(&l, &limits, T0 + 2_000);
+    let m = &v["organizations"]["org-a"]["m"];
+    assert_eq!(
+        m["requests_per_minute"],
+        serde_json::json!({"used": 1, "limit": 10, "resets_at_ms": T0 + MINUTE_MS})
+    );
+    assert_eq!(m["tokens_per_day"]["used"], 7);
+    assert_eq!(m["cooldown_until_ms"], T0 + 6_000);
+    assert_eq!(
+        v["disabled_keys"],
+        serde_json::json!([{"key_id": "k2", "status": 401}])
+    );
+}
+
+#[test]
+fn settle_then_observe_keeps_the_stricter_count() {
+    let mut l = Ledger::default();
+    let ticket = l.reserve("o", "m", &groq_8b(), 1_050, T0).unwrap();
+    let report = Report {
+        tokens_minute: Some(WindowReport {
+            limit: Some(6_000),
+            remaining: Some(5_000),
+            reset_ms: None,
+        }),
+        ..Report::default()
+    };
+    let usage = Usage {
+        prompt_tokens: 10,
+        cached_tokens: 0,
+        completion_tokens: 2,
+    };
+    apply(
+        &mut l,
+        Command::Settle {
+            ticket,
+            usage: Some(usage),
+            report: Some(report),
+        },
+        T0 + 5,
+    );
+    assert_eq!(
+        l.books("o", "m").tpm.used,
+        1_000,
+        "the provider's count wins over 12"
+    );
+}
