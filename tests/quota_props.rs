@@ -54,7 +54,8 @@ proptest! {
         let mut ledger = Ledger::default();
         let mut tickets = Vec::new();
         let mut now = start;
-        // Admissions per minute window, counted independently of the ledger.
+        // Requests that reach the provider, per minute window, counted independently of the
+        // ledger.
         let mut admitted: std::collections::BTreeMap<u64, u64> = Default::default();
         for op in ops {
             match op {
@@ -72,7 +73,12 @@ proptest! {
                 }
                 Op::Release { which } => {
                     if which < tickets.len() {
-                        ledger.release(tickets.remove(which));
+                        // A released request never reached the provider: it gives its place back.
+                        let t = tickets.remove(which);
+                        if let Some(n) = admitted.get_mut(&(t.minute_start_ms / 60_000)) {
+                            *n -= 1;
+                        }
+                        ledger.release(t);
                     }
                 }
                 Op::Observe { remaining_tokens } => {

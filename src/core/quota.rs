@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::config::Limits;
+use super::config::{Config, Limits, Provider, Target};
 use super::ratelimit::{Refusal, Report, Window, WindowReport};
 
 const MINUTE_MS: u64 = 60_000;
@@ -485,18 +485,104 @@ pub struct OwnedCandidate {
     pub key_id: String,
 }
 
+/// One step of finding a key for a request, in the candidates' order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Step<'c> {
+    /// A target whose provider tracks no limits for its model: its first usable key, no call.
+    Direct(&'c Target),
+    /// A run of consecutive targets of one provider that tracks their limits: one call to that
+    /// provider's quota object, which books the first model with room.
+    Reserve {
+        provider: &'c Provider,
+        targets: Vec<&'c Target>,
+        /// The models of `targets`, in order, for [`Command::Reserve`].
+        options: Vec<ModelOption>,
+        /// The provider's usable keys with their organizations.
+        candidates: Vec<OwnedCandidate>,
+        /// Secrets of the provider's keys that are not set (for the error if nothing serves).
+        missing_secrets: Vec<String>,
+    },
+}
+
+/// Plans the steps for `targets` (the classifier's candidates, in order): consecutive targets
+/// of one provider with tracked limits share one reservation call, so that a request makes one
+/// quota call per such provider it may use, and none for providers that track nothing.
+pub fn plan<'c>(config: &'c Config, targets: &[&'c Target], prefix_hash: u64) -> Vec<Step<'c>> {
+    let mut steps: Vec<Step<'c>> = Vec::new();
+    for target in targets {
+        let Some(provider) = config.providers.get(target.provider) else {
+            continue;
+        };
+        let Some(limits) = provider.limits.get(&target.model) else {
+            steps.push(Step::Direct(target));
+            continue;
+        };
+        let option = ModelOption {
+            model: target.model.clone(),
+            limits: *limits,
+            prefix_hash: caches_prompts(&target.model).then_some(prefix_hash),
+        };
+        if let Some(Step::Reserve {
+            provider: p,
+            targets,
+            options,
+            ..
+        }) = steps.last_mut()
+        {
+            if p.name == provider.name {
+                targets.push(target);
+                options.push(option);
+                continue;
+            }
+        }
+        // Every usable key, with its organization: the object ranks organizations (whose keys
+        // share one quota) and skips keys it knows are disabled.
+        let candidates = provider
+            .keys
+            .iter()
+            .filter(|k| k.value.is_some())
+            .map(|k| OwnedCandidate {
+                org: k.org.clone(),
+                key_id: k.id.clone(),
+            })
+            .collect();
+        let missing_secrets = provider
+            .keys
+            .iter()
+            .filter(|k| k.value.is_none())
+            .map(|k| k.secret_name.clone())
+            .collect();
+        steps.push(Step::Reserve {
+            provider,
+            targets: vec![target],
+            options: vec![option],
+            candidates,
+            missing_secrets,
+        });
+    }
+    steps
+}
+
+/// One model a reservation may take, with its limits and, for models with prompt caching, the
+/// hash of the request's static prefix.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelOption {
+    pub model: String,
+    pub limits: Limits,
+    pub prefix_hash: Option<u64>,
+}
+
 /// What the Worker asks of the object that holds a ledger. The object applies it with
 /// [`apply`] in one synchronous step (no other request interleaves) and stores the result.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Command {
-    /// Choose an organization among `candidates` and book the request on it.
+    /// Book the request on the first of `options` (models, in order of preference) for which
+    /// some organization among `candidates` has room.
     Reserve {
-        model: String,
-        limits: Limits,
+        options: Vec<ModelOption>,
         tokens: u64,
         candidates: Vec<OwnedCandidate>,
-        prefix_hash: Option<u64>,
     },
     /// The request finished: real usage when known, and what the provider's headers said.
     Settle {
@@ -534,6 +620,7 @@ impl Command {
 #[serde(tag = "reply", rename_all = "snake_case")]
 pub enum Reply {
     Reserved {
+        model: String,
         org: String,
         key_id: String,
         ticket: Ticket,
@@ -552,11 +639,9 @@ pub enum Reply {
 pub fn apply(ledger: &mut Ledger, command: Command, now_ms: u64) -> Reply {
     match command {
         Command::Reserve {
-            model,
-            limits,
+            options,
             tokens,
             candidates,
-            prefix_hash,
         } => {
             let borrowed: Vec<Candidate<'_>> = candidates
                 .iter()
@@ -565,27 +650,39 @@ pub fn apply(ledger: &mut Ledger, command: Command, now_ms: u64) -> Reply {
                     key_id: &c.key_id,
                 })
                 .collect();
-            let chosen = choose(
-                ledger,
-                &borrowed,
-                &model,
-                &limits,
-                tokens,
-                prefix_hash,
-                now_ms,
-            )
-            .map(|c| (c.org.to_owned(), c.key_id.to_owned()));
-            match chosen {
-                Ok((org, key_id)) => match ledger.reserve(&org, &model, &limits, tokens, now_ms) {
-                    Ok(ticket) => Reply::Reserved {
-                        org,
-                        key_id,
-                        ticket,
-                    },
-                    Err(NoRoom { until_ms }) => Reply::NoRoom { until_ms },
-                },
-                Err(NoRoom { until_ms }) => Reply::NoRoom { until_ms },
+            let mut earliest = u64::MAX;
+            for option in options {
+                let (model, limits) = (&option.model, &option.limits);
+                let chosen = choose(
+                    ledger,
+                    &borrowed,
+                    model,
+                    limits,
+                    tokens,
+                    option.prefix_hash,
+                    now_ms,
+                )
+                .map(|c| (c.org.to_owned(), c.key_id.to_owned()));
+                let (org, key_id) = match chosen {
+                    Ok(pair) => pair,
+                    Err(NoRoom { until_ms }) => {
+                        earliest = earliest.min(until_ms);
+                        continue;
+                    }
+                };
+                match ledger.reserve(&org, model, limits, tokens, now_ms) {
+                    Ok(ticket) => {
+                        return Reply::Reserved {
+                            model: option.model,
+                            org,
+                            key_id,
+                            ticket,
+                        }
+                    }
+                    Err(NoRoom { until_ms }) => earliest = earliest.min(until_ms),
+                }
             }
+            Reply::NoRoom { until_ms: earliest }
         }
         Command::Settle {
             ticket,

@@ -13,7 +13,7 @@ use crate::core::config::Target;
 use crate::core::config::{Config, CONFIG_VAR};
 use crate::core::endpoint::{self, Endpoint};
 use crate::core::error::RouterError;
-use crate::core::quota::{self, Command, OwnedCandidate, Reply, Ticket};
+use crate::core::quota::{self, Command, Reply, Step, Ticket};
 use crate::core::ratelimit::{self, Refusal, Report};
 use crate::core::request::{ChatRequest, EmbeddingsRequest};
 use crate::core::route::Choice;
@@ -98,7 +98,7 @@ async fn serve(
                 .requested_output_tokens()
                 .unwrap_or(config.classifier.default_output_tokens);
             let needed = request.prompt_tokens.saturating_add(output);
-            let prefix = Some(quota::prefix_hash(&request));
+            let prefix = quota::prefix_hash(&request);
             let (choice, ticket, calls) =
                 pick(env, config, &decision.targets, needed, prefix).await?;
             explain.push(("x-router-quota-calls", calls.to_string()));
@@ -242,75 +242,71 @@ async fn forward(
     (result, after)
 }
 
-/// Chooses the candidate and key for a request. Targets whose provider tracks limits for the
-/// model are booked in the provider's quota object (one call, which both chooses the
-/// organization and reserves); the others take their first usable key. Returns the choice, the
-/// reservation to settle, and how many quota calls were made.
+/// Chooses the candidate and key for a request by walking the core's plan: a target whose
+/// provider tracks no limits takes its first usable key; a run of targets of a provider that
+/// does is booked with one call to its quota object. Returns the choice, the reservation to
+/// settle, and how many quota calls were made.
 async fn pick<'c>(
     env: &Env,
     config: &'c Config,
     targets: &[&'c Target],
     tokens: u64,
-    prefix: Option<u64>,
+    prefix_hash: u64,
 ) -> Result<(Choice<'c>, Option<Ticket>, u32), RouterError> {
     let mut calls = 0;
     let mut earliest: Option<u64> = None;
     let mut missing: Vec<String> = Vec::new();
-    for target in targets {
-        let Some(provider) = config.providers.get(target.provider) else {
-            continue;
-        };
-        let Some(limits) = provider.limits.get(&target.model) else {
-            match route::first_usable(config, std::slice::from_ref(target)) {
+    for step in quota::plan(config, targets, prefix_hash) {
+        match step {
+            Step::Direct(target) => match route::first_usable(config, &[target]) {
                 Ok(choice) => return Ok((choice, None, calls)),
-                Err(RouterError::MissingSecret { names }) => {
-                    missing.extend(names);
+                Err(RouterError::MissingSecret { names }) => missing.extend(names),
+                Err(e) => return Err(e),
+            },
+            Step::Reserve {
+                provider,
+                targets,
+                options,
+                candidates,
+                missing_secrets,
+            } => {
+                missing.extend(missing_secrets);
+                if candidates.is_empty() {
                     continue;
                 }
-                Err(e) => return Err(e),
-            }
-        };
-        // Every usable key, with its organization: the object ranks organizations (whose keys
-        // share one quota) and skips keys it knows are disabled.
-        let mut candidates: Vec<OwnedCandidate> = Vec::new();
-        for key in &provider.keys {
-            if key.value.is_none() {
-                missing.push(key.secret_name.clone());
-            } else {
-                candidates.push(OwnedCandidate {
-                    org: key.org.clone(),
-                    key_id: key.id.clone(),
-                });
-            }
-        }
-        if candidates.is_empty() {
-            continue;
-        }
-        let command = Command::Reserve {
-            model: target.model.clone(),
-            limits: *limits,
-            tokens,
-            candidates,
-            prefix_hash: prefix.filter(|_| quota::caches_prompts(&target.model)),
-        };
-        calls += 1;
-        match quota_object::call(env, &provider.name, &command).await? {
-            Reply::Reserved { key_id, ticket, .. } => {
-                let chosen = provider.keys.iter().find(|k| k.id == key_id);
-                if let Some((key, secret)) = chosen.and_then(|k| k.value.as_ref().map(|v| (k, v))) {
-                    let choice = Choice {
-                        target,
-                        provider,
-                        key,
-                        secret,
-                    };
-                    return Ok((choice, Some(ticket), calls));
+                let command = Command::Reserve {
+                    options,
+                    tokens,
+                    candidates,
+                };
+                calls += 1;
+                match quota_object::call(env, &provider.name, &command).await? {
+                    Reply::Reserved {
+                        model,
+                        key_id,
+                        ticket,
+                        ..
+                    } => {
+                        let target = targets.iter().find(|t| t.model == model);
+                        let key = provider.keys.iter().find(|k| k.id == key_id);
+                        if let (Some(target), Some(key)) = (target, key) {
+                            if let Some(secret) = &key.value {
+                                let choice = Choice {
+                                    target,
+                                    provider,
+                                    key,
+                                    secret,
+                                };
+                                return Ok((choice, Some(ticket), calls));
+                            }
+                        }
+                    }
+                    Reply::NoRoom { until_ms } => {
+                        earliest = Some(earliest.map_or(until_ms, |e| e.min(until_ms)));
+                    }
+                    Reply::Done | Reply::Status { .. } => {}
                 }
             }
-            Reply::NoRoom { until_ms } => {
-                earliest = Some(earliest.map_or(until_ms, |e| e.min(until_ms)));
-            }
-            Reply::Done | Reply::Status { .. } => {}
         }
     }
     if let Some(until_ms) = earliest {

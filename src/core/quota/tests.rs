@@ -336,8 +336,11 @@ fn usage_is_read_from_completion_bodies() {
 fn commands_round_trip_and_apply() {
     let mut l = Ledger::default();
     let reserve = Command::Reserve {
-        model: "m".into(),
-        limits: small(),
+        options: vec![ModelOption {
+            model: "m".into(),
+            limits: small(),
+            prefix_hash: None,
+        }],
         tokens: 100,
         candidates: vec![
             OwnedCandidate {
@@ -349,7 +352,6 @@ fn commands_round_trip_and_apply() {
                 key_id: "b1".into(),
             },
         ],
-        prefix_hash: None,
     };
     let wire = serde_json::to_string(&reserve).unwrap();
     assert!(wire.contains(r#""op":"reserve""#), "{wire}");
@@ -358,6 +360,7 @@ fn commands_round_trip_and_apply() {
         org,
         key_id,
         ticket,
+        ..
     } = reply
     else {
         panic!("{reply:?}")
@@ -489,5 +492,94 @@ fn settle_then_observe_keeps_the_stricter_count() {
         l.books("o", "m").tpm.used,
         1_000,
         "the provider's count wins over 12"
+    );
+}
+
+#[test]
+fn one_reservation_tries_the_models_in_order() {
+    let mut l = Ledger::default();
+    let tight = Limits {
+        rpm: Some(1),
+        ..Limits::default()
+    };
+    let command = Command::Reserve {
+        options: vec![
+            ModelOption {
+                model: "first".into(),
+                limits: tight,
+                prefix_hash: None,
+            },
+            ModelOption {
+                model: "second".into(),
+                limits: tight,
+                prefix_hash: None,
+            },
+        ],
+        tokens: 1,
+        candidates: vec![OwnedCandidate {
+            org: "a".into(),
+            key_id: "a1".into(),
+        }],
+    };
+    let models: Vec<String> = (0..3)
+        .map(|_| match apply(&mut l, command.clone(), T0) {
+            Reply::Reserved { model, .. } => model,
+            Reply::NoRoom { until_ms } => format!("no room until {}", until_ms - T0),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(models, ["first", "second", "no room until 60000"]);
+}
+
+#[test]
+fn plan_groups_consecutive_targets_of_a_tracked_provider() {
+    use crate::core::config::Config;
+    let doc = serde_json::json!({
+        "providers": {
+            "groq": {"keys": [{"id": "g1", "secret": "G1", "org": "a"}, {"id": "g2", "secret": "G2", "org": "b"}]},
+            "together": {"keys": [{"id": "t", "secret": "T"}]}
+        },
+        "routes": {"fast": ["groq/llama-3.1-8b-instant", "groq/openai/gpt-oss-20b", "together/x", "groq/qwen/qwen3-32b", "groq/untracked"]}
+    });
+    let c = Config::parse(&doc.to_string(), |n| (n == "G1").then(|| "k".into())).unwrap();
+    let targets: Vec<&crate::core::config::Target> = c.targets("fast").unwrap().iter().collect();
+    let steps = plan(&c, &targets, 42);
+    let shape: Vec<String> = steps
+        .iter()
+        .map(|s| match s {
+            Step::Direct(t) => format!("direct {}", t.model),
+            Step::Reserve {
+                provider,
+                options,
+                candidates,
+                missing_secrets,
+                ..
+            } => {
+                let models: Vec<String> = options
+                    .iter()
+                    .map(|o| {
+                        format!(
+                            "{}{}",
+                            o.model,
+                            if o.prefix_hash.is_some() { "#" } else { "" }
+                        )
+                    })
+                    .collect();
+                let keys: Vec<&str> = candidates.iter().map(|k| k.key_id.as_str()).collect();
+                format!(
+                    "reserve {} {:?} keys {:?} missing {:?}",
+                    provider.name, models, keys, missing_secrets
+                )
+            }
+        })
+        .collect();
+    assert_eq!(
+        shape,
+        [
+            r#"reserve groq ["llama-3.1-8b-instant", "openai/gpt-oss-20b#"] keys ["g1"] missing ["G2"]"#,
+            "direct x",
+            r#"reserve groq ["qwen/qwen3-32b"] keys ["g1"] missing ["G2"]"#,
+            "direct untracked",
+        ]
     );
 }
