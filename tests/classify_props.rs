@@ -165,10 +165,21 @@ proptest! {
     }
 
     #[test]
-    fn parse_then_classify_never_panics_on_any_bytes(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+    fn parse_then_classify_never_panics_on_mutated_bodies(
+        body in request_body(MODELS),
+        edits in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..4),
+    ) {
+        // Valid bodies with a few bytes overwritten: many still parse, with odd values.
         let config = config();
+        let mut bytes = body.to_string().into_bytes();
+        for (at, byte) in edits {
+            let i = at.index(bytes.len());
+            bytes[i] = byte;
+        }
         if let Ok(req) = ChatRequest::parse(&bytes) {
-            let _ = classify(&config, &req, Hints::default());
+            if let Ok(d) = classify(&config, &req, Hints::default()) {
+                prop_assert!(!d.targets.is_empty());
+            }
         }
     }
 }

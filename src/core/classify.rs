@@ -190,17 +190,27 @@ pub fn classify<'c>(
         .requested_output_tokens()
         .unwrap_or(config.classifier.default_output_tokens);
     let total = req.prompt_tokens.saturating_add(output);
+    // The fast route can carry the request only if one of its targets has every need at once.
+    // Without a fast route nothing is missing from it; `NoFastRoute` says so instead.
+    let missing = match fast.first() {
+        Some(first) if !fast.iter().any(|t| capable(&t)) => Some(
+            needs
+                .iter()
+                .copied()
+                .find(|n| !provider_has(config, first, *n))
+                .unwrap_or(Capability::Chat),
+        ),
+        _ => None,
+    };
     let fit = Fit {
-        // Without a fast route nothing is missing from it; `NoFastRoute` says so instead.
-        missing: needs
-            .iter()
-            .copied()
-            .find(|n| !fast.is_empty() && !fast.iter().any(|t| provider_has(config, t, *n))),
+        missing,
         exceeds_context: total > config.classifier.fast_context_tokens,
-        exceeds_tpm: fast
-            .first()
-            .and_then(|t| tpm(config, t))
-            .is_some_and(|tpm| total > tpm),
+        // The estimate runs high: with no slow route to go to, Groq has the last word.
+        exceeds_tpm: !slow.is_empty()
+            && fast
+                .first()
+                .and_then(|t| tpm(config, t))
+                .is_some_and(|tpm| total > tpm),
     };
 
     let mut reasons = Vec::with_capacity(4);
@@ -301,12 +311,23 @@ pub fn classify<'c>(
         }
     }
     if targets.is_empty() {
+        // Nothing can carry it: say why, in the client's terms.
+        if fit.missing.is_none() && fit.exceeds_context {
+            return Err(RouterError::InvalidRequest {
+                message: format!(
+                    "The request needs about {total} tokens (prompt and output), more than the \
+                     {} the fast models hold, and no slow route is configured.",
+                    config.classifier.fast_context_tokens
+                ),
+                param: Some("messages".to_owned()),
+                code: "context_length_exceeded",
+            });
+        }
         return Err(RouterError::Unsupported {
             model: req.model.chars().take(200).collect(),
-            needs: needs
-                .iter()
-                .copied()
-                .find(|n| *n != Capability::Chat)
+            needs: fit
+                .missing
+                .or_else(|| needs.iter().copied().find(|n| *n != Capability::Chat))
                 .map_or("chat", Capability::name),
         });
     }

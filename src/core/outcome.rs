@@ -111,15 +111,52 @@ fn rejected(status: u16, body: &[u8]) -> RouterError {
     };
     let message = message
         .filter(|m| !m.trim().is_empty())
-        .map(|m| truncate(m, MAX_MESSAGE))
+        .map(|m| truncate(scrub_accounts(&m), MAX_MESSAGE))
         .unwrap_or_else(|| format!("The upstream provider rejected the request (HTTP {status})."));
+    // Only OpenAI's own error types pass; a provider's private ones (Groq's `tokens` on a
+    // too-large request) would surprise clients that switch on `type`.
+    let kind = kind
+        .filter(|k| KNOWN_TYPES.contains(&k.as_str()))
+        .unwrap_or_else(|| "invalid_request_error".to_owned());
     RouterError::UpstreamRejected {
         status,
         message,
-        kind: kind.unwrap_or_else(|| "invalid_request_error".to_owned()),
+        kind,
         param,
         code,
     }
+}
+
+/// The error types OpenAI's API returns, which clients may switch on.
+const KNOWN_TYPES: &[&str] = &[
+    "invalid_request_error",
+    "authentication_error",
+    "permission_error",
+    "not_found_error",
+    "rate_limit_error",
+    "server_error",
+    "api_error",
+];
+
+/// Replaces account identifiers in a provider's message (`org_01abc…`, `proj_…`, `user-…`):
+/// Groq names the organization in its 413 and 429 texts.
+fn scrub_accounts(message: &str) -> String {
+    message
+        .split_inclusive(|c: char| c.is_whitespace() || "`'\",.:;()".contains(c))
+        .map(|piece| {
+            let word =
+                piece.trim_end_matches(|c: char| c.is_whitespace() || "`'\",.:;()".contains(c));
+            let tail = &piece[word.len()..];
+            let account = ["org_", "org-", "proj_", "user-"]
+                .iter()
+                .any(|p| word.starts_with(p) && word.len() > p.len() + 3);
+            if account {
+                format!("[redacted]{tail}")
+            } else {
+                piece.to_owned()
+            }
+        })
+        .collect()
 }
 
 fn truncate(mut s: String, max: usize) -> String {
@@ -231,6 +268,31 @@ mod tests {
             assert_eq!(err.kind(), "invalid_request_error");
             assert!(err.message().contains("HTTP 404"), "{}", err.message());
         }
+    }
+
+    #[test]
+    fn groq_413_keeps_its_meaning_but_not_the_organization() {
+        let body = br#"{"error":{"message":"Request too large for model `llama-3.1-8b-instant` in organization `org_01jabcdef123` service tier `on_demand` on tokens per minute (TPM): Limit 6000, Requested 12328, please reduce your message size and try again.","type":"tokens","code":"rate_limit_exceeded"}}"#;
+        let err = into_error(Outcome::ClientError, 413, body, "K").unwrap();
+        let json = err.to_json();
+        assert!(!json.contains("org_01jabcdef123"), "{json}");
+        assert!(json.contains("organization `[redacted]`"), "{json}");
+        assert!(json.contains("Limit 6000, Requested 12328"), "{json}");
+        assert_eq!(err.kind(), "invalid_request_error");
+        assert_eq!(err.status(), 413);
+    }
+
+    #[test]
+    fn scrubbing_leaves_ordinary_words() {
+        assert_eq!(
+            scrub_accounts("organization org_x is fine"),
+            "organization org_x is fine"
+        );
+        assert_eq!(
+            scrub_accounts("project proj_abcdef, user-12345678."),
+            "project [redacted], [redacted]."
+        );
+        assert_eq!(scrub_accounts("résumé ünïcode"), "résumé ünïcode");
     }
 
     #[test]

@@ -91,6 +91,16 @@ pub fn estimate(text: &[u8]) -> u64 {
                     Some(b'n') | Some(b'r') => (Class::Newline, 2),
                     Some(b't') => (Class::Space, 2),
                     Some(b'u') => match text.get(i + 2..).and_then(hex4) {
+                        // A surrogate pair (`\ud83d\ude00`) is one four-byte character.
+                        Some(0xD800..=0xDBFF)
+                            if text.get(i + 6..i + 8) == Some(b"\\u".as_slice())
+                                && text
+                                    .get(i + 8..)
+                                    .and_then(hex4)
+                                    .is_some_and(|lo| (0xDC00..=0xDFFF).contains(&lo)) =>
+                        {
+                            (Class::FourByte, 12)
+                        }
                         Some(cp) => (code_point_class(cp), 6),
                         None => (Class::Punct, 1),
                     },
@@ -160,7 +170,17 @@ mod tests {
     }
 
     #[test]
-    fn never_panics_on_truncated_or_foreign_bytes() {
+    fn escaped_emoji_count_like_raw_ones() {
+        assert_eq!(
+            estimate(br"\ud83d\ude00\ud83d\ude01"),
+            estimate("😀😁".as_bytes())
+        );
+        // A lone high surrogate is not a pair.
+        assert_eq!(estimate(br"\ud83dx"), 2);
+    }
+
+    #[test]
+    fn never_panics_and_stays_bounded_on_foreign_bytes() {
         for bytes in [
             &b"\\"[..],
             b"\\u12",
@@ -169,8 +189,11 @@ mod tests {
             b"\xF0",
             b"\x80\x80",
             b"\\u",
+            br"\ud83d\u",
+            br"\ud83d\udc",
         ] {
-            let _ = estimate(bytes);
+            // At most two tokens a byte, whatever the input.
+            assert!(estimate(bytes) <= bytes.len() as u64 * 2 + 1, "{bytes:?}");
         }
     }
 }

@@ -66,6 +66,9 @@ pub fn passes_to_client(name: &str) -> bool {
         "upgrade",
         "set-cookie",
         "alt-svc",
+        // The provider account behind the router's key.
+        "openai-organization",
+        "openai-project",
     ];
     !DROPPED.iter().any(|d| d.eq_ignore_ascii_case(name))
 }
@@ -134,7 +137,14 @@ mod tests {
         ] {
             assert!(passes_to_client(kept), "{kept}");
         }
-        for dropped in ["Set-Cookie", "connection", "Transfer-Encoding", "alt-svc"] {
+        for dropped in [
+            "Set-Cookie",
+            "connection",
+            "Transfer-Encoding",
+            "alt-svc",
+            "openai-organization",
+            "OpenAI-Project",
+        ] {
             assert!(!passes_to_client(dropped), "{dropped}");
         }
     }

@@ -56,6 +56,11 @@ async fn serve(
     let origin = headers.get("origin").ok().flatten();
     let allowed_origin = cors::check(&config.gateway.cors, origin.as_deref())?;
 
+    if endpoint != Endpoint::Preflight {
+        if let Some(origin) = allowed_origin {
+            explain.extend(cors::response_headers(origin));
+        }
+    }
     match endpoint {
         Endpoint::Preflight => {
             let requested = headers.get("access-control-request-headers").ok().flatten();
@@ -70,9 +75,6 @@ async fn serve(
         _ => {}
     }
 
-    if let Some(origin) = allowed_origin {
-        explain.extend(cors::response_headers(origin));
-    }
     let authorization = headers.get("authorization").ok().flatten();
     if endpoint == Endpoint::Status {
         auth::check(&config.gateway.admin, authorization.as_deref())?;
@@ -98,7 +100,16 @@ async fn serve(
                 .requested_output_tokens()
                 .unwrap_or(config.classifier.default_output_tokens);
             let needed = request.prompt_tokens.saturating_add(output);
-            let prefix = quota::prefix_hash(&request);
+            // Only models with prompt caching use the prefix; hashing it costs a serialization.
+            let prefix = if decision
+                .targets
+                .iter()
+                .any(|t| quota::caches_prompts(&t.model))
+            {
+                quota::prefix_hash(&request)
+            } else {
+                0
+            };
             let (choice, ticket, calls) =
                 pick(env, config, &decision.targets, needed, prefix).await?;
             explain.push(("x-router-quota-calls", calls.to_string()));
@@ -280,7 +291,19 @@ async fn pick<'c>(
                     candidates,
                 };
                 calls += 1;
-                match quota_object::call(env, &provider.name, &command).await? {
+                // The ledger is advisory: if its object cannot be reached, the request goes on
+                // with the first usable key rather than failing.
+                let reply = match quota_object::call(env, &provider.name, &command).await {
+                    Ok(reply) => reply,
+                    Err(err) => {
+                        log_error("-", "(quota reserve)", &err);
+                        match route::first_usable(config, &targets) {
+                            Ok(choice) => return Ok((choice, None, calls)),
+                            Err(_) => continue,
+                        }
+                    }
+                };
+                match reply {
                     Reply::Reserved {
                         model,
                         key_id,
@@ -316,8 +339,13 @@ async fn pick<'c>(
             retry_after_s: (until_ms != u64::MAX).then_some(wait),
         });
     }
-    missing.dedup();
-    Err(RouterError::MissingSecret { names: missing })
+    let mut names: Vec<String> = Vec::new();
+    for name in missing {
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    Err(RouterError::MissingSecret { names })
 }
 
 /// `GET /v1/router/status`: the books of every provider that tracks limits, one quota call

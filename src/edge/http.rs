@@ -2,7 +2,7 @@
 //! only functions that touch JS types; `wasm-bindgen-test` checks them under Node.
 
 use worker::wasm_bindgen::{JsCast, JsValue};
-use worker::{js_sys, Env, Headers, Method, Request, RequestInit, Response};
+use worker::{js_sys, Env, Headers, Method, Request, RequestInit, RequestRedirect, Response};
 
 use crate::core::error::RouterError;
 use crate::core::upstream::{self, UpstreamRequest};
@@ -22,8 +22,11 @@ pub fn upstream_request(out: &UpstreamRequest, body: Vec<u8>) -> Result<Request,
     }
     let body = worker::js_sys::Uint8Array::from(body.as_slice());
     let mut init = RequestInit::new();
+    // A redirect would turn the POST into a GET and, across origins, drop the key: the router
+    // hands the provider's 3xx on as a failure instead of following it.
     init.with_method(Method::Post)
         .with_headers(headers)
+        .with_redirect(RequestRedirect::Manual)
         .with_body(Some(body.into()));
     Request::new_with_init(&out.url, &init).map_err(internal)
 }

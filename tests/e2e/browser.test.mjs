@@ -61,7 +61,7 @@ async function callFrom(origin, key) {
   const page = await browser.newPage();
   try {
     await page.goto(`${origin}/`);
-    return await page.evaluate(
+    const result = await page.evaluate(
       async ({ url, key }) => {
         try {
           const res = await fetch(`${url}/v1/chat/completions`, {
@@ -79,13 +79,17 @@ async function callFrom(origin, key) {
             reads += 1;
             text += decoder.decode(value, { stream: true });
           }
-          return { status: res.status, provider: res.headers.get("x-router-provider"), text, reads };
+          const headers = JSON.stringify([...res.headers]);
+          return { status: res.status, provider: res.headers.get("x-router-provider"), text, reads, headers };
         } catch (e) {
           return { failed: String(e) };
         }
       },
       { url: router.url, key },
     );
+    // What the page saw joins the harness's key-leak check.
+    router.seen.push(result.text ?? "", result.headers ?? "");
+    return result;
   } finally {
     await page.close();
   }

@@ -15,10 +15,17 @@ let client;
 
 let scenario;
 
+/** The SDK's fetch, keeping what the client saw for the harness's key-leak check. */
+async function recorded(url, init) {
+  const res = await fetch(url, init);
+  router.seen.push(JSON.stringify([...res.headers]), await res.clone().text());
+  return res;
+}
+
 before(async () => {
   scenario = await startTwoProviders();
   ({ groq, together, router } = scenario);
-  client = new OpenAI({ apiKey: GATEWAY_KEY, baseURL: `${router.url}/v1`, maxRetries: 0 });
+  client = new OpenAI({ apiKey: GATEWAY_KEY, baseURL: `${router.url}/v1`, maxRetries: 0, fetch: recorded });
 });
 
 after(() => scenario?.close());
@@ -99,7 +106,7 @@ test("errors surface as the SDK's typed errors with the router's code", async ()
     client.chat.completions.create({ model: "no-such-model", messages: [{ role: "user", content: "x" }] }),
     (err) => err instanceof OpenAI.NotFoundError && err.code === "model_not_found" && err.param === "model",
   );
-  const wrongKey = new OpenAI({ apiKey: "sk-wrong", baseURL: `${router.url}/v1`, maxRetries: 0 });
+  const wrongKey = new OpenAI({ apiKey: "sk-wrong", baseURL: `${router.url}/v1`, maxRetries: 0, fetch: recorded });
   await assert.rejects(
     wrongKey.chat.completions.create({ model: "fast", messages: [{ role: "user", content: "x" }] }),
     (err) => err instanceof OpenAI.AuthenticationError && err.code === "invalid_api_key",

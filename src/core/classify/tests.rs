@@ -682,6 +682,57 @@ fn without_fast_and_slow_routes_every_name_is_its_own_route() {
 }
 
 #[test]
+fn a_fast_only_configuration_refuses_what_it_cannot_hold_in_the_clients_terms() {
+    let c = config_with(json!({"fast": ["groq/llama-3.1-8b-instant"]}), None);
+    let err = classify(
+        &c,
+        &request("auto", json!({"messages": long(140_000)})),
+        Hints::default(),
+    )
+    .unwrap_err();
+    assert_eq!(
+        (err.status(), err.code()),
+        (400, Some("context_length_exceeded"))
+    );
+    assert_eq!(err.param(), Some("messages"));
+    // Over the estimated TPM but with nowhere else to go: Groq decides.
+    let d = classify(
+        &c,
+        &request("auto", json!({"messages": long(5_200)})),
+        Hints::default(),
+    )
+    .unwrap();
+    assert_eq!(
+        (d.path, d.reason_header().as_str()),
+        (Fast, "auto,long_prompt,no_slow_route")
+    );
+}
+
+#[test]
+fn the_fast_path_needs_one_target_with_every_need() {
+    // Groq (with vision added) reads images, Cerebras gives logprobs, neither does both.
+    let doc = json!({
+        "providers": {
+            "groq": {"capabilities": ["chat", "vision"], "keys": [{"id": "g", "secret": "G"}]},
+            "cerebras": {"keys": [{"id": "c", "secret": "C"}]},
+            "together": {"keys": [{"id": "t", "secret": "T"}]}
+        },
+        "routes": {"fast": ["groq/a", "cerebras/b"], "slow": ["together/c"]}
+    });
+    let c = Config::parse(&doc.to_string(), |n| {
+        (!n.ends_with("_HASHES")).then(|| "k".into())
+    })
+    .unwrap();
+    let req = request("auto", json!({"messages": image(), "logprobs": true}));
+    let d = classify(&c, &req, Hints::default()).unwrap();
+    assert_eq!(
+        (d.path, d.reason_header().as_str()),
+        (Slow, "auto,needs_logprobs")
+    );
+    assert_eq!(d.targets.len(), 1);
+}
+
+#[test]
 fn a_fast_provider_without_tools_sends_tools_to_the_slow_path() {
     let c = config_with(
         json!({"fast": ["groq/x"], "slow": ["together/y"]}),

@@ -491,9 +491,14 @@ fn check_secret_name(path: &str, name: &str) -> Result<(), ConfigError> {
     if ok {
         Ok(())
     } else {
+        // The value is not repeated: an operator may have pasted a key where its name belongs.
         Err(ConfigError::at(
             path,
-            format!("`{name}` is not a secret name (use A-Z, 0-9 and _)"),
+            format!(
+                "not a secret name ({} characters; use A-Z, 0-9 and _, the name of a secret, \
+                 never the secret itself)",
+                name.chars().count()
+            ),
         ))
     }
 }

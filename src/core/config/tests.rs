@@ -351,6 +351,7 @@ fn every_error_names_its_path() {
         assert_eq!(err.path, want, "{v}: {err:?}");
         assert!(!err.detail.is_empty());
         assert!(!err.detail.contains("sk-a-raw-key"), "{err:?}");
+        assert!(!err.detail.contains("lower-case"), "{err:?}");
     }
 }
 
