@@ -400,6 +400,23 @@ mod tests {
         assert_eq!(without.media(), Media::default());
     }
 
+    /// Found by the `embeddings_request` fuzz target: an integer beyond u64 became a float
+    /// whose re-parse differed, so a forwarded body could change a number it carried.
+    #[test]
+    fn regression_fuzz_big_integers_round_trip_exactly() {
+        for body in [
+            &br#"{"model":"e","input":[1111111111111111111112]}"#[..],
+            br#"{"model":"e","input":[[0,1111111111111111111112,3]],"k":1e400000}"#,
+            br#"{"model":"e","input":"x","dimensions":0.30000000000000004}"#,
+        ] {
+            let Ok(req) = EmbeddingsRequest::parse(body) else {
+                continue;
+            };
+            let again = EmbeddingsRequest::parse(&serde_json::to_vec(&req).unwrap()).unwrap();
+            assert_eq!(req, again, "{}", String::from_utf8_lossy(body));
+        }
+    }
+
     #[test]
     fn embeddings() {
         let r =
