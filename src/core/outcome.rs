@@ -122,8 +122,8 @@ fn rejected(status: u16, body: &[u8]) -> RouterError {
         status,
         message,
         kind,
-        param,
-        code,
+        param: param.map(|p| scrub_accounts(&p)),
+        code: code.map(|c| scrub_accounts(&c)),
     }
 }
 

@@ -180,12 +180,13 @@ impl Ledger {
         let mut until: Option<u64> = None;
         for (limit, counter, len, need) in windows {
             let Some(limit) = limit else { continue };
+            // A request larger than a whole window (the estimate runs high) fits an empty one:
+            // the provider has the last word on it rather than the router refusing it forever.
+            let need = need.min(limit);
             let used = counter.current(now_ms, len);
             if used.saturating_add(need) > limit {
-                // It fits once this window ends, if it can fit an empty window at all.
                 let next = Counter::window_start(now_ms, len) + len;
-                let when = if need > limit { u64::MAX } else { next };
-                until = Some(until.map_or(when, |u| u.max(when)));
+                until = Some(until.map_or(next, |u| u.max(next)));
                 continue;
             }
             let left = limit - used - need;

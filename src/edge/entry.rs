@@ -114,8 +114,15 @@ async fn serve(
                 pick(env, config, &decision.targets, needed, prefix).await?;
             explain.push(("x-router-quota-calls", calls.to_string()));
             let outbound = adapt::chat(request, choice.provider, &choice.target.model)?;
-            let (result, after) =
-                forward(&req, &choice, "/chat/completions", outbound, explain).await;
+            let (result, after) = forward(
+                &req,
+                &choice,
+                "/chat/completions",
+                outbound,
+                ticket.is_some(),
+                explain,
+            )
+            .await;
             if let Some(ticket) = ticket {
                 settle_later(ctx, env, &choice, ticket, after);
             }
@@ -126,7 +133,7 @@ async fn serve(
             let request = EmbeddingsRequest::parse(&body)?;
             let choice = route::embeddings(config, &request)?;
             let outbound = adapt::embeddings(request, &choice.target.model)?;
-            forward(&req, &choice, "/embeddings", outbound, explain)
+            forward(&req, &choice, "/embeddings", outbound, false, explain)
                 .await
                 .0
         }
@@ -187,6 +194,7 @@ async fn forward(
     choice: &Choice<'_>,
     endpoint: &str,
     body: Vec<u8>,
+    reserved: bool,
     explain: &mut Vec<(&'static str, String)>,
 ) -> (Result<Response, RouterError>, Aftermath) {
     explain.push(("x-router-provider", choice.provider.name.clone()));
@@ -218,9 +226,10 @@ async fn forward(
         })
     };
     if verdict == outcome::Outcome::Success {
-        // A JSON answer carries its usage; the client's stream is teed so that the router reads
-        // a copy after the response is sent. Event streams are handed through untouched.
-        let json = header("content-type").is_some_and(|ct| ct.contains("json"));
+        // A JSON answer carries its usage; when a reservation waits for it, the client's stream
+        // is teed so that the router reads a copy after the response is sent. Other answers and
+        // event streams are handed through untouched.
+        let json = reserved && header("content-type").is_some_and(|ct| ct.contains("json"));
         let (resp, usage_body) = if json {
             match http::tee(resp) {
                 Ok((resp, copy)) => (Ok(resp), Some(copy)),
@@ -267,6 +276,7 @@ async fn pick<'c>(
     let mut calls = 0;
     let mut earliest: Option<u64> = None;
     let mut missing: Vec<String> = Vec::new();
+    let mut refused_secrets: Vec<String> = Vec::new();
     for step in quota::plan(config, targets, prefix_hash) {
         match step {
             Step::Direct(target) => match route::first_usable(config, &[target]) {
@@ -324,6 +334,10 @@ async fn pick<'c>(
                             }
                         }
                     }
+                    // No time at all: every key the object was offered is disabled (401/403).
+                    Reply::NoRoom { until_ms: u64::MAX } => {
+                        refused_secrets.extend(provider.keys.iter().map(|k| k.secret_name.clone()));
+                    }
                     Reply::NoRoom { until_ms } => {
                         earliest = Some(earliest.map_or(until_ms, |e| e.min(until_ms)));
                     }
@@ -334,9 +348,16 @@ async fn pick<'c>(
     }
     if let Some(until_ms) = earliest {
         let now = worker::js_sys::Date::now() as u64;
-        let wait = until_ms.saturating_sub(now).div_ceil(1_000).max(1);
+        let wait = until_ms.saturating_sub(now).div_ceil(1_000);
         return Err(RouterError::QuotaExhausted {
-            retry_after_s: (until_ms != u64::MAX).then_some(wait),
+            retry_after_s: Some(wait.clamp(1, outcome::MAX_RETRY_AFTER_S)),
+        });
+    }
+    if !refused_secrets.is_empty() {
+        // An operator's problem, not a quota one: say which secrets hold refused keys.
+        return Err(RouterError::UpstreamAuth {
+            status: 401,
+            secret: refused_secrets.join(", "),
         });
     }
     let mut names: Vec<String> = Vec::new();

@@ -228,3 +228,19 @@ test("after the response, the estimate is replaced by the real usage and the pro
     return b?.requests_per_day.used === 400 && b?.tokens_per_minute.used === 1000;
   });
 });
+
+test("when the provider has refused every key, the client gets a 502 naming the secrets, not a 429", async () => {
+  const { groq, router } = await setup({ rpm: 1000 });
+  cleanups.push(() => router.dispose(), () => groq.close());
+  groq.answer(() => ({ status: 403, headers: { "content-type": "application/json" }, body: '{"error":{"message":"forbidden"}}' }));
+  for (let i = 1; i <= 3; i++) {
+    assert.equal((await chat(router)).res.status, 502);
+    await eventually(router, (s) => s.disabled_keys.length === i);
+  }
+  const { res, body } = await chat(router);
+  assert.equal(res.status, 502);
+  const err = JSON.parse(body).error;
+  assert.equal(err.code, "upstream_auth_failed");
+  assert.match(err.message, /GROQ_K1, GROQ_K2, GROQ_K3/);
+  assert.equal(groq.calls.length, 3, "the fourth request was not sent");
+});

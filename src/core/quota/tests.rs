@@ -46,10 +46,16 @@ fn no_room_says_when() {
             until_ms: T0 + MINUTE_MS
         })
     );
-    // A request larger than the minute's whole budget never fits.
+    // A request larger than the minute's whole budget fits an empty minute, and only that.
+    assert!(l.room("org", "m", &small(), 1_001, T0 + MINUTE_MS).is_ok());
+    let _ = l
+        .reserve("org", "m", &small(), 1_001, T0 + MINUTE_MS)
+        .unwrap();
     assert_eq!(
-        l.room("org", "m", &small(), 1_001, T0 + MINUTE_MS),
-        Err(NoRoom { until_ms: u64::MAX })
+        l.room("org", "m", &small(), 1, T0 + MINUTE_MS + 1),
+        Err(NoRoom {
+            until_ms: T0 + 2 * MINUTE_MS
+        })
     );
 }
 
