@@ -110,115 +110,161 @@ pub struct Report {
     pub tokens_day: Option<WindowReport>,
 }
 
-/// Reads the rate-limit headers of a response in `dialect`. `header` returns a header's value
-/// by lower-case name.
-pub fn report<'a>(dialect: RateLimitDialect, header: impl Fn(&str) -> Option<&'a str>) -> Report {
-    let window =
-        |limit: &str, remaining: &str, reset: &str, reset_parser: fn(&str) -> Option<u64>| {
-            let w = WindowReport {
-                limit: header(limit).and_then(count),
-                remaining: header(remaining).and_then(count),
-                reset_ms: header(reset).and_then(reset_parser),
-            };
-            (!w.is_empty()).then_some(w)
-        };
-    match dialect {
+/// Where a dialect reports one window: its limit, remaining and reset headers, and how the
+/// reset is written.
+struct Spec {
+    window: Window,
+    limit: &'static str,
+    remaining: &'static str,
+    reset: &'static str,
+    reset_parser: fn(&str) -> Option<u64>,
+}
+
+const fn spec(
+    window: Window,
+    [limit, remaining, reset]: [&'static str; 3],
+    reset_parser: fn(&str) -> Option<u64>,
+) -> Spec {
+    Spec {
+        window,
+        limit,
+        remaining,
+        reset,
+        reset_parser,
+    }
+}
+
+const OPENAI_REQUESTS: [&str; 3] = [
+    "x-ratelimit-limit-requests",
+    "x-ratelimit-remaining-requests",
+    "x-ratelimit-reset-requests",
+];
+const OPENAI_TOKENS: [&str; 3] = [
+    "x-ratelimit-limit-tokens",
+    "x-ratelimit-remaining-tokens",
+    "x-ratelimit-reset-tokens",
+];
+
+/// The headers each dialect sends, by window.
+fn specs(dialect: RateLimitDialect) -> &'static [Spec] {
+    use Window::*;
+    const GROQ: &[Spec] = &[
         // Groq: the `requests` headers are the per-day window, the `tokens` ones per minute.
-        RateLimitDialect::Groq => Report {
-            requests_day: window(
-                "x-ratelimit-limit-requests",
-                "x-ratelimit-remaining-requests",
-                "x-ratelimit-reset-requests",
-                go_duration_ms,
-            ),
-            tokens_minute: window(
-                "x-ratelimit-limit-tokens",
-                "x-ratelimit-remaining-tokens",
-                "x-ratelimit-reset-tokens",
-                go_duration_ms,
-            ),
-            ..Report::default()
-        },
-        RateLimitDialect::OpenAi => Report {
-            requests_minute: window(
-                "x-ratelimit-limit-requests",
-                "x-ratelimit-remaining-requests",
-                "x-ratelimit-reset-requests",
-                go_duration_ms,
-            ),
-            tokens_minute: window(
-                "x-ratelimit-limit-tokens",
-                "x-ratelimit-remaining-tokens",
-                "x-ratelimit-reset-tokens",
-                go_duration_ms,
-            ),
-            ..Report::default()
-        },
-        RateLimitDialect::Mistral => Report {
-            requests_minute: window(
+        spec(RequestsDay, OPENAI_REQUESTS, go_duration_ms),
+        spec(TokensMinute, OPENAI_TOKENS, go_duration_ms),
+    ];
+    const OPENAI: &[Spec] = &[
+        spec(RequestsMinute, OPENAI_REQUESTS, go_duration_ms),
+        spec(TokensMinute, OPENAI_TOKENS, go_duration_ms),
+    ];
+    const MISTRAL: &[Spec] = &[
+        spec(
+            RequestsMinute,
+            [
                 "x-ratelimit-limit-req-minute",
                 "x-ratelimit-remaining-req-minute",
                 "x-ratelimit-reset-req-minute",
-                seconds_ms,
-            ),
-            tokens_minute: window(
+            ],
+            seconds_ms,
+        ),
+        spec(
+            TokensMinute,
+            [
                 "x-ratelimit-limit-tokens-minute",
                 "x-ratelimit-remaining-tokens-minute",
                 "x-ratelimit-reset-tokens-minute",
-                seconds_ms,
-            ),
-            ..Report::default()
-        },
-        // Together: a request rate and a token rate, resets in seconds.
-        RateLimitDialect::Together => Report {
-            requests_minute: window(
+            ],
+            seconds_ms,
+        ),
+    ];
+    // Together: a request rate and a token rate, resets in seconds.
+    const TOGETHER: &[Spec] = &[
+        spec(
+            RequestsMinute,
+            [
                 "x-ratelimit-limit",
                 "x-ratelimit-remaining",
                 "x-ratelimit-reset",
-                seconds_ms,
-            ),
-            tokens_minute: window(
+            ],
+            seconds_ms,
+        ),
+        spec(
+            TokensMinute,
+            [
                 "x-tokenlimit-limit",
                 "x-tokenlimit-remaining",
                 "x-tokenlimit-reset",
-                seconds_ms,
-            ),
-            ..Report::default()
-        },
-        // Fireworks reports prompt and generated token limits separately; the prompt one is
-        // the one a request's size is checked against.
-        RateLimitDialect::Fireworks => Report {
-            tokens_minute: window(
+            ],
+            seconds_ms,
+        ),
+    ];
+    // Fireworks reports prompt and generated token limits separately; the prompt one is the
+    // one a request's size is checked against.
+    const FIREWORKS: &[Spec] = &[
+        spec(RequestsMinute, OPENAI_REQUESTS, seconds_ms),
+        spec(
+            TokensMinute,
+            [
                 "x-ratelimit-limit-tokens-prompt",
                 "x-ratelimit-remaining-tokens-prompt",
                 "x-ratelimit-reset-tokens-prompt",
-                seconds_ms,
-            ),
-            requests_minute: window(
-                "x-ratelimit-limit-requests",
-                "x-ratelimit-remaining-requests",
-                "x-ratelimit-reset-requests",
-                seconds_ms,
-            ),
-            ..Report::default()
-        },
-        RateLimitDialect::Cerebras => Report {
-            requests_day: window(
+            ],
+            seconds_ms,
+        ),
+    ];
+    const CEREBRAS: &[Spec] = &[
+        spec(
+            RequestsDay,
+            [
                 "x-ratelimit-limit-requests-day",
                 "x-ratelimit-remaining-requests-day",
                 "x-ratelimit-reset-requests-day",
-                seconds_ms,
-            ),
-            tokens_minute: window(
+            ],
+            seconds_ms,
+        ),
+        spec(
+            TokensMinute,
+            [
                 "x-ratelimit-limit-tokens-minute",
                 "x-ratelimit-remaining-tokens-minute",
                 "x-ratelimit-reset-tokens-minute",
-                seconds_ms,
-            ),
-            ..Report::default()
-        },
-        RateLimitDialect::None => Report::default(),
+            ],
+            seconds_ms,
+        ),
+    ];
+    match dialect {
+        RateLimitDialect::Groq => GROQ,
+        RateLimitDialect::OpenAi => OPENAI,
+        RateLimitDialect::Mistral => MISTRAL,
+        RateLimitDialect::Together => TOGETHER,
+        RateLimitDialect::Fireworks => FIREWORKS,
+        RateLimitDialect::Cerebras => CEREBRAS,
+        RateLimitDialect::None => &[],
     }
+}
+
+/// Reads the rate-limit headers of a response in `dialect`. `header` returns a header's value
+/// by lower-case name.
+pub fn report<'a>(dialect: RateLimitDialect, header: impl Fn(&str) -> Option<&'a str>) -> Report {
+    let mut report = Report::default();
+    for s in specs(dialect) {
+        let w = WindowReport {
+            limit: header(s.limit).and_then(count),
+            remaining: header(s.remaining).and_then(count),
+            reset_ms: header(s.reset).and_then(s.reset_parser),
+        };
+        if w.is_empty() {
+            continue;
+        }
+        let slot = match s.window {
+            Window::RequestsMinute => &mut report.requests_minute,
+            Window::RequestsDay => &mut report.requests_day,
+            Window::TokensMinute => &mut report.tokens_minute,
+            Window::TokensDay => &mut report.tokens_day,
+        };
+        *slot = Some(w);
+    }
+    report
 }
 
 /// The window a rate limit was hit on.
