@@ -11,10 +11,13 @@
 //! 5. [`core::request`]: the body, parsed into a typed request (unknown fields kept), its prompt
 //!    tokens estimated by [`core::tokens`];
 //! 6. [`core::classify`]: fast path or slow path, the ordered candidates, the reasons;
-//! 7. [`core::route`]: the candidate and key that serve it;
+//! 7. [`core::route`]: the candidate and key that serve it; for providers that track limits,
+//!    [`core::quota`] books the request in the quota ledger (a Durable Object per provider)
+//!    and settles it after the answer;
 //! 8. [`core::adapt`]: the body as that provider wants it;
 //! 9. [`core::upstream`]: the outbound request, built from scratch (client credentials stay here);
-//! 10. [`core::outcome`]: the upstream's answer, classified once;
+//! 10. [`core::outcome`]: the upstream's answer, classified once; [`core::ratelimit`] reads
+//!     what the provider says of its limits;
 //!
 //! and [`core::error`]: every failure, rendered in the OpenAI error format.
 //!

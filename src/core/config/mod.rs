@@ -138,11 +138,11 @@ pub enum RateLimitDialect {
     Groq,
     /// `x-ratelimit-{limit,remaining,reset}-{requests,tokens}`, per minute.
     OpenAi,
-    /// `x-ratelimit-*-tokens-minute`, `-req-minute`, `-month`.
+    /// `x-ratelimit-*-tokens-minute`, `-req-minute` (the `-month` window is not tracked).
     Mistral,
     /// `x-ratelimit-limit`, `-remaining`, `-reset`, `x-tokenlimit-*`.
     Together,
-    /// `x-ratelimit-limit-tokens-prompt`, `-generated`.
+    /// `x-ratelimit-*-tokens-prompt` (the `-generated` limit is not tracked), `-requests`.
     Fireworks,
     /// `x-ratelimit-*-requests-day`, `-tokens-minute`, float-second resets.
     Cerebras,
