@@ -113,7 +113,16 @@ async fn serve(
             let (choice, ticket, calls) =
                 pick(env, config, &decision.targets, needed, prefix).await?;
             explain.push(("x-router-quota-calls", calls.to_string()));
-            let outbound = adapt::chat(request, choice.provider, &choice.target.model)?;
+            let outbound = match adapt::chat(request, choice.provider, &choice.target.model) {
+                Ok(body) => body,
+                Err(err) => {
+                    // Nothing will be sent: give the reservation back.
+                    if let Some(ticket) = ticket {
+                        settle_later(ctx, env, &choice, ticket, Aftermath::Nothing);
+                    }
+                    return Err(err);
+                }
+            };
             let (result, after) = forward(
                 &req,
                 &choice,
