@@ -190,9 +190,13 @@ impl RouterError {
                 "Unsupported content-type `{content_type}`; send the body as application/json."
             ),
             RouterError::Unauthorized { presented: false } => {
-                "Missing gateway key: send `Authorization: Bearer <gateway key>`.".to_owned()
+                "Missing key: send `Authorization: Bearer <key>` (a gateway key; the status \
+                 page takes an admin key)."
+                    .to_owned()
             }
-            RouterError::Unauthorized { presented: true } => "Invalid gateway key.".to_owned(),
+            RouterError::Unauthorized { presented: true } => {
+                "Invalid key for this endpoint.".to_owned()
+            }
             RouterError::OriginNotAllowed { origin } => format!(
                 "Origin {origin} is not allowed to call this router (gateway.cors_origins)."
             ),

@@ -5,7 +5,7 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use worker::{event, Context, Env, Fetch, Request, Response};
+use worker::{event, Context, Env, Fetch, Method, Request, Response};
 
 use super::http;
 use super::quota as quota_object;
@@ -48,19 +48,21 @@ async fn serve(
     ctx: &Context,
     explain: &mut Vec<(&'static str, String)>,
 ) -> Result<Response, RouterError> {
-    let endpoint = endpoint::resolve(req.method().as_ref(), &req.path())?;
     let config = config(env);
     let config = config.as_ref().as_ref().map_err(Clone::clone)?;
     // A handle on the same JS object, so the body can be read while headers are consulted.
     let headers = req.headers().clone();
     let origin = headers.get("origin").ok().flatten();
     let allowed_origin = cors::check(&config.gateway.cors, origin.as_deref())?;
-
-    if endpoint != Endpoint::Preflight {
+    let method = req.method();
+    // Every answer to an allowed origin, errors such as 404 and 405 included, is readable by
+    // the page; a preflight carries its own CORS headers.
+    if method != Method::Options {
         if let Some(origin) = allowed_origin {
             explain.extend(cors::response_headers(origin));
         }
     }
+    let endpoint = endpoint::resolve(method.as_ref(), &req.path())?;
     match endpoint {
         Endpoint::Preflight => {
             let requested = headers.get("access-control-request-headers").ok().flatten();

@@ -111,6 +111,19 @@ describe("CORS", () => {
     await res.arrayBuffer();
   });
 
+  test("a 404, a 405 and /healthz are readable by an allowed origin too", async () => {
+    for (const [path, init, status] of [
+      ["/v1/nope", { method: "POST" }, 404],
+      ["/v1/chat/completions", { method: "GET" }, 405],
+      ["/healthz", {}, 200],
+    ]) {
+      const res = await router.fetch(path, { ...init, headers: { origin: ORIGIN } });
+      assert.equal(res.status, status, path);
+      assert.equal(res.headers.get("access-control-allow-origin"), ORIGIN, path);
+      await res.arrayBuffer();
+    }
+  });
+
   test("another origin is refused with a 403 and no CORS grant", async () => {
     const res = await router.fetch("/v1/chat/completions", authed(JSON.stringify({ model: "fast", messages: [{ role: "user", content: "x" }] }), { origin: "https://evil.example" }));
     assert.equal(res.status, 403);
