@@ -175,12 +175,15 @@ async fn read_body(req: &mut Request, config: &Config) -> Result<Vec<u8>, Router
     {
         return Err(too_large);
     }
-    let body = req.bytes().await.map_err(http::internal)?;
-    if body.len() as u64 > limit {
-        return Err(too_large);
-    }
-    Ok(body)
+    // Read no further than the limit: a chunked body of any size costs at most the limit.
+    let cap = usize::try_from(limit).unwrap_or(usize::MAX);
+    http::read_capped(req.stream(), cap)
+        .await?
+        .map_err(|()| too_large)
 }
+
+/// How much of an upstream failure's body is read.
+const MAX_FAILURE_BODY: usize = 64 * 1024;
 
 /// What the ledger should learn once a request has its answer.
 enum Aftermath {
@@ -251,8 +254,12 @@ async fn forward(
         };
         return (resp, Aftermath::Answered { report, usage_body });
     }
-    // A failure body the runtime cannot read still yields the error the status implies.
-    let failure_body = resp.bytes().await.unwrap_or_default();
+    // A failure body the runtime cannot read still yields the error the status implies; only
+    // its start is read (a message is capped at 2 KB anyway).
+    let failure_body = match http::read_capped(resp.stream(), MAX_FAILURE_BODY).await {
+        Ok(Ok(bytes)) => bytes,
+        _ => Vec::new(),
+    };
     let after = match verdict {
         outcome::Outcome::RateLimited { .. } => Aftermath::Refused {
             refusal: ratelimit::refusal(retry_after.as_deref(), &failure_body),

@@ -82,6 +82,28 @@ pub async fn read_stream(stream: worker::web_sys::ReadableStream) -> worker::Res
     resp.bytes().await
 }
 
+/// Reads a body stream until its end or until more than `cap` bytes arrived: `Ok(bytes)`, or
+/// `Err(())` when the body is longer than `cap` (the rest is not read). A missing body reads
+/// as empty.
+pub async fn read_capped(
+    stream: Result<worker::ByteStream, worker::Error>,
+    cap: usize,
+) -> Result<Result<Vec<u8>, ()>, RouterError> {
+    use futures::StreamExt;
+    // No body at all (an empty request, a 204) reads as empty.
+    let Ok(mut stream) = stream else {
+        return Ok(Ok(Vec::new()));
+    };
+    let mut out = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        out.extend_from_slice(&chunk.map_err(internal)?);
+        if out.len() > cap {
+            return Ok(Err(()));
+        }
+    }
+    Ok(Ok(out))
+}
+
 /// A JSON response with a fixed body.
 pub fn json_response(status: u16, body: &str) -> Result<Response, RouterError> {
     let headers = Headers::new();
