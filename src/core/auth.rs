@@ -11,6 +11,12 @@ use super::error::RouterError;
 pub fn check(auth: &GatewayAuth, authorization: Option<&str>) -> Result<(), RouterError> {
     let (secret, hashes) = match auth {
         GatewayAuth::Disabled => return Ok(()),
+        GatewayAuth::Broken { error } => {
+            return Err(RouterError::InvalidConfig {
+                path: error.path.clone(),
+                detail: error.detail.clone(),
+            })
+        }
         GatewayAuth::Keys { secret, hashes } => (secret, hashes),
     };
     if hashes.is_empty() {

@@ -230,6 +230,8 @@ pub enum GatewayAuth {
         secret: String,
         hashes: Vec<[u8; 32]>,
     },
+    /// The secret is set but unusable (admin keys only: it refuses the status page alone).
+    Broken { error: ConfigError },
 }
 
 /// Thresholds of the fast/slow classifier (see `core::classify` and docs/routing.md).
@@ -378,13 +380,15 @@ fn build_gateway(
 ) -> Result<Gateway, ConfigError> {
     check_secret_name("gateway.keys_secret", &raw.keys_secret)?;
     check_secret_name("gateway.admin_keys_secret", &raw.admin_keys_secret)?;
-    let admin = GatewayAuth::Keys {
-        hashes: match secret(&raw.admin_keys_secret) {
-            Some(value) => parse_hashes(&raw.admin_keys_secret, &value)?,
-            None => Vec::new(),
-        },
-        secret: raw.admin_keys_secret,
-    };
+    // A broken admin secret only closes the status page; client traffic goes on.
+    let admin =
+        match secret(&raw.admin_keys_secret).map(|v| parse_hashes(&raw.admin_keys_secret, &v)) {
+            Some(Err(error)) => GatewayAuth::Broken { error },
+            parsed => GatewayAuth::Keys {
+                hashes: parsed.and_then(Result::ok).unwrap_or_default(),
+                secret: raw.admin_keys_secret,
+            },
+        };
     let auth = if raw.auth {
         let hashes = match secret(&raw.keys_secret) {
             Some(value) => parse_hashes(&raw.keys_secret, &value)?,

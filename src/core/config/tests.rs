@@ -372,3 +372,22 @@ fn secrets_never_print() {
     }
     assert!(printed.contains("[redacted]"));
 }
+
+#[test]
+fn a_broken_admin_secret_closes_only_the_status_page() {
+    let lookup = |name: &str| match name {
+        "ADMIN_KEY_HASHES" => Some("not-a-hash".to_owned()),
+        other => secrets(other),
+    };
+    let c = Config::parse(&minimal().to_string(), lookup).unwrap();
+    assert!(matches!(c.gateway.auth, GatewayAuth::Keys { .. }));
+    match &c.gateway.admin {
+        GatewayAuth::Broken { error } => {
+            assert_eq!(error.path, "secrets.ADMIN_KEY_HASHES[0]");
+            assert!(!error.detail.contains("not-a-hash"));
+        }
+        other => panic!("{other:?}"),
+    }
+    let err = crate::core::auth::check(&c.gateway.admin, Some("Bearer x")).unwrap_err();
+    assert_eq!((err.status(), err.code()), (503, Some("invalid_config")));
+}
