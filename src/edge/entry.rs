@@ -28,6 +28,14 @@ thread_local! {
 async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response> {
     let method = req.method().to_string();
     let path = req.path();
+    // The body, if the router refuses the request before reading it (see `http::drain`).
+    let unread_body = req.inner().body();
+    let declared_len = req
+        .headers()
+        .get("content-length")
+        .ok()
+        .flatten()
+        .and_then(|l| l.trim().parse::<usize>().ok());
     // Headers every response gets once the router knows them (CORS, the routing decision),
     // errors included.
     let mut explain: Vec<(&'static str, String)> = Vec::new();
@@ -35,6 +43,11 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response>
         Ok(resp) => resp,
         Err(err) => {
             log_error(&method, &path, &err);
+            if let Some(body) = unread_body {
+                if declared_len.is_none_or(|l| l <= DRAIN_LIMIT) {
+                    http::drain(body, DRAIN_LIMIT).await;
+                }
+            }
             http::error_response(&err)?
         }
     };
@@ -181,6 +194,10 @@ async fn read_body(req: &mut Request, config: &Config) -> Result<Vec<u8>, Router
         .await?
         .map_err(|()| too_large)
 }
+
+/// The largest unread request body drained before an error answer; a larger one (a 413 by
+/// `content-length`) is left to the connection.
+const DRAIN_LIMIT: usize = 1 << 20;
 
 /// How much of an upstream failure's body is read.
 const MAX_FAILURE_BODY: usize = 64 * 1024;

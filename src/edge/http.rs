@@ -104,6 +104,19 @@ pub async fn read_capped(
     Ok(Ok(out))
 }
 
+/// Reads and discards an unread request body of up to `cap` bytes. Answering a POST before
+/// its body is read can close the connection under the client while it is still sending
+/// (EPIPE instead of the error); draining lets the client read the answer.
+pub async fn drain(body: worker::web_sys::ReadableStream, cap: usize) {
+    if body.locked() {
+        return;
+    }
+    if let Ok(resp) = worker::web_sys::Response::new_with_opt_readable_stream(Some(&body)) {
+        let mut resp: Response = resp.into();
+        let _ = read_capped(resp.stream(), cap).await;
+    }
+}
+
 /// A JSON response with a fixed body.
 pub fn json_response(status: u16, body: &str) -> Result<Response, RouterError> {
     let headers = Headers::new();

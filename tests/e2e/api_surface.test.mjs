@@ -204,6 +204,22 @@ describe("bad input gets a 4xx in the OpenAI format and never reaches a provider
     noUpstreamCalls();
   });
 
+  test("a refusal before the body is read still reaches a client that sends a large body", async () => {
+    const big = JSON.stringify({ model: "fast", messages: [{ role: "user", content: "z".repeat(MAX_BODY - 100) }] });
+    for (let i = 0; i < 5; i++) {
+      for (const [path, headers, status] of [
+        ["/v1/chat/completions", { authorization: "Bearer wrong" }, 401],
+        ["/v1/nowhere", {}, 404],
+        ["/v1/models", {}, 405],
+      ]) {
+        const res = await router.fetch(path, { method: "POST", headers: { "content-type": "application/json", ...headers }, body: big });
+        assert.equal(res.status, status, path);
+        await res.arrayBuffer();
+      }
+    }
+    noUpstreamCalls();
+  });
+
   test("an unknown path is a 404 and a wrong method a 405 with allow", async () => {
     let res = await router.fetch("/v1/engines", authed("{}"));
     assert.equal(res.status, 404);
