@@ -3,9 +3,11 @@
 //! OpenAI error.
 #![no_main]
 
-use edge_router::core::error::RouterError;
 use edge_router::core::request::EmbeddingsRequest;
 use libfuzzer_sys::fuzz_target;
+
+mod common;
+use common::check_error;
 
 fuzz_target!(|data: &[u8]| {
     match EmbeddingsRequest::parse(data) {
@@ -17,11 +19,3 @@ fuzz_target!(|data: &[u8]| {
         Err(err) => check_error(&err),
     }
 });
-
-fn check_error(err: &RouterError) {
-    let json: serde_json::Value =
-        serde_json::from_str(&err.to_json()).expect("the error renders as JSON");
-    assert!(json["error"].is_object(), "no `error` object: {json}");
-    let status = err.status();
-    assert!((400..=499).contains(&status), "status {status} for {err:?}");
-}

@@ -145,6 +145,13 @@ const OPENAI_TOKENS: [&str; 3] = [
     "x-ratelimit-reset-tokens",
 ];
 
+/// Mistral's and Cerebras' per-minute token headers.
+const TOKENS_MINUTE: [&str; 3] = [
+    "x-ratelimit-limit-tokens-minute",
+    "x-ratelimit-remaining-tokens-minute",
+    "x-ratelimit-reset-tokens-minute",
+];
+
 /// The headers each dialect sends, by window.
 fn specs(dialect: RateLimitDialect) -> &'static [Spec] {
     use Window::*;
@@ -167,15 +174,7 @@ fn specs(dialect: RateLimitDialect) -> &'static [Spec] {
             ],
             seconds_ms,
         ),
-        spec(
-            TokensMinute,
-            [
-                "x-ratelimit-limit-tokens-minute",
-                "x-ratelimit-remaining-tokens-minute",
-                "x-ratelimit-reset-tokens-minute",
-            ],
-            seconds_ms,
-        ),
+        spec(TokensMinute, TOKENS_MINUTE, seconds_ms),
     ];
     // Together: a request rate and a token rate, resets in seconds.
     const TOGETHER: &[Spec] = &[
@@ -222,15 +221,7 @@ fn specs(dialect: RateLimitDialect) -> &'static [Spec] {
             ],
             seconds_ms,
         ),
-        spec(
-            TokensMinute,
-            [
-                "x-ratelimit-limit-tokens-minute",
-                "x-ratelimit-remaining-tokens-minute",
-                "x-ratelimit-reset-tokens-minute",
-            ],
-            seconds_ms,
-        ),
+        spec(TokensMinute, TOKENS_MINUTE, seconds_ms),
     ];
     match dialect {
         RateLimitDialect::Groq => GROQ,
