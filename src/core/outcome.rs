@@ -7,6 +7,7 @@
 use serde::Deserialize;
 
 use super::error::RouterError;
+use super::ratelimit;
 
 /// The longest `retry-after` the router repeats to a client (one day).
 pub const MAX_RETRY_AFTER_S: u64 = 86_400;
@@ -46,16 +47,8 @@ pub fn classify(status: u16, retry_after: Option<&str>) -> Outcome {
 /// [`MAX_RETRY_AFTER_S`]. HTTP dates are not used by the providers the router talks to and
 /// yield `None`.
 pub fn parse_retry_after(raw: &str) -> Option<u64> {
-    let raw = raw.trim();
-    if raw.is_empty() || raw.len() > 32 || !raw.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
-        return None;
-    }
-    let secs: f64 = raw.parse().ok()?;
-    if !secs.is_finite() {
-        return None;
-    }
     // Bounded above, so the cast is exact.
-    Some(secs.ceil().min(MAX_RETRY_AFTER_S as f64) as u64)
+    ratelimit::seconds(raw, 32).map(|secs| secs.ceil().min(MAX_RETRY_AFTER_S as f64) as u64)
 }
 
 /// The client-facing error for a non-success outcome; `None` for [`Outcome::Success`].

@@ -58,11 +58,17 @@ pub fn go_duration_ms(raw: &str) -> Option<u64> {
 /// Parses seconds given as a number (`60`, `6.78`, `0.5`), as `retry-after` and Cerebras'
 /// resets are sent, rounded up to whole milliseconds.
 pub fn seconds_ms(raw: &str) -> Option<u64> {
+    to_ms(seconds(raw, 24)? * 1_000.0)
+}
+
+/// A plain non-negative number of seconds (`60`, `6.78`): digits and a dot only, at most
+/// `max_len` characters, finite.
+pub fn seconds(raw: &str, max_len: usize) -> Option<f64> {
     let s = raw.trim();
-    if s.is_empty() || s.len() > 24 || !s.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+    if s.is_empty() || s.len() > max_len || !s.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
         return None;
     }
-    to_ms(s.parse::<f64>().ok()? * 1_000.0)
+    s.parse::<f64>().ok().filter(|f| f.is_finite())
 }
 
 fn to_ms(ms: f64) -> Option<u64> {

@@ -199,6 +199,9 @@ async fn read_body(req: &mut Request, config: &Config) -> Result<Vec<u8>, Router
 /// `content-length`) is left to the connection.
 const DRAIN_LIMIT: usize = 1 << 20;
 
+/// The longest answer whose copy is read for its usage; a longer one settles on the estimate.
+const MAX_USAGE_BODY: usize = 16 << 20;
+
 /// How much of an upstream failure's body is read.
 const MAX_FAILURE_BODY: usize = 64 * 1024;
 
@@ -430,9 +433,8 @@ fn settle_later(ctx: &Context, env: &Env, choice: &Choice<'_>, ticket: Ticket, a
         let command = match after {
             Aftermath::Answered { report, usage_body } => {
                 let usage = match usage_body {
-                    Some(stream) => http::read_stream(stream)
+                    Some(stream) => http::read_stream(&stream, MAX_USAGE_BODY)
                         .await
-                        .ok()
                         .and_then(|bytes| quota::usage_from_body(&bytes)),
                     None => None,
                 };

@@ -34,12 +34,7 @@ pub fn upstream_request(out: &UpstreamRequest, body: Vec<u8>) -> Result<Request,
 /// The upstream's response for the client: same status and body stream (never read in Rust),
 /// headers filtered by [`upstream::passes_to_client`].
 pub fn client_response(resp: Response) -> Result<Response, RouterError> {
-    let headers = Headers::new();
-    for (name, value) in resp.headers().entries() {
-        if upstream::passes_to_client(&name) {
-            headers.append(&name, &value).map_err(internal)?;
-        }
-    }
+    let headers = client_headers(&resp)?;
     let status = resp.status_code();
     let (_, body) = resp.into_parts();
     Ok(Response::builder()
@@ -48,16 +43,22 @@ pub fn client_response(resp: Response) -> Result<Response, RouterError> {
         .body(body))
 }
 
-/// Like [`client_response`], but the body is teed: the client reads one branch, the router the
-/// other (after the response is sent), so that nothing waits for the router's read.
-pub fn tee(resp: Response) -> Result<(Response, worker::web_sys::ReadableStream), RouterError> {
-    let status = resp.status_code();
+/// The upstream's headers that may reach the client ([`upstream::passes_to_client`]).
+fn client_headers(resp: &Response) -> Result<Headers, RouterError> {
     let headers = Headers::new();
     for (name, value) in resp.headers().entries() {
         if upstream::passes_to_client(&name) {
             headers.append(&name, &value).map_err(internal)?;
         }
     }
+    Ok(headers)
+}
+
+/// Like [`client_response`], but the body is teed: the client reads one branch, the router the
+/// other (after the response is sent), so that nothing waits for the router's read.
+pub fn tee(resp: Response) -> Result<(Response, worker::web_sys::ReadableStream), RouterError> {
+    let status = resp.status_code();
+    let headers = client_headers(&resp)?;
     let (_, body) = resp.into_parts();
     let worker::ResponseBody::Stream(stream) = body else {
         return Err(RouterError::Internal {
@@ -74,12 +75,11 @@ pub fn tee(resp: Response) -> Result<(Response, worker::web_sys::ReadableStream)
     Ok((resp, copy))
 }
 
-/// Reads a whole stream into bytes.
-pub async fn read_stream(stream: worker::web_sys::ReadableStream) -> worker::Result<Vec<u8>> {
-    let mut resp: Response = worker::web_sys::Response::new_with_opt_readable_stream(Some(&stream))
-        .map_err(worker::Error::from)?
-        .into();
-    resp.bytes().await
+/// Reads a JS stream into bytes, up to `cap`: `None` when it is longer or cannot be read.
+pub async fn read_stream(stream: &worker::web_sys::ReadableStream, cap: usize) -> Option<Vec<u8>> {
+    let resp = worker::web_sys::Response::new_with_opt_readable_stream(Some(stream)).ok()?;
+    let mut resp: Response = resp.into();
+    read_capped(resp.stream(), cap).await.ok()?.ok()
 }
 
 /// Reads a body stream until its end or until more than `cap` bytes arrived: `Ok(bytes)`, or
@@ -108,12 +108,8 @@ pub async fn read_capped(
 /// its body is read can close the connection under the client while it is still sending
 /// (EPIPE instead of the error); draining lets the client read the answer.
 pub async fn drain(body: worker::web_sys::ReadableStream, cap: usize) {
-    if body.locked() {
-        return;
-    }
-    if let Ok(resp) = worker::web_sys::Response::new_with_opt_readable_stream(Some(&body)) {
-        let mut resp: Response = resp.into();
-        let _ = read_capped(resp.stream(), cap).await;
+    if !body.locked() {
+        let _ = read_stream(&body, cap).await;
     }
 }
 
