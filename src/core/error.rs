@@ -61,6 +61,11 @@ pub enum RouterError {
     UpstreamFailed { status: u16 },
     /// The upstream could not be reached at all.
     UpstreamUnreachable,
+    /// No upstream answered within the attempt timeout or the request's deadline.
+    UpstreamTimeout,
+    /// Every provider that could serve the request is skipped by its circuit breaker after
+    /// repeated failures; one will be probed again after `retry_after_s`.
+    ProvidersUnavailable { retry_after_s: u64 },
     /// The runtime failed underneath the router (a JS exception in the glue).
     Internal { detail: String },
 }
@@ -100,6 +105,8 @@ impl RouterError {
             RouterError::UpstreamAuth { .. }
             | RouterError::UpstreamFailed { .. }
             | RouterError::UpstreamUnreachable => 502,
+            RouterError::UpstreamTimeout => 504,
+            RouterError::ProvidersUnavailable { .. } => 503,
             RouterError::Internal { .. } => 500,
         }
     }
@@ -126,7 +133,9 @@ impl RouterError {
             }
             RouterError::UpstreamAuth { .. }
             | RouterError::UpstreamFailed { .. }
-            | RouterError::UpstreamUnreachable => "upstream_error",
+            | RouterError::UpstreamUnreachable
+            | RouterError::UpstreamTimeout
+            | RouterError::ProvidersUnavailable { .. } => "upstream_error",
             RouterError::Internal { .. } => "server_error",
         }
     }
@@ -153,6 +162,8 @@ impl RouterError {
             RouterError::UpstreamAuth { .. } => "upstream_auth_failed",
             RouterError::UpstreamFailed { .. } => "upstream_failed",
             RouterError::UpstreamUnreachable => "upstream_unreachable",
+            RouterError::UpstreamTimeout => "upstream_timeout",
+            RouterError::ProvidersUnavailable { .. } => "upstream_unavailable",
             RouterError::Internal { .. } => "internal_error",
         })
     }
@@ -237,12 +248,21 @@ impl RouterError {
                 "The upstream provider refused the router's API key (HTTP {status}); the \
                  operator should check the secret {secret}."
             ),
+            RouterError::UpstreamFailed { status } if (200..300).contains(status) => {
+                "The upstream provider's event stream failed before its first event.".to_owned()
+            }
             RouterError::UpstreamFailed { status } => {
                 format!("The upstream provider failed with HTTP {status}.")
             }
             RouterError::UpstreamUnreachable => {
                 "The upstream provider could not be reached.".to_owned()
             }
+            RouterError::UpstreamTimeout => {
+                "No upstream provider answered within the router's deadline.".to_owned()
+            }
+            RouterError::ProvidersUnavailable { retry_after_s } => format!(
+                "Every provider that can serve this request is failing; retry in {retry_after_s} s."
+            ),
             RouterError::Internal { detail } => format!("Internal router error: {detail}."),
         }
     }
@@ -256,7 +276,10 @@ impl RouterError {
             }
             | RouterError::QuotaExhausted {
                 retry_after_s: Some(s),
-            } => vec![("retry-after", s.to_string())],
+            }
+            | RouterError::ProvidersUnavailable { retry_after_s: s } => {
+                vec![("retry-after", s.to_string())]
+            }
             _ => Vec::new(),
         }
     }
@@ -356,7 +379,10 @@ mod tests {
                 secret: "GROQ_API_KEY".into(),
             },
             RouterError::UpstreamFailed { status: 500 },
+            RouterError::UpstreamFailed { status: 200 },
             RouterError::UpstreamUnreachable,
+            RouterError::UpstreamTimeout,
+            RouterError::ProvidersUnavailable { retry_after_s: 30 },
             RouterError::Internal {
                 detail: "js".into(),
             },

@@ -14,6 +14,7 @@ pub mod route;
 pub mod adapt;
 pub mod upstream;
 pub mod outcome;
+pub mod failover;
 pub mod ratelimit;
 pub mod quota;
 pub mod models;

@@ -7,39 +7,103 @@
 use serde::Deserialize;
 
 use super::error::RouterError;
-use super::ratelimit;
+use super::ratelimit::{self, Refusal};
 
 /// The longest `retry-after` the router repeats to a client (one day).
 pub const MAX_RETRY_AFTER_S: u64 = 86_400;
 
-/// What an upstream response means for the request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What one upstream attempt came to. The failover policy (`core::failover`) matches on it; the
+/// ledger learns from it; the log names it ([`Outcome::name`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     /// 2xx: hand the response to the client as it is.
     Success,
-    /// 429: the router's key is out of quota for now.
-    RateLimited { retry_after_s: Option<u64> },
+    /// 429: this organization is out of quota on this model for now.
+    RateLimited(Refusal),
+    /// Out of credit (`insufficient_quota`, 402): retrying soon never helps this organization.
+    Billing(Refusal),
+    /// 413: the request is larger than this model's per-minute window; another model may take it.
+    TooLarge(RouterError),
+    /// 404: this provider does not serve the model (or the path); another provider may.
+    NotServed(RouterError),
+    /// Groq's 498 `capacity_exceeded`: this model is out of capacity, not the request at fault.
+    Capacity,
+    /// 5xx, or a status that makes no sense for an API call (1xx, 3xx).
+    ServerError { status: u16 },
+    /// No response headers (for a stream: no first event) within the attempt's time.
+    Timeout,
+    /// The connection failed: refused, reset, or the response could not be read.
+    Transport,
+    /// A 200 event stream that failed or sent an error event before any of it reached the client.
+    StreamFailed,
     /// 401/403: the router's key is wrong or revoked.
-    Auth,
-    /// Any other 4xx: the request itself was refused; the client must change it.
-    ClientError,
-    /// 5xx, Groq's 498 (out of capacity), or a status that makes no sense for an API call
-    /// (1xx, 3xx).
-    ServerError,
+    Auth { status: u16 },
+    /// Any other 4xx (400, 422, ...): the request itself is refused, and another provider would
+    /// refuse it too. Returned to the client at once.
+    Rejected(RouterError),
 }
 
-/// Classifies an upstream response from its status and its `retry-after` header.
-pub fn classify(status: u16, retry_after: Option<&str>) -> Outcome {
+impl Outcome {
+    /// A stable name for logs and the `x-router-failover` header.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Outcome::Success => "success",
+            Outcome::RateLimited(_) => "rate_limited",
+            Outcome::Billing(_) => "billing",
+            Outcome::TooLarge(_) => "too_large",
+            Outcome::NotServed(_) => "not_served",
+            Outcome::Capacity => "capacity",
+            Outcome::ServerError { .. } => "server_error",
+            Outcome::Timeout => "timeout",
+            Outcome::Transport => "transport",
+            Outcome::StreamFailed => "stream_failed",
+            Outcome::Auth { .. } => "auth",
+            Outcome::Rejected(_) => "rejected",
+        }
+    }
+
+    /// Whether the outcome says the provider itself is failing (what the circuit breaker
+    /// counts), as opposed to an answer about this key, this request or this model.
+    pub fn is_provider_failure(&self) -> bool {
+        matches!(
+            self,
+            Outcome::ServerError { .. }
+                | Outcome::Capacity
+                | Outcome::Timeout
+                | Outcome::Transport
+                | Outcome::StreamFailed
+        )
+    }
+}
+
+/// Whether a status is a success, which is handed through without its body being read.
+pub fn is_success(status: u16) -> bool {
+    (200..=299).contains(&status)
+}
+
+/// Classifies an upstream response from its status, its `retry-after` header and, for a
+/// failure, the start of its body (a success's body is never read: pass an empty one).
+pub fn classify(status: u16, retry_after: Option<&str>, body: &[u8]) -> Outcome {
     match status {
         200..=299 => Outcome::Success,
-        429 => Outcome::RateLimited {
-            retry_after_s: retry_after.and_then(parse_retry_after),
-        },
-        401 | 403 => Outcome::Auth,
-        // Groq's `capacity_exceeded`: the provider is out of capacity, not the request at fault.
-        498 => Outcome::ServerError,
-        400..=499 => Outcome::ClientError,
-        _ => Outcome::ServerError,
+        429 => {
+            let refusal = ratelimit::refusal(retry_after, body);
+            if refusal.billing {
+                Outcome::Billing(refusal)
+            } else {
+                Outcome::RateLimited(refusal)
+            }
+        }
+        402 => Outcome::Billing(Refusal {
+            billing: true,
+            ..ratelimit::refusal(retry_after, body)
+        }),
+        401 | 403 => Outcome::Auth { status },
+        413 => Outcome::TooLarge(rejected(status, body)),
+        404 => Outcome::NotServed(rejected(status, body)),
+        498 => Outcome::Capacity,
+        400..=499 => Outcome::Rejected(rejected(status, body)),
+        _ => Outcome::ServerError { status },
     }
 }
 
@@ -51,22 +115,13 @@ pub fn parse_retry_after(raw: &str) -> Option<u64> {
     ratelimit::seconds(raw, 32).map(|secs| secs.ceil().min(MAX_RETRY_AFTER_S as f64) as u64)
 }
 
-/// The client-facing error for a non-success outcome; `None` for [`Outcome::Success`].
-/// `body` is the upstream's response body, read only for failures; `secret` names the Worker
-/// secret of the key that was used.
-pub fn into_error(outcome: Outcome, status: u16, body: &[u8], secret: &str) -> Option<RouterError> {
-    Some(match outcome {
-        Outcome::Success => return None,
-        Outcome::RateLimited { retry_after_s } => {
-            RouterError::UpstreamRateLimited { retry_after_s }
-        }
-        Outcome::Auth => RouterError::UpstreamAuth {
-            status,
-            secret: secret.to_owned(),
-        },
-        Outcome::ServerError => RouterError::UpstreamFailed { status },
-        Outcome::ClientError => rejected(status, body),
-    })
+/// Seconds from `now_ms` until `until_ms`, rounded up, as a `retry-after` value: at least 1,
+/// at most [`MAX_RETRY_AFTER_S`].
+pub fn retry_after_s(until_ms: u64, now_ms: u64) -> u64 {
+    until_ms
+        .saturating_sub(now_ms)
+        .div_ceil(1_000)
+        .clamp(1, MAX_RETRY_AFTER_S)
 }
 
 #[derive(Deserialize)]
@@ -170,40 +225,70 @@ mod tests {
 
     #[test]
     fn classify_table() {
-        let cases: &[(u16, Option<&str>, Outcome)] = &[
-            (200, None, Outcome::Success),
-            (201, None, Outcome::Success),
-            (
-                429,
-                Some("7"),
-                Outcome::RateLimited {
-                    retry_after_s: Some(7),
-                },
-            ),
-            (
-                429,
-                None,
-                Outcome::RateLimited {
-                    retry_after_s: None,
-                },
-            ),
-            (401, None, Outcome::Auth),
-            (403, None, Outcome::Auth),
-            (400, None, Outcome::ClientError),
-            (404, None, Outcome::ClientError),
-            (413, None, Outcome::ClientError),
-            (422, None, Outcome::ClientError),
-            (500, None, Outcome::ServerError),
-            (502, None, Outcome::ServerError),
-            (503, Some("3"), Outcome::ServerError),
-            (498, None, Outcome::ServerError),
-            (418, None, Outcome::ClientError),
-            (302, None, Outcome::ServerError),
-            (101, None, Outcome::ServerError),
+        let groq_429 = br#"{"error":{"message":"Rate limit reached for model `m` in organization `org_x` on tokens per minute (TPM): Limit 6000, Used 5000, Requested 3000. Please try again in 6.78s.","type":"tokens","code":"rate_limit_exceeded"}}"#;
+        let billing = br#"{"error":{"message":"You exceeded your current quota","type":"insufficient_quota","code":"insufficient_quota"}}"#;
+        let cases: &[(u16, Option<&str>, &[u8], &str)] = &[
+            (200, None, b"", "success"),
+            (201, None, b"", "success"),
+            (429, Some("7"), b"", "rate_limited"),
+            (429, None, groq_429, "rate_limited"),
+            (429, None, billing, "billing"),
+            (402, None, b"", "billing"),
+            (401, None, b"", "auth"),
+            (403, None, b"", "auth"),
+            (400, None, b"", "rejected"),
+            (422, None, b"", "rejected"),
+            (418, None, b"", "rejected"),
+            (404, None, b"", "not_served"),
+            (413, None, b"", "too_large"),
+            (498, None, b"", "capacity"),
+            (500, None, b"", "server_error"),
+            (502, None, b"", "server_error"),
+            (503, Some("3"), b"", "server_error"),
+            (302, None, b"", "server_error"),
+            (101, None, b"", "server_error"),
         ];
-        for (status, ra, want) in cases {
-            assert_eq!(classify(*status, *ra), *want, "{status} {ra:?}");
+        for (status, ra, body, want) in cases {
+            assert_eq!(
+                classify(*status, *ra, body).name(),
+                *want,
+                "{status} {ra:?}"
+            );
         }
+        // The refusal keeps what the 429 said of when to come back.
+        match classify(429, Some("7"), b"") {
+            Outcome::RateLimited(r) => assert_eq!(r.retry_after_ms, Some(7_000)),
+            other => panic!("{other:?}"),
+        }
+        match classify(429, None, groq_429) {
+            Outcome::RateLimited(r) => assert_eq!(r.retry_after_ms, Some(6_780)),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn provider_failures_are_what_the_breaker_counts() {
+        for (outcome, counts) in [
+            (classify(500, None, b""), true),
+            (classify(498, None, b""), true),
+            (Outcome::Timeout, true),
+            (Outcome::Transport, true),
+            (Outcome::StreamFailed, true),
+            (classify(429, None, b""), false),
+            (classify(401, None, b""), false),
+            (classify(400, None, b""), false),
+            (classify(413, None, b""), false),
+            (Outcome::Success, false),
+        ] {
+            assert_eq!(outcome.is_provider_failure(), counts, "{outcome:?}");
+        }
+    }
+
+    #[test]
+    fn retry_after_seconds_round_up_and_stay_in_bounds() {
+        assert_eq!(retry_after_s(10_001, 0), 11);
+        assert_eq!(retry_after_s(5, 10), 1);
+        assert_eq!(retry_after_s(u64::MAX, 0), MAX_RETRY_AFTER_S);
     }
 
     #[test]
@@ -234,7 +319,7 @@ mod tests {
     #[test]
     fn client_error_keeps_the_upstream_openai_error() {
         let body = br#"{"error":{"message":"'messages' must contain at least one message","type":"invalid_request_error","param":"messages","code":"invalid_value","extra":1}}"#;
-        let err = into_error(Outcome::ClientError, 400, body, "K").unwrap();
+        let err = rejected(400, body);
         assert_eq!(
             err,
             RouterError::UpstreamRejected {
@@ -256,7 +341,7 @@ mod tests {
             br#"{"error":"plain string"}"#,
             br#"{"error":{"message":"   "}}"#,
         ] {
-            let err = into_error(Outcome::ClientError, 404, body, "K").unwrap();
+            let err = rejected(404, body);
             assert_eq!(err.status(), 404);
             assert_eq!(err.kind(), "invalid_request_error");
             assert!(err.message().contains("HTTP 404"), "{}", err.message());
@@ -266,7 +351,7 @@ mod tests {
     #[test]
     fn groq_413_keeps_its_meaning_but_not_the_organization() {
         let body = br#"{"error":{"message":"Request too large for model `llama-3.1-8b-instant` in organization `org_01jabcdef123` service tier `on_demand` on tokens per minute (TPM): Limit 6000, Requested 12328, please reduce your message size and try again.","type":"tokens","code":"rate_limit_exceeded"}}"#;
-        let err = into_error(Outcome::ClientError, 413, body, "K").unwrap();
+        let err = rejected(413, body);
         let json = err.to_json();
         assert!(!json.contains("org_01jabcdef123"), "{json}");
         assert!(json.contains("organization `[redacted]`"), "{json}");
@@ -291,7 +376,7 @@ mod tests {
     #[test]
     fn numeric_codes_become_text() {
         let body = br#"{"error":{"message":"m","type":"t","code":400}}"#;
-        let err = into_error(Outcome::ClientError, 400, body, "K").unwrap();
+        let err = rejected(400, body);
         assert_eq!(err.code(), Some("400"));
     }
 
@@ -299,38 +384,17 @@ mod tests {
     fn long_messages_are_cut_on_a_char_boundary() {
         let long = "é".repeat(MAX_MESSAGE);
         let body = serde_json::json!({"error": {"message": long}}).to_string();
-        let err = into_error(Outcome::ClientError, 400, body.as_bytes(), "K").unwrap();
+        let err = rejected(400, body.as_bytes());
         let msg = err.message();
         assert!(msg.len() <= MAX_MESSAGE + '…'.len_utf8());
         assert!(msg.ends_with('…'));
     }
 
     #[test]
-    fn failures_other_than_client_errors_ignore_the_body() {
-        // A 429 body names the provider's organization; it must not reach the client.
-        let body = br#"{"error":{"message":"Rate limit reached in organization `org_123`"}}"#;
-        let err = into_error(
-            Outcome::RateLimited {
-                retry_after_s: Some(3),
-            },
-            429,
-            body,
-            "K",
-        )
-        .unwrap();
-        assert!(!err.to_json().contains("org_123"));
-        assert_eq!(err.headers(), vec![("retry-after", "3".to_owned())]);
-        assert_eq!(
-            into_error(Outcome::ServerError, 503, body, "K").unwrap(),
-            RouterError::UpstreamFailed { status: 503 }
-        );
-        assert_eq!(
-            into_error(Outcome::Auth, 401, body, "K").unwrap(),
-            RouterError::UpstreamAuth {
-                status: 401,
-                secret: "K".into()
-            }
-        );
-        assert_eq!(into_error(Outcome::Success, 200, body, "K"), None);
+    fn a_429_body_never_reaches_the_client() {
+        // A 429 body names the provider's organization; only its timing is kept.
+        let body = br#"{"error":{"message":"Rate limit reached in organization `org_123`. Please try again in 2s."}}"#;
+        let outcome = classify(429, None, body);
+        assert!(!format!("{outcome:?}").contains("org_123"));
     }
 }

@@ -274,21 +274,7 @@ impl Ledger {
     /// window ends, or for [`DEFAULT_COOLDOWN_MS`]; a billing refusal for
     /// [`BILLING_COOLDOWN_MS`].
     pub fn refused(&mut self, org: &str, model: &str, refusal: &Refusal, now_ms: u64) {
-        let until = if refusal.billing {
-            now_ms + BILLING_COOLDOWN_MS
-        } else if let Some(wait) = refusal.retry_after_ms {
-            now_ms.saturating_add(wait)
-        } else {
-            match refusal.window {
-                Some(Window::RequestsMinute | Window::TokensMinute) => {
-                    Counter::window_start(now_ms, MINUTE_MS) + MINUTE_MS
-                }
-                Some(Window::RequestsDay | Window::TokensDay) => {
-                    Counter::window_start(now_ms, DAY_MS) + DAY_MS
-                }
-                None => now_ms + DEFAULT_COOLDOWN_MS,
-            }
-        };
+        let until = cooldown_until(refusal, now_ms);
         let b = self.books_mut(org, model);
         b.cooldown_until_ms = b.cooldown_until_ms.max(until);
     }
@@ -300,6 +286,27 @@ impl Ledger {
 
     pub fn is_disabled(&self, key_id: &str) -> bool {
         self.disabled_keys.contains_key(key_id)
+    }
+}
+
+/// When a refused organization may be asked again: a billing refusal after
+/// [`BILLING_COOLDOWN_MS`]; otherwise when the provider said, or when the window it named ends,
+/// or after [`DEFAULT_COOLDOWN_MS`].
+pub fn cooldown_until(refusal: &Refusal, now_ms: u64) -> u64 {
+    if refusal.billing {
+        now_ms.saturating_add(BILLING_COOLDOWN_MS)
+    } else if let Some(wait) = refusal.retry_after_ms {
+        now_ms.saturating_add(wait)
+    } else {
+        match refusal.window {
+            Some(Window::RequestsMinute | Window::TokensMinute) => {
+                Counter::window_start(now_ms, MINUTE_MS) + MINUTE_MS
+            }
+            Some(Window::RequestsDay | Window::TokensDay) => {
+                Counter::window_start(now_ms, DAY_MS) + DAY_MS
+            }
+            None => now_ms.saturating_add(DEFAULT_COOLDOWN_MS),
+        }
     }
 }
 
@@ -522,6 +529,7 @@ pub fn plan<'c>(config: &'c Config, targets: &[&'c Target], prefix_hash: u64) ->
             model: target.model.clone(),
             limits: *limits,
             prefix_hash: caches_prompts(&target.model).then_some(prefix_hash),
+            skip: Vec::new(),
         };
         if let Some(Step::Reserve {
             provider: p,
@@ -571,6 +579,10 @@ pub struct ModelOption {
     pub model: String,
     pub limits: Limits,
     pub prefix_hash: Option<u64>,
+    /// Organizations and keys (by name or id) not to book on this model: those a failed
+    /// attempt of this request already used.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skip: Vec<String>,
 }
 
 /// What the Worker asks of the object that holds a ledger. The object applies it with
@@ -644,16 +656,17 @@ pub fn apply(ledger: &mut Ledger, command: Command, now_ms: u64) -> Reply {
             tokens,
             candidates,
         } => {
-            let borrowed: Vec<Candidate<'_>> = candidates
-                .iter()
-                .map(|c| Candidate {
-                    org: &c.org,
-                    key_id: &c.key_id,
-                })
-                .collect();
             let mut earliest = u64::MAX;
             for option in options {
                 let (model, limits) = (&option.model, &option.limits);
+                let borrowed: Vec<Candidate<'_>> = candidates
+                    .iter()
+                    .filter(|c| !option.skip.iter().any(|s| *s == c.org || *s == c.key_id))
+                    .map(|c| Candidate {
+                        org: &c.org,
+                        key_id: &c.key_id,
+                    })
+                    .collect();
                 let chosen = choose(
                     ledger,
                     &borrowed,

@@ -12,7 +12,7 @@ mod raw;
 use std::collections::BTreeMap;
 
 pub use presets::{Preset, PRESETS};
-use raw::{RawClassifier, RawConfig, RawGateway, RawLimits, RawProvider};
+use raw::{RawClassifier, RawConfig, RawFailover, RawGateway, RawLimits, RawProvider};
 
 /// The Worker var that holds the configuration.
 pub const CONFIG_VAR: &str = "ROUTER_CONFIG";
@@ -262,6 +262,41 @@ impl Default for Classifier {
     }
 }
 
+/// How hard the router tries before it answers with an error (see `core::failover` and
+/// docs/failover.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Failover {
+    /// Upstream calls one request may make. Each may cost up to three subrequests (the call, a
+    /// quota reservation, its settlement), and the free plan allows 50 per request.
+    pub max_attempts: u32,
+    /// How long one attempt may wait for the upstream's response headers (for a stream, its
+    /// first event) before it is aborted and the next candidate is tried.
+    pub attempt_timeout_ms: u64,
+    /// How long the router may spend on a request before it must have an answer to send.
+    pub deadline_ms: u64,
+    /// Consecutive failures (5xx, 498, timeouts, transport errors) that open a provider's
+    /// circuit.
+    pub breaker_failures: u32,
+    /// How long an open circuit skips the provider before one probe request is let through.
+    pub breaker_cooldown_ms: u64,
+}
+
+/// The most attempts a request may make: 15 attempts of three subrequests each stay within
+/// the free plan's 50.
+pub const MAX_ATTEMPTS_LIMIT: u32 = 15;
+
+impl Default for Failover {
+    fn default() -> Self {
+        Failover {
+            max_attempts: 6,
+            attempt_timeout_ms: 30_000,
+            deadline_ms: 60_000,
+            breaker_failures: 5,
+            breaker_cooldown_ms: 30_000,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Gateway {
     pub auth: GatewayAuth,
@@ -276,6 +311,7 @@ pub struct Gateway {
 pub struct Config {
     pub gateway: Gateway,
     pub classifier: Classifier,
+    pub failover: Failover,
     pub providers: Vec<Provider>,
     /// Router model name (an alias such as `fast`, or a concrete model id) -> targets in order
     /// of preference.
@@ -352,6 +388,7 @@ impl Config {
 fn build(raw: RawConfig, secret: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
     let gateway = build_gateway(raw.gateway, secret)?;
     let classifier = build_classifier(&raw.classifier)?;
+    let failover = build_failover(&raw.failover)?;
     if raw.providers.is_empty() {
         return Err(ConfigError::at(
             "providers",
@@ -367,6 +404,7 @@ fn build(raw: RawConfig, secret: &dyn Fn(&str) -> Option<String>) -> Result<Conf
     Ok(Config {
         gateway,
         classifier,
+        failover,
         providers,
         models,
         listing,
@@ -453,6 +491,42 @@ fn build_classifier(raw: &RawClassifier) -> Result<Classifier, ConfigError> {
     }
     Ok(c)
 }
+
+fn build_failover(raw: &RawFailover) -> Result<Failover, ConfigError> {
+    let d = Failover::default();
+    let f = Failover {
+        max_attempts: raw.max_attempts.unwrap_or(d.max_attempts),
+        attempt_timeout_ms: raw.attempt_timeout_ms.unwrap_or(d.attempt_timeout_ms),
+        deadline_ms: raw.deadline_ms.unwrap_or(d.deadline_ms),
+        breaker_failures: raw.breaker_failures.unwrap_or(d.breaker_failures),
+        breaker_cooldown_ms: raw.breaker_cooldown_ms.unwrap_or(d.breaker_cooldown_ms),
+    };
+    let at = |name: &str, detail: String| ConfigError::at(format!("failover.{name}"), detail);
+    if !(1..=MAX_ATTEMPTS_LIMIT).contains(&f.max_attempts) {
+        return Err(at(
+            "max_attempts",
+            format!("must be between 1 and {MAX_ATTEMPTS_LIMIT}"),
+        ));
+    }
+    // Workers let work go on for 30 s after the response; a longer wait is an operator's
+    // choice, but one of zero would refuse every request.
+    for (name, value) in [
+        ("attempt_timeout_ms", f.attempt_timeout_ms),
+        ("deadline_ms", f.deadline_ms),
+        ("breaker_cooldown_ms", f.breaker_cooldown_ms),
+    ] {
+        if value == 0 || value > MAX_WAIT_MS {
+            return Err(at(name, format!("must be between 1 and {MAX_WAIT_MS}")));
+        }
+    }
+    if f.breaker_failures == 0 {
+        return Err(at("breaker_failures", "must be greater than 0".to_owned()));
+    }
+    Ok(f)
+}
+
+/// The longest timeout or cooldown the configuration accepts (one hour).
+const MAX_WAIT_MS: u64 = 3_600_000;
 
 /// Parses the gateway-key secret: SHA-256 hashes in hex, separated by commas or whitespace.
 /// Errors never quote the secret's content.

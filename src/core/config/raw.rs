@@ -12,6 +12,8 @@ pub struct RawConfig {
     pub gateway: RawGateway,
     #[serde(default)]
     pub classifier: RawClassifier,
+    #[serde(default)]
+    pub failover: RawFailover,
     pub providers: BTreeMap<String, RawProvider>,
     pub routes: BTreeMap<String, Vec<String>>,
 }
@@ -74,6 +76,17 @@ pub struct RawClassifier {
     pub default_output_tokens: Option<u64>,
     pub fast_context_tokens: Option<u64>,
     pub tight_latency_budget_ms: Option<u64>,
+}
+
+/// Attempts, deadlines and the circuit breaker; each defaults as `Failover::default` says.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFailover {
+    pub max_attempts: Option<u32>,
+    pub attempt_timeout_ms: Option<u64>,
+    pub deadline_ms: Option<u64>,
+    pub breaker_failures: Option<u32>,
+    pub breaker_cooldown_ms: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -346,6 +346,7 @@ fn commands_round_trip_and_apply() {
             model: "m".into(),
             limits: small(),
             prefix_hash: None,
+            skip: Vec::new(),
         }],
         tokens: 100,
         candidates: vec![
@@ -514,11 +515,13 @@ fn one_reservation_tries_the_models_in_order() {
                 model: "first".into(),
                 limits: tight,
                 prefix_hash: None,
+                skip: Vec::new(),
             },
             ModelOption {
                 model: "second".into(),
                 limits: tight,
                 prefix_hash: None,
+                skip: Vec::new(),
             },
         ],
         tokens: 1,

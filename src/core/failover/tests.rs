@@ -1,0 +1,569 @@
+use super::*;
+use crate::core::quota::Ledger;
+use crate::core::ratelimit::Refusal;
+
+const T0: u64 = 1_763_900_000_000 - 1_763_900_000_000 % 86_400_000;
+
+/// Groq with three keys in two organizations (limits from the preset), then two GPU
+/// providers that track nothing.
+fn config_with(failover: serde_json::Value) -> Config {
+    let doc = serde_json::json!({
+        "failover": failover,
+        "providers": {
+            "groq": {"keys": [
+                {"id": "g1", "secret": "G1", "org": "a"},
+                {"id": "g2", "secret": "G2", "org": "a"},
+                {"id": "g3", "secret": "G3", "org": "b"}
+            ]},
+            "together": {"keys": [{"id": "t1", "secret": "T1"}, {"id": "t2", "secret": "T2"}]},
+            "fireworks": {"keys": [{"id": "f1", "secret": "F1"}]}
+        },
+        "routes": {
+            "fast": ["groq/llama-3.1-8b-instant", "groq/llama-3.3-70b-versatile"],
+            "slow": ["together/m-t", "fireworks/m-f"]
+        }
+    });
+    Config::parse(&doc.to_string(), |n| {
+        (!n.ends_with("_HASHES")).then(|| format!("sk-{n}"))
+    })
+    .unwrap()
+}
+
+fn config() -> Config {
+    config_with(serde_json::json!({}))
+}
+
+fn targets(c: &Config) -> Vec<&Target> {
+    c.targets("fast")
+        .unwrap()
+        .iter()
+        .chain(c.targets("slow").unwrap())
+        .collect()
+}
+
+/// What a run of the loop came to: the provider/model/key that served (or the error), the
+/// attempts, and how many quota calls were made.
+struct Run {
+    result: Result<String, RouterError>,
+    attempts: Vec<Attempt>,
+    reserves: usize,
+    sent: Vec<(String, Option<u64>)>,
+}
+
+/// Drives the planner as the edge does, with `ledger` standing in for the quota objects and
+/// `answer` for the upstreams (it sees `provider/model@key`).
+fn drive(
+    c: &Config,
+    ledger: &mut Ledger,
+    breakers: &mut Breakers,
+    now: u64,
+    mut answer: impl FnMut(&str) -> Outcome,
+) -> Run {
+    let t = targets(c);
+    let mut p = Planner::new(c, &t, 0, 100, now, c.failover.deadline_ms);
+    let mut reserves = 0;
+    let mut sent = Vec::new();
+    for _ in 0..100 {
+        match p.next(now, breakers) {
+            Next::Reserve { command, .. } => {
+                reserves += 1;
+                let reply = quota::apply(ledger, command, now);
+                assert_eq!(p.on_reply(reply), None);
+            }
+            Next::Send {
+                choice,
+                ticket,
+                timeout_ms,
+            } => {
+                let name = format!(
+                    "{}/{}@{}",
+                    choice.provider.name, choice.target.model, choice.key.id
+                );
+                sent.push((name.clone(), ticket.as_ref().map(|t| t.tokens)));
+                let _ = timeout_ms;
+                let outcome = answer(&name);
+                match p.record(&choice, &outcome, 5, now, breakers) {
+                    Verdict::Serve => {
+                        return Run {
+                            result: Ok(name),
+                            attempts: p.attempts().to_vec(),
+                            reserves,
+                            sent,
+                        }
+                    }
+                    Verdict::Return(err) => {
+                        return Run {
+                            result: Err(err),
+                            attempts: p.attempts().to_vec(),
+                            reserves,
+                            sent,
+                        }
+                    }
+                    Verdict::Retry => {}
+                }
+            }
+            Next::GiveUp(err) => {
+                return Run {
+                    result: Err(err),
+                    attempts: p.attempts().to_vec(),
+                    reserves,
+                    sent,
+                }
+            }
+        }
+    }
+    panic!("the loop did not end");
+}
+
+fn rate_limited(secs: u64) -> Outcome {
+    Outcome::RateLimited(Refusal {
+        window: None,
+        retry_after_ms: Some(secs * 1_000),
+        billing: false,
+    })
+}
+
+fn names(run: &Run) -> Vec<&str> {
+    run.sent.iter().map(|(n, _)| n.as_str()).collect()
+}
+
+#[test]
+fn the_first_candidate_serves_with_one_reservation() {
+    let c = config();
+    let run = drive(
+        &c,
+        &mut Ledger::default(),
+        &mut Breakers::default(),
+        T0,
+        |_| Outcome::Success,
+    );
+    assert_eq!(run.result.unwrap(), "groq/llama-3.1-8b-instant@g1");
+    assert_eq!(run.reserves, 1);
+    assert_eq!(run.sent[0].1, Some(100), "booked with the estimate");
+}
+
+#[test]
+fn a_429_moves_to_another_organization_then_serves() {
+    let c = config();
+    let run = drive(
+        &c,
+        &mut Ledger::default(),
+        &mut Breakers::default(),
+        T0,
+        |n| {
+            if n.ends_with("@g1") {
+                rate_limited(7)
+            } else {
+                Outcome::Success
+            }
+        },
+    );
+    // g2 shares org a with g1, so the next try is org b's key.
+    assert_eq!(
+        names(&run),
+        [
+            "groq/llama-3.1-8b-instant@g1",
+            "groq/llama-3.1-8b-instant@g3"
+        ]
+    );
+    assert_eq!(run.reserves, 2);
+    assert_eq!(run.attempts[0].outcome, "rate_limited");
+    assert_eq!(run.attempts[1].outcome, "success");
+}
+
+#[test]
+fn every_groq_organization_refused_then_the_slow_path_serves() {
+    let c = config();
+    let run = drive(
+        &c,
+        &mut Ledger::default(),
+        &mut Breakers::default(),
+        T0,
+        |n| {
+            if n.starts_with("groq/") {
+                rate_limited(30)
+            } else {
+                Outcome::Success
+            }
+        },
+    );
+    assert_eq!(
+        names(&run),
+        [
+            "groq/llama-3.1-8b-instant@g1",
+            "groq/llama-3.1-8b-instant@g3",
+            // Another Groq model has its own limits per organization.
+            "groq/llama-3.3-70b-versatile@g1",
+            "groq/llama-3.3-70b-versatile@g3",
+            "together/m-t@t1",
+        ]
+    );
+    assert_eq!(run.result.unwrap(), "together/m-t@t1");
+}
+
+#[test]
+fn a_full_ledger_falls_through_without_calling_groq() {
+    let c = config();
+    let mut ledger = Ledger::default();
+    let limits = c
+        .providers
+        .iter()
+        .find(|p| p.name == "groq")
+        .unwrap()
+        .limits
+        .clone();
+    for (model, l) in &limits {
+        for org in ["a", "b"] {
+            while ledger.reserve(org, model, l, 1, T0).is_ok() {}
+        }
+    }
+    let run = drive(&c, &mut ledger, &mut Breakers::default(), T0, |_| {
+        Outcome::Success
+    });
+    assert_eq!(names(&run), ["together/m-t@t1"]);
+    assert_eq!(run.reserves, 1, "one call books across both Groq models");
+}
+
+#[test]
+fn a_gpu_503_moves_to_the_next_gpu_provider() {
+    let c = config();
+    let mut ledger = Ledger::default();
+    let run = drive(&c, &mut ledger, &mut Breakers::default(), T0, |n| {
+        if n.starts_with("groq/") {
+            Outcome::TooLarge(RouterError::BodyTooLarge { limit: 1 })
+        } else if n.starts_with("together/") {
+            Outcome::ServerError { status: 503 }
+        } else {
+            Outcome::Success
+        }
+    });
+    // A 5xx skips the provider: Together's second key is not tried.
+    assert_eq!(
+        names(&run),
+        [
+            "groq/llama-3.1-8b-instant@g1",
+            "groq/llama-3.3-70b-versatile@g1",
+            "together/m-t@t1",
+            "fireworks/m-f@f1"
+        ]
+    );
+    assert_eq!(run.result.unwrap(), "fireworks/m-f@f1");
+}
+
+#[test]
+fn everything_rate_limited_gives_429_with_the_earliest_retry() {
+    let c = config();
+    let run = drive(
+        &c,
+        &mut Ledger::default(),
+        &mut Breakers::default(),
+        T0,
+        |n| {
+            if n.contains("@g3") {
+                rate_limited(4)
+            } else {
+                rate_limited(40)
+            }
+        },
+    );
+    assert_eq!(run.attempts.len(), 6, "capped at max_attempts");
+    assert_eq!(
+        run.result.unwrap_err(),
+        RouterError::QuotaExhausted {
+            retry_after_s: Some(4)
+        }
+    );
+}
+
+#[test]
+fn everything_failing_with_5xx_gives_502() {
+    let c = config();
+    let run = drive(
+        &c,
+        &mut Ledger::default(),
+        &mut Breakers::default(),
+        T0,
+        |_| Outcome::ServerError { status: 500 },
+    );
+    assert_eq!(run.attempts.len(), 3, "one attempt per provider");
+    let err = run.result.unwrap_err();
+    assert_eq!(err, RouterError::UpstreamFailed { status: 500 });
+    assert_eq!(err.status(), 502);
+}
+
+#[test]
+fn a_client_error_is_returned_at_once() {
+    let c = config();
+    let rejected = RouterError::UpstreamRejected {
+        status: 400,
+        message: "bad".into(),
+        kind: "invalid_request_error".into(),
+        param: None,
+        code: None,
+    };
+    let run = drive(
+        &c,
+        &mut Ledger::default(),
+        &mut Breakers::default(),
+        T0,
+        |_| Outcome::Rejected(rejected.clone()),
+    );
+    assert_eq!(run.attempts.len(), 1);
+    assert_eq!(run.result.unwrap_err(), rejected);
+}
+
+#[test]
+fn a_refused_key_is_not_used_again_in_the_request() {
+    let c = config_with(serde_json::json!({"max_attempts": 15}));
+    let run = drive(
+        &c,
+        &mut Ledger::default(),
+        &mut Breakers::default(),
+        T0,
+        |n| {
+            if n.contains("@g1") || n.contains("@t1") {
+                Outcome::Auth { status: 401 }
+            } else if n.starts_with("groq/") {
+                rate_limited(10)
+            } else {
+                Outcome::Success
+            }
+        },
+    );
+    assert_eq!(
+        names(&run),
+        [
+            "groq/llama-3.1-8b-instant@g1",
+            // The ledger ranks organizations by headroom: org b has the most now.
+            "groq/llama-3.1-8b-instant@g3",
+            // g1 is refused, but g2 of the same organization still has its quota.
+            "groq/llama-3.1-8b-instant@g2",
+            // The 70b model: g1 is not offered again.
+            "groq/llama-3.3-70b-versatile@g2",
+            "groq/llama-3.3-70b-versatile@g3",
+            "together/m-t@t1",
+            "together/m-t@t2",
+        ]
+    );
+    assert_eq!(run.result.unwrap(), "together/m-t@t2");
+}
+
+#[test]
+fn too_large_everywhere_returns_the_providers_413() {
+    let c = config_with(serde_json::json!({"max_attempts": 15}));
+    let large = RouterError::UpstreamRejected {
+        status: 413,
+        message: "Request too large".into(),
+        kind: "invalid_request_error".into(),
+        param: None,
+        code: None,
+    };
+    let run = drive(
+        &c,
+        &mut Ledger::default(),
+        &mut Breakers::default(),
+        T0,
+        |_| Outcome::TooLarge(large.clone()),
+    );
+    assert_eq!(run.attempts.len(), 4, "once per model");
+    assert_eq!(run.result.unwrap_err(), large);
+}
+
+#[test]
+fn timeouts_fit_the_deadline_and_end_in_504() {
+    let c = config_with(serde_json::json!({"attempt_timeout_ms": 400, "deadline_ms": 1_000}));
+    let t = targets(&c);
+    let mut b = Breakers::default();
+    let mut p = Planner::new(&c, &t, 0, 10, T0, c.failover.deadline_ms);
+    let mut now = T0;
+    let mut timeouts = Vec::new();
+    loop {
+        match p.next(now, &mut b) {
+            Next::Reserve { command, .. } => {
+                let reply = quota::apply(&mut Ledger::default(), command, now);
+                let _ = p.on_reply(reply);
+            }
+            Next::Send {
+                choice, timeout_ms, ..
+            } => {
+                timeouts.push(timeout_ms);
+                now += timeout_ms;
+                let _ = p.record(&choice, &Outcome::Timeout, timeout_ms, now, &mut b);
+            }
+            Next::GiveUp(err) => {
+                assert_eq!(err, RouterError::UpstreamTimeout);
+                assert_eq!(err.status(), 504);
+                break;
+            }
+        }
+    }
+    // Groq, then Together, then what is left of the deadline for Fireworks.
+    assert_eq!(timeouts, [400, 400, 200]);
+    assert_eq!(now, T0 + 1_000);
+}
+
+#[test]
+fn an_unreachable_quota_object_falls_back_to_the_first_key() {
+    let c = config();
+    let t = targets(&c);
+    let mut b = Breakers::default();
+    let mut p = Planner::new(&c, &t, 0, 10, T0, 60_000);
+    assert!(matches!(p.next(T0, &mut b), Next::Reserve { .. }));
+    p.on_unreachable();
+    match p.next(T0, &mut b) {
+        Next::Send { choice, ticket, .. } => {
+            assert_eq!(choice.key.id, "g1");
+            assert_eq!(ticket, None);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn missing_secrets_are_named_when_nothing_can_be_tried() {
+    let doc = serde_json::json!({
+        "providers": {"groq": {"keys": [{"id": "g1", "secret": "G1"}]},
+                      "together": {"keys": [{"id": "t1", "secret": "T1"}]}},
+        "routes": {"fast": ["groq/llama-3.1-8b-instant"], "slow": ["together/m"]}
+    });
+    let c = Config::parse(&doc.to_string(), |_| None).unwrap();
+    let run = drive(
+        &c,
+        &mut Ledger::default(),
+        &mut Breakers::default(),
+        T0,
+        |_| Outcome::Success,
+    );
+    assert_eq!(
+        run.result.unwrap_err(),
+        RouterError::MissingSecret {
+            names: vec!["G1".into(), "T1".into()]
+        }
+    );
+    assert!(run.attempts.is_empty());
+}
+
+#[test]
+fn the_breaker_opens_skips_probes_and_closes() {
+    let c = config_with(serde_json::json!({"breaker_failures": 2, "breaker_cooldown_ms": 10_000}));
+    let mut b = Breakers::default();
+    let mut ledger = Ledger::default();
+    let together_down = |n: &str| {
+        if n.starts_with("together/") {
+            Outcome::ServerError { status: 503 }
+        } else if n.starts_with("groq/") {
+            rate_limited(60)
+        } else {
+            Outcome::Success
+        }
+    };
+    // Two requests fail on Together: its circuit opens.
+    for _ in 0..2 {
+        let run = drive(&c, &mut ledger, &mut b, T0, together_down);
+        assert!(names(&run).contains(&"together/m-t@t1"));
+    }
+    assert!(b.is_open("together", T0));
+    // While open, Together is skipped without a call.
+    let run = drive(&c, &mut Ledger::default(), &mut b, T0 + 5_000, |n| {
+        if n.starts_with("groq/") {
+            rate_limited(60)
+        } else {
+            Outcome::Success
+        }
+    });
+    assert!(!names(&run).iter().any(|n| n.starts_with("together/")));
+    assert_eq!(run.result.unwrap(), "fireworks/m-f@f1");
+    // After the cooldown one probe goes through; it fails, and the circuit opens again.
+    let run = drive(
+        &c,
+        &mut Ledger::default(),
+        &mut b,
+        T0 + 10_000,
+        together_down,
+    );
+    assert!(names(&run).contains(&"together/m-t@t1"));
+    assert!(b.is_open("together", T0 + 10_001));
+    // The next probe succeeds and closes it.
+    let run = drive(&c, &mut Ledger::default(), &mut b, T0 + 20_000, |n| {
+        if n.starts_with("groq/") {
+            rate_limited(60)
+        } else {
+            Outcome::Success
+        }
+    });
+    assert_eq!(run.result.unwrap(), "together/m-t@t1");
+    assert!(!b.is_open("together", T0 + 20_001));
+    assert_eq!(b.allows("together", T0 + 20_001, &c.failover), Ok(()));
+}
+
+#[test]
+fn a_half_open_circuit_lets_one_probe_through() {
+    let f = Failover {
+        breaker_failures: 1,
+        breaker_cooldown_ms: 1_000,
+        ..Failover::default()
+    };
+    let mut b = Breakers::default();
+    b.record("p", true, T0, &f);
+    assert_eq!(b.allows("p", T0 + 10, &f), Err(T0 + 1_000));
+    assert_eq!(b.allows("p", T0 + 1_000, &f), Ok(()));
+    b.sent("p", T0 + 1_000);
+    // The probe is out: others wait for it, or for a cooldown if it never reports.
+    assert_eq!(b.allows("p", T0 + 1_500, &f), Err(T0 + 2_000));
+    assert_eq!(b.allows("p", T0 + 2_000, &f), Ok(()));
+}
+
+#[test]
+fn every_circuit_open_gives_503_with_retry_after() {
+    let c = config_with(serde_json::json!({"breaker_failures": 1, "breaker_cooldown_ms": 20_000}));
+    let mut b = Breakers::default();
+    for p in ["groq", "together", "fireworks"] {
+        b.record(p, true, T0, &c.failover);
+    }
+    let run = drive(&c, &mut Ledger::default(), &mut b, T0 + 5_000, |_| {
+        Outcome::Success
+    });
+    assert!(run.attempts.is_empty());
+    let err = run.result.unwrap_err();
+    assert_eq!(err, RouterError::ProvidersUnavailable { retry_after_s: 15 });
+    assert_eq!(err.status(), 503);
+}
+
+/// Random outcomes never make the loop try a (key, model) twice, exceed its caps, or run
+/// forever; the same seed gives the same attempts.
+#[test]
+fn random_outcomes_keep_the_invariants() {
+    let c = config_with(serde_json::json!({"max_attempts": 15}));
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    for _ in 0..2_000 {
+        let mut ledger = Ledger::default();
+        let mut b = Breakers::default();
+        let run = drive(&c, &mut ledger, &mut b, T0, |_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            match seed % 9 {
+                0 => Outcome::Success,
+                1 => rate_limited(3),
+                2 => Outcome::Auth { status: 403 },
+                3 => Outcome::Capacity,
+                4 => Outcome::ServerError { status: 502 },
+                5 => Outcome::Timeout,
+                6 => Outcome::Transport,
+                7 => Outcome::StreamFailed,
+                _ => Outcome::TooLarge(RouterError::BodyTooLarge { limit: 1 }),
+            }
+        });
+        let mut seen = names(&run);
+        let n = seen.len();
+        assert!(n <= 15);
+        seen.sort_unstable();
+        seen.dedup();
+        assert_eq!(seen.len(), n, "a pair was tried twice: {:?}", run.sent);
+        // Every reservation was either used or came back empty.
+        assert!(run.reserves <= n + 2);
+        if let Err(err) = &run.result {
+            assert!((400..600).contains(&err.status()));
+        }
+    }
+}
