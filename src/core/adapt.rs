@@ -8,9 +8,11 @@ use super::config::{Capability, MaxTokensField, Provider};
 use super::error::RouterError;
 use super::request::{ChatRequest, EmbeddingsRequest};
 
-/// The chat body for `provider`, which knows the model as `model`.
+/// The chat body for `provider`, which knows the model as `model`. The request is adapted in
+/// place, so that a failover can adapt it again for the next provider without a copy: what is
+/// stripped is only what the request can do without, and the output-token limit is kept.
 pub fn chat(
-    mut req: ChatRequest,
+    req: &mut ChatRequest,
     provider: &Provider,
     model: &str,
 ) -> Result<Vec<u8>, RouterError> {
@@ -38,13 +40,13 @@ pub fn chat(
     if !caps.has(Capability::MultipleChoices) && req.n == Some(1) {
         req.n = None;
     }
-    to_vec(&req)
+    to_vec(req)
 }
 
 /// The embeddings body for `provider`'s model name.
-pub fn embeddings(mut req: EmbeddingsRequest, model: &str) -> Result<Vec<u8>, RouterError> {
+pub fn embeddings(req: &mut EmbeddingsRequest, model: &str) -> Result<Vec<u8>, RouterError> {
     req.model = model.to_owned();
-    to_vec(&req)
+    to_vec(req)
 }
 
 fn to_vec<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, RouterError> {
@@ -73,8 +75,8 @@ mod tests {
     fn adapt(provider: &str, body: Value) -> Value {
         let c = providers();
         let p = c.providers.iter().find(|p| p.name == provider).unwrap();
-        let req = ChatRequest::parse(body.to_string().as_bytes()).unwrap();
-        serde_json::from_slice(&chat(req, p, "their-model").unwrap()).unwrap()
+        let mut req = ChatRequest::parse(body.to_string().as_bytes()).unwrap();
+        serde_json::from_slice(&chat(&mut req, p, "their-model").unwrap()).unwrap()
     }
 
     #[test]
@@ -112,13 +114,35 @@ mod tests {
 
     #[test]
     fn embeddings_rename_the_model_only() {
-        let req =
+        let mut req =
             EmbeddingsRequest::parse(br#"{"model":"embed","input":["a"],"dimensions":8}"#).unwrap();
         let out: Value =
-            serde_json::from_slice(&embeddings(req, "mistral-embed").unwrap()).unwrap();
+            serde_json::from_slice(&embeddings(&mut req, "mistral-embed").unwrap()).unwrap();
         assert_eq!(
             out,
             json!({"model": "mistral-embed", "input": ["a"], "dimensions": 8})
         );
+    }
+
+    #[test]
+    fn adapting_again_for_the_next_provider_gives_its_own_body() {
+        let c = providers();
+        let groq = c.providers.iter().find(|p| p.name == "groq").unwrap();
+        let together = c.providers.iter().find(|p| p.name == "together").unwrap();
+        let body = json!({"model": "fast", "max_completion_tokens": 50, "max_tokens": 70,
+                          "messages": [{"role": "user", "content": "hi", "name": "ann"}]});
+        let mut req = ChatRequest::parse(body.to_string().as_bytes()).unwrap();
+        let first: Value =
+            serde_json::from_slice(&chat(&mut req, groq, "g-model").unwrap()).unwrap();
+        let second: Value =
+            serde_json::from_slice(&chat(&mut req, together, "t-model").unwrap()).unwrap();
+        let fresh = ChatRequest::parse(body.to_string().as_bytes()).unwrap();
+        let mut fresh = fresh;
+        let direct: Value =
+            serde_json::from_slice(&chat(&mut fresh, together, "t-model").unwrap()).unwrap();
+        assert_eq!(first["model"], "g-model");
+        assert_eq!(second, direct);
+        assert_eq!(second["model"], "t-model");
+        assert_eq!(second["max_tokens"], 50);
     }
 }

@@ -17,6 +17,13 @@ pub const PATH_HEADER: &str = "x-router-path";
 /// The header that gives the client's latency budget in milliseconds.
 pub const BUDGET_HEADER: &str = "x-router-latency-budget-ms";
 
+/// The client's latency budget (header [`BUDGET_HEADER`]) in milliseconds; `None` when absent
+/// or not a whole number. It picks the path here and caps the request's deadline in
+/// `core::failover`.
+pub fn latency_budget_ms(header: Option<&str>) -> Option<u64> {
+    header.and_then(|b| b.trim().parse::<u64>().ok())
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Path {
     Fast,
@@ -352,9 +359,7 @@ fn auto_path(
         return Path::Slow;
     }
     let c = &config.classifier;
-    let budget = hints
-        .latency_budget_ms
-        .and_then(|b| b.trim().parse::<u64>().ok());
+    let budget = latency_budget_ms(hints.latency_budget_ms);
     if budget.is_some_and(|b| b <= c.tight_latency_budget_ms) {
         reasons.push(Reason::TightBudget);
         return Path::Fast;

@@ -28,7 +28,7 @@ use super::route::Choice;
 pub const SUBREQUEST_LIMIT: u32 = 50;
 
 /// One attempt, as the log line and the `x-router-failover` header report it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Attempt {
     pub provider: String,
     pub model: String,
@@ -45,7 +45,7 @@ pub enum Next<'c> {
     /// Ask `provider`'s quota object to book the request (then [`Planner::on_reply`]).
     Reserve {
         provider: &'c Provider,
-        command: Command,
+        command: Box<Command>,
     },
     /// Send the request with this key, aborting it after `timeout_ms` without an answer (then
     /// [`Planner::record`]).
@@ -173,7 +173,20 @@ impl<'c> Planner<'c> {
     pub fn attempts(&self) -> &[Attempt] {
         &self.attempts
     }
+}
 
+/// The `x-router-failover` header: the attempts that failed before the answer, in order, as
+/// `provider/model@key=outcome`; `None` when the first attempt answered.
+pub fn failover_header(attempts: &[Attempt]) -> Option<String> {
+    let failed: Vec<String> = attempts
+        .iter()
+        .filter(|a| a.outcome != "success")
+        .map(|a| format!("{}/{}@{}={}", a.provider, a.model, a.key_id, a.outcome))
+        .collect();
+    (!failed.is_empty()).then(|| failed.join(", "))
+}
+
+impl<'c> Planner<'c> {
     /// The next thing to do at `now_ms`.
     pub fn next(&mut self, now_ms: u64, breakers: &mut Breakers) -> Next<'c> {
         if let Some((choice, ticket)) = self.pending.take() {
@@ -219,7 +232,10 @@ impl<'c> Planner<'c> {
                         self.reservation(provider, &options, &candidates, now_ms, breakers)
                     {
                         self.subrequests += 1;
-                        return Next::Reserve { provider, command };
+                        return Next::Reserve {
+                            provider,
+                            command: Box::new(command),
+                        };
                     }
                 }
             }

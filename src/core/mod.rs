@@ -15,6 +15,7 @@ pub mod adapt;
 pub mod upstream;
 pub mod outcome;
 pub mod failover;
+pub mod stream;
 pub mod ratelimit;
 pub mod quota;
 pub mod models;

@@ -54,12 +54,12 @@ pub fn chat_needs(req: &ChatRequest) -> Vec<Capability> {
     needs
 }
 
-/// Chooses the target for an embeddings request.
+/// The targets that may serve an embeddings request, in order.
 pub fn embeddings<'c>(
     config: &'c Config,
     req: &EmbeddingsRequest,
-) -> Result<Choice<'c>, RouterError> {
-    choose(config, &req.model, &[Capability::Embeddings])
+) -> Result<Vec<&'c Target>, RouterError> {
+    serving(config, &req.model, &[Capability::Embeddings])
 }
 
 /// The first target for `model` that has every need and a usable key.
@@ -251,8 +251,9 @@ mod tests {
     fn embeddings_skip_providers_without_them() {
         let c = config(&["GROQ_KEY", "MISTRAL_KEY"]);
         let r = EmbeddingsRequest::parse(br#"{"model":"embed","input":"x"}"#).unwrap();
-        let choice = embeddings(&c, &r).unwrap();
-        assert_eq!(choice.provider.name, "mistral");
-        assert_eq!(choice.target.model, "mistral-embed");
+        let targets = embeddings(&c, &r).unwrap();
+        assert_eq!(targets.len(), 1);
+        assert_eq!(c.providers[targets[0].provider].name, "mistral");
+        assert_eq!(targets[0].model, "mistral-embed");
     }
 }

@@ -1,23 +1,22 @@
 //! The Worker's `fetch` handler: walks a request through the core, step by step, and does the
 //! I/O in between. Every failure becomes an OpenAI-format error response here; no `Err` reaches
-//! the runtime, which would answer with a bare 500.
+//! the runtime, which would answer with a bare 500. Every request ends with one JSON log line.
 
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use worker::{event, Context, Env, Fetch, Method, Request, Response};
+use worker::{event, Context, Env, Method, Request, Response};
 
+use super::attempts::{self, now_ms, Job, Trace};
 use super::http;
 use super::quota as quota_object;
-use crate::core::config::Target;
 use crate::core::config::{Config, CONFIG_VAR};
 use crate::core::endpoint::{self, Endpoint};
 use crate::core::error::RouterError;
-use crate::core::quota::{self, Command, Reply, Step, Ticket};
-use crate::core::ratelimit::{self, Refusal, Report};
+use crate::core::failover;
+use crate::core::quota::{self, Command, Reply};
 use crate::core::request::{ChatRequest, EmbeddingsRequest};
-use crate::core::route::Choice;
-use crate::core::{adapt, auth, classify, cors, models, outcome, route, upstream};
+use crate::core::{adapt, auth, classify, cors, models, route};
 
 thread_local! {
     /// The configuration, parsed once per isolate (vars and secrets are fixed for its life).
@@ -26,6 +25,7 @@ thread_local! {
 
 #[event(fetch)]
 async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response> {
+    let started = now_ms();
     let method = req.method().to_string();
     let path = req.path();
     // The body, if the router refuses the request before reading it (see `http::drain`).
@@ -39,18 +39,33 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response>
     // Headers every response gets once the router knows them (CORS, the routing decision),
     // errors included.
     let mut explain: Vec<(&'static str, String)> = Vec::new();
-    let mut resp = match serve(req, &env, &ctx, &mut explain).await {
-        Ok(resp) => resp,
+    let mut trace = Trace {
+        started_ms: started,
+        ..Trace::default()
+    };
+    let result = serve(req, &env, &ctx, &mut explain, &mut trace).await;
+    let (mut resp, failure) = match result {
+        Ok(resp) => (resp, None),
         Err(err) => {
-            log_error(&method, &path, &err);
             if let Some(body) = unread_body {
                 if declared_len.is_none_or(|l| l <= DRAIN_LIMIT) {
                     http::drain(body, DRAIN_LIMIT).await;
                 }
             }
-            http::error_response(&err)?
+            (http::error_response(&err)?, Some(err))
         }
     };
+    let total_ms = now_ms().saturating_sub(started);
+    explain.extend(trace_headers(&trace, total_ms));
+    log_request(
+        &method,
+        &path,
+        resp.status_code(),
+        failure.as_ref(),
+        &explain,
+        &trace,
+        total_ms,
+    );
     http::add_headers(&mut resp, &explain)?;
     Ok(resp)
 }
@@ -60,6 +75,7 @@ async fn serve(
     env: &Env,
     ctx: &Context,
     explain: &mut Vec<(&'static str, String)>,
+    trace: &mut Trace,
 ) -> Result<Response, RouterError> {
     let config = config(env);
     let config = config.as_ref().as_ref().map_err(Clone::clone)?;
@@ -101,7 +117,8 @@ async fn serve(
         Endpoint::Models => http::json_response(200, &models::list_json(config)),
         Endpoint::ChatCompletions => {
             let body = read_body(&mut req, config).await?;
-            let request = ChatRequest::parse(&body)?;
+            let mut request = ChatRequest::parse(&body)?;
+            drop(body);
             let path_hint = headers.get(classify::PATH_HEADER).ok().flatten();
             let budget_hint = headers.get(classify::BUDGET_HEADER).ok().flatten();
             let hints = classify::Hints {
@@ -114,9 +131,8 @@ async fn serve(
             let output = request
                 .requested_output_tokens()
                 .unwrap_or(config.classifier.default_output_tokens);
-            let needed = request.prompt_tokens.saturating_add(output);
             // Only models with prompt caching use the prefix; hashing it costs a serialization.
-            let prefix = if decision
+            let prefix_hash = if decision
                 .targets
                 .iter()
                 .any(|t| quota::caches_prompts(&t.model))
@@ -125,41 +141,42 @@ async fn serve(
             } else {
                 0
             };
-            let (choice, ticket, calls) =
-                pick(env, config, &decision.targets, needed, prefix).await?;
-            explain.push(("x-router-quota-calls", calls.to_string()));
-            let outbound = match adapt::chat(request, choice.provider, &choice.target.model) {
-                Ok(body) => body,
-                Err(err) => {
-                    // Nothing will be sent: give the reservation back.
-                    if let Some(ticket) = ticket {
-                        settle_later(ctx, env, &choice, ticket, Aftermath::Nothing);
-                    }
-                    return Err(err);
-                }
+            let job = Job {
+                endpoint: "/chat/completions",
+                accept: headers.get("accept").ok().flatten(),
+                streaming: request.streams(),
+                tokens: request.prompt_tokens.saturating_add(output),
+                prefix_hash,
+                deadline_ms: deadline_ms(config, budget_hint.as_deref()),
             };
-            let (result, after) = forward(
-                &req,
-                &choice,
-                "/chat/completions",
-                outbound,
-                ticket.is_some(),
-                explain,
-            )
+            trace.classify_ms = Some(now_ms().saturating_sub(trace.started_ms));
+            let result = attempts::run(env, ctx, config, &decision.targets, &job, trace, |c| {
+                adapt::chat(&mut request, c.provider, &c.target.model)
+            })
             .await;
-            if let Some(ticket) = ticket {
-                settle_later(ctx, env, &choice, ticket, after);
-            }
+            explain.extend(served_by(trace));
+            explain.push(("x-router-quota-calls", trace.quota_calls.to_string()));
             result
         }
         Endpoint::Embeddings => {
             let body = read_body(&mut req, config).await?;
-            let request = EmbeddingsRequest::parse(&body)?;
-            let choice = route::embeddings(config, &request)?;
-            let outbound = adapt::embeddings(request, &choice.target.model)?;
-            forward(&req, &choice, "/embeddings", outbound, false, explain)
-                .await
-                .0
+            let mut request = EmbeddingsRequest::parse(&body)?;
+            drop(body);
+            let targets = route::embeddings(config, &request)?;
+            let job = Job {
+                endpoint: "/embeddings",
+                accept: headers.get("accept").ok().flatten(),
+                streaming: false,
+                tokens: 0,
+                prefix_hash: 0,
+                deadline_ms: config.failover.deadline_ms,
+            };
+            let result = attempts::run(env, ctx, config, &targets, &job, trace, |c| {
+                adapt::embeddings(&mut request, &c.target.model)
+            })
+            .await;
+            explain.extend(served_by(trace));
+            result
         }
         Endpoint::Health | Endpoint::Preflight | Endpoint::Status => Err(RouterError::Internal {
             detail: "endpoint answered above".to_owned(),
@@ -199,214 +216,6 @@ async fn read_body(req: &mut Request, config: &Config) -> Result<Vec<u8>, Router
 /// `content-length`) is left to the connection.
 const DRAIN_LIMIT: usize = 1 << 20;
 
-/// The longest answer whose copy is read for its usage; a longer one settles on the estimate.
-const MAX_USAGE_BODY: usize = 16 << 20;
-
-/// How much of an upstream failure's body is read.
-const MAX_FAILURE_BODY: usize = 64 * 1024;
-
-/// What the ledger should learn once a request has its answer.
-enum Aftermath {
-    /// The provider answered: its rate-limit headers, and the rest of a JSON body to read the
-    /// real usage from (a copy of the stream the client reads).
-    Answered {
-        report: Report,
-        usage_body: Option<worker::web_sys::ReadableStream>,
-    },
-    /// A 429.
-    Refused { refusal: Refusal, report: Report },
-    /// A 401/403: the key is refused.
-    Disabled { status: u16 },
-    /// Nothing reached the provider, or it failed without spending.
-    Nothing,
-}
-
-/// Sends the request upstream and hands a success through untouched; a failure's body is read
-/// and mapped to the client-facing error. Also says what the ledger should learn.
-async fn forward(
-    client: &Request,
-    choice: &Choice<'_>,
-    endpoint: &str,
-    body: Vec<u8>,
-    reserved: bool,
-    explain: &mut Vec<(&'static str, String)>,
-) -> (Result<Response, RouterError>, Aftermath) {
-    explain.push(("x-router-provider", choice.provider.name.clone()));
-    explain.push(("x-router-model", choice.target.model.clone()));
-    let accept = client.headers().get("accept").ok().flatten();
-    let outbound = upstream::request(choice, endpoint, accept.as_deref());
-    let request = match http::upstream_request(&outbound, body) {
-        Ok(r) => r,
-        Err(e) => return (Err(e), Aftermath::Nothing),
-    };
-    let Ok(mut resp) = Fetch::Request(request).send().await else {
-        return (Err(RouterError::UpstreamUnreachable), Aftermath::Nothing);
-    };
-    let status = resp.status_code();
-    let headers = resp.headers().clone();
-    let header = |name: &str| headers.get(name).ok().flatten();
-    let retry_after = header("retry-after");
-    let verdict = outcome::classify(status, retry_after.as_deref());
-    let report = {
-        let values: Vec<(String, String)> = headers
-            .entries()
-            .filter(|(k, _)| k.starts_with("x-ratelimit") || k.starts_with("x-tokenlimit"))
-            .collect();
-        ratelimit::report(choice.provider.dialect, |name| {
-            values
-                .iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.as_str())
-        })
-    };
-    if verdict == outcome::Outcome::Success {
-        // A JSON answer carries its usage; when a reservation waits for it, the client's stream
-        // is teed so that the router reads a copy after the response is sent. Other answers and
-        // event streams are handed through untouched.
-        let json = reserved && header("content-type").is_some_and(|ct| ct.contains("json"));
-        let (resp, usage_body) = if json {
-            match http::tee(resp) {
-                Ok((resp, copy)) => (Ok(resp), Some(copy)),
-                Err(e) => (Err(e), None),
-            }
-        } else {
-            (http::client_response(resp), None)
-        };
-        return (resp, Aftermath::Answered { report, usage_body });
-    }
-    // A failure body the runtime cannot read still yields the error the status implies; only
-    // its start is read (a message is capped at 2 KB anyway).
-    let failure_body = match http::read_capped(resp.stream(), MAX_FAILURE_BODY).await {
-        Ok(Ok(bytes)) => bytes,
-        _ => Vec::new(),
-    };
-    let after = match verdict {
-        outcome::Outcome::RateLimited { .. } => Aftermath::Refused {
-            refusal: ratelimit::refusal(retry_after.as_deref(), &failure_body),
-            report,
-        },
-        outcome::Outcome::Auth => Aftermath::Disabled { status },
-        outcome::Outcome::ClientError => Aftermath::Answered {
-            report,
-            usage_body: None,
-        },
-        _ => Aftermath::Nothing,
-    };
-    let result = match outcome::into_error(verdict, status, &failure_body, &choice.key.secret_name)
-    {
-        Some(err) => Err(err),
-        None => http::client_response(resp),
-    };
-    (result, after)
-}
-
-/// Chooses the candidate and key for a request by walking the core's plan: a target whose
-/// provider tracks no limits takes its first usable key; a run of targets of a provider that
-/// does is booked with one call to its quota object. Returns the choice, the reservation to
-/// settle, and how many quota calls were made.
-async fn pick<'c>(
-    env: &Env,
-    config: &'c Config,
-    targets: &[&'c Target],
-    tokens: u64,
-    prefix_hash: u64,
-) -> Result<(Choice<'c>, Option<Ticket>, u32), RouterError> {
-    let mut calls = 0;
-    let mut earliest: Option<u64> = None;
-    let mut missing: Vec<String> = Vec::new();
-    let mut refused_secrets: Vec<String> = Vec::new();
-    for step in quota::plan(config, targets, prefix_hash) {
-        match step {
-            Step::Direct(target) => match route::first_usable(config, &[target]) {
-                Ok(choice) => return Ok((choice, None, calls)),
-                Err(RouterError::MissingSecret { names }) => missing.extend(names),
-                Err(e) => return Err(e),
-            },
-            Step::Reserve {
-                provider,
-                targets,
-                options,
-                candidates,
-                missing_secrets,
-            } => {
-                missing.extend(missing_secrets);
-                if candidates.is_empty() {
-                    continue;
-                }
-                let command = Command::Reserve {
-                    options,
-                    tokens,
-                    candidates,
-                };
-                calls += 1;
-                // The ledger is advisory: if its object cannot be reached, the request goes on
-                // with the first usable key rather than failing.
-                let reply = match quota_object::call(env, &provider.name, &command).await {
-                    Ok(reply) => reply,
-                    Err(err) => {
-                        log_error("-", "(quota reserve)", &err);
-                        match route::first_usable(config, &targets) {
-                            Ok(choice) => return Ok((choice, None, calls)),
-                            Err(_) => continue,
-                        }
-                    }
-                };
-                match reply {
-                    Reply::Reserved {
-                        model,
-                        key_id,
-                        ticket,
-                        ..
-                    } => {
-                        let target = targets.iter().find(|t| t.model == model);
-                        let key = provider.keys.iter().find(|k| k.id == key_id);
-                        if let (Some(target), Some(key)) = (target, key) {
-                            if let Some(secret) = &key.value {
-                                let choice = Choice {
-                                    target,
-                                    provider,
-                                    key,
-                                    secret,
-                                };
-                                return Ok((choice, Some(ticket), calls));
-                            }
-                        }
-                    }
-                    // No time at all: every key the object was offered is disabled (401/403).
-                    Reply::NoRoom { until_ms: u64::MAX } => {
-                        refused_secrets.extend(provider.keys.iter().map(|k| k.secret_name.clone()));
-                    }
-                    Reply::NoRoom { until_ms } => {
-                        earliest = Some(earliest.map_or(until_ms, |e| e.min(until_ms)));
-                    }
-                    Reply::Done | Reply::Status { .. } => {}
-                }
-            }
-        }
-    }
-    if let Some(until_ms) = earliest {
-        let now = worker::js_sys::Date::now() as u64;
-        let wait = until_ms.saturating_sub(now).div_ceil(1_000);
-        return Err(RouterError::QuotaExhausted {
-            retry_after_s: Some(wait.clamp(1, outcome::MAX_RETRY_AFTER_S)),
-        });
-    }
-    if !refused_secrets.is_empty() {
-        // An operator's problem, not a quota one: say which secrets hold refused keys.
-        return Err(RouterError::UpstreamAuth {
-            status: 401,
-            secret: refused_secrets.join(", "),
-        });
-    }
-    let mut names: Vec<String> = Vec::new();
-    for name in missing {
-        if !names.contains(&name) {
-            names.push(name);
-        }
-    }
-    Err(RouterError::MissingSecret { names })
-}
-
 /// `GET /v1/router/status`: the books of every provider that tracks limits, one quota call
 /// each.
 async fn status(env: &Env, config: &Config) -> Result<Response, RouterError> {
@@ -423,45 +232,6 @@ async fn status(env: &Env, config: &Config) -> Result<Response, RouterError> {
     http::json_response(200, &body)
 }
 
-/// Tells the quota object what happened, after the response is sent (`wait_until`): it adds
-/// no latency.
-fn settle_later(ctx: &Context, env: &Env, choice: &Choice<'_>, ticket: Ticket, after: Aftermath) {
-    let env = env.clone();
-    let provider = choice.provider.name.clone();
-    let key_id = choice.key.id.clone();
-    ctx.wait_until(async move {
-        let command = match after {
-            Aftermath::Answered { report, usage_body } => {
-                let usage = match usage_body {
-                    Some(stream) => http::read_stream(&stream, MAX_USAGE_BODY)
-                        .await
-                        .and_then(|bytes| quota::usage_from_body(&bytes)),
-                    None => None,
-                };
-                Command::Settle {
-                    ticket,
-                    usage,
-                    report: Some(report),
-                }
-            }
-            Aftermath::Refused { refusal, report } => Command::Refused {
-                ticket,
-                refusal,
-                report: Some(report),
-            },
-            Aftermath::Disabled { status } => Command::Disable {
-                ticket,
-                key_id,
-                status,
-            },
-            Aftermath::Nothing => Command::Release { ticket },
-        };
-        if let Err(err) = quota_object::call(&env, &provider, &command).await {
-            log_error("-", "(quota settle)", &err);
-        }
-    });
-}
-
 /// The cached configuration, parsed on first use. A broken configuration is logged once and
 /// answered with a clear 503 on every request, rather than crashing the isolate.
 fn config(env: &Env) -> Rc<Result<Config, RouterError>> {
@@ -471,7 +241,12 @@ fn config(env: &Env) -> Rc<Result<Config, RouterError>> {
         }
         let parsed = Rc::new(load_config(env));
         if let Err(err) = parsed.as_ref() {
-            log_error("-", "(configuration)", err);
+            let line = serde_json::json!({
+                "event": "configuration_invalid",
+                "code": err.code(),
+                "message": err.message(),
+            });
+            worker::console_error!("{line}");
         }
         *cell.borrow_mut() = Some(Rc::clone(&parsed));
         parsed
@@ -492,22 +267,88 @@ fn load_config(env: &Env) -> Result<Config, RouterError> {
     })
 }
 
-/// One JSON line per failed request: what and why, never a key or a body. The operator's own
+/// The request's deadline: the configured one, shortened by the client's latency budget.
+fn deadline_ms(config: &Config, budget_header: Option<&str>) -> u64 {
+    let deadline = config.failover.deadline_ms;
+    classify::latency_budget_ms(budget_header)
+        .filter(|b| *b > 0)
+        .map_or(deadline, |b| b.min(deadline))
+}
+
+/// `x-router-provider` and `x-router-model`: who answered (or, for an error, who was tried
+/// last).
+fn served_by(trace: &Trace) -> Vec<(&'static str, String)> {
+    match trace.attempts.last() {
+        Some(last) => vec![
+            ("x-router-provider", last.provider.clone()),
+            ("x-router-model", last.model.clone()),
+        ],
+        None => Vec::new(),
+    }
+}
+
+/// `x-router-attempts`, `x-router-failover` and `Server-Timing` (the router's phases, for
+/// browser devtools) for a request that reached the attempt loop.
+fn trace_headers(trace: &Trace, total_ms: u64) -> Vec<(&'static str, String)> {
+    let Some(classify_ms) = trace.classify_ms else {
+        return Vec::new();
+    };
+    let mut out = vec![
+        ("x-router-attempts", trace.attempts.len().to_string()),
+        (
+            "server-timing",
+            format!(
+                "classify;dur={classify_ms}, quota;dur={}, upstream;dur={}, router;dur={total_ms}",
+                trace.quota_ms, trace.upstream_ms
+            ),
+        ),
+    ];
+    if let Some(failover) = failover::failover_header(&trace.attempts) {
+        out.push(("x-router-failover", failover));
+    }
+    out
+}
+
+/// One JSON line per request: what was asked, how it was routed, each attempt (provider, model,
+/// key id, outcome, time) and the answer. Never a key, a prompt or a body; the operator's own
 /// mistakes (configuration, secrets) carry the message that says how to fix them.
-fn log_error(method: &str, path: &str, err: &RouterError) {
-    let message = match err {
-        RouterError::InvalidConfig { .. } | RouterError::MissingSecret { .. } => {
+fn log_request(
+    method: &str,
+    path: &str,
+    status: u16,
+    failure: Option<&RouterError>,
+    explain: &[(&'static str, String)],
+    trace: &Trace,
+    total_ms: u64,
+) {
+    let header = |name: &str| {
+        explain
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let message = match failure {
+        Some(err @ (RouterError::InvalidConfig { .. } | RouterError::MissingSecret { .. })) => {
             Some(err.message())
         }
         _ => None,
     };
     let line = serde_json::json!({
-        "event": "request_failed",
+        "event": "request",
         "method": method,
         "path": path,
-        "status": err.status(),
-        "code": err.code(),
+        "status": status,
+        "code": failure.and_then(RouterError::code),
         "message": message,
+        "route": header("x-router-path"),
+        "reason": header("x-router-reason"),
+        "attempts": trace.attempts,
+        "quota_calls": trace.quota_calls,
+        "ms": total_ms,
     });
-    worker::console_error!("{line}");
+    if status >= 500 {
+        worker::console_error!("{line}");
+    } else {
+        worker::console_log!("{line}");
+    }
 }

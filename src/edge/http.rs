@@ -44,7 +44,7 @@ pub fn client_response(resp: Response) -> Result<Response, RouterError> {
 }
 
 /// The upstream's headers that may reach the client ([`upstream::passes_to_client`]).
-fn client_headers(resp: &Response) -> Result<Headers, RouterError> {
+pub fn client_headers(resp: &Response) -> Result<Headers, RouterError> {
     let headers = Headers::new();
     for (name, value) in resp.headers().entries() {
         if upstream::passes_to_client(&name) {
@@ -54,25 +54,38 @@ fn client_headers(resp: &Response) -> Result<Headers, RouterError> {
     Ok(headers)
 }
 
+/// The body of a response as a JS stream; `None` when it has none.
+pub fn body_stream(resp: Response) -> Option<worker::web_sys::ReadableStream> {
+    match resp.into_parts().1 {
+        worker::ResponseBody::Stream(stream) => Some(stream),
+        _ => None,
+    }
+}
+
+/// A response whose body is a JS stream the router writes (a handed-on event stream).
+pub fn stream_response(
+    status: u16,
+    headers: Headers,
+    body: worker::web_sys::ReadableStream,
+) -> Response {
+    Response::builder()
+        .with_status(status)
+        .with_headers(headers)
+        .stream(body)
+}
+
 /// Like [`client_response`], but the body is teed: the client reads one branch, the router the
 /// other (after the response is sent), so that nothing waits for the router's read.
 pub fn tee(resp: Response) -> Result<(Response, worker::web_sys::ReadableStream), RouterError> {
     let status = resp.status_code();
     let headers = client_headers(&resp)?;
-    let (_, body) = resp.into_parts();
-    let worker::ResponseBody::Stream(stream) = body else {
-        return Err(RouterError::Internal {
-            detail: "an upstream answer without a body stream".to_owned(),
-        });
-    };
+    let stream = body_stream(resp).ok_or_else(|| RouterError::Internal {
+        detail: "an upstream answer without a body stream".to_owned(),
+    })?;
     let branches = stream.tee();
     let client: worker::web_sys::ReadableStream = branches.get(0).unchecked_into();
     let copy: worker::web_sys::ReadableStream = branches.get(1).unchecked_into();
-    let resp = Response::builder()
-        .with_status(status)
-        .with_headers(headers)
-        .stream(client);
-    Ok((resp, copy))
+    Ok((stream_response(status, headers, client), copy))
 }
 
 /// Reads a JS stream into bytes, up to `cap`: `None` when it is longer or cannot be read.

@@ -189,8 +189,12 @@ describe("upstream errors come back in the OpenAI format", () => {
   });
 
 
-  test("a 500 becomes a 502 upstream error", async () => {
-    groq.answer(() => ({ status: 500, headers: { "content-type": "text/html" }, body: "<h1>oops</h1>" }));
+  // Failures that another provider might not have fail over to the slow path first: these make
+  // both fakes fail, to see what the client gets when nothing is left.
+  test("a 500 from every provider becomes a 502 upstream error", async () => {
+    const oops = () => ({ status: 500, headers: { "content-type": "text/html" }, body: "<h1>oops</h1>" });
+    groq.answer(oops);
+    together.answer(oops);
     const res = await post(REQUEST);
     assert.equal(res.status, 502);
     const err = await readError(assert, res);
@@ -202,6 +206,7 @@ describe("upstream errors come back in the OpenAI format", () => {
 
   test("a 404 without a JSON body still gets an OpenAI-format error", async () => {
     groq.answer(() => ({ status: 404, body: "Not Found" }));
+    together.answer(() => ({ status: 404, body: "Not Found" }));
     const res = await post(REQUEST);
     assert.equal(res.status, 404);
     const err = await readError(assert, res);
@@ -211,17 +216,20 @@ describe("upstream errors come back in the OpenAI format", () => {
 
   // These two change the ledger for the rest of the file: a 401 disables Groq's only key and a
   // 429 cools its organization down, so they run last.
-  test("a 401 for the router's key is a 502 naming the secret, never the key", async () => {
-    groq.answer(() => ({
+  test("a 401 for the router's keys is a 502 naming the secrets, never the keys", async () => {
+    const refused = () => ({
       status: 401,
       headers: { "content-type": "application/json" },
       body: JSON.stringify({ error: { message: `Invalid API Key ${GROQ_KEY}`, type: "invalid_request_error", code: "invalid_api_key" } }),
-    }));
+    });
+    groq.answer(refused);
+    together.answer(refused);
     const res = await post(REQUEST);
     assert.equal(res.status, 502);
     const err = await readError(assert, res);
     assert.equal(err.code, "upstream_auth_failed");
-    assert.match(err.message, /GROQ_API_KEY/);
+    assert.match(err.message, /GROQ_API_KEY, TOGETHER_API_KEY/);
+    assert.equal(res.headers.get("x-router-attempts"), "2");
   });
   test("a 429 is a rate-limit error with retry-after, without the upstream's account details", async () => {
     const tooMany = () => ({
@@ -243,7 +251,7 @@ describe("upstream errors come back in the OpenAI format", () => {
     assert.equal(res.headers.get("retry-after"), "7");
     const err = await readError(assert, res);
     assert.equal(err.type, "rate_limit_error");
-    assert.equal(err.code, "rate_limit_exceeded");
+    assert.equal(err.code, "quota_exhausted");
     assert.ok(!err.message.includes("org_01secret"), err.message);
   });
 });

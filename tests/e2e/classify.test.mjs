@@ -86,6 +86,7 @@ test("model fast with an image falls back to the slow path with a reason, not an
 
 test("the decision headers are on upstream errors too", async () => {
   groq.answer(() => ({ status: 500, body: "boom" }));
+  together.answer(() => ({ status: 500, body: "boom" }));
   const res = await chat({ model: "auto", messages: short });
   assert.equal(res.status, 502);
   assert.equal(res.headers.get("x-router-path"), "fast");

@@ -102,12 +102,14 @@ test("a missing configuration names ROUTER_CONFIG", async () => {
   }
 });
 
-test("an unreachable upstream is a 502 upstream_unreachable", async () => {
-  // A port that was just free: nothing listens there any more.
+test("upstreams that cannot be reached are a 502 upstream_unreachable", async () => {
+  // Ports that were just free: nothing listens there any more.
   const gone = await startFakeUpstream();
   await gone.close();
+  const gone2 = await startFakeUpstream();
+  await gone2.close();
   await withRouter(
-    (g, t) => ({ ROUTER_CONFIG: twoProviderConfig(gone, t), ...ALL_SECRETS }),
+    () => ({ ROUTER_CONFIG: twoProviderConfig(gone, gone2), ...ALL_SECRETS }),
     async (router) => {
       const res = await router.fetch("/v1/chat/completions", AUTHED);
       assert.equal(res.status, 502);

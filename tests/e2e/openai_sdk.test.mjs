@@ -111,7 +111,9 @@ test("errors surface as the SDK's typed errors with the router's code", async ()
     wrongKey.chat.completions.create({ model: "fast", messages: [{ role: "user", content: "x" }] }),
     (err) => err instanceof OpenAI.AuthenticationError && err.code === "invalid_api_key",
   );
-  groq.answer(() => ({ status: 429, headers: { "retry-after": "3", "content-type": "application/json" }, body: "{}" }));
+  const tooMany = () => ({ status: 429, headers: { "retry-after": "3", "content-type": "application/json" }, body: "{}" });
+  groq.answer(tooMany);
+  together.answer(tooMany);
   await assert.rejects(
     client.chat.completions.create({ model: "fast", messages: [{ role: "user", content: "x" }] }),
     (err) => err instanceof OpenAI.RateLimitError && err.headers.get("retry-after") === "3",

@@ -99,22 +99,31 @@ test("requests spread by headroom across organizations, one key per organization
   assert.equal(s.organizations["org-b"][MODEL].requests_per_day.limit, 3);
 });
 
-test("a 429 with retry-after cools the organization down and the next request goes to the other", async () => {
+test("a 429 moves the request to the other organization, which cools down the first for the next ones", async () => {
   const { groq, router } = await setup({ rpm: 1000 });
   cleanups.push(() => router.dispose(), () => groq.close());
-  groq.answer(() => ({
-    status: 429,
-    headers: { "content-type": "application/json", "retry-after": "30" },
-    body: JSON.stringify({ error: { message: "Rate limit reached ... on requests per minute (RPM)", type: "requests", code: "rate_limit_exceeded" } }),
-  }));
+  groq.answer((call) =>
+    keyOf(call) === "GROQ_K1"
+      ? {
+          status: 429,
+          headers: { "content-type": "application/json", "retry-after": "30" },
+          body: JSON.stringify({ error: { message: "Rate limit reached ... on requests per minute (RPM)", type: "requests", code: "rate_limit_exceeded" } }),
+        }
+      : { status: 200, headers: { "content-type": "application/json" }, body: OK },
+  );
   const first = await chat(router);
-  assert.equal(first.res.status, 429);
-  assert.equal(keyOf(groq.calls[0]), "GROQ_K1");
+  assert.equal(first.res.status, 200);
+  assert.equal(first.body, OK);
+  // k2 shares org-a's quota: the retry goes to org-b.
+  assert.deepEqual(groq.calls.map(keyOf), ["GROQ_K1", "GROQ_K3"]);
+  assert.equal(first.res.headers.get("x-router-attempts"), "2");
+  assert.equal(first.res.headers.get("x-router-failover"), `groq/${MODEL}@k1=rate_limited`);
+  assert.equal(first.res.headers.get("x-router-quota-calls"), "2");
   await eventually(router, (s) => s.organizations["org-a"]?.[MODEL]?.cooldown_until_ms > s.now_ms);
-  groq.answer(() => ({ status: 200, headers: { "content-type": "application/json" }, body: OK }));
   const second = await chat(router);
   assert.equal(second.res.status, 200);
-  assert.equal(keyOf(groq.calls[1]), "GROQ_K3");
+  assert.equal(second.res.headers.get("x-router-attempts"), "1");
+  assert.equal(keyOf(groq.calls[2]), "GROQ_K3");
 });
 
 test("a 401 disables the key; the organization's other key serves the next request", async () => {
@@ -125,13 +134,18 @@ test("a 401 disables the key; the organization's other key serves the next reque
       ? { status: 401, headers: { "content-type": "application/json" }, body: '{"error":{"message":"Invalid API Key","code":"invalid_api_key"}}' }
       : { status: 200, headers: { "content-type": "application/json" }, body: OK },
   );
-  assert.equal((await chat(router)).res.status, 502);
+  // The request itself fails over to another key.
+  const first = await chat(router);
+  assert.equal(first.res.status, 200);
+  assert.equal(keyOf(groq.calls[0]), "GROQ_K1");
+  assert.equal(first.res.headers.get("x-router-failover"), `groq/${MODEL}@k1=auth`);
   await eventually(router, (s) => s.disabled_keys.some((k) => k.key_id === "k1"));
   const s = await status(router);
   assert.deepEqual(s.disabled_keys, [{ key_id: "k1", status: 401 }]);
   assert.ok(!JSON.stringify(s).includes(KEYS.GROQ_K1), "the status page shows key ids, never keys");
-  for (let i = 0; i < 2; i++) assert.equal((await chat(router)).res.status, 200);
-  assert.deepEqual(groq.calls.slice(1).map(keyOf).sort(), ["GROQ_K2", "GROQ_K3"]);
+  for (let i = 0; i < 4; i++) assert.equal((await chat(router)).res.status, 200);
+  assert.ok(!groq.calls.slice(1).map(keyOf).includes("GROQ_K1"), "k1 is not used again");
+  assert.equal(groq.calls.length, 6);
 });
 
 test("50 concurrent requests against an RPM of 10 per organization: exactly 10 reach each", async () => {
@@ -233,14 +247,16 @@ test("when the provider has refused every key, the client gets a 502 naming the 
   const { groq, router } = await setup({ rpm: 1000 });
   cleanups.push(() => router.dispose(), () => groq.close());
   groq.answer(() => ({ status: 403, headers: { "content-type": "application/json" }, body: '{"error":{"message":"forbidden"}}' }));
-  for (let i = 1; i <= 3; i++) {
-    assert.equal((await chat(router)).res.status, 502);
-    await eventually(router, (s) => s.disabled_keys.length === i);
-  }
+  // One request tries each key once.
+  const first = await chat(router);
+  assert.equal(first.res.status, 502);
+  assert.equal(first.res.headers.get("x-router-attempts"), "3");
+  assert.deepEqual(groq.calls.map(keyOf).sort(), ["GROQ_K1", "GROQ_K2", "GROQ_K3"]);
+  await eventually(router, (s) => s.disabled_keys.length === 3);
   const { res, body } = await chat(router);
   assert.equal(res.status, 502);
   const err = JSON.parse(body).error;
   assert.equal(err.code, "upstream_auth_failed");
   assert.match(err.message, /GROQ_K1, GROQ_K2, GROQ_K3/);
-  assert.equal(groq.calls.length, 3, "the fourth request was not sent");
+  assert.equal(groq.calls.length, 3, "the second request was not sent");
 });

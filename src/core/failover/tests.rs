@@ -67,7 +67,7 @@ fn drive(
         match p.next(now, breakers) {
             Next::Reserve { command, .. } => {
                 reserves += 1;
-                let reply = quota::apply(ledger, command, now);
+                let reply = quota::apply(ledger, *command, now);
                 assert_eq!(p.on_reply(reply), None);
             }
             Next::Send {
@@ -380,7 +380,7 @@ fn timeouts_fit_the_deadline_and_end_in_504() {
     loop {
         match p.next(now, &mut b) {
             Next::Reserve { command, .. } => {
-                let reply = quota::apply(&mut Ledger::default(), command, now);
+                let reply = quota::apply(&mut Ledger::default(), *command, now);
                 let _ = p.on_reply(reply);
             }
             Next::Send {

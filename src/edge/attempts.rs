@@ -1,0 +1,381 @@
+//! The attempt loop at the edge: asks the core's [`Planner`] what to do next, does it (a quota
+//! call, or an upstream call raced against its timeout), reports the outcome back, and hands
+//! the first success to the client. Nothing reaches the client before an attempt succeeds, so
+//! every failover happens before the first byte.
+
+use std::cell::RefCell;
+use std::time::Duration;
+
+use futures::future::{select, Either};
+use worker::{js_sys, AbortController, Context, Delay, Env, Fetch, Response};
+
+use super::quota as quota_object;
+use super::{http, stream};
+use crate::core::config::{Config, Target};
+use crate::core::error::RouterError;
+use crate::core::failover::{Attempt, Breakers, Next, Planner, Verdict};
+use crate::core::outcome::{self, Outcome};
+use crate::core::quota::{self, Command, Ticket, Usage};
+use crate::core::ratelimit::{self, Refusal, Report};
+use crate::core::route::Choice;
+use crate::core::stream::{first_chunk_fails, usage_from_tail, INTERRUPTED_EVENT};
+use crate::core::upstream;
+
+thread_local! {
+    /// The providers' circuit breakers, per isolate: no Durable Object round trip on the hot
+    /// path, at the price of each isolate learning a provider's failures on its own.
+    static BREAKERS: RefCell<Breakers> = RefCell::new(Breakers::default());
+}
+
+/// The longest answer whose copy is read for its usage; a longer one settles on the estimate.
+const MAX_USAGE_BODY: usize = 16 << 20;
+
+/// How much of an upstream failure's body is read.
+const MAX_FAILURE_BODY: usize = 64 * 1024;
+
+/// Milliseconds since the epoch, from the runtime's clock.
+pub fn now_ms() -> u64 {
+    js_sys::Date::now() as u64
+}
+
+/// What one request asks of the upstreams.
+pub struct Job {
+    /// The upstream path: `/chat/completions` or `/embeddings`.
+    pub endpoint: &'static str,
+    /// The client's `Accept`, carried over.
+    pub accept: Option<String>,
+    /// A chat request with `stream: true`.
+    pub streaming: bool,
+    /// Tokens to book (estimated prompt + output).
+    pub tokens: u64,
+    /// The prompt-cache prefix hash (0 when no candidate caches prompts).
+    pub prefix_hash: u64,
+    /// How long the request may take to find an answer.
+    pub deadline_ms: u64,
+}
+
+/// What the loop did, for the response headers and the log line.
+#[derive(Default)]
+pub struct Trace {
+    /// When the request arrived.
+    pub started_ms: u64,
+    /// Time to the routing decision; `None` until the request reaches the attempt loop.
+    pub classify_ms: Option<u64>,
+    pub quota_calls: u32,
+    pub quota_ms: u64,
+    pub upstream_ms: u64,
+    pub attempts: Vec<Attempt>,
+}
+
+/// Runs the attempts for `job` over `targets` until one succeeds or nothing is left;
+/// `body_for` builds the upstream body for a choice.
+pub async fn run<'c>(
+    env: &Env,
+    ctx: &Context,
+    config: &'c Config,
+    targets: &[&'c Target],
+    job: &Job,
+    trace: &mut Trace,
+    mut body_for: impl FnMut(&Choice<'c>) -> Result<Vec<u8>, RouterError>,
+) -> Result<Response, RouterError> {
+    let mut planner = Planner::new(
+        config,
+        targets,
+        job.prefix_hash,
+        job.tokens,
+        now_ms(),
+        job.deadline_ms,
+    );
+    let result = loop {
+        let next = BREAKERS.with(|b| planner.next(now_ms(), &mut b.borrow_mut()));
+        match next {
+            Next::GiveUp(err) => break Err(err),
+            Next::Reserve { provider, command } => {
+                let started = now_ms();
+                trace.quota_calls += 1;
+                let reply = quota_object::call(env, &provider.name, &command).await;
+                trace.quota_ms += now_ms().saturating_sub(started);
+                match reply {
+                    Ok(reply) => {
+                        if let Some(ticket) = planner.on_reply(reply) {
+                            settle_later(ctx, env, &provider.name, "", ticket, Aftermath::Nothing);
+                        }
+                    }
+                    Err(err) => {
+                        // The ledger is advisory: the request goes on without booking.
+                        log_quota_error("reserve", &err);
+                        planner.on_unreachable();
+                    }
+                }
+            }
+            Next::Send {
+                choice,
+                ticket,
+                timeout_ms,
+            } => {
+                let body = match body_for(&choice) {
+                    Ok(body) => body,
+                    Err(err) => {
+                        if let Some(ticket) = ticket {
+                            let (p, k) = (&choice.provider.name, &choice.key.id);
+                            settle_later(ctx, env, p, k, ticket, Aftermath::Nothing);
+                        }
+                        break Err(err);
+                    }
+                };
+                let started = now_ms();
+                let (outcome, response, after) = attempt(&choice, job, body, timeout_ms).await;
+                let ms = now_ms().saturating_sub(started);
+                trace.upstream_ms += ms;
+                match ticket {
+                    Some(ticket) => {
+                        let (p, k) = (&choice.provider.name, &choice.key.id);
+                        settle_later(ctx, env, p, k, ticket, after);
+                    }
+                    // Nothing to settle, but a handed-on stream still runs after the response.
+                    None => {
+                        if let Aftermath::Streamed { finished, .. } = after {
+                            let label = choice.provider.name.clone();
+                            ctx.wait_until(async move {
+                                let _ = stream_usage(finished, &label).await;
+                            });
+                        }
+                    }
+                }
+                let verdict = BREAKERS
+                    .with(|b| planner.record(&choice, &outcome, ms, now_ms(), &mut b.borrow_mut()));
+                match (verdict, response) {
+                    (Verdict::Serve, Some(response)) => break Ok(response),
+                    (Verdict::Serve, None) => {
+                        break Err(RouterError::Internal {
+                            detail: "a success without a response".to_owned(),
+                        })
+                    }
+                    (Verdict::Return(err), _) => break Err(err),
+                    (Verdict::Retry, _) => {}
+                }
+            }
+        }
+    };
+    trace.attempts = planner.attempts().to_vec();
+    result
+}
+
+/// What the ledger should learn once an attempt has its answer.
+enum Aftermath {
+    /// The provider answered: its rate-limit headers, and the rest of a JSON body to read the
+    /// real usage from (a copy of the stream the client reads).
+    Answered {
+        report: Report,
+        usage_body: Option<worker::web_sys::ReadableStream>,
+    },
+    /// An event stream handed on: its headers now, its usage when it ends.
+    Streamed {
+        report: Report,
+        finished: js_sys::Promise,
+    },
+    /// A 429 or a billing refusal.
+    Refused { refusal: Refusal, report: Report },
+    /// A 401/403: the key is refused.
+    Disabled { status: u16 },
+    /// Nothing reached the provider, or it failed without spending.
+    Nothing,
+}
+
+/// One upstream call: sent with the choice's key, aborted if no headers (for a stream, no
+/// first chunk) arrive within `timeout_ms`. Returns the outcome, the client's response when it
+/// is a success, and what the ledger should learn.
+async fn attempt(
+    choice: &Choice<'_>,
+    job: &Job,
+    body: Vec<u8>,
+    timeout_ms: u64,
+) -> (Outcome, Option<Response>, Aftermath) {
+    let outbound = upstream::request(choice, job.endpoint, job.accept.as_deref());
+    let Ok(request) = http::upstream_request(&outbound, body) else {
+        return (Outcome::Transport, None, Aftermath::Nothing);
+    };
+    let controller = AbortController::default();
+    let signal = controller.signal();
+    let timer = Delay::from(Duration::from_millis(timeout_ms));
+    futures::pin_mut!(timer);
+    let fetch = Fetch::Request(request);
+    let send = fetch.send_with_signal(&signal);
+    futures::pin_mut!(send);
+    let mut resp = match select(send, timer.as_mut()).await {
+        Either::Left((Ok(resp), _)) => resp,
+        Either::Left((Err(_), _)) => return (Outcome::Transport, None, Aftermath::Nothing),
+        Either::Right(_) => {
+            controller.abort();
+            return (Outcome::Timeout, None, Aftermath::Nothing);
+        }
+    };
+    let status = resp.status_code();
+    let headers = resp.headers().clone();
+    let header = |name: &str| headers.get(name).ok().flatten();
+    let report = {
+        let values: Vec<(String, String)> = headers
+            .entries()
+            .filter(|(k, _)| k.starts_with("x-ratelimit") || k.starts_with("x-tokenlimit"))
+            .collect();
+        ratelimit::report(choice.provider.dialect, |name| {
+            values
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+        })
+    };
+
+    if !outcome::is_success(status) {
+        // Only the start of a failure's body is read (a message is capped at 2 KB anyway),
+        // within what is left of the attempt's time.
+        let read = http::read_capped(resp.stream(), MAX_FAILURE_BODY);
+        futures::pin_mut!(read);
+        let failure_body = match select(read, timer.as_mut()).await {
+            Either::Left((Ok(Ok(bytes)), _)) => bytes,
+            Either::Left(_) => Vec::new(),
+            Either::Right(_) => {
+                controller.abort();
+                Vec::new()
+            }
+        };
+        let verdict = outcome::classify(status, header("retry-after").as_deref(), &failure_body);
+        let after = match &verdict {
+            Outcome::RateLimited(refusal) | Outcome::Billing(refusal) => Aftermath::Refused {
+                refusal: *refusal,
+                report,
+            },
+            Outcome::Auth { status } => Aftermath::Disabled { status: *status },
+            // The provider read the request: keep the booking, learn from the headers.
+            Outcome::Rejected(_) => Aftermath::Answered {
+                report,
+                usage_body: None,
+            },
+            _ => Aftermath::Nothing,
+        };
+        return (verdict, None, after);
+    }
+
+    let content_type = header("content-type").unwrap_or_default();
+    if job.streaming && content_type.contains("text/event-stream") {
+        let Ok(client_headers) = http::client_headers(&resp) else {
+            return (Outcome::Transport, None, Aftermath::Nothing);
+        };
+        let Some(body) = http::body_stream(resp) else {
+            return (Outcome::StreamFailed, None, Aftermath::Nothing);
+        };
+        let open = stream::open(&body);
+        futures::pin_mut!(open);
+        let opened = match select(open, timer.as_mut()).await {
+            Either::Left((opened, _)) => opened,
+            Either::Right(_) => {
+                controller.abort();
+                return (Outcome::Timeout, None, Aftermath::Nothing);
+            }
+        };
+        let failed = opened
+            .first_bytes()
+            .is_none_or(|first| first_chunk_fails(&first));
+        if failed {
+            opened.cancel();
+            return (Outcome::StreamFailed, None, Aftermath::Nothing);
+        }
+        let (readable, finished) = opened.hand_on(INTERRUPTED_EVENT);
+        let response = http::stream_response(status, client_headers, readable);
+        return (
+            Outcome::Success,
+            Some(response),
+            Aftermath::Streamed { report, finished },
+        );
+    }
+
+    // A JSON answer carries its usage: the client's stream is teed so that the router reads a
+    // copy after the response is sent. Other answers are handed through untouched.
+    let (response, usage_body) = if content_type.contains("json") {
+        match http::tee(resp) {
+            Ok((resp, copy)) => (Some(resp), Some(copy)),
+            Err(_) => return (Outcome::Transport, None, Aftermath::Nothing),
+        }
+    } else {
+        (http::client_response(resp).ok(), None)
+    };
+    (
+        Outcome::Success,
+        response,
+        Aftermath::Answered { report, usage_body },
+    )
+}
+
+/// Tells the quota object what happened, after the response is sent (`wait_until`): it adds
+/// no latency.
+fn settle_later(
+    ctx: &Context,
+    env: &Env,
+    provider: &str,
+    key_id: &str,
+    ticket: Ticket,
+    after: Aftermath,
+) {
+    let env = env.clone();
+    let provider = provider.to_owned();
+    let key_id = key_id.to_owned();
+    ctx.wait_until(async move {
+        let command = match after {
+            Aftermath::Answered { report, usage_body } => {
+                let usage = match usage_body {
+                    Some(stream) => http::read_stream(&stream, MAX_USAGE_BODY)
+                        .await
+                        .and_then(|bytes| quota::usage_from_body(&bytes)),
+                    None => None,
+                };
+                Command::Settle {
+                    ticket,
+                    usage,
+                    report: Some(report),
+                }
+            }
+            Aftermath::Streamed { report, finished } => {
+                let usage = stream_usage(finished, &provider).await;
+                Command::Settle {
+                    ticket,
+                    usage,
+                    report: Some(report),
+                }
+            }
+            Aftermath::Refused { refusal, report } => Command::Refused {
+                ticket,
+                refusal,
+                report: Some(report),
+            },
+            Aftermath::Disabled { status } => Command::Disable {
+                ticket,
+                key_id,
+                status,
+            },
+            Aftermath::Nothing => Command::Release { ticket },
+        };
+        if let Err(err) = quota_object::call(&env, &provider, &command).await {
+            log_quota_error("settle", &err);
+        }
+    });
+}
+
+/// Waits for a handed-on stream to end and reads its usage; a stream that did not end with
+/// `data: [DONE]` (the client got the interrupted event) is logged.
+async fn stream_usage(finished: js_sys::Promise, provider: &str) -> Option<Usage> {
+    let end = stream::ended(finished).await?;
+    if !end.complete {
+        let line = serde_json::json!({"event": "stream_interrupted", "provider": provider});
+        worker::console_error!("{line}");
+    }
+    usage_from_tail(&end.tail)
+}
+
+fn log_quota_error(what: &str, err: &RouterError) {
+    let line = serde_json::json!({
+        "event": "quota_unreachable",
+        "op": what,
+        "code": err.code(),
+    });
+    worker::console_error!("{line}");
+}
