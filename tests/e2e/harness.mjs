@@ -129,8 +129,11 @@ export function assertNoSecrets(texts) {
 
 /**
  * A fake upstream on 127.0.0.1. `respond(call)` returns `{status, headers, body}` (body a string
- * or an array of chunks written with a pause between them). It stops by itself after
- * `maxRequests` calls or `lifetimeMs`, whichever comes first.
+ * or an array of chunks written with a pause between them). Faults: `hang: true` never answers
+ * (until the caller gives up or the fake closes); `delayMs` waits before answering; `cut: true`
+ * destroys the connection after the chunks instead of ending the response. Each call records
+ * `aborted` when the caller closed the connection before the answer was complete. It stops by
+ * itself after `maxRequests` calls or `lifetimeMs`, whichever comes first.
  */
 export async function startFakeUpstream({ maxRequests = 100, lifetimeMs = 120_000 } = {}) {
   const calls = [];
@@ -150,18 +153,26 @@ export async function startFakeUpstream({ maxRequests = 100, lifetimeMs = 120_00
         body: Buffer.concat(chunks).toString("utf8"),
       };
       calls.push(call);
-      const { status, headers = {}, body = "" } = respond(call);
+      call.aborted = false;
+      res.on("close", () => {
+        if (!res.writableFinished) call.aborted = true;
+      });
+      const { status, headers = {}, body = "", hang = false, delayMs = 0, cut = false } = respond(call);
+      if (calls.length >= maxRequests) server.close();
+      if (hang) return;
+      if (delayMs) await new Promise((r) => setTimeout(r, delayMs));
+      if (res.destroyed) return;
       res.writeHead(status, headers);
       if (Array.isArray(body)) {
         for (const part of body) {
           res.write(part);
           await new Promise((r) => setTimeout(r, 10));
         }
-        res.end();
+        if (cut) res.socket?.destroy();
+        else res.end();
       } else {
         res.end(body);
       }
-      if (calls.length >= maxRequests) server.close();
     });
   });
   await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));

@@ -243,6 +243,25 @@ test("after the response, the estimate is replaced by the real usage and the pro
   });
 });
 
+test("a streamed answer settles with the usage of its last chunk, after the client has it", async () => {
+  const { groq, router } = await setup({ rpm: 1000 });
+  cleanups.push(() => router.dispose(), () => groq.close());
+  const stream = [
+    'data: {"choices":[{"index":0,"delta":{"content":"ok"}}]}\n\n',
+    'data: {"choices":[{"index":0,"delta":{},"finish_reason":"stop"}],"x_groq":{"usage":{"prompt_tokens":30,"completion_tokens":9,"total_tokens":39}}}\n\n',
+    "data: [DONE]\n\n",
+  ];
+  groq.answer(() => ({ status: 200, headers: { "content-type": "text/event-stream" }, body: stream }));
+  const res = await router.fetch("/v1/chat/completions", {
+    method: "POST",
+    headers: { "content-type": "application/json", authorization: `Bearer ${GATEWAY_KEY}` },
+    body: JSON.stringify({ model: "fast", stream: true, max_tokens: 500, messages: [{ role: "user", content: "hi" }] }),
+  });
+  assert.equal(await res.text(), stream.join(""));
+  // The booking was the estimate (> 500 tokens); after the stream it is the real 39.
+  await eventually(router, (s) => s.organizations["org-a"]?.[MODEL]?.tokens_per_minute.used === 39);
+});
+
 test("when the provider has refused every key, the client gets a 502 naming the secrets, not a 429", async () => {
   const { groq, router } = await setup({ rpm: 1000 });
   cleanups.push(() => router.dispose(), () => groq.close());
