@@ -364,7 +364,7 @@ impl<'c> Planner<'c> {
                 self.dropped_providers.push(provider);
                 f.server_status = Some(*status);
             }
-            Outcome::StreamFailed => {
+            Outcome::BadAnswer => {
                 self.dropped_providers.push(provider);
                 f.server_status.get_or_insert(200);
             }

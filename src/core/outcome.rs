@@ -34,8 +34,10 @@ pub enum Outcome {
     Timeout,
     /// The connection failed: refused, reset, or the response could not be read.
     Transport,
-    /// A 200 event stream that failed or sent an error event before any of it reached the client.
-    StreamFailed,
+    /// A 2xx whose start is no answer, found before any of it reached the client: an event
+    /// stream that failed, ended or opened with an error event, a JSON body that is not JSON or
+    /// is an error object (see `core::stream`).
+    BadAnswer,
     /// 401/403: the router's key is wrong or revoked.
     Auth { status: u16 },
     /// Any other 4xx (400, 422, ...): the request itself is refused, and another provider would
@@ -56,7 +58,7 @@ impl Outcome {
             Outcome::ServerError { .. } => "server_error",
             Outcome::Timeout => "timeout",
             Outcome::Transport => "transport",
-            Outcome::StreamFailed => "stream_failed",
+            Outcome::BadAnswer => "bad_answer",
             Outcome::Auth { .. } => "auth",
             Outcome::Rejected(_) => "rejected",
         }
@@ -71,7 +73,7 @@ impl Outcome {
                 | Outcome::Capacity
                 | Outcome::Timeout
                 | Outcome::Transport
-                | Outcome::StreamFailed
+                | Outcome::BadAnswer
         )
     }
 }
@@ -273,7 +275,7 @@ mod tests {
             (classify(498, None, b""), true),
             (Outcome::Timeout, true),
             (Outcome::Transport, true),
-            (Outcome::StreamFailed, true),
+            (Outcome::BadAnswer, true),
             (classify(429, None, b""), false),
             (classify(401, None, b""), false),
             (classify(400, None, b""), false),

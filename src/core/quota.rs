@@ -458,34 +458,6 @@ pub fn status_view(
     json!({"now_ms": now_ms, "organizations": orgs, "disabled_keys": disabled})
 }
 
-/// Reads `usage` from a (non-streamed) completion body: `prompt_tokens`, `completion_tokens`
-/// and `prompt_tokens_details.cached_tokens`.
-pub fn usage_from_body(body: &[u8]) -> Option<Usage> {
-    #[derive(Deserialize)]
-    struct Body {
-        usage: Option<RawUsage>,
-    }
-    #[derive(Deserialize)]
-    struct RawUsage {
-        #[serde(default)]
-        prompt_tokens: u64,
-        #[serde(default)]
-        completion_tokens: u64,
-        prompt_tokens_details: Option<Details>,
-    }
-    #[derive(Deserialize)]
-    struct Details {
-        #[serde(default)]
-        cached_tokens: u64,
-    }
-    let u = serde_json::from_slice::<Body>(body).ok()?.usage?;
-    Some(Usage {
-        prompt_tokens: u.prompt_tokens,
-        cached_tokens: u.prompt_tokens_details.map_or(0, |d| d.cached_tokens),
-        completion_tokens: u.completion_tokens,
-    })
-}
-
 /// An organization and key, owned, as the Worker sends them to the ledger's object.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OwnedCandidate {

@@ -1,8 +1,12 @@
-//! Step 11: streamed answers. An event stream is handed to the client without the router
-//! reading it (the edge pipes it in JavaScript and appends [`INTERRUPTED_EVENT`] when it ends
-//! without `data: [DONE]`); only its first chunk (before anything is sent, so that an error
-//! event still fails over) and its last bytes (after the end, for the usage) are read, by the
-//! functions here.
+//! Step 11: the answer, handed on. A successful body is passed to the client without the router
+//! reading it: the edge pipes it in JavaScript. Only two pieces are read, by the functions here:
+//! - its first chunk, before anything is sent, so that an answer that is no answer (an event
+//!   stream opening with an error event, a JSON body that is not JSON) still fails over;
+//! - its last bytes, after the end, for the real usage.
+//!
+//! An event stream that ends without `data: [DONE]` gets [`INTERRUPTED_EVENT`] appended.
+
+use serde_json::Value;
 
 use super::quota::Usage;
 
@@ -13,17 +17,58 @@ pub const INTERRUPTED_EVENT: &str = "data: {\"error\":{\"message\":\"The upstrea
     stream ended before it was complete; the response is cut short.\",\"type\":\"server_error\",\
     \"param\":null,\"code\":\"upstream_stream_interrupted\"}}\n\n";
 
-/// Whether the first chunk of an event stream is an error rather than the answer: its first
-/// data event carries `error` (OpenRouter and Groq report failures this way with a 200), or
-/// the chunk has no event at all.
-pub fn first_chunk_fails(chunk: &[u8]) -> bool {
+/// How much of the first chunk is read (an error event or the start of a JSON body).
+pub const FIRST_CHUNK_READ: usize = 4_096;
+
+/// The kind of a successful body, from its `content-type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Body {
+    /// `text/event-stream`.
+    Events,
+    /// `application/json` (or any `+json`).
+    Json,
+    /// Anything else: handed on without a look.
+    Other,
+}
+
+impl Body {
+    pub fn of(content_type: &str) -> Body {
+        if content_type.contains("text/event-stream") {
+            Body::Events
+        } else if content_type.contains("json") {
+            Body::Json
+        } else {
+            Body::Other
+        }
+    }
+
+    /// Whether the start of a body (up to [`FIRST_CHUNK_READ`] bytes of its first chunk) says
+    /// it is not an answer: an event stream whose first event is an error or `[DONE]`, or a
+    /// JSON body that is not an object or array, or is an error object.
+    pub fn start_fails(self, start: &[u8]) -> bool {
+        match self {
+            Body::Events => events_start_fails(start),
+            Body::Json => json_start_fails(start),
+            Body::Other => false,
+        }
+    }
+
+    /// The usage reported in a body's last bytes.
+    pub fn usage(self, tail: &[u8]) -> Option<Usage> {
+        match self {
+            Body::Events => usage_from_events(tail),
+            Body::Json => usage_from_json(tail),
+            Body::Other => None,
+        }
+    }
+}
+
+fn events_start_fails(chunk: &[u8]) -> bool {
     let text = String::from_utf8_lossy(chunk);
     for line in text.lines() {
         let line = line.trim();
-        if line.is_empty() || line.starts_with(':') || line.starts_with("event:") {
-            continue;
-        }
         let Some(data) = line.strip_prefix("data:") else {
+            // Comments (keep-alives), `event:` and `id:` lines, blank lines.
             continue;
         };
         let data = data.trim_start();
@@ -31,38 +76,76 @@ pub fn first_chunk_fails(chunk: &[u8]) -> bool {
             // Done before any answer: nothing to hand on.
             return true;
         }
-        return serde_json::from_str::<serde_json::Value>(data)
+        // A first event cut by the chunk's end is not an error by itself.
+        return serde_json::from_str::<Value>(data)
             .ok()
-            .is_some_and(|v| v.get("error").is_some_and(|e| !e.is_null()));
+            .is_some_and(|v| is_error(&v));
     }
-    // Only comments (keep-alives) so far: the stream is alive.
+    // Only comments so far: the stream is alive.
     false
 }
 
-/// The usage a stream reported in its last events: a final `usage` chunk, or Groq's
-/// `x_groq.usage` on the chunk with `finish_reason`. The last one found wins.
-pub fn usage_from_tail(tail: &[u8]) -> Option<Usage> {
+fn json_start_fails(start: &[u8]) -> bool {
+    let trimmed = start.trim_ascii_start();
+    match trimmed.first() {
+        Some(b'{') => {
+            // `{"error": ...` as the first key: some providers answer a failure with a 200.
+            let after = trimmed[1..].trim_ascii_start();
+            after.starts_with(b"\"error\"")
+                && serde_json::from_slice::<Value>(trimmed).map_or(true, |v| is_error(&v))
+        }
+        Some(b'[') => false,
+        // Empty, HTML, plain text: not the JSON that was promised.
+        _ => true,
+    }
+}
+
+fn is_error(v: &Value) -> bool {
+    v.get("error").is_some_and(|e| !e.is_null())
+}
+
+/// The usage in an event stream's last events: a final `usage` chunk, or Groq's `x_groq.usage`
+/// on the chunk with `finish_reason`. The last one found wins.
+fn usage_from_events(tail: &[u8]) -> Option<Usage> {
     let text = String::from_utf8_lossy(tail);
     text.lines().rev().find_map(|line| {
         let data = line.trim().strip_prefix("data:")?.trim_start();
         if !data.contains("usage") {
             return None;
         }
-        let v: serde_json::Value = serde_json::from_str(data).ok()?;
+        let v: Value = serde_json::from_str(data).ok()?;
         let usage = v
             .get("usage")
             .filter(|u| u.is_object())
             .or_else(|| v.get("x_groq")?.get("usage"))?;
-        let n = |field: &str| usage.get(field).and_then(serde_json::Value::as_u64);
-        Some(Usage {
-            prompt_tokens: n("prompt_tokens")?,
-            completion_tokens: n("completion_tokens").unwrap_or(0),
-            cached_tokens: usage
-                .get("prompt_tokens_details")
-                .and_then(|d| d.get("cached_tokens"))
-                .and_then(serde_json::Value::as_u64)
-                .unwrap_or(0),
-        })
+        usage_of(usage)
+    })
+}
+
+/// The usage in a JSON body's last bytes: the object after its last `"usage":` key (OpenAI's
+/// format puts `usage` last; a whole body is its own tail).
+fn usage_from_json(tail: &[u8]) -> Option<Usage> {
+    let key = b"\"usage\"";
+    let at = tail.windows(key.len()).rposition(|w| w == key)?;
+    let rest = tail[at + key.len()..].trim_ascii_start();
+    let rest = rest.strip_prefix(b":")?;
+    let value = serde_json::Deserializer::from_slice(rest)
+        .into_iter::<Value>()
+        .next()?
+        .ok()?;
+    usage_of(&value)
+}
+
+fn usage_of(usage: &Value) -> Option<Usage> {
+    let n = |field: &str| usage.get(field).and_then(Value::as_u64);
+    Some(Usage {
+        prompt_tokens: n("prompt_tokens")?,
+        completion_tokens: n("completion_tokens").unwrap_or(0),
+        cached_tokens: usage
+            .get("prompt_tokens_details")
+            .and_then(|d| d.get("cached_tokens"))
+            .and_then(Value::as_u64)
+            .unwrap_or(0),
     })
 }
 
@@ -77,14 +160,23 @@ mod tests {
             .unwrap()
             .strip_suffix("\n\n")
             .unwrap();
-        let v: serde_json::Value = serde_json::from_str(data).unwrap();
+        let v: Value = serde_json::from_str(data).unwrap();
         assert_eq!(v["error"]["code"], "upstream_stream_interrupted");
         assert_eq!(v["error"]["type"], "server_error");
         assert!(v["error"]["message"].as_str().unwrap().len() > 20);
     }
 
     #[test]
-    fn first_chunk_table() {
+    fn kinds_from_content_type() {
+        assert_eq!(Body::of("text/event-stream; charset=utf-8"), Body::Events);
+        assert_eq!(Body::of("application/json"), Body::Json);
+        assert_eq!(Body::of("application/problem+json"), Body::Json);
+        assert_eq!(Body::of("text/plain"), Body::Other);
+        assert!(!Body::Other.start_fails(b""));
+    }
+
+    #[test]
+    fn event_stream_starts() {
         let cases: &[(&str, bool)] = &[
             (
                 "data: {\"id\":\"c\",\"choices\":[{\"delta\":{\"role\":\"assistant\"}}]}\n\n",
@@ -105,20 +197,45 @@ mod tests {
             ),
             ("data: {\"error\":null,\"choices\":[]}\n\n", false),
             ("data: [DONE]\n\n", true),
-            // A first chunk cut inside the event is not an error by itself.
             ("data: {\"id\":\"c\",\"choi", false),
             ("", false),
         ];
         for (chunk, fails) in cases {
-            assert_eq!(first_chunk_fails(chunk.as_bytes()), *fails, "{chunk:?}");
+            assert_eq!(
+                Body::Events.start_fails(chunk.as_bytes()),
+                *fails,
+                "{chunk:?}"
+            );
         }
     }
 
     #[test]
-    fn usage_from_groq_and_openai_tails() {
+    fn json_starts() {
+        let cases: &[(&str, bool)] = &[
+            ("{\"id\":\"c\",\"object\":\"chat.completion\"", false),
+            ("  \n{\"id\"", false),
+            ("[1,2]", false),
+            ("{\"error\":{\"message\":\"upstream timeout\"}}", true),
+            ("{ \"error\": {\"message\": \"cut", true),
+            ("{\"error\":null,\"id\":\"c\"}", false),
+            ("<html><body>502 Bad Gateway</body></html>", true),
+            ("not json", true),
+            ("", true),
+        ];
+        for (start, fails) in cases {
+            assert_eq!(
+                Body::Json.start_fails(start.as_bytes()),
+                *fails,
+                "{start:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn usage_from_groq_and_openai_streams() {
         let groq = "data: {\"choices\":[{\"delta\":{},\"finish_reason\":\"stop\"}],\"x_groq\":{\"id\":\"r\",\"usage\":{\"prompt_tokens\":12,\"completion_tokens\":30,\"total_tokens\":42}}}\n\ndata: [DONE]\n\n";
         assert_eq!(
-            usage_from_tail(groq.as_bytes()),
+            Body::Events.usage(groq.as_bytes()),
             Some(Usage {
                 prompt_tokens: 12,
                 cached_tokens: 0,
@@ -126,11 +243,48 @@ mod tests {
             })
         );
         let openai = "data: {\"choices\":[{\"delta\":{},\"finish_reason\":\"stop\"}],\"usage\":null}\n\ndata: {\"choices\":[],\"usage\":{\"prompt_tokens\":100,\"completion_tokens\":5,\"prompt_tokens_details\":{\"cached_tokens\":64}}}\n\ndata: [DONE]\n\n";
-        let u = usage_from_tail(openai.as_bytes()).unwrap();
-        assert_eq!(u.counted(), 41);
-        // A tail cut inside the usage event, or without one, yields nothing.
-        assert_eq!(usage_from_tail(b"data: {\"usage\":{\"prompt_tok"), None);
-        assert_eq!(usage_from_tail(b"data: {\"choices\":[]}\n\n"), None);
-        assert_eq!(usage_from_tail(&[0xff, 0xfe, b'\n']), None);
+        assert_eq!(Body::Events.usage(openai.as_bytes()).unwrap().counted(), 41);
+        assert_eq!(Body::Events.usage(b"data: {\"usage\":{\"prompt_tok"), None);
+        assert_eq!(Body::Events.usage(b"data: {\"choices\":[]}\n\n"), None);
+        assert_eq!(Body::Events.usage(&[0xff, 0xfe, b'\n']), None);
+    }
+
+    #[test]
+    fn usage_from_json_bodies_and_their_tails() {
+        let body = br#"{"id":"x","choices":[{"message":{"content":"the word \"usage\" in text"}}],"usage":{"prompt_tokens":120,"completion_tokens":30,"total_tokens":150,"prompt_tokens_details":{"cached_tokens":100}}}"#;
+        let u = Body::Json.usage(body).unwrap();
+        assert_eq!(
+            u,
+            Usage {
+                prompt_tokens: 120,
+                cached_tokens: 100,
+                completion_tokens: 30
+            }
+        );
+        assert_eq!(u.counted(), 50);
+        // Only the end of a long body is kept: the usage is still there.
+        assert_eq!(Body::Json.usage(&body[40..]), Some(u));
+        assert_eq!(
+            Body::Json
+                .usage(br#"{"usage":{"prompt_tokens":5}}"#)
+                .unwrap()
+                .counted(),
+            5
+        );
+        for bad in [
+            &b""[..],
+            b"{}",
+            b"not json",
+            br#"{"usage":"x"}"#,
+            br#"{"usage":null}"#,
+            br#"{"usage": {"prompt_tok"#,
+        ] {
+            assert_eq!(
+                Body::Json.usage(bad),
+                None,
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
     }
 }

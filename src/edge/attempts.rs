@@ -15,10 +15,10 @@ use crate::core::config::{Config, Target};
 use crate::core::error::RouterError;
 use crate::core::failover::{Attempt, Breakers, Next, Planner, Verdict};
 use crate::core::outcome::{self, Outcome};
-use crate::core::quota::{self, Command, Ticket, Usage};
+use crate::core::quota::{Command, Ticket, Usage};
 use crate::core::ratelimit::{self, Refusal, Report};
 use crate::core::route::Choice;
-use crate::core::stream::{first_chunk_fails, usage_from_tail, INTERRUPTED_EVENT};
+use crate::core::stream::{Body, FIRST_CHUNK_READ, INTERRUPTED_EVENT};
 use crate::core::upstream;
 
 thread_local! {
@@ -26,9 +26,6 @@ thread_local! {
     /// path, at the price of each isolate learning a provider's failures on its own.
     static BREAKERS: RefCell<Breakers> = RefCell::new(Breakers::default());
 }
-
-/// The longest answer whose copy is read for its usage; a longer one settles on the estimate.
-const MAX_USAGE_BODY: usize = 16 << 20;
 
 /// How much of an upstream failure's body is read.
 const MAX_FAILURE_BODY: usize = 64 * 1024;
@@ -44,8 +41,6 @@ pub struct Job {
     pub endpoint: &'static str,
     /// The client's `Accept`, carried over.
     pub accept: Option<String>,
-    /// A chat request with `stream: true`.
-    pub streaming: bool,
     /// Tokens to book (estimated prompt + output).
     pub tokens: u64,
     /// The prompt-cache prefix hash (0 when no candidate caches prompts).
@@ -134,10 +129,10 @@ pub async fn run<'c>(
                     }
                     // Nothing to settle, but a handed-on stream still runs after the response.
                     None => {
-                        if let Aftermath::Streamed { finished, .. } = after {
-                            let label = choice.provider.name.clone();
+                        if let Aftermath::Streamed { finished, kind, .. } = after {
+                            let provider = choice.provider.name.clone();
                             ctx.wait_until(async move {
-                                let _ = stream_usage(finished, &label).await;
+                                let _ = answer_usage(finished, kind, &provider).await;
                             });
                         }
                     }
@@ -163,16 +158,14 @@ pub async fn run<'c>(
 
 /// What the ledger should learn once an attempt has its answer.
 enum Aftermath {
-    /// The provider answered: its rate-limit headers, and the rest of a JSON body to read the
-    /// real usage from (a copy of the stream the client reads).
-    Answered {
-        report: Report,
-        usage_body: Option<worker::web_sys::ReadableStream>,
-    },
-    /// An event stream handed on: its headers now, its usage when it ends.
+    /// The provider answered without a body to hand on (or refused the request itself): its
+    /// rate-limit headers.
+    Answered { report: Report },
+    /// An answer handed on: its headers now, its usage when it ends.
     Streamed {
         report: Report,
         finished: js_sys::Promise,
+        kind: Body,
     },
     /// A 429 or a billing refusal.
     Refused { refusal: Refusal, report: Report },
@@ -247,62 +240,54 @@ async fn attempt(
             },
             Outcome::Auth { status } => Aftermath::Disabled { status: *status },
             // The provider read the request: keep the booking, learn from the headers.
-            Outcome::Rejected(_) => Aftermath::Answered {
-                report,
-                usage_body: None,
-            },
+            Outcome::Rejected(_) => Aftermath::Answered { report },
             _ => Aftermath::Nothing,
         };
         return (verdict, None, after);
     }
 
-    let content_type = header("content-type").unwrap_or_default();
-    if job.streaming && content_type.contains("text/event-stream") {
-        let Ok(client_headers) = http::client_headers(&resp) else {
-            return (Outcome::Transport, None, Aftermath::Nothing);
-        };
-        let Some(body) = http::body_stream(resp) else {
-            return (Outcome::StreamFailed, None, Aftermath::Nothing);
-        };
-        let open = stream::open(&body);
-        futures::pin_mut!(open);
-        let opened = match select(open, timer.as_mut()).await {
-            Either::Left((opened, _)) => opened,
-            Either::Right(_) => {
-                controller.abort();
-                return (Outcome::Timeout, None, Aftermath::Nothing);
-            }
-        };
-        let failed = opened
-            .first_bytes()
-            .is_none_or(|first| first_chunk_fails(&first));
-        if failed {
-            opened.cancel();
-            return (Outcome::StreamFailed, None, Aftermath::Nothing);
-        }
-        let (readable, finished) = opened.hand_on(INTERRUPTED_EVENT);
-        let response = http::stream_response(status, client_headers, readable);
+    // A success: its first chunk is read before anything is sent, so that an answer that is
+    // no answer still fails over; the rest is handed on in JavaScript.
+    let kind = Body::of(&header("content-type").unwrap_or_default());
+    let Ok(client_headers) = http::client_headers(&resp) else {
+        return (Outcome::Transport, None, Aftermath::Nothing);
+    };
+    let Some(body) = http::body_stream(resp) else {
+        // No body at all (a 204): nothing to read, nothing to learn.
+        let response = http::stream_response(status, client_headers, None);
         return (
             Outcome::Success,
             Some(response),
-            Aftermath::Streamed { report, finished },
+            Aftermath::Answered { report },
         );
-    }
-
-    // A JSON answer carries its usage: the client's stream is teed so that the router reads a
-    // copy after the response is sent. Other answers are handed through untouched.
-    let (response, usage_body) = if content_type.contains("json") {
-        match http::tee(resp) {
-            Ok((resp, copy)) => (Some(resp), Some(copy)),
-            Err(_) => return (Outcome::Transport, None, Aftermath::Nothing),
-        }
-    } else {
-        (http::client_response(resp).ok(), None)
     };
+    let open = stream::open(&body);
+    futures::pin_mut!(open);
+    let opened = match select(open, timer.as_mut()).await {
+        Either::Left((opened, _)) => opened,
+        Either::Right(_) => {
+            controller.abort();
+            return (Outcome::Timeout, None, Aftermath::Nothing);
+        }
+    };
+    let bad = opened
+        .first_bytes(FIRST_CHUNK_READ)
+        .is_none_or(|start| kind.start_fails(&start));
+    if bad {
+        opened.cancel();
+        return (Outcome::BadAnswer, None, Aftermath::Nothing);
+    }
+    let interrupted = (kind == Body::Events).then_some(INTERRUPTED_EVENT);
+    let (readable, finished) = opened.hand_on(interrupted);
+    let response = http::stream_response(status, client_headers, Some(readable));
     (
         Outcome::Success,
-        response,
-        Aftermath::Answered { report, usage_body },
+        Some(response),
+        Aftermath::Streamed {
+            report,
+            finished,
+            kind,
+        },
     )
 }
 
@@ -321,21 +306,17 @@ fn settle_later(
     let key_id = key_id.to_owned();
     ctx.wait_until(async move {
         let command = match after {
-            Aftermath::Answered { report, usage_body } => {
-                let usage = match usage_body {
-                    Some(stream) => http::read_stream(&stream, MAX_USAGE_BODY)
-                        .await
-                        .and_then(|bytes| quota::usage_from_body(&bytes)),
-                    None => None,
-                };
-                Command::Settle {
-                    ticket,
-                    usage,
-                    report: Some(report),
-                }
-            }
-            Aftermath::Streamed { report, finished } => {
-                let usage = stream_usage(finished, &provider).await;
+            Aftermath::Answered { report } => Command::Settle {
+                ticket,
+                usage: None,
+                report: Some(report),
+            },
+            Aftermath::Streamed {
+                report,
+                finished,
+                kind,
+            } => {
+                let usage = answer_usage(finished, kind, &provider).await;
                 Command::Settle {
                     ticket,
                     usage,
@@ -360,15 +341,15 @@ fn settle_later(
     });
 }
 
-/// Waits for a handed-on stream to end and reads its usage; a stream that did not end with
-/// `data: [DONE]` (the client got the interrupted event) is logged.
-async fn stream_usage(finished: js_sys::Promise, provider: &str) -> Option<Usage> {
+/// Waits for a handed-on answer to end and reads its usage; an answer that did not end properly
+/// (the client got the interrupted event, or a failed body) is logged.
+async fn answer_usage(finished: js_sys::Promise, kind: Body, provider: &str) -> Option<Usage> {
     let end = stream::ended(finished).await?;
     if !end.complete {
-        let line = serde_json::json!({"event": "stream_interrupted", "provider": provider});
+        let line = serde_json::json!({"event": "answer_interrupted", "provider": provider});
         worker::console_error!("{line}");
     }
-    usage_from_tail(&end.tail)
+    kind.usage(&end.tail)
 }
 
 fn log_quota_error(what: &str, err: &RouterError) {

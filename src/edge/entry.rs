@@ -144,7 +144,6 @@ async fn serve(
             let job = Job {
                 endpoint: "/chat/completions",
                 accept: headers.get("accept").ok().flatten(),
-                streaming: request.streams(),
                 tokens: request.prompt_tokens.saturating_add(output),
                 prefix_hash,
                 deadline_ms: deadline_ms(config, budget_hint.as_deref()),
@@ -166,7 +165,6 @@ async fn serve(
             let job = Job {
                 endpoint: "/embeddings",
                 accept: headers.get("accept").ok().flatten(),
-                streaming: false,
                 tokens: 0,
                 prefix_hash: 0,
                 deadline_ms: config.failover.deadline_ms,

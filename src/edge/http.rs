@@ -31,18 +31,6 @@ pub fn upstream_request(out: &UpstreamRequest, body: Vec<u8>) -> Result<Request,
     Request::new_with_init(&out.url, &init).map_err(internal)
 }
 
-/// The upstream's response for the client: same status and body stream (never read in Rust),
-/// headers filtered by [`upstream::passes_to_client`].
-pub fn client_response(resp: Response) -> Result<Response, RouterError> {
-    let headers = client_headers(&resp)?;
-    let status = resp.status_code();
-    let (_, body) = resp.into_parts();
-    Ok(Response::builder()
-        .with_status(status)
-        .with_headers(headers)
-        .body(body))
-}
-
 /// The upstream's headers that may reach the client ([`upstream::passes_to_client`]).
 pub fn client_headers(resp: &Response) -> Result<Headers, RouterError> {
     let headers = Headers::new();
@@ -62,30 +50,19 @@ pub fn body_stream(resp: Response) -> Option<worker::web_sys::ReadableStream> {
     }
 }
 
-/// A response whose body is a JS stream the router writes (a handed-on event stream).
+/// A response whose body is a JS stream the router writes (a handed-on answer), or none.
 pub fn stream_response(
     status: u16,
     headers: Headers,
-    body: worker::web_sys::ReadableStream,
+    body: Option<worker::web_sys::ReadableStream>,
 ) -> Response {
-    Response::builder()
+    let builder = Response::builder()
         .with_status(status)
-        .with_headers(headers)
-        .stream(body)
-}
-
-/// Like [`client_response`], but the body is teed: the client reads one branch, the router the
-/// other (after the response is sent), so that nothing waits for the router's read.
-pub fn tee(resp: Response) -> Result<(Response, worker::web_sys::ReadableStream), RouterError> {
-    let status = resp.status_code();
-    let headers = client_headers(&resp)?;
-    let stream = body_stream(resp).ok_or_else(|| RouterError::Internal {
-        detail: "an upstream answer without a body stream".to_owned(),
-    })?;
-    let branches = stream.tee();
-    let client: worker::web_sys::ReadableStream = branches.get(0).unchecked_into();
-    let copy: worker::web_sys::ReadableStream = branches.get(1).unchecked_into();
-    Ok((stream_response(status, headers, client), copy))
+        .with_headers(headers);
+    match body {
+        Some(body) => builder.stream(body),
+        None => builder.empty(),
+    }
 }
 
 /// Reads a JS stream into bytes, up to `cap`: `None` when it is longer or cannot be read.
@@ -243,7 +220,7 @@ mod tests {
     }
 
     #[wasm_bindgen_test]
-    async fn client_response_keeps_status_and_body_and_drops_cookies() {
+    async fn a_handed_on_answer_keeps_status_and_body_and_drops_cookies() {
         let headers = Headers::new();
         headers.set("content-type", "application/json").unwrap();
         headers.set("x-request-id", "req_1").unwrap();
@@ -254,7 +231,9 @@ mod tests {
             .fixed(b"{\"id\":\"x\"}".to_vec());
         // Through a real JS Response, as `fetch` would hand it over.
         let upstream: Response = worker::web_sys::Response::from(upstream).into();
-        let mut out = client_response(upstream).unwrap();
+        let headers = client_headers(&upstream).unwrap();
+        let status = upstream.status_code();
+        let mut out = stream_response(status, headers, body_stream(upstream));
         assert_eq!(out.status_code(), 201);
         assert_eq!(
             out.headers().get("x-request-id").unwrap().as_deref(),

@@ -1,6 +1,6 @@
-// Event streams, handed from the upstream to the client in JavaScript: no chunk crosses into
-// WebAssembly, so a long stream costs the router almost no CPU. Rust looks at the first chunk
-// (before anything is sent) and at the last bytes (after the end); see src/edge/stream.rs.
+// Successful answers, handed from the upstream to the client in JavaScript: no chunk crosses
+// into WebAssembly, so a long stream costs the router almost no CPU. Rust looks at the first
+// chunk (before anything is sent) and at the last bytes (after the end); see src/edge/stream.rs.
 
 // How many of the last chunks, and at most how many bytes, are kept for the usage and the end.
 const TAIL_CHUNKS = 4;
@@ -8,7 +8,7 @@ const TAIL_BYTES = 16384;
 
 // Reads the first chunk of an upstream body: resolves to [reader, chunk], with no chunk when the
 // body ended or failed before its first byte.
-export function openEventStream(body) {
+export function openBody(body) {
   const reader = body.getReader();
   return reader.read().then(
     (r) => [reader, r.done ? undefined : r.value],
@@ -17,15 +17,17 @@ export function openEventStream(body) {
 }
 
 // Cancels an upstream body that will not be handed on (a failover after its first chunk).
-export function cancelEventStream(reader) {
+export function cancelBody(reader) {
   reader.cancel().catch(() => {});
 }
 
 // Starts handing `first` and the rest of `reader` to the client. Returns [readable, finished]:
-// the client's body, and a promise of {tail, complete, clientGone} once the stream is over.
-// When the upstream fails or ends without `data: [DONE]`, `interrupted` (an SSE error event)
-// is written before the client's stream closes, so a cut never looks like a clean end.
-export function guardEventStream(first, reader, interrupted) {
+// the client's body, and a promise of {tail, complete, clientGone} once the body is over.
+// For an event stream (`interrupted` given, an SSE error event): when the upstream fails or
+// ends without `data: [DONE]`, `interrupted` is written before the client's stream closes, so
+// a cut never looks like a clean end. Another body that fails mid-way is aborted, so the
+// client sees the failure rather than a short body.
+export function handOn(first, reader, interrupted) {
   const { readable, writable } = new TransformStream();
   return [readable, pump(first, reader, writable.getWriter(), interrupted)];
 }
@@ -58,10 +60,15 @@ async function pump(first, reader, writer, interrupted) {
     clientGone = true;
   }
   const end = joinTail(tail);
-  const complete = !upstreamFailed && !clientGone && endsWithDone(end);
+  const events = typeof interrupted === "string";
+  const complete = !upstreamFailed && !clientGone && (!events || endsWithDone(end));
   if (clientGone) {
     reader.cancel().catch(() => {});
     writer.abort().catch(() => {});
+    return { tail: end, complete, clientGone };
+  }
+  if (!events && upstreamFailed) {
+    writer.abort(new Error("the upstream answer was cut")).catch(() => {});
     return { tail: end, complete, clientGone };
   }
   if (!complete) {

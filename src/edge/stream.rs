@@ -1,6 +1,6 @@
-//! Event streams at the edge: the first chunk is read here (so that a stream failing before
-//! its first byte still fails over), then `stream.js` hands the rest to the client in
-//! JavaScript and reports the stream's last bytes when it is over.
+//! Successful answers at the edge: the first chunk is read here (so that an answer that is no
+//! answer still fails over), then `stream.js` hands the rest to the client in JavaScript and
+//! reports the body's last bytes when it is over.
 
 use wasm_bindgen_futures::JsFuture;
 use worker::wasm_bindgen::{self, prelude::wasm_bindgen, JsCast, JsValue};
@@ -8,31 +8,36 @@ use worker::{js_sys, web_sys};
 
 #[wasm_bindgen(module = "/src/edge/stream.js")]
 extern "C" {
-    #[wasm_bindgen(js_name = openEventStream)]
-    fn open_event_stream(body: &web_sys::ReadableStream) -> js_sys::Promise;
-    #[wasm_bindgen(js_name = cancelEventStream)]
-    fn cancel_event_stream(reader: &JsValue);
-    #[wasm_bindgen(js_name = guardEventStream)]
-    fn guard_event_stream(first: &JsValue, reader: &JsValue, interrupted: &str) -> js_sys::Array;
+    #[wasm_bindgen(js_name = openBody)]
+    fn open_body(body: &web_sys::ReadableStream) -> js_sys::Promise;
+    #[wasm_bindgen(js_name = cancelBody)]
+    fn cancel_body(reader: &JsValue);
+    #[wasm_bindgen(js_name = handOn)]
+    fn hand_on_body(
+        first: &JsValue,
+        reader: &JsValue,
+        interrupted: Option<String>,
+    ) -> js_sys::Array;
 }
 
-/// An upstream event stream whose first chunk has been read, and nothing sent yet.
+/// An upstream body whose first chunk has been read, and nothing sent yet.
 pub struct Opened {
     reader: JsValue,
     first: Option<js_sys::Uint8Array>,
 }
 
-/// How a handed-on stream ended.
+/// How a handed-on body ended.
 pub struct Ended {
     /// Its last bytes (at most 16 KiB), for the usage.
     pub tail: Vec<u8>,
-    /// Whether it ended with `data: [DONE]`; otherwise the client got the interrupted event.
+    /// Whether it ended properly (an event stream: with `data: [DONE]`); otherwise the client
+    /// got the interrupted event, or a failed body.
     pub complete: bool,
 }
 
 /// Reads the first chunk of `body`.
 pub async fn open(body: &web_sys::ReadableStream) -> Opened {
-    let pair = JsFuture::from(open_event_stream(body))
+    let pair = JsFuture::from(open_body(body))
         .await
         .ok()
         .map(|v| v.unchecked_into::<js_sys::Array>());
@@ -49,28 +54,33 @@ pub async fn open(body: &web_sys::ReadableStream) -> Opened {
 }
 
 impl Opened {
-    /// A copy of the first chunk; `None` when the stream ended or failed before it.
-    pub fn first_bytes(&self) -> Option<Vec<u8>> {
-        self.first.as_ref().map(js_sys::Uint8Array::to_vec)
+    /// A copy of the start of the first chunk (up to `max` bytes); `None` when the body ended
+    /// or failed before it.
+    pub fn first_bytes(&self, max: usize) -> Option<Vec<u8>> {
+        self.first.as_ref().map(|chunk| {
+            let end = chunk.length().min(u32::try_from(max).unwrap_or(u32::MAX));
+            chunk.subarray(0, end).to_vec()
+        })
     }
 
     /// Drops the stream: the upstream is told to stop.
     pub fn cancel(self) {
         if !self.reader.is_undefined() {
-            cancel_event_stream(&self.reader);
+            cancel_body(&self.reader);
         }
     }
 
-    /// Hands the stream on: the client's body, and a promise of how it ended. `interrupted` is
-    /// written to the client when the upstream fails or ends without `data: [DONE]`.
-    pub fn hand_on(self, interrupted: &str) -> (web_sys::ReadableStream, js_sys::Promise) {
+    /// Hands the body on: the client's body, and a promise of how it ended. For an event
+    /// stream, `interrupted` is written to the client when the upstream fails or ends without
+    /// `data: [DONE]`.
+    pub fn hand_on(self, interrupted: Option<&str>) -> (web_sys::ReadableStream, js_sys::Promise) {
         let first: JsValue = self.first.map_or(JsValue::UNDEFINED, Into::into);
-        let pair = guard_event_stream(&first, &self.reader, interrupted);
+        let pair = hand_on_body(&first, &self.reader, interrupted.map(str::to_owned));
         (pair.get(0).unchecked_into(), pair.get(1).unchecked_into())
     }
 }
 
-/// Waits for a handed-on stream to end.
+/// Waits for a handed-on body to end.
 pub async fn ended(finished: js_sys::Promise) -> Option<Ended> {
     let report = JsFuture::from(finished).await.ok()?;
     let tail = js_sys::Reflect::get(&report, &JsValue::from_str("tail"))
@@ -83,4 +93,66 @@ pub async fn ended(finished: js_sys::Promise) -> Option<Ended> {
         .as_bool()
         .unwrap_or(false);
     Some(Ended { tail, complete })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::stream::INTERRUPTED_EVENT;
+    use wasm_bindgen_test::wasm_bindgen_test;
+
+    fn body(text: &str) -> web_sys::ReadableStream {
+        web_sys::Response::new_with_opt_str(Some(text))
+            .unwrap()
+            .body()
+            .unwrap()
+    }
+
+    async fn text_of(stream: web_sys::ReadableStream) -> String {
+        let resp: worker::Response = web_sys::Response::new_with_opt_readable_stream(Some(&stream))
+            .unwrap()
+            .into();
+        let mut resp = resp;
+        resp.text().await.unwrap()
+    }
+
+    #[wasm_bindgen_test]
+    async fn a_complete_stream_is_handed_on_unchanged() {
+        let sent = "data: {\"choices\":[]}\n\ndata: [DONE]\n\n";
+        let opened = open(&body(sent)).await;
+        assert_eq!(opened.first_bytes(8).unwrap(), b"data: {\"");
+        let (readable, finished) = opened.hand_on(Some(INTERRUPTED_EVENT));
+        assert_eq!(text_of(readable).await, sent);
+        let end = ended(finished).await.unwrap();
+        assert!(end.complete);
+        assert_eq!(end.tail, sent.as_bytes());
+    }
+
+    #[wasm_bindgen_test]
+    async fn a_stream_without_done_gets_the_interrupted_event() {
+        let sent = "data: {\"choices\":[]}\n\n";
+        let (readable, finished) = open(&body(sent)).await.hand_on(Some(INTERRUPTED_EVENT));
+        assert_eq!(
+            text_of(readable).await,
+            format!("{sent}{INTERRUPTED_EVENT}")
+        );
+        assert!(!ended(finished).await.unwrap().complete);
+    }
+
+    #[wasm_bindgen_test]
+    async fn a_json_body_gets_nothing_appended() {
+        let sent = r#"{"id":"c","usage":{"prompt_tokens":3}}"#;
+        let (readable, finished) = open(&body(sent)).await.hand_on(None);
+        assert_eq!(text_of(readable).await, sent);
+        let end = ended(finished).await.unwrap();
+        assert!(end.complete);
+        assert_eq!(end.tail, sent.as_bytes());
+    }
+
+    #[wasm_bindgen_test]
+    async fn an_empty_body_has_no_first_chunk() {
+        let opened = open(&body("")).await;
+        assert_eq!(opened.first_bytes(10), None);
+        opened.cancel();
+    }
 }

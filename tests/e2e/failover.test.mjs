@@ -125,6 +125,18 @@ test("a 413 on the fast path goes to the slow path", async () => {
   assert.match(res.headers.get("x-router-failover"), new RegExp(`^groq/${FAST}@groq-[ab]=too_large$`));
 });
 
+test("a 200 whose body is not JSON, or is an error object, fails over", async () => {
+  for (const garbage of ["<html><body>502 Bad Gateway</body></html>", '{"error":{"message":"upstream timed out"}}']) {
+    groq.reset();
+    groq.answer(() => ({ status: 200, headers: { "content-type": "application/json" }, body: garbage }));
+    const res = await chat();
+    assert.equal(res.status, 200);
+    assert.equal(await servedBy(res), "together");
+    assert.equal(groq.calls.length, 1);
+    assert.match(res.headers.get("x-router-failover"), /=bad_answer$/);
+  }
+});
+
 test("a hanging upstream is aborted after the attempt timeout and the next one serves", async () => {
   groq.answer(() => ({ hang: true }));
   const started = Date.now();
@@ -175,7 +187,7 @@ test("a stream whose first event is an error fails over too", async () => {
   // Nothing of Groq's stream reached the client: Together's answer is all it got.
   assert.equal(await servedBy(res), "together");
   assert.equal(res.headers.get("x-router-provider"), "together");
-  assert.equal(res.headers.get("x-router-failover"), `groq/${FAST}@groq-a=stream_failed`.replace("groq-a", res.headers.get("x-router-failover").includes("groq-b") ? "groq-b" : "groq-a"));
+  assert.equal(res.headers.get("x-router-failover"), `groq/${FAST}@groq-a=bad_answer`.replace("groq-a", res.headers.get("x-router-failover").includes("groq-b") ? "groq-b" : "groq-a"));
   assert.equal(groq.calls.length, 1);
 });
 

@@ -550,7 +550,7 @@ fn random_outcomes_keep_the_invariants() {
                 4 => Outcome::ServerError { status: 502 },
                 5 => Outcome::Timeout,
                 6 => Outcome::Transport,
-                7 => Outcome::StreamFailed,
+                7 => Outcome::BadAnswer,
                 _ => Outcome::TooLarge(RouterError::BodyTooLarge { limit: 1 }),
             }
         });

@@ -315,30 +315,6 @@ fn the_ledger_round_trips_through_json() {
 }
 
 #[test]
-fn usage_is_read_from_completion_bodies() {
-    let body = br#"{"id":"x","choices":[],"usage":{"prompt_tokens":120,"completion_tokens":30,"total_tokens":150,"prompt_tokens_details":{"cached_tokens":100}}}"#;
-    let u = usage_from_body(body).unwrap();
-    assert_eq!(
-        u,
-        Usage {
-            prompt_tokens: 120,
-            cached_tokens: 100,
-            completion_tokens: 30
-        }
-    );
-    assert_eq!(u.counted(), 50);
-    assert_eq!(
-        usage_from_body(br#"{"usage":{"prompt_tokens":5}}"#)
-            .unwrap()
-            .counted(),
-        5
-    );
-    for bad in [&b""[..], b"{}", b"not json", br#"{"usage":"x"}"#] {
-        assert_eq!(usage_from_body(bad), None);
-    }
-}
-
-#[test]
 fn commands_round_trip_and_apply() {
     let mut l = Ledger::default();
     let reserve = Command::Reserve {
