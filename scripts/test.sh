@@ -2,7 +2,8 @@
 # Sets everything up and runs every test layer, then prints the counts of each:
 #   1. native:  `cargo test` of the core;
 #   2. wasm:    `wasm-bindgen-test` of the JS-facing glue, in Node;
-#   3. e2e:     the release build in workerd (Miniflare), called over HTTP, fake upstreams.
+#   3. e2e:     the release build in workerd (Miniflare), called over HTTP, fake upstreams;
+#   4. load:    a few thousand requests under injected faults (tests/load), with its report.
 # All layers run even when one fails; the exit status is non-zero if any failed.
 set -uo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
@@ -49,6 +50,9 @@ e2e() {
   bash scripts/build.sh && node --test --test-reporter=spec tests/e2e/*.test.mjs
 }
 layer e2e e2e
+
+# The release build from the e2e layer; the load test prints its report before its verdict.
+layer load node --test --test-reporter=spec tests/load/*.test.mjs
 
 printf '\n%-8s %8s %8s\n' layer passed failed
 for i in "${!names[@]}"; do

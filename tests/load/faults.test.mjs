@@ -1,0 +1,279 @@
+// The load and fault test: a few thousand requests, tens in flight, through the release build in
+// workerd, against fakes on 127.0.0.1 that inject faults:
+// - Groq: three organizations on tiny daily limits (the fake refuses and counts anything beyond
+//   them), 429 storms with retry-after, 498s;
+// - Together: 503 bursts, hangs, HTML bodies with a 200, streams cut mid-way;
+// - Fireworks: healthy, a little slow.
+// It prints a report and asserts what the router promises: every request gets a definite answer
+// within its deadline, no 5xx while some provider has capacity, no fake receives more than its
+// limit, and the free capacity is used up. Bounded: it stops by itself.
+//
+// LOAD_REQUESTS and LOAD_CONCURRENCY change the size (defaults 3000 and 32).
+import { after, before, test } from "node:test";
+import assert from "node:assert/strict";
+import http from "node:http";
+import os from "node:os";
+import { GATEWAY_HASH, GATEWAY_KEY, startRouter } from "../e2e/harness.mjs";
+
+const TOTAL = Number(process.env.LOAD_REQUESTS ?? 3000);
+const CONCURRENCY = Number(process.env.LOAD_CONCURRENCY ?? 32);
+const GROQ_ORGS = ["org-1", "org-2", "org-3"];
+const GROQ_DAILY_LIMIT = 60;
+const ATTEMPT_TIMEOUT_MS = 1_000;
+const DEADLINE_MS = 8_000;
+const FAST = "llama-3.1-8b-instant";
+const KEYS = {
+  LOAD_GROQ_1: "gsk-load-1-aaaaaaaa",
+  LOAD_GROQ_2: "gsk-load-2-bbbbbbbb",
+  LOAD_GROQ_3: "gsk-load-3-cccccccc",
+  LOAD_TOGETHER: "tg-load-dddddddd",
+  LOAD_FIREWORKS: "fw-load-eeeeeeee",
+};
+
+/** A small deterministic generator, so that a run's faults can be replayed. */
+function rng(seed) {
+  let s = seed >>> 0;
+  return () => {
+    s ^= s << 13;
+    s ^= s >>> 17;
+    s ^= s << 5;
+    return (s >>> 0) / 4294967296;
+  };
+}
+
+const completion = (who) =>
+  JSON.stringify({
+    id: `chatcmpl-${who}`,
+    object: "chat.completion",
+    model: who,
+    choices: [{ index: 0, message: { role: "assistant", content: '{"ok":true}' }, finish_reason: "stop" }],
+    usage: { prompt_tokens: 20, completion_tokens: 5, total_tokens: 25 },
+  });
+const chunk = (text) => `data: ${JSON.stringify({ id: "s", object: "chat.completion.chunk", choices: [{ index: 0, delta: { content: text } }] })}\n\n`;
+const STREAM = [chunk("Hello"), chunk(", "), chunk("world"), "data: [DONE]\n\n"];
+
+/**
+ * A fake upstream whose answer comes from `decide(call)`: `{status, headers, body}` with body a
+ * string or an array of chunks; `hang`, `cut`, `delayMs` as faults. Closes by itself after
+ * `limit` calls or when the test ends.
+ */
+async function fake(name, decide, limit) {
+  const stats = { name, calls: 0, answers: {} };
+  const count = (what) => (stats.answers[what] = (stats.answers[what] ?? 0) + 1);
+  const server = http.createServer((req, res) => {
+    const parts = [];
+    req.on("data", (c) => parts.push(c));
+    req.on("end", async () => {
+      stats.calls += 1;
+      if (stats.calls >= limit) server.close();
+      const call = { headers: req.headers, body: JSON.parse(Buffer.concat(parts).toString("utf8")) };
+      const a = decide(call);
+      count(a.label);
+      if (a.hang) return; // the router's attempt timeout aborts it
+      if (a.delayMs) await new Promise((r) => setTimeout(r, a.delayMs));
+      if (res.destroyed) return;
+      res.writeHead(a.status, a.headers ?? {});
+      if (Array.isArray(a.body)) {
+        for (const part of a.body) {
+          res.write(part);
+          await new Promise((r) => setTimeout(r, 2));
+        }
+        if (a.cut) res.socket?.destroy();
+        else res.end();
+      } else {
+        res.end(a.body ?? "");
+      }
+    });
+  });
+  await new Promise((r) => server.listen(0, "127.0.0.1", r));
+  const timer = setTimeout(() => server.close(), 10 * 60_000);
+  timer.unref();
+  return {
+    stats,
+    baseUrl: `http://127.0.0.1:${server.address().port}/v1`,
+    close() {
+      clearTimeout(timer);
+      server.closeAllConnections();
+      return new Promise((r) => server.close(() => r()));
+    },
+  };
+}
+
+const json = (label, status, body, headers = {}) => ({ label, status, headers: { "content-type": "application/json", ...headers }, body });
+const events = (label, body, extra = {}) => ({ label, status: 200, headers: { "content-type": "text/event-stream" }, body, ...extra });
+
+// Groq: per organization, at most GROQ_DAILY_LIMIT answers a day; more is over-admission, which
+// the fake refuses as Groq would and counts. A 429 storm runs over the middle third of the calls.
+const groqServed = Object.fromEntries(GROQ_ORGS.map((o) => [o, 0]));
+let groqOverAdmitted = 0;
+const groqRandom = rng(7);
+let groqCalls = 0;
+function groqDecide(call) {
+  groqCalls += 1;
+  const n = Number(/gsk-load-(\d)/.exec(call.headers.authorization ?? "")?.[1]);
+  const org = GROQ_ORGS[n - 1];
+  if (!org) return json("unknown_key", 401, '{"error":{"message":"Invalid API Key"}}');
+  // The storm hits early, while the organizations still have quota: the router must move on
+  // and come back after the retry-after, not give the capacity up.
+  const storm = groqCalls > 20 && groqCalls <= 120;
+  const roll = groqRandom();
+  if (storm && roll < 0.5) {
+    return json("429_storm", 429, JSON.stringify({ error: { message: `Rate limit reached for model \`${FAST}\` in organization \`org_01load\` on requests per minute (RPM). Please try again in 1s.`, type: "requests", code: "rate_limit_exceeded" } }), { "retry-after": "1" });
+  }
+  if (roll > 0.97) return json("498", 498, '{"error":{"message":"capacity exceeded","code":"capacity_exceeded"}}');
+  if (groqServed[org] >= GROQ_DAILY_LIMIT) {
+    groqOverAdmitted += 1;
+    return json("over_admitted_429", 429, JSON.stringify({ error: { message: "Rate limit reached on requests per day (RPD)", type: "requests" } }), { "retry-after": "3600" });
+  }
+  groqServed[org] += 1;
+  return call.body.stream ? events("ok", STREAM) : json("ok", 200, completion("groq"));
+}
+
+// Together: a burst of 503s every 150 calls, 1 % hangs, 1 % HTML pages with a 200, and 5 % of
+// streams cut after their first chunks.
+const togetherRandom = rng(11);
+let togetherCalls = 0;
+function togetherDecide(call) {
+  togetherCalls += 1;
+  if (togetherCalls % 150 < 8) return json("503_burst", 503, '{"error":{"message":"The server is overloaded"}}');
+  const roll = togetherRandom();
+  if (roll < 0.01) return { label: "hang", hang: true };
+  if (roll < 0.02) return { label: "html_200", status: 200, headers: { "content-type": "application/json" }, body: "<html>upstream error</html>" };
+  if (call.body.stream) return roll < 0.07 ? events("cut_stream", STREAM.slice(0, 2), { cut: true }) : events("ok", STREAM);
+  return json("ok", 200, completion("together"));
+}
+
+// Fireworks: always answers, 5 to 20 ms late.
+const fireworksRandom = rng(13);
+function fireworksDecide(call) {
+  const delayMs = 5 + Math.floor(fireworksRandom() * 15);
+  return call.body.stream ? { ...events("ok", STREAM), delayMs } : { ...json("ok", 200, completion("fireworks")), delayMs };
+}
+
+let groq, together, fireworks, router;
+
+before(async () => {
+  groq = await fake("groq", groqDecide, TOTAL * 4);
+  together = await fake("together", togetherDecide, TOTAL * 4);
+  fireworks = await fake("fireworks", fireworksDecide, TOTAL * 4);
+  const limits = { rpd: GROQ_DAILY_LIMIT, rpm: 100_000, tpm: 100_000_000, tpd: 100_000_000 };
+  const config = {
+    failover: { attempt_timeout_ms: ATTEMPT_TIMEOUT_MS, deadline_ms: DEADLINE_MS, breaker_failures: 5, breaker_cooldown_ms: 2_000 },
+    providers: {
+      groq: {
+        base_url: groq.baseUrl,
+        keys: GROQ_ORGS.map((org, i) => ({ id: `groq-${i + 1}`, secret: `LOAD_GROQ_${i + 1}`, org })),
+        limits: { [FAST]: limits },
+      },
+      together: { base_url: together.baseUrl, keys: [{ id: "together", secret: "LOAD_TOGETHER" }] },
+      fireworks: { base_url: fireworks.baseUrl, keys: [{ id: "fireworks", secret: "LOAD_FIREWORKS" }] },
+    },
+    routes: {
+      fast: [`groq/${FAST}`],
+      slow: ["together/meta-llama/Llama-3.3-70B-Instruct-Turbo", "fireworks/accounts/fireworks/models/llama-v3p3-70b-instruct"],
+    },
+  };
+  router = await startRouter({ ROUTER_CONFIG: config, GATEWAY_KEY_HASHES: GATEWAY_HASH, ...KEYS });
+});
+
+after(async () => {
+  await router?.dispose();
+  for (const f of [groq, together, fireworks]) await f?.close();
+});
+
+/** The request mix: half short structured calls (fast path), a third long ones (slow), the rest streamed. */
+function request(i, random) {
+  const roll = random();
+  if (roll < 0.5) {
+    return { kind: "fast", body: { model: "auto", response_format: { type: "json_object" }, max_tokens: 64, messages: [{ role: "user", content: `Classify ticket ${i} as JSON.` }] } };
+  }
+  if (roll < 0.83) {
+    return { kind: "slow", body: { model: "slow", max_tokens: 512, messages: [{ role: "user", content: `Write a long essay about topic ${i}.` }] } };
+  }
+  return { kind: "stream", body: { model: "fast", stream: true, max_tokens: 64, messages: [{ role: "user", content: `Say hello ${i}.` }] } };
+}
+
+const percentile = (sorted, p) => sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
+
+test(`${TOTAL} requests, ${CONCURRENCY} in flight, under injected faults: nothing lost, no 5xx, no over-admission`, { timeout: 10 * 60_000 }, async () => {
+  const random = rng(3);
+  const results = [];
+  let next = 0;
+  const started = Date.now();
+  async function worker() {
+    while (next < TOTAL) {
+      const i = next++;
+      const { kind, body } = request(i, random);
+      const t0 = Date.now();
+      const groqLeft = GROQ_ORGS.length * GROQ_DAILY_LIMIT - Object.values(groqServed).reduce((a, b) => a + b, 0);
+      const r = { kind, status: 0, verdict: "lost", ms: 0, provider: null, attempts: 0, groqLeft };
+      try {
+        const res = await fetch(`${router.url}/v1/chat/completions`, {
+          method: "POST",
+          headers: { "content-type": "application/json", authorization: `Bearer ${GATEWAY_KEY}` },
+          body: JSON.stringify(body),
+          // Past the router's deadline, plus the time to read the answer: a hang is a loss.
+          signal: AbortSignal.timeout(DEADLINE_MS + 5_000),
+        });
+        r.status = res.status;
+        r.provider = res.headers.get("x-router-provider");
+        r.attempts = Number(res.headers.get("x-router-attempts") ?? 0);
+        const text = await res.text();
+        if (res.status !== 200) r.verdict = "error";
+        else if (kind === "stream") {
+          if (text.endsWith("data: [DONE]\n\n")) r.verdict = "ok";
+          else if (text.includes("upstream_stream_interrupted")) r.verdict = "stream_error_event";
+          else r.verdict = "silent_cut";
+        } else {
+          try {
+            JSON.parse(text);
+            r.verdict = "ok";
+          } catch {
+            r.verdict = "invalid_body";
+          }
+        }
+      } catch (err) {
+        r.verdict = err.name === "TimeoutError" ? "hung" : "lost";
+      }
+      r.ms = Date.now() - t0;
+      results.push(r);
+    }
+  }
+  await Promise.all(Array.from({ length: CONCURRENCY }, worker));
+  const wall = (Date.now() - started) / 1000;
+
+  const by = (f) => results.reduce((m, r) => ((m[f(r)] = (m[f(r)] ?? 0) + 1), m), {});
+  const latencies = results.map((r) => r.ms).sort((a, b) => a - b);
+  const verdicts = by((r) => r.verdict);
+  const statuses = by((r) => r.status);
+  const servedBy = by((r) => r.provider ?? "-");
+  const fiveXX = results.filter((r) => r.status >= 500).length;
+  const clientErrors = results.filter((r) => r.verdict !== "ok").length;
+  const capacity = GROQ_ORGS.length * GROQ_DAILY_LIMIT;
+  const groqServedTotal = Object.values(groqServed).reduce((a, b) => a + b, 0);
+  const fastToPaid = results.filter((r) => r.kind !== "slow" && r.provider && r.provider !== "groq");
+  // Sent while Groq had more room left than requests in flight: free capacity passed over.
+  const passedOver = fastToPaid.filter((r) => r.groqLeft > CONCURRENCY).length;
+
+  const lines = [
+    `load test: ${TOTAL} requests, ${CONCURRENCY} in flight, ${os.cpus().length} cores, ${wall.toFixed(1)} s (${(TOTAL / wall).toFixed(0)} req/s)`,
+    `  client saw: statuses ${JSON.stringify(statuses)}, verdicts ${JSON.stringify(verdicts)}`,
+    `  client-visible error rate: ${((100 * clientErrors) / TOTAL).toFixed(2)} % (streams cut after their first byte, reported as error events)`,
+    `  latency ms: p50 ${percentile(latencies, 50)}, p90 ${percentile(latencies, 90)}, p99 ${percentile(latencies, 99)}, max ${latencies.at(-1)}`,
+    `  served by: ${JSON.stringify(servedBy)}; attempts per request: mean ${(results.reduce((a, r) => a + r.attempts, 0) / TOTAL).toFixed(2)}, max ${Math.max(...results.map((r) => r.attempts))}`,
+    `  router 5xx: ${fiveXX} (Fireworks always had capacity)`,
+    `  groq: free capacity ${capacity} requests/day, used ${groqServedTotal} (${((100 * groqServedTotal) / capacity).toFixed(0)} %), over-admitted ${groqOverAdmitted}; fake answers ${JSON.stringify(groq.stats.answers)}`,
+    `  together: ${together.stats.calls} calls, ${JSON.stringify(together.stats.answers)}`,
+    `  fireworks: ${fireworks.stats.calls} calls, ${JSON.stringify(fireworks.stats.answers)}`,
+    `  fast-path requests served by a paid provider: ${fastToPaid.length}, of which ${passedOver} while Groq had more than ${CONCURRENCY} requests of room left (429 storm cooldowns, 498s)`,
+  ];
+  console.log(lines.join("\n"));
+
+  assert.equal((verdicts.lost ?? 0) + (verdicts.hung ?? 0), 0, "every request got a definite answer in time");
+  assert.equal(verdicts.silent_cut ?? 0, 0, "no stream ended without [DONE] or an error event");
+  assert.equal(verdicts.invalid_body ?? 0, 0, "no client got a body that is not JSON");
+  assert.equal(fiveXX, 0, "no 5xx while a provider had capacity");
+  assert.equal(groqOverAdmitted, 0, "no organization was sent more than its limit");
+  assert.equal(groqServedTotal, capacity, "the free capacity was used up");
+  assert.ok(latencies.at(-1) < DEADLINE_MS + 5_000);
+});
