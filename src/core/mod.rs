@@ -2,6 +2,9 @@
 //! I/O, so that `cargo test` checks it natively.
 //!
 //! The modules are listed in the order a request meets them (`rustfmt.toml` keeps the order).
+//! `failover` plans the attempt loop, which runs `route` to `outcome` once per attempt (booking
+//! with `quota` first where a provider tracks limits); `stream` hands the answer on.
+//! `ratelimit` and `quota` serve those steps; `models` and `error` stand beside the journey.
 
 pub mod endpoint;
 pub mod config;
