@@ -51,8 +51,6 @@ pub enum RouterError {
         param: Option<String>,
         code: Option<String>,
     },
-    /// The upstream is rate limiting the router's key.
-    UpstreamRateLimited { retry_after_s: Option<u64> },
     /// No candidate has quota left for this request; some will after `retry_after_s`.
     QuotaExhausted { retry_after_s: Option<u64> },
     /// The upstream refused the router's own key (401/403): a configuration problem.
@@ -101,7 +99,7 @@ impl RouterError {
             RouterError::ModelNotFound { .. } => 404,
             RouterError::MissingSecret { .. } | RouterError::InvalidConfig { .. } => 503,
             RouterError::UpstreamRejected { status, .. } => *status,
-            RouterError::UpstreamRateLimited { .. } | RouterError::QuotaExhausted { .. } => 429,
+            RouterError::QuotaExhausted { .. } => 429,
             RouterError::UpstreamAuth { .. }
             | RouterError::UpstreamFailed { .. }
             | RouterError::UpstreamUnreachable => 502,
@@ -128,9 +126,7 @@ impl RouterError {
                 "configuration_error"
             }
             RouterError::UpstreamRejected { kind, .. } => kind,
-            RouterError::UpstreamRateLimited { .. } | RouterError::QuotaExhausted { .. } => {
-                "rate_limit_error"
-            }
+            RouterError::QuotaExhausted { .. } => "rate_limit_error",
             RouterError::UpstreamAuth { .. }
             | RouterError::UpstreamFailed { .. }
             | RouterError::UpstreamUnreachable
@@ -157,7 +153,6 @@ impl RouterError {
             RouterError::MissingSecret { .. } => "missing_secret",
             RouterError::InvalidConfig { .. } => "invalid_config",
             RouterError::UpstreamRejected { code, .. } => return code.as_deref(),
-            RouterError::UpstreamRateLimited { .. } => "rate_limit_exceeded",
             RouterError::QuotaExhausted { .. } => "quota_exhausted",
             RouterError::UpstreamAuth { .. } => "upstream_auth_failed",
             RouterError::UpstreamFailed { .. } => "upstream_failed",
@@ -234,10 +229,6 @@ impl RouterError {
                 )
             }
             RouterError::UpstreamRejected { message, .. } => message.clone(),
-            RouterError::UpstreamRateLimited { retry_after_s } => match retry_after_s {
-                Some(s) => format!("The upstream provider is rate limiting; retry in {s} s."),
-                None => "The upstream provider is rate limiting; retry later.".to_owned(),
-            },
             RouterError::QuotaExhausted { retry_after_s } => match retry_after_s {
                 Some(s) => format!(
                     "Every provider that can serve this request is out of quota; retry in {s} s."
@@ -249,7 +240,9 @@ impl RouterError {
                  operator should check the secret {secret}."
             ),
             RouterError::UpstreamFailed { status } if (200..300).contains(status) => {
-                "The upstream provider's event stream failed before its first event.".to_owned()
+                "The upstream provider answered, but with no answer: an error event, an error \
+                 object or a body that is not JSON."
+                    .to_owned()
             }
             RouterError::UpstreamFailed { status } => {
                 format!("The upstream provider failed with HTTP {status}.")
@@ -271,10 +264,7 @@ impl RouterError {
     pub fn headers(&self) -> Vec<(&'static str, String)> {
         match self {
             RouterError::MethodNotAllowed { allow, .. } => vec![("allow", (*allow).to_owned())],
-            RouterError::UpstreamRateLimited {
-                retry_after_s: Some(s),
-            }
-            | RouterError::QuotaExhausted {
+            RouterError::QuotaExhausted {
                 retry_after_s: Some(s),
             }
             | RouterError::ProvidersUnavailable { retry_after_s: s } => {
@@ -368,9 +358,6 @@ mod tests {
                 param: None,
                 code: None,
             },
-            RouterError::UpstreamRateLimited {
-                retry_after_s: None,
-            },
             RouterError::QuotaExhausted {
                 retry_after_s: Some(3),
             },
@@ -447,7 +434,7 @@ mod tests {
 
     #[test]
     fn rate_limit_carries_retry_after() {
-        let e = RouterError::UpstreamRateLimited {
+        let e = RouterError::QuotaExhausted {
             retry_after_s: Some(7),
         };
         assert_eq!(e.headers(), vec![("retry-after", "7".to_owned())]);

@@ -1,4 +1,4 @@
-//! Step 9: the attempt loop. Which upstream call to make next, and what one call's outcome
+//! Step 11: the attempt loop. Which upstream call to make next, and what one call's outcome
 //! means for the request.
 //!
 //! [`Planner`] is pure: the edge asks it for the [`Next`] thing to do (book quota with a
@@ -27,6 +27,10 @@ use super::route::Choice;
 /// reservation one, and the reservation's settlement (after the response) one more.
 pub const SUBREQUEST_LIMIT: u32 = 50;
 
+/// The least time worth giving an attempt: with less left of the deadline, the request gives up
+/// rather than start a call it would abort at once.
+pub const MIN_ATTEMPT_MS: u64 = 20;
+
 /// One attempt, as the log line and the `x-router-failover` header report it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Attempt {
@@ -54,8 +58,9 @@ pub enum Next<'c> {
         ticket: Option<Ticket>,
         timeout_ms: u64,
     },
-    /// Nothing is left to try: answer with this error.
-    GiveUp(RouterError),
+    /// Nothing is left to try: answer with this error, and release the reservation (with its
+    /// provider's name) made for an attempt that no longer fits the deadline, if any.
+    GiveUp(RouterError, Option<(&'c str, Ticket)>),
 }
 
 /// What an attempt's outcome means for the request.
@@ -80,6 +85,7 @@ struct Failures {
     transport: bool,
     timeout: bool,
     breaker_until_ms: Option<u64>,
+    auth_status: Option<u16>,
     auth_secrets: Vec<String>,
     missing_secrets: Vec<String>,
 }
@@ -102,8 +108,12 @@ pub struct Planner<'c> {
     tokens: u64,
     deadline_at_ms: u64,
     subrequests: u32,
-    tried: Vec<(&'c str, &'c str)>,
-    disabled_keys: Vec<&'c str>,
+    /// The timeout the last attempt was given.
+    last_timeout_ms: u64,
+    /// (provider, key id, model) already tried: key ids are unique within a provider only.
+    tried: Vec<(&'c str, &'c str, &'c str)>,
+    /// (provider, key id) refused with 401/403.
+    disabled_keys: Vec<(&'c str, &'c str)>,
     /// (provider, organization, model) refused with 429 or billing.
     refused: Vec<(&'c str, &'c str, &'c str)>,
     /// (provider, model) that will not serve this request.
@@ -159,6 +169,7 @@ impl<'c> Planner<'c> {
             tokens,
             deadline_at_ms: now_ms.saturating_add(deadline_ms),
             subrequests: 0,
+            last_timeout_ms: 0,
             tried: Vec::new(),
             disabled_keys: Vec::new(),
             refused: Vec::new(),
@@ -172,6 +183,11 @@ impl<'c> Planner<'c> {
     /// The attempts made so far.
     pub fn attempts(&self) -> &[Attempt] {
         &self.attempts
+    }
+
+    /// What is left of the request's deadline at `now_ms`: a quota call must fit in it too.
+    pub fn time_left(&self, now_ms: u64) -> u64 {
+        self.deadline_at_ms.saturating_sub(now_ms)
     }
 }
 
@@ -189,22 +205,28 @@ pub fn failover_header(attempts: &[Attempt]) -> Option<String> {
 impl<'c> Planner<'c> {
     /// The next thing to do at `now_ms`.
     pub fn next(&mut self, now_ms: u64, breakers: &mut Breakers) -> Next<'c> {
+        let out_of_time = self.time_left(now_ms) < MIN_ATTEMPT_MS;
         if let Some((choice, ticket)) = self.pending.take() {
+            if out_of_time {
+                self.failures.timeout = true;
+                let provider: &'c str = &choice.provider.name;
+                return Next::GiveUp(self.give_up(now_ms), Some((provider, ticket)));
+            }
             return self.send(choice, Some(ticket), now_ms, breakers);
         }
+        if out_of_time {
+            self.failures.timeout = true;
+            return Next::GiveUp(self.give_up(now_ms), None);
+        }
         loop {
-            if now_ms >= self.deadline_at_ms {
-                self.failures.timeout = true;
-                return Next::GiveUp(self.give_up(now_ms));
-            }
             // An attempt may need a reservation, itself and a settlement.
             if self.attempts.len() >= self.settings.max_attempts as usize
                 || self.subrequests + 3 > SUBREQUEST_LIMIT
             {
-                return Next::GiveUp(self.give_up(now_ms));
+                return Next::GiveUp(self.give_up(now_ms), None);
             }
             let Some(step) = self.steps.get(self.cursor) else {
-                return Next::GiveUp(self.give_up(now_ms));
+                return Next::GiveUp(self.give_up(now_ms), None);
             };
             let unbooked = self.unbooked.get(self.cursor).copied().unwrap_or(false);
             match step {
@@ -328,9 +350,13 @@ impl<'c> Planner<'c> {
             outcome: outcome.name(),
             ms,
         });
+        // A timeout counts against the provider only when it had the whole attempt timeout: one
+        // cut short by the deadline (or a client's latency budget) says nothing of it.
+        let cut_short =
+            *outcome == Outcome::Timeout && self.last_timeout_ms < self.settings.attempt_timeout_ms;
         breakers.record(
             provider,
-            outcome.is_provider_failure(),
+            outcome.is_provider_failure() && !cut_short,
             now_ms,
             &self.settings,
         );
@@ -342,8 +368,9 @@ impl<'c> Planner<'c> {
                 self.refused.push((provider, &choice.key.org, model));
                 earliest(&mut f.room_at_ms, quota::cooldown_until(refusal, now_ms));
             }
-            Outcome::Auth { .. } => {
-                self.disabled_keys.push(&choice.key.id);
+            Outcome::Auth { status } => {
+                self.disabled_keys.push((provider, &choice.key.id));
+                f.auth_status = Some(*status);
                 if !f.auth_secrets.contains(&choice.key.secret_name) {
                     f.auth_secrets.push(choice.key.secret_name.clone());
                 }
@@ -389,12 +416,13 @@ impl<'c> Planner<'c> {
     ) -> Next<'c> {
         self.subrequests += if ticket.is_some() { 2 } else { 1 };
         breakers.sent(&choice.provider.name, now_ms);
-        self.tried.push((&choice.key.id, &choice.target.model));
-        let left = self.deadline_at_ms.saturating_sub(now_ms);
+        self.tried
+            .push((&choice.provider.name, &choice.key.id, &choice.target.model));
+        self.last_timeout_ms = self.settings.attempt_timeout_ms.min(self.time_left(now_ms));
         Next::Send {
             choice,
             ticket,
-            timeout_ms: self.settings.attempt_timeout_ms.min(left),
+            timeout_ms: self.last_timeout_ms,
         }
     }
 
@@ -440,11 +468,14 @@ impl<'c> Planner<'c> {
                     key.org.as_str(),
                     target.model.as_str(),
                 ));
+                let (p, k, m) = (
+                    provider.name.as_str(),
+                    key.id.as_str(),
+                    target.model.as_str(),
+                );
                 if refused
-                    || self.disabled_keys.contains(&key.id.as_str())
-                    || self
-                        .tried
-                        .contains(&(key.id.as_str(), target.model.as_str()))
+                    || self.disabled_keys.contains(&(p, k))
+                    || self.tried.contains(&(p, k, m))
                 {
                     continue;
                 }
@@ -473,30 +504,34 @@ impl<'c> Planner<'c> {
             return None;
         }
         let name = provider.name.as_str();
+        let candidates: Vec<quota::OwnedCandidate> = candidates
+            .iter()
+            .filter(|c| !self.disabled_keys.contains(&(name, c.key_id.as_str())))
+            .cloned()
+            .collect();
         let options: Vec<ModelOption> = options
             .iter()
             .filter(|o| self.model_open(name, &o.model))
-            .map(|o| {
+            .filter_map(|o| {
                 let mut skip: Vec<String> = Vec::new();
                 for (p, org, model) in &self.refused {
                     if *p == name && *model == o.model {
                         skip.push((*org).to_owned());
                     }
                 }
-                for (key, model) in &self.tried {
-                    if *model == o.model {
+                for (p, key, model) in &self.tried {
+                    if *p == name && *model == o.model {
                         skip.push((*key).to_owned());
                     }
                 }
-                ModelOption { skip, ..o.clone() }
+                // A model on which every candidate is skipped is not worth a quota call.
+                let left = candidates
+                    .iter()
+                    .any(|c| !skip.iter().any(|s| *s == c.org || *s == c.key_id));
+                left.then(|| ModelOption { skip, ..o.clone() })
             })
             .collect();
-        let candidates: Vec<quota::OwnedCandidate> = candidates
-            .iter()
-            .filter(|c| !self.disabled_keys.contains(&c.key_id.as_str()))
-            .cloned()
-            .collect();
-        if options.is_empty() || candidates.is_empty() {
+        if options.is_empty() {
             return None;
         }
         Some(Command::Reserve {
@@ -534,7 +569,7 @@ impl<'c> Planner<'c> {
         }
         if !f.auth_secrets.is_empty() {
             return RouterError::UpstreamAuth {
-                status: 401,
+                status: f.auth_status.unwrap_or(401),
                 secret: f.auth_secrets.join(", "),
             };
         }

@@ -88,15 +88,20 @@ fn events_start_fails(chunk: &[u8]) -> bool {
 fn json_start_fails(start: &[u8]) -> bool {
     let trimmed = start.trim_ascii_start();
     match trimmed.first() {
-        Some(b'{') => {
-            // `{"error": ...` as the first key: some providers answer a failure with a 200.
-            let after = trimmed[1..].trim_ascii_start();
-            after.starts_with(b"\"error\"")
-                && serde_json::from_slice::<Value>(trimmed).map_or(true, |v| is_error(&v))
-        }
+        // `{"error": ...` as the first key, with a value other than `null`: some providers
+        // answer a failure with a 200.
+        Some(b'{') => trimmed[1..]
+            .trim_ascii_start()
+            .strip_prefix(b"\"error\"")
+            .map(|rest| rest.trim_ascii_start())
+            .and_then(|rest| rest.strip_prefix(b":"))
+            .is_some_and(|value| !value.trim_ascii_start().starts_with(b"null")),
         Some(b'[') => false,
-        // Empty, HTML, plain text: not the JSON that was promised.
-        _ => true,
+        // Only whitespace so far (a keep-alive before a slow answer): not decided yet, so not
+        // refused.
+        None => false,
+        // HTML, plain text: not the JSON that was promised.
+        Some(_) => true,
     }
 }
 
@@ -218,9 +223,16 @@ mod tests {
             ("{\"error\":{\"message\":\"upstream timeout\"}}", true),
             ("{ \"error\": {\"message\": \"cut", true),
             ("{\"error\":null,\"id\":\"c\"}", false),
+            ("{\"error\" : null, \"choices\":[{\"mess", false),
+            ("{\"error\"", false),
+            (
+                "{\"id\":\"c\",\"error\":{\"message\":\"later keys are the answer's own\"}}",
+                false,
+            ),
             ("<html><body>502 Bad Gateway</body></html>", true),
             ("not json", true),
-            ("", true),
+            ("\n  ", false),
+            ("", false),
         ];
         for (start, fails) in cases {
             assert_eq!(

@@ -84,11 +84,26 @@ pub async fn run<'c>(
     let result = loop {
         let next = BREAKERS.with(|b| planner.next(now_ms(), &mut b.borrow_mut()));
         match next {
-            Next::GiveUp(err) => break Err(err),
+            Next::GiveUp(err, unused) => {
+                if let Some((provider, ticket)) = unused {
+                    settle_later(ctx, env, provider, "", ticket, Aftermath::Nothing);
+                }
+                break Err(err);
+            }
             Next::Reserve { provider, command } => {
                 let started = now_ms();
                 trace.quota_calls += 1;
-                let reply = quota_object::call(env, &provider.name, &command).await;
+                // The ledger is advisory and must not hold the request past its deadline: a
+                // reservation that takes too long is given up, and the request goes on
+                // without booking.
+                let call = quota_object::call(env, &provider.name, &command);
+                futures::pin_mut!(call);
+                let left = planner.time_left(started);
+                let timer = Delay::from(Duration::from_millis(left));
+                let reply = match select(call, timer).await {
+                    Either::Left((reply, _)) => reply,
+                    Either::Right(_) => Err(RouterError::UpstreamTimeout),
+                };
                 trace.quota_ms += now_ms().saturating_sub(started);
                 match reply {
                     Ok(reply) => {
@@ -97,7 +112,6 @@ pub async fn run<'c>(
                         }
                     }
                     Err(err) => {
-                        // The ledger is advisory: the request goes on without booking.
                         log_quota_error("reserve", &err);
                         planner.on_unreachable();
                     }
@@ -345,7 +359,7 @@ fn settle_later(
 /// (the client got the interrupted event, or a failed body) is logged.
 async fn answer_usage(finished: js_sys::Promise, kind: Body, provider: &str) -> Option<Usage> {
     let end = stream::ended(finished).await?;
-    if !end.complete {
+    if !end.complete && !end.client_gone {
         let line = serde_json::json!({"event": "answer_interrupted", "provider": provider});
         worker::console_error!("{line}");
     }

@@ -162,13 +162,15 @@ async fn serve(
             let mut request = EmbeddingsRequest::parse(&body)?;
             drop(body);
             let targets = route::embeddings(config, &request)?;
+            let budget_hint = headers.get(classify::BUDGET_HEADER).ok().flatten();
             let job = Job {
                 endpoint: "/embeddings",
                 accept: headers.get("accept").ok().flatten(),
                 tokens: 0,
                 prefix_hash: 0,
-                deadline_ms: config.failover.deadline_ms,
+                deadline_ms: deadline_ms(config, budget_hint.as_deref()),
             };
+            trace.classify_ms = Some(now_ms().saturating_sub(trace.started_ms));
             let result = attempts::run(env, ctx, config, &targets, &job, trace, |c| {
                 adapt::embeddings(&mut request, &c.target.model)
             })

@@ -245,7 +245,7 @@ mod tests {
 
     #[wasm_bindgen_test]
     async fn error_response_is_openai_json_with_its_headers() {
-        let err = RouterError::UpstreamRateLimited {
+        let err = RouterError::QuotaExhausted {
             retry_after_s: Some(9),
         };
         let mut resp = error_response(&err).unwrap();
@@ -260,7 +260,7 @@ mod tests {
         );
         let v: serde_json::Value = serde_json::from_str(&resp.text().await.unwrap()).unwrap();
         assert_eq!(v["error"]["type"], "rate_limit_error");
-        assert_eq!(v["error"]["code"], "rate_limit_exceeded");
+        assert_eq!(v["error"]["code"], "quota_exhausted");
     }
 
     #[wasm_bindgen_test]

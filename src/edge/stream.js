@@ -2,8 +2,8 @@
 // into WebAssembly, so a long stream costs the router almost no CPU. Rust looks at the first
 // chunk (before anything is sent) and at the last bytes (after the end); see src/edge/stream.rs.
 
-// How many of the last chunks, and at most how many bytes, are kept for the usage and the end.
-const TAIL_CHUNKS = 4;
+// How many of the last bytes are kept for the usage and the end (whole chunks, at least this
+// many bytes while the body has them; cut to this many at the end).
 const TAIL_BYTES = 16384;
 
 // Reads the first chunk of an upstream body: resolves to [reader, chunk], with no chunk when the
@@ -34,12 +34,19 @@ export function handOn(first, reader, interrupted) {
 
 async function pump(first, reader, writer, interrupted) {
   const tail = [];
+  let kept = 0;
   const keep = (chunk) => {
     tail.push(chunk);
-    if (tail.length > TAIL_CHUNKS) tail.shift();
+    kept += chunk.byteLength;
+    while (tail.length > 1 && kept - tail[0].byteLength >= TAIL_BYTES) kept -= tail.shift().byteLength;
   };
   let upstreamFailed = false;
   let clientGone = false;
+  // A client that goes away stops the upstream at once, not at the next chunk.
+  writer.closed.catch(() => {
+    clientGone = true;
+    reader.cancel().catch(() => {});
+  });
   try {
     keep(first);
     await writer.write(first);
@@ -61,7 +68,8 @@ async function pump(first, reader, writer, interrupted) {
   }
   const end = joinTail(tail);
   const events = typeof interrupted === "string";
-  const complete = !upstreamFailed && !clientGone && (!events || endsWithDone(end));
+  // An event stream is complete once `[DONE]` came, whatever happened after it.
+  const complete = !clientGone && (events ? endsWithDone(end) : !upstreamFailed);
   if (clientGone) {
     reader.cancel().catch(() => {});
     writer.abort().catch(() => {});

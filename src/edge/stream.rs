@@ -33,6 +33,8 @@ pub struct Ended {
     /// Whether it ended properly (an event stream: with `data: [DONE]`); otherwise the client
     /// got the interrupted event, or a failed body.
     pub complete: bool,
+    /// Whether the client went away before the end (then the upstream was cancelled).
+    pub client_gone: bool,
 }
 
 /// Reads the first chunk of `body`.
@@ -88,11 +90,17 @@ pub async fn ended(finished: js_sys::Promise) -> Option<Ended> {
         .dyn_into::<js_sys::Uint8Array>()
         .ok()?
         .to_vec();
-    let complete = js_sys::Reflect::get(&report, &JsValue::from_str("complete"))
-        .ok()?
-        .as_bool()
-        .unwrap_or(false);
-    Some(Ended { tail, complete })
+    let flag = |name: &str| {
+        js_sys::Reflect::get(&report, &JsValue::from_str(name))
+            .ok()
+            .and_then(|v| v.as_bool())
+            .unwrap_or(false)
+    };
+    Some(Ended {
+        tail,
+        complete: flag("complete"),
+        client_gone: flag("clientGone"),
+    })
 }
 
 #[cfg(test)]

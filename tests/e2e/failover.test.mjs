@@ -215,6 +215,13 @@ test("a stream cut after its first byte ends with an explicit error event, and t
   assert.deepEqual(got, ["Hel", "lo"]);
 });
 
+test("a complete stream whose [DONE] arrives byte by byte gets nothing appended", async () => {
+  const sent = [...events(chunk("a"), chunk("b")), ..."data: [DONE]\n\n".split("")];
+  groq.answer(() => sse(sent));
+  const res = await chat({ stream: true });
+  assert.equal(await res.text(), sent.join(""));
+});
+
 test("a stream that ends cleanly but without [DONE] gets the error event as well", async () => {
   groq.answer(() => sse(events(chunk("partial"))));
   const res = await chat({ stream: true });

@@ -102,7 +102,7 @@ fn drive(
                     Verdict::Retry => {}
                 }
             }
-            Next::GiveUp(err) => {
+            Next::GiveUp(err, _) => {
                 return Run {
                     result: Err(err),
                     attempts: p.attempts().to_vec(),
@@ -390,7 +390,7 @@ fn timeouts_fit_the_deadline_and_end_in_504() {
                 now += timeout_ms;
                 let _ = p.record(&choice, &Outcome::Timeout, timeout_ms, now, &mut b);
             }
-            Next::GiveUp(err) => {
+            Next::GiveUp(err, _) => {
                 assert_eq!(err, RouterError::UpstreamTimeout);
                 assert_eq!(err.status(), 504);
                 break;
@@ -566,4 +566,131 @@ fn random_outcomes_keep_the_invariants() {
             assert!((400..600).contains(&err.status()));
         }
     }
+}
+
+#[test]
+fn keys_with_the_same_id_at_two_providers_are_two_keys() {
+    let doc = serde_json::json!({
+        "providers": {"together": {"keys": [{"id": "main", "secret": "T"}]},
+                      "fireworks": {"keys": [{"id": "main", "secret": "F"}]}},
+        "routes": {"slow": ["together/m", "fireworks/m"]}
+    });
+    let c = Config::parse(&doc.to_string(), |n| (n.len() == 1).then(|| "k".to_owned())).unwrap();
+    let t: Vec<&Target> = c.targets("slow").unwrap().iter().collect();
+    let mut b = Breakers::default();
+    let mut p = Planner::new(&c, &t, 0, 10, T0, 60_000);
+    let Next::Send { choice, .. } = p.next(T0, &mut b) else {
+        panic!("a send")
+    };
+    assert_eq!(choice.provider.name, "together");
+    // A 403 on one provider's `main` says nothing of the other's.
+    let _ = p.record(&choice, &Outcome::Auth { status: 403 }, 1, T0, &mut b);
+    let Next::Send { choice, .. } = p.next(T0, &mut b) else {
+        panic!("a send")
+    };
+    assert_eq!(choice.provider.name, "fireworks");
+    let _ = p.record(&choice, &Outcome::Auth { status: 403 }, 1, T0, &mut b);
+    match p.next(T0, &mut b) {
+        Next::GiveUp(err, None) => assert_eq!(
+            err,
+            RouterError::UpstreamAuth {
+                status: 403,
+                secret: "T, F".into()
+            }
+        ),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_reservation_that_comes_back_after_the_deadline_is_released_not_sent() {
+    let c = config_with(serde_json::json!({"deadline_ms": 1_000}));
+    let t = targets(&c);
+    let mut b = Breakers::default();
+    let mut p = Planner::new(&c, &t, 0, 10, T0, c.failover.deadline_ms);
+    let Next::Reserve { command, .. } = p.next(T0, &mut b) else {
+        panic!("a reservation first")
+    };
+    let reply = quota::apply(&mut Ledger::default(), *command, T0);
+    assert_eq!(p.on_reply(reply), None);
+    // The quota call took the whole deadline.
+    match p.next(T0 + 995, &mut b) {
+        Next::GiveUp(err, Some((provider, ticket))) => {
+            assert_eq!(provider, "groq");
+            assert_eq!(err, RouterError::UpstreamTimeout);
+            assert_eq!(ticket.tokens, 10);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(p.attempts().is_empty());
+}
+
+#[test]
+fn timeouts_cut_short_by_the_deadline_do_not_count_against_the_provider() {
+    let c = config_with(serde_json::json!({"breaker_failures": 1, "attempt_timeout_ms": 5_000}));
+    let t = targets(&c);
+    let mut b = Breakers::default();
+    // A client's budget of 300 ms: the attempt gets 300, not the full 5 s.
+    let mut p = Planner::new(&c, &t, 0, 10, T0, 300);
+    loop {
+        match p.next(T0, &mut b) {
+            Next::Reserve { command, .. } => {
+                let _ = p.on_reply(quota::apply(&mut Ledger::default(), *command, T0));
+            }
+            Next::Send {
+                choice, timeout_ms, ..
+            } => {
+                assert_eq!(timeout_ms, 300);
+                let _ = p.record(&choice, &Outcome::Timeout, 300, T0 + 300, &mut b);
+                break;
+            }
+            Next::GiveUp(err, _) => panic!("{err:?}"),
+        }
+    }
+    assert_eq!(b.allows("groq", T0 + 301, &c.failover), Ok(()));
+    // A timeout after the whole attempt timeout does count.
+    let mut p = Planner::new(&c, &t, 0, 10, T0, 60_000);
+    loop {
+        match p.next(T0, &mut b) {
+            Next::Reserve { command, .. } => {
+                let _ = p.on_reply(quota::apply(&mut Ledger::default(), *command, T0));
+            }
+            Next::Send { choice, .. } => {
+                let _ = p.record(&choice, &Outcome::Timeout, 5_000, T0 + 5_000, &mut b);
+                break;
+            }
+            Next::GiveUp(err, _) => panic!("{err:?}"),
+        }
+    }
+    assert!(b.is_open("groq", T0 + 5_001));
+}
+
+#[test]
+fn no_quota_call_when_every_organization_is_already_refused() {
+    let doc = serde_json::json!({
+        "providers": {"groq": {"keys": [{"id": "g1", "secret": "G1", "org": "a"},
+                                        {"id": "g2", "secret": "G2", "org": "b"}]},
+                      "together": {"keys": [{"id": "t1", "secret": "T1"}]}},
+        "routes": {"fast": ["groq/llama-3.1-8b-instant"], "slow": ["together/m"]}
+    });
+    let c = Config::parse(&doc.to_string(), |n| {
+        (!n.ends_with("_HASHES")).then(|| "k".to_owned())
+    })
+    .unwrap();
+    let run = drive(
+        &c,
+        &mut Ledger::default(),
+        &mut Breakers::default(),
+        T0,
+        |n| {
+            if n.starts_with("groq/") {
+                rate_limited(5)
+            } else {
+                Outcome::Success
+            }
+        },
+    );
+    assert_eq!(run.attempts.len(), 3);
+    assert_eq!(run.reserves, 2, "one per Groq organization, none wasted");
+    assert_eq!(run.result.unwrap(), "together/m@t1");
 }
