@@ -1,8 +1,8 @@
-//! Step 7: which provider serves the request. A model name (an alias such as `fast` or a
+//! Step 7: which providers may serve the request. A model name (an alias such as `fast` or a
 //! concrete model id) names an ordered list of targets; only targets whose provider has every
-//! capability the request needs are candidates, and the first candidate whose provider has a
-//! key with its secret set wins. The classifier orders chat candidates; embeddings use their
-//! model's route as it is.
+//! capability the request needs are candidates. The classifier orders chat candidates;
+//! embeddings use their model's route as it is. `core::failover` tries them in that order, with
+//! the key each step chooses ([`Choice`]).
 
 use super::config::{Capability, Config, Key, Provider, Secret, Target};
 use super::error::RouterError;

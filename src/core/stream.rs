@@ -1,4 +1,4 @@
-//! Step 11: the answer, handed on. A successful body is passed to the client without the router
+//! Step 12: the answer, handed on. A successful body is passed to the client without the router
 //! reading it: the edge pipes it in JavaScript. Only two pieces are read, by the functions here:
 //! - its first chunk, before anything is sent, so that an answer that is no answer (an event
 //!   stream opening with an error event, a JSON body that is not JSON) still fails over;

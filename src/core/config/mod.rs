@@ -274,8 +274,8 @@ pub struct Failover {
     pub attempt_timeout_ms: u64,
     /// How long the router may spend on a request before it must have an answer to send.
     pub deadline_ms: u64,
-    /// Consecutive failures (5xx, 498, timeouts, transport errors) that open a provider's
-    /// circuit.
+    /// Consecutive failures (5xx, 498, timeouts after the whole attempt timeout, transport
+    /// errors, bad answers) that open a provider's circuit.
     pub breaker_failures: u32,
     /// How long an open circuit skips the provider before one probe request is let through.
     pub breaker_cooldown_ms: u64,
