@@ -286,8 +286,12 @@ pub struct Refusal {
 /// duration (Groq: `... on tokens per minute (TPM): Limit 6000, Used 3513, Requested 3166.
 /// Please try again in 6.78s.`). The header wins over the body when both give a time.
 pub fn refusal(retry_after: Option<&str>, body: &[u8]) -> Refusal {
-    let text = std::str::from_utf8(body.get(..body.len().min(4_096)).unwrap_or_default())
-        .unwrap_or_default();
+    let start = body.get(..body.len().min(4_096)).unwrap_or_default();
+    // The cut at 4 KiB may fall inside a character: keep the valid text before it.
+    let text = match std::str::from_utf8(start) {
+        Ok(text) => text,
+        Err(e) => std::str::from_utf8(&start[..e.valid_up_to()]).unwrap_or_default(),
+    };
     let window = [
         ("(RPM)", Window::RequestsMinute),
         ("(RPD)", Window::RequestsDay),
