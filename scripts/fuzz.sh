@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Fuzzes request and configuration parsing with cargo-fuzz (libFuzzer): every target in
-# fuzz/fuzz_targets, or the one named as $1, for FUZZ_SECONDS seconds each (default 60), one
-# after another. Each target starts from its committed seeds (fuzz/seeds/<target>, regression
-# inputs included), copied into the git-ignored fuzz/corpus/<target>; crashes land in
-# fuzz/artifacts/<target>. Exits non-zero if any target crashed.
+# Fuzzes request, configuration and rate-limit header parsing with cargo-fuzz (libFuzzer):
+# every target in fuzz/fuzz_targets, or the one named as $1, for FUZZ_SECONDS seconds each
+# (default 60), one after another. Each target starts from its committed seeds
+# (fuzz/seeds/<target>, regression inputs included), copied into the git-ignored
+# fuzz/corpus/<target>; crashes land in fuzz/artifacts/<target>. Exits non-zero if any target
+# crashed.
 #
 # cargo-fuzz needs nightly-only flags (-Zsanitizer, sanitizer coverage); the stable toolchain
 # accepts them with RUSTC_BOOTSTRAP=1, set here for the fuzz build only. FUZZ_SANITIZER picks
@@ -44,10 +45,13 @@ for target in "${targets[@]}"; do
   if [ -d "fuzz/seeds/$target" ]; then
     cp -n "fuzz/seeds/$target"/* "$corpus"/ 2>/dev/null || true
   fi
+  # A target's own dictionary when it has one (fuzz/<target>.dict), else the JSON one.
+  dict="fuzz/$target.dict"
+  [ -f "$dict" ] || dict=fuzz/json.dict
   step "fuzzing $target for ${seconds}s (sanitizer: $sanitizer)"
   # --debug-assertions: overflow checks and debug_assert! count as crashes too.
   if ! cargo fuzz run --fuzz-dir fuzz --sanitizer "$sanitizer" --debug-assertions "$target" "$corpus" -- \
-      -max_total_time="$seconds" -timeout=10 -dict=fuzz/json.dict -print_final_stats=1; then
+      -max_total_time="$seconds" -timeout=10 -dict="$dict" -print_final_stats=1; then
     failed+=("$target")
   fi
 done
