@@ -1,0 +1,152 @@
+// Prints the one table scripts/bench.sh ends with: criterion medians of the core, the
+// end-to-end overhead and CPU figures (bench/overhead.mjs's JSON), and the bundle size
+// (scripts/size.sh's output), with the machine they came from.
+//
+//   node bench/report.mjs <criterion dir> <overhead.json> <size log>
+import { execFileSync } from "node:child_process";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+
+const [criterionDir, overheadFile, sizeLog] = process.argv.slice(2);
+
+/** The core benchmarks, as criterion names them (group/id), with what each measures. */
+const CORE = [
+  ["classify/1KB", "classify, 1 KB body"],
+  ["classify/16KB", "classify, 16 KB body"],
+  ["classify/128KB", "classify, 128 KB body"],
+  ["parse_and_classify/1KB", "parse + classify, 1 KB body"],
+  ["parse_and_classify/16KB", "parse + classify, 16 KB body"],
+  ["parse_and_classify/128KB", "parse + classify, 128 KB body"],
+  ["quota/reserve", "quota apply Reserve (4 orgs, 2 models)"],
+  ["quota/reserve_object_step", "quota object step, Reserve (decode, apply, encode)"],
+  ["quota/settle", "quota apply Settle (usage + Groq report)"],
+  ["quota/settle_object_step", "quota object step, Settle (decode, apply, encode)"],
+  ["headers/report_groq", "ratelimit::report, Groq headers"],
+  ["headers/report_openai", "ratelimit::report, OpenAI headers"],
+  ["headers/refusal_groq_429", "ratelimit::refusal, Groq 429 body"],
+  ["headers/parse_retry_after", "outcome::parse_retry_after(\"6.78\")"],
+  ["headers/go_duration", "ratelimit::go_duration_ms(\"2m59.56s\")"],
+];
+
+function duration(ns) {
+  if (ns < 1_000) return `${ns.toPrecision(3)} ns`;
+  if (ns < 1_000_000) return `${(ns / 1_000).toPrecision(3)} µs`;
+  return `${(ns / 1_000_000).toPrecision(3)} ms`;
+}
+
+function median(id) {
+  try {
+    const est = JSON.parse(fs.readFileSync(path.join(criterionDir, id, "new", "estimates.json"), "utf8"));
+    return duration(est.median.point_estimate);
+  } catch {
+    return "(not measured)";
+  }
+}
+
+const rows = [];
+const add = (section, item, value) => rows.push([section, item, value]);
+
+for (const [id, label] of CORE) add("core (criterion median)", label, median(id));
+
+const ms = (v) => `${v.toFixed(2)} ms`;
+let overhead = null;
+try {
+  overhead = JSON.parse(fs.readFileSync(overheadFile, "utf8"));
+} catch {
+  add("end to end", "(not measured)", "");
+}
+if (overhead) {
+  const o = overhead;
+  const section = `e2e, ${o.concurrency} in flight`;
+  const modes = { json: "non-streamed", stream: "streamed" };
+  for (const [mode, s] of Object.entries(o.scenarios)) {
+    for (const r of Object.values(s)) {
+      const metrics = mode === "stream" ? [["ttfb", "1st byte"], ["latency", "last byte"]] : [["latency", "answer"]];
+      for (const [i, [key, what]] of metrics.entries()) {
+        const l = r[`${key}_ms`];
+        let value = `p50 ${ms(l.p50)}, p90 ${ms(l.p90)}, p99 ${ms(l.p99)}`;
+        if (i === 0) value = `${r.rps.toFixed(0)} req/s; ${value}`;
+        if (r.overhead) {
+          const d = r.overhead[key];
+          value += `; +${ms(d.p50_ms)} p50, +${ms(d.p99_ms)} p99, x${d.p50_ratio.toFixed(2)}`;
+        }
+        add(section, `${modes[mode]}, ${r.label}, ${what}`, value);
+      }
+    }
+  }
+  for (const [mode, s] of Object.entries(o.scenarios)) {
+    for (const r of Object.values(s)) {
+      const key = mode === "stream" ? "ttfb" : "latency";
+      const l = r[`serial_${key}_ms`];
+      let value = `p50 ${ms(l.p50)}, p99 ${ms(l.p99)}`;
+      if (r.overhead) value += `; +${ms(r.overhead[`serial_${key}`].p50_ms)} p50`;
+      add(`e2e, one at a time (${o.serial})`, `${modes[mode]}, ${r.label}, ${mode === "stream" ? "1st byte" : "answer"}`, value);
+    }
+  }
+  for (const [mode, s] of Object.entries(o.scenarios)) {
+    for (const r of Object.values(s)) {
+      if (r.cpu_ms_per_request === null) continue;
+      let value = ms(r.cpu_ms_per_request);
+      if (r.own_cpu_ms_per_request !== undefined) {
+        const own = r.own_cpu_ms_per_request;
+        value += `; router's own ${ms(own)} = ${((own / o.free_plan_cpu_ms) * 100).toFixed(0)} % of ${o.free_plan_cpu_ms} ms`;
+      }
+      add("workerd CPU per request", `${modes[mode]}, ${r.label}`, value);
+    }
+  }
+  const fl = o.foreign_load_cores;
+  add(
+    "machine",
+    "other processes' load during the e2e batches",
+    `${fl.mean.toFixed(2)} cores on average, ${fl.max.toFixed(2)} at most; ` +
+      `${fl.started_noisy} of ${fl.batches} batches started before the machine was quiet`,
+  );
+  add("cold start", "workerd ready (router)", `${o.cold.workerd_ready_ms.toFixed(0)} ms`);
+  add("cold start", "workerd ready (pass-through Worker)", `${o.cold.baseline_workerd_ready_ms.toFixed(0)} ms`);
+  add("cold start", "first request (config parse, quota object)", ms(o.cold.first_request_ms));
+  add("cold start", "WebAssembly.compile of the wasm (Node's V8)", ms(o.cold.wasm_compile_ms));
+}
+
+try {
+  const log = fs.readFileSync(sizeLog, "utf8");
+  const bundle = log.match(/^bundle\s+([\d.]+)\s+([\d.]+)/m);
+  const wasm = log.match(/^index_bg\.wasm\s+([\d.]+)\s+([\d.]+)/m);
+  const budget = log.match(/^gzip budget\s+([\d.]+) KiB: ([\d.]+) KiB left/m);
+  const over = log.match(/^size: .*$/m);
+  if (bundle) add("bundle", "worker JS + wasm", `${bundle[1]} KiB raw, ${bundle[2]} KiB gzip`);
+  if (wasm) add("bundle", "of which wasm", `${wasm[1]} KiB raw, ${wasm[2]} KiB gzip`);
+  if (budget) add("bundle", "gzip budget (scripts/size.sh)", `${budget[1]} KiB, ${budget[2]} KiB left`);
+  if (over) add("bundle", "gzip budget (scripts/size.sh)", `OVER: ${over[0]}`);
+} catch {
+  add("bundle", "(not measured)", "");
+}
+
+const cpuModel = (() => {
+  try {
+    return fs.readFileSync("/proc/cpuinfo", "utf8").match(/^model name\s*:\s*(.*)$/m)?.[1] ?? os.cpus()[0]?.model;
+  } catch {
+    return os.cpus()[0]?.model ?? "unknown CPU";
+  }
+})();
+const rustc = (() => {
+  try {
+    return execFileSync("rustc", ["--version"], { encoding: "utf8" }).trim();
+  } catch {
+    return "rustc ?";
+  }
+})();
+
+const widths = [0, 1, 2].map((i) => Math.max(...rows.map((r) => r[i].length), ["section", "figure", "value"][i].length));
+const line = (r) => r.map((c, i) => c.padEnd(widths[i])).join("  ").trimEnd();
+console.log(
+  `\nedge-router benchmarks, ${new Date().toISOString().slice(0, 16)}Z: ${os.availableParallelism()} cores (${cpuModel}), ` +
+    `load average before the run ${process.env.BENCH_LOADAVG_START ?? "?"}, ${rustc}, Node ${process.versions.node}`,
+);
+console.log(line(["section", "figure", "value"]));
+console.log(line(widths.map((w) => "-".repeat(w))));
+let last = null;
+for (const r of rows) {
+  console.log(line([r[0] === last ? "" : r[0], r[1], r[2]]));
+  last = r[0];
+}
