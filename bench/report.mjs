@@ -46,8 +46,13 @@ function median(id) {
 
 const rows = [];
 const add = (section, item, value) => rows.push([section, item, value]);
+/** Rows about the machine's state, printed last. */
+const machine = [];
 
 for (const [id, label] of CORE) add("core (criterion median)", label, median(id));
+if (process.env.BENCH_CRITERION_OTHER_LOAD) {
+  machine.push(["machine", "other processes' load while criterion ran", `${process.env.BENCH_CRITERION_OTHER_LOAD} cores on average`]);
+}
 
 const ms = (v) => `${v.toFixed(2)} ms`;
 let overhead = null;
@@ -96,12 +101,12 @@ if (overhead) {
     }
   }
   const fl = o.foreign_load_cores;
-  add(
+  machine.push([
     "machine",
     "other processes' load during the e2e batches",
     `${fl.mean.toFixed(2)} cores on average, ${fl.max.toFixed(2)} at most; ` +
       `${fl.started_noisy} of ${fl.batches} batches started before the machine was quiet`,
-  );
+  ]);
   add("cold start", "workerd ready (router)", `${o.cold.workerd_ready_ms.toFixed(0)} ms`);
   add("cold start", "workerd ready (pass-through Worker)", `${o.cold.baseline_workerd_ready_ms.toFixed(0)} ms`);
   add("cold start", "first request (config parse, quota object)", ms(o.cold.first_request_ms));
@@ -121,6 +126,8 @@ try {
 } catch {
   add("bundle", "(not measured)", "");
 }
+
+rows.push(...machine);
 
 const cpuModel = (() => {
   try {
