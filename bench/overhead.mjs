@@ -3,13 +3,17 @@
 // concurrency. The same requests go straight to the fake, through a trivial pass-through
 // Worker (the baseline), and through the router to a provider without tracked limits and to a
 // Groq-style provider with limits (one quota-object call before the upstream call, one
-// settlement after). Reported per scenario: req/s, latency percentiles, the router's overhead
-// over the fake, and workerd's CPU time per request (from /proc) against the baseline's.
+// settlement after). Three scenarios: a non-streamed answer, a streamed one of 20 chunks and a
+// streamed one of 200 (the fake streams one chunk per `max_tokens`). Reported per scenario:
+// req/s, latency percentiles, the router's overhead over the fake, and workerd's CPU time per
+// request (from /proc, user and system) against the baseline's.
 //
 //   node bench/overhead.mjs [--json FILE]      (scripts/bench.sh builds first and runs this)
 //
-// BENCH_REQUESTS (2000), BENCH_WARMUP (200) and BENCH_CONCURRENCY (8) change the load;
-// BENCH_SERIAL (300) requests also go one at a time, for latency without queueing. The targets
+// BENCH_REQUESTS (2000; BENCH_LONG_REQUESTS, 500, for the long stream), BENCH_WARMUP (200) and
+// BENCH_CONCURRENCY (8) change the load; BENCH_SERIAL (300; a third for the long stream)
+// requests also go one at a time, for latency without queueing. BENCH_STREAM_CHUNKS (20) and
+// BENCH_LONG_STREAM_CHUNKS (200) set the streams' lengths. The targets
 // take turns in BENCH_ROUNDS (4) rounds, and each measured batch waits (up to
 // BENCH_QUIET_WAIT_MS, 20 s) until other processes leave the machine quiet, so that a shared
 // machine's load lands on every target alike; the load that was there is reported. Every
@@ -34,10 +38,29 @@ const int = (name, fallback) => {
   return n;
 };
 const REQUESTS = int("BENCH_REQUESTS", 2000);
+/** Measured requests of the long-stream scenario, which takes ten times longer per request. */
+const LONG_REQUESTS = int("BENCH_LONG_REQUESTS", 500);
 const WARMUP = int("BENCH_WARMUP", 200);
 const CONCURRENCY = int("BENCH_CONCURRENCY", 8);
 /** Requests sent one at a time after the load, for latency without queueing. */
 const SERIAL = int("BENCH_SERIAL", 300);
+/** Chunks of the streamed answers: a short answer, and a long one (the fake streams as many
+ * chunks as the request's `max_tokens`, one token a chunk, as providers roughly do). */
+const CHUNKS = int("BENCH_STREAM_CHUNKS", 20);
+const LONG_CHUNKS = int("BENCH_LONG_STREAM_CHUNKS", 200);
+/** The scenarios: how the answer comes, how long it is, how many requests measure it. */
+const SCENARIOS = [
+  { mode: "json", label: "non-streamed", stream: false, maxTokens: 128, requests: REQUESTS, serial: SERIAL },
+  { mode: "stream", label: `streamed, ${CHUNKS} chunks`, stream: true, maxTokens: CHUNKS, requests: REQUESTS, serial: SERIAL },
+  {
+    mode: "stream_long",
+    label: `streamed, ${LONG_CHUNKS} chunks`,
+    stream: true,
+    maxTokens: LONG_CHUNKS,
+    requests: LONG_REQUESTS,
+    serial: Math.max(1, Math.floor(SERIAL / 3)),
+  },
+];
 /** Each target's requests are sent in this many turns, the targets taking turns. */
 const ROUNDS = int("BENCH_ROUNDS", 4);
 /** Round `round`'s share of `n` requests. */
@@ -56,7 +79,7 @@ const GATEWAY_KEY = "sk-bench-gateway-0123456789";
 const GATEWAY_HASH = createHash("sha256").update(GATEWAY_KEY).digest("hex");
 
 /** A typical small chat request (a system prompt, one question, a token limit). */
-function chatBody(model, stream) {
+function chatBody(model, stream, maxTokens) {
   return JSON.stringify({
     model,
     messages: [
@@ -68,7 +91,7 @@ function chatBody(model, stream) {
           "or just noise from the pricing change in March?",
       },
     ],
-    max_tokens: 128,
+    max_tokens: maxTokens,
     temperature: 0.2,
     ...(stream ? { stream: true } : {}),
   });
@@ -111,7 +134,8 @@ function procStat(pid) {
     const comm = text.slice(text.indexOf("(") + 1, text.lastIndexOf(")"));
     const fields = text.slice(text.lastIndexOf(")") + 2).split(" ");
     // After the name: state(3) ppid(4) ... utime(14) stime(15), counted from 1 in proc(5).
-    return { pid, comm, ppid: Number(fields[1]), ticks: Number(fields[11]) + Number(fields[12]) };
+    const [user, sys] = [Number(fields[11]), Number(fields[12])];
+    return { pid, comm, ppid: Number(fields[1]), user, sys, ticks: user + sys };
   } catch {
     return null;
   }
@@ -137,9 +161,11 @@ function workerdPids() {
   return found;
 }
 
-/** CPU time of `pids`, in milliseconds. */
+/** User and system CPU time of `pids`, in milliseconds. */
 function cpuMs(pids) {
-  return pids.reduce((sum, pid) => sum + (procStat(pid)?.ticks ?? 0), 0) * (1000 / CLK_TCK);
+  const stats = pids.map(procStat).filter(Boolean);
+  const ms = (key) => stats.reduce((sum, p) => sum + p[key], 0) * (1000 / CLK_TCK);
+  return { user: ms("user"), sys: ms("sys") };
 }
 
 /** Busy clock ticks of the whole machine, from the first line of /proc/stat. */
@@ -278,7 +304,7 @@ const LABELS = {
   router: "router, no limits",
   router_groq: "router, Groq + ledger",
 };
-const total = 2 * TARGETS.length * (REQUESTS + WARMUP + SERIAL);
+const total = TARGETS.length * SCENARIOS.reduce((sum, sc) => sum + WARMUP + sc.requests + sc.serial, 0);
 const fake = await startFake(total + 10);
 /** The load from outside the benchmark during each measured batch, in cores. */
 const foreign = [];
@@ -331,7 +357,7 @@ try {
   // Cold start: workerd up, then the first request (the configuration is parsed, the quota
   // object created), and what compiling the wasm alone takes in V8 (Node's, not workerd's).
   const coldAgent = new http.Agent({ keepAlive: false });
-  const first = await once(coldAgent, `${router.origin}/v1/chat/completions`, chatBody("fast", false), auth);
+  const first = await once(coldAgent, `${router.origin}/v1/chat/completions`, chatBody("fast", false, 128), auth);
   if (first.status !== 200) throw new Error(`the first request got HTTP ${first.status}: ${first.text.slice(0, 300)}`);
   const wasm = fs.readFileSync(path.join(ROOT, "build/index_bg.wasm"));
   const compileStart = process.hrtime.bigint();
@@ -351,6 +377,9 @@ try {
 
   const out = {
     requests: REQUESTS,
+    long_requests: LONG_REQUESTS,
+    chunks: CHUNKS,
+    long_chunks: LONG_CHUNKS,
     warmup: WARMUP,
     serial: SERIAL,
     rounds: ROUNDS,
@@ -360,8 +389,7 @@ try {
     cold,
     scenarios: {},
   };
-  for (const mode of ["json", "stream"]) {
-    const stream = mode === "stream";
+  for (const { mode, label, stream, maxTokens, requests, serial: serialRequests } of SCENARIOS) {
     out.scenarios[mode] = {};
     // Rounds: each target gets its share of the requests in turn, so that a change in the
     // machine's load during the run touches every target alike.
@@ -369,12 +397,12 @@ try {
     for (const target of TARGETS) {
       const t = plan[target];
       acc[target] = {
-        body: chatBody(t.model, stream),
+        body: chatBody(t.model, stream, maxTokens),
         agent: new http.Agent({ keepAlive: true, maxSockets: CONCURRENCY }),
         results: [],
         serial: [],
         seconds: 0,
-        cpu: 0,
+        cpu: { user: 0, sys: 0 },
       };
       await batch(acc[target].agent, t.url, acc[target].body, t.headers, WARMUP, stream);
     }
@@ -383,16 +411,18 @@ try {
       for (const target of TARGETS) {
         const t = plan[target];
         const a = acc[target];
-        const n = share(REQUESTS, round);
+        const n = share(requests, round);
         if (!(await awaitQuiet())) noisy++;
         const before = { cpu: cpuMs(t.pids), load: foreignLoad() };
         const { results, seconds } = await batch(a.agent, t.url, a.body, t.headers, n, stream);
         await sleep(SETTLE_MS);
-        a.cpu += cpuMs(t.pids) - before.cpu;
+        const after = cpuMs(t.pids);
+        a.cpu.user += after.user - before.cpu.user;
+        a.cpu.sys += after.sys - before.cpu.sys;
         foreign.push(before.load.since());
         a.seconds += seconds;
         a.results.push(...results);
-        const serial = await batch(a.agent, t.url, a.body, t.headers, share(SERIAL, round), stream, 1);
+        const serial = await batch(a.agent, t.url, a.body, t.headers, share(serialRequests, round), stream, 1);
         a.serial.push(...serial.results);
       }
     }
@@ -402,15 +432,20 @@ try {
       a.agent.destroy();
       out.scenarios[mode][target] = {
         label: LABELS[target],
-        rps: REQUESTS / a.seconds,
+        scenario: label,
+        stream,
+        requests,
+        rps: requests / a.seconds,
         // Non-streamed: the whole answer; streamed: first and last byte of the body.
         latency_ms: summary(a.results.map((r) => r.lastMs)),
         ttfb_ms: summary(a.results.map((r) => r.firstMs)),
         serial_latency_ms: summary(a.serial.map((r) => r.lastMs)),
         serial_ttfb_ms: summary(a.serial.map((r) => r.firstMs)),
-        cpu_ms_per_request: t.pids.length ? a.cpu / REQUESTS : null,
+        cpu_ms_per_request: t.pids.length ? (a.cpu.user + a.cpu.sys) / requests : null,
+        cpu_user_ms_per_request: t.pids.length ? a.cpu.user / requests : null,
+        cpu_sys_ms_per_request: t.pids.length ? a.cpu.sys / requests : null,
       };
-      process.stderr.write(`  ${mode.padEnd(6)} ${LABELS[target].padEnd(22)} ${(REQUESTS / a.seconds).toFixed(0)} req/s\n`);
+      process.stderr.write(`  ${label.padEnd(22)} ${LABELS[target].padEnd(22)} ${(requests / a.seconds).toFixed(0)} req/s\n`);
     }
     // Overhead of each Worker over the fake, and of the router over the pass-through Worker.
     const s = out.scenarios[mode];
@@ -428,6 +463,7 @@ try {
       };
       if (target !== "baseline") {
         s[target].own_cpu_ms_per_request = s[target].cpu_ms_per_request - s.baseline.cpu_ms_per_request;
+        s[target].own_cpu_user_ms_per_request = s[target].cpu_user_ms_per_request - s.baseline.cpu_user_ms_per_request;
       }
     }
   }
@@ -459,23 +495,24 @@ process.exit(exitCode);
 function printTable(out) {
   const f = (v, d = 2) => (v === null || v === undefined ? "" : v.toFixed(d));
   console.log(
-    `\n${out.requests} requests per scenario after ${out.warmup} of warm-up, ${out.concurrency} in flight, ` +
-      `then ${out.serial} one at a time, in ${out.rounds} rounds; latency in ms`,
+    `\n${out.requests} requests per scenario (${out.long_requests} for the long stream) after ${out.warmup} of ` +
+      `warm-up, ${out.concurrency} in flight, then ${out.serial} one at a time (a third for the long stream), ` +
+      `in ${out.rounds} rounds; latency in ms`,
   );
   console.log(
     `load from other processes while measuring: ${f(out.foreign_load_cores.mean)} cores on average, ` +
       `${f(out.foreign_load_cores.max)} at most (of ${os.availableParallelism()}); ` +
       `${out.foreign_load_cores.started_noisy} of ${out.foreign_load_cores.batches} batches started without a quiet machine`,
   );
-  const head = ["scenario", "target", "req/s", "p50", "p90", "p99", "+p50", "+p99", "x p50", "1-by-1 p50", "+p50", "CPU ms/req", "own CPU"];
+  const head = ["scenario", "target", "req/s", "p50", "p90", "p99", "+p50", "+p99", "x p50", "1-by-1 p50", "+p50", "CPU ms/req", "user", "own CPU", "own user"];
   const rows = [];
-  for (const [mode, s] of Object.entries(out.scenarios)) {
-    // Non-streamed: the whole answer. Streamed: the first byte of the body, then the last.
-    const metrics = mode === "stream" ? ["ttfb", "latency"] : ["latency"];
+  for (const s of Object.values(out.scenarios)) {
     for (const target of TARGETS) {
       const r = s[target];
+      // Non-streamed: the whole answer. Streamed: the first byte of the body, then the last.
+      const metrics = r.stream ? ["ttfb", "latency"] : ["latency"];
       for (const [i, key] of metrics.entries()) {
-        const name = mode === "json" ? "non-streamed" : key === "ttfb" ? "stream, 1st byte" : "stream, last byte";
+        const name = r.stream ? `${r.scenario}, ${key === "ttfb" ? "1st" : "last"} byte` : r.scenario;
         const loaded = r[`${key}_ms`];
         const serial = r[`serial_${key}_ms`];
         const o = r.overhead?.[key];
@@ -493,7 +530,9 @@ function printTable(out) {
           f(serial.p50),
           f(so?.p50_ms),
           i === 0 ? f(r.cpu_ms_per_request) : "",
+          i === 0 ? f(r.cpu_user_ms_per_request) : "",
           i === 0 ? f(r.own_cpu_ms_per_request) : "",
+          i === 0 ? f(r.own_cpu_user_ms_per_request) : "",
         ]);
       }
     }
@@ -510,7 +549,7 @@ function printTable(out) {
   for (const r of rows) console.log(line(r));
   console.log(
     "+p50, +p99, x p50: over the fake upstream called directly; 1-by-1: one request at a time;\n" +
-      "CPU ms/req: workerd's user+system time per request; own CPU: router minus the pass-through " +
+      "CPU ms/req: workerd's user+system time per request (user: the user part); own CPU: router minus the pass-through " +
       `Worker (the free plan allows ${out.free_plan_cpu_ms} ms per request)`,
   );
 }

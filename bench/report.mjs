@@ -55,6 +55,8 @@ if (process.env.BENCH_CRITERION_OTHER_LOAD) {
 }
 
 const ms = (v) => `${v.toFixed(2)} ms`;
+/** A difference, with its sign. */
+const delta = (v) => `${v < 0 ? "-" : "+"}${ms(Math.abs(v))}`;
 let overhead = null;
 try {
   overhead = JSON.parse(fs.readFileSync(overheadFile, "utf8"));
@@ -64,41 +66,39 @@ try {
 if (overhead) {
   const o = overhead;
   const section = `e2e, ${o.concurrency} in flight`;
-  const modes = { json: "non-streamed", stream: "streamed" };
-  for (const [mode, s] of Object.entries(o.scenarios)) {
-    for (const r of Object.values(s)) {
-      const metrics = mode === "stream" ? [["ttfb", "1st byte"], ["latency", "last byte"]] : [["latency", "answer"]];
-      for (const [i, [key, what]] of metrics.entries()) {
-        const l = r[`${key}_ms`];
-        let value = `p50 ${ms(l.p50)}, p90 ${ms(l.p90)}, p99 ${ms(l.p99)}`;
-        if (i === 0) value = `${r.rps.toFixed(0)} req/s; ${value}`;
-        if (r.overhead) {
-          const d = r.overhead[key];
-          value += `; +${ms(d.p50_ms)} p50, +${ms(d.p99_ms)} p99, x${d.p50_ratio.toFixed(2)}`;
-        }
-        add(section, `${modes[mode]}, ${r.label}, ${what}`, value);
+  const all = Object.values(o.scenarios).flatMap((s) => Object.values(s));
+  for (const r of all) {
+    const metrics = r.stream ? [["ttfb", "1st byte"], ["latency", "last byte"]] : [["latency", "answer"]];
+    for (const [i, [key, what]] of metrics.entries()) {
+      const l = r[`${key}_ms`];
+      let value = `p50 ${ms(l.p50)}, p90 ${ms(l.p90)}, p99 ${ms(l.p99)}`;
+      if (i === 0) value = `${r.rps.toFixed(0)} req/s; ${value}`;
+      if (r.overhead) {
+        const d = r.overhead[key];
+        value += `; ${delta(d.p50_ms)} p50, ${delta(d.p99_ms)} p99, x${d.p50_ratio.toFixed(2)}`;
       }
+      add(section, `${r.scenario}, ${r.label}, ${what}`, value);
     }
   }
-  for (const [mode, s] of Object.entries(o.scenarios)) {
-    for (const r of Object.values(s)) {
-      const key = mode === "stream" ? "ttfb" : "latency";
+  for (const r of all) {
+    const metrics = r.stream ? [["ttfb", "1st byte"], ["latency", "last byte"]] : [["latency", "answer"]];
+    for (const [key, what] of metrics) {
       const l = r[`serial_${key}_ms`];
       let value = `p50 ${ms(l.p50)}, p99 ${ms(l.p99)}`;
-      if (r.overhead) value += `; +${ms(r.overhead[`serial_${key}`].p50_ms)} p50`;
-      add(`e2e, one at a time (${o.serial})`, `${modes[mode]}, ${r.label}, ${mode === "stream" ? "1st byte" : "answer"}`, value);
+      if (r.overhead) value += `; ${delta(r.overhead[`serial_${key}`].p50_ms)} p50`;
+      add("e2e, one at a time", `${r.scenario}, ${r.label}, ${what}`, value);
     }
   }
-  for (const [mode, s] of Object.entries(o.scenarios)) {
-    for (const r of Object.values(s)) {
-      if (r.cpu_ms_per_request === null) continue;
-      let value = ms(r.cpu_ms_per_request);
-      if (r.own_cpu_ms_per_request !== undefined) {
-        const own = r.own_cpu_ms_per_request;
-        value += `; router's own ${ms(own)} = ${((own / o.free_plan_cpu_ms) * 100).toFixed(0)} % of ${o.free_plan_cpu_ms} ms`;
-      }
-      add("workerd CPU per request", `${modes[mode]}, ${r.label}`, value);
+  for (const r of all) {
+    if (r.cpu_ms_per_request === null) continue;
+    let value = `${ms(r.cpu_ms_per_request)} (user ${ms(r.cpu_user_ms_per_request)})`;
+    if (r.own_cpu_ms_per_request !== undefined) {
+      const own = r.own_cpu_ms_per_request;
+      value +=
+        `; router's own ${ms(own)} (user ${ms(r.own_cpu_user_ms_per_request)}) = ` +
+        `${((own / o.free_plan_cpu_ms) * 100).toFixed(0)} % of ${o.free_plan_cpu_ms} ms`;
     }
+    add("workerd CPU per request", `${r.scenario}, ${r.label}`, value);
   }
   const fl = o.foreign_load_cores;
   machine.push([
