@@ -7,7 +7,7 @@ use std::cell::RefCell;
 use std::time::Duration;
 
 use futures::future::{select, Either};
-use worker::{js_sys, AbortController, Context, Delay, Env, Fetch, Response};
+use worker::{js_sys, web_sys, AbortSignal, Context, Delay, Env, Fetch, Response};
 
 use super::quota as quota_object;
 use super::{http, stream};
@@ -133,7 +133,9 @@ pub async fn run<'c>(
                     }
                 };
                 let started = now_ms();
-                let (outcome, response, after) = attempt(&choice, job, body, timeout_ms).await;
+                let reserved = ticket.is_some();
+                let (outcome, response, after) =
+                    attempt(&choice, job, body, timeout_ms, reserved).await;
                 let ms = now_ms().saturating_sub(started);
                 trace.upstream_ms += ms;
                 match ticket {
@@ -197,13 +199,17 @@ async fn attempt(
     job: &Job,
     body: Vec<u8>,
     timeout_ms: u64,
+    reserved: bool,
 ) -> (Outcome, Option<Response>, Aftermath) {
     let outbound = upstream::request(choice, job.endpoint, job.accept.as_deref());
     let Ok(request) = http::upstream_request(&outbound, body) else {
         return (Outcome::Transport, None, Aftermath::Nothing);
     };
-    let controller = AbortController::default();
-    let signal = controller.signal();
+    // The runtime's own controller: the hand-on aborts the call when the client goes away.
+    let Ok(controller) = web_sys::AbortController::new() else {
+        return (Outcome::Transport, None, Aftermath::Nothing);
+    };
+    let signal = AbortSignal::from(controller.signal());
     let timer = Delay::from(Duration::from_millis(timeout_ms));
     futures::pin_mut!(timer);
     let fetch = Fetch::Request(request);
@@ -292,7 +298,8 @@ async fn attempt(
         return (Outcome::BadAnswer, None, Aftermath::Nothing);
     }
     let interrupted = (kind == Body::Events).then_some(INTERRUPTED_EVENT);
-    let (readable, finished) = opened.hand_on(interrupted);
+    // The last bytes are only worth a copy when a reservation waits for the usage in them.
+    let (readable, finished) = opened.hand_on(interrupted, reserved, &controller);
     let response = http::stream_response(status, client_headers, Some(readable));
     (
         Outcome::Success,

@@ -1,18 +1,19 @@
-// Successful answers, handed from the upstream to the client in JavaScript: no chunk crosses
-// into WebAssembly, so a long stream costs the router almost no CPU. Rust looks at the first
-// chunk (before anything is sent) and at the last bytes (after the end); see src/edge/stream.rs.
+// Successful answers, handed from the upstream to the client by the runtime itself: the body is
+// piped natively (a native ReadableStream into an IdentityTransformStream), so no chunk runs any
+// JavaScript or WebAssembly, and a long stream costs the router almost no CPU. Rust looks at the
+// first chunk (before anything is sent) and at the last bytes (after the end); see
+// src/edge/stream.rs.
 
-// How many of the last bytes are kept for the usage and the end (whole chunks, at least this
-// many bytes while the body has them; cut to this many at the end).
+// How many of the last bytes are reported for the usage and the end.
 const TAIL_BYTES = 16384;
 
-// Reads the first chunk of an upstream body: resolves to [reader, chunk], with no chunk when the
-// body ended or failed before its first byte.
+// Reads the first chunk of an upstream body: resolves to [body, reader, chunk], with no chunk
+// when the body ended or failed before its first byte.
 export function openBody(body) {
   const reader = body.getReader();
   return reader.read().then(
-    (r) => [reader, r.done ? undefined : r.value],
-    () => [reader, undefined],
+    (r) => [body, reader, r.done ? undefined : r.value],
+    () => [body, reader, undefined],
   );
 }
 
@@ -21,89 +22,92 @@ export function cancelBody(reader) {
   reader.cancel().catch(() => {});
 }
 
-// Starts handing `first` and the rest of `reader` to the client. Returns [readable, finished]:
-// the client's body, and a promise of {tail, complete, clientGone} once the body is over.
-// For an event stream (`interrupted` given, an SSE error event): when the upstream fails or
-// ends without `data: [DONE]`, `interrupted` is written before the client's stream closes, so
-// a cut never looks like a clean end. Another body that fails mid-way is aborted, so the
-// client sees the failure rather than a short body.
-export function handOn(first, reader, interrupted) {
-  const { readable, writable } = new TransformStream();
-  return [readable, pump(first, reader, writable.getWriter(), interrupted)];
-}
-
-async function pump(first, reader, writer, interrupted) {
-  const tail = [];
-  let kept = 0;
-  const keep = (chunk) => {
-    tail.push(chunk);
-    kept += chunk.byteLength;
-    while (tail.length > 1 && kept - tail[0].byteLength >= TAIL_BYTES) kept -= tail.shift().byteLength;
-  };
-  let upstreamFailed = false;
-  let clientGone = false;
-  // A client that goes away stops the upstream at once, not at the next chunk.
-  writer.closed.catch(() => {
-    clientGone = true;
-    reader.cancel().catch(() => {});
-  });
-  try {
-    keep(first);
-    await writer.write(first);
-    for (;;) {
-      let next;
-      try {
-        next = await reader.read();
-      } catch {
-        upstreamFailed = true;
-        break;
-      }
-      if (next.done) break;
-      keep(next.value);
-      await writer.write(next.value);
-    }
-  } catch {
-    // Only a write fails here: the client went away.
-    clientGone = true;
-  }
-  const end = joinTail(tail);
+// Starts handing `first` and the rest of `body` to the client. Returns [readable, finished]: the
+// client's body, and a promise of {tail, complete, clientGone} once the body is over.
+//
+// The runtime does the work: the body is piped natively into the client's stream (no chunk runs
+// JavaScript or WebAssembly), and with `keepTail` a native copy of it (a tee) is read in full
+// for its last bytes; without, `tail` is the first chunk. For an event stream (`interrupted`
+// given, an SSE error event), the copy is kept in any case: when the upstream fails or ends
+// without `data: [DONE]`, `interrupted` is written before the client's stream closes, so a cut
+// never looks like a clean end. Another body that fails mid-way is aborted, so the client sees
+// the failure rather than a short body. A client that goes away aborts the upstream call
+// through `abort` (its AbortController).
+export function handOn(body, reader, first, interrupted, keepTail, abort) {
+  reader.releaseLock();
   const events = typeof interrupted === "string";
-  // An event stream is complete once `[DONE]` came, whatever happened after it.
-  const complete = !clientGone && (events ? endsWithDone(end) : !upstreamFailed);
-  if (clientGone) {
-    reader.cancel().catch(() => {});
-    writer.abort().catch(() => {});
-    return { tail: end, complete, clientGone };
+  let source = body;
+  let copied = Promise.resolve(new Uint8Array(0));
+  if (events || keepTail) {
+    const [toClient, copy] = body.tee();
+    source = toClient;
+    copied = new Response(copy).arrayBuffer().then(
+      (buffer) => new Uint8Array(buffer),
+      () => null,
+    );
   }
-  if (!events && upstreamFailed) {
-    writer.abort(new Error("the upstream answer was cut")).catch(() => {});
-    return { tail: end, complete, clientGone };
-  }
-  if (!complete) {
-    try {
-      await writer.write(new TextEncoder().encode(interrupted));
-    } catch {
-      clientGone = true;
-    }
-  }
+  const { readable, writable } = new Identity();
+  return [readable, pipe(first, source, writable, copied, events ? interrupted : null, abort)];
+}
+
+// Workers' native byte stream; elsewhere (the wasm tests under Node) the standard one.
+const Identity = globalThis.IdentityTransformStream ?? TransformStream;
+
+async function pipe(first, source, writable, copied, interrupted, abort) {
+  let clientGone = false;
+  let upstreamFailed = false;
+  let pipeFailed = false;
+  const writer = writable.getWriter();
   try {
-    await writer.close();
+    await writer.write(first);
   } catch {
     clientGone = true;
   }
-  return { tail: end, complete, clientGone };
+  writer.releaseLock();
+  if (!clientGone) {
+    try {
+      // Native to native: the runtime moves the chunks. The destination stays open after the
+      // source ends or fails, for the closing event.
+      await source.pipeTo(writable, { preventClose: true, preventAbort: true });
+    } catch {
+      pipeFailed = true;
+    }
+  }
+  // Which side failed: a failing upstream fails its copy at once too; a client that left does
+  // not, and the upstream call is then aborted rather than left to run to its end. Without a
+  // copy, a failed pipe is taken as the upstream's.
+  const rest = pipeFailed ? await Promise.race([copied, after(100, "pending")]) : await copied;
+  if (rest === null || (pipeFailed && rest.byteLength === 0)) upstreamFailed = true;
+  else if (pipeFailed) clientGone = true;
+  const tail = rest instanceof Uint8Array ? joinTail(first, rest) : first;
+  const complete = !clientGone && !upstreamFailed && (interrupted === null || endsWithDone(tail));
+  const closing = writable.getWriter();
+  if (clientGone || upstreamFailed) abort.abort();
+  if (clientGone || (interrupted === null && upstreamFailed)) {
+    closing.abort(new Error("the upstream answer was cut")).catch(() => {});
+    return { tail, complete, clientGone };
+  }
+  try {
+    if (!complete) await closing.write(new TextEncoder().encode(interrupted));
+    await closing.close();
+  } catch {
+    clientGone = true;
+  }
+  return { tail, complete, clientGone };
 }
 
-function joinTail(chunks) {
-  let length = 0;
-  for (const c of chunks) length += c.byteLength;
-  const all = new Uint8Array(length);
-  let at = 0;
-  for (const c of chunks) {
-    all.set(c, at);
-    at += c.byteLength;
-  }
-  return all.length > TAIL_BYTES ? all.slice(all.length - TAIL_BYTES) : all;
+function after(ms, value) {
+  return new Promise((resolve) => setTimeout(() => resolve(value), ms));
+}
+
+// The last TAIL_BYTES of the body: its first chunk, then `rest` (the copy, taken after the first
+// chunk was read, so without it).
+function joinTail(first, rest) {
+  if (rest.byteLength >= TAIL_BYTES) return rest.slice(rest.byteLength - TAIL_BYTES);
+  const all = new Uint8Array(first.byteLength + rest.byteLength);
+  all.set(first, 0);
+  all.set(rest, first.byteLength);
+  return all.byteLength > TAIL_BYTES ? all.slice(all.byteLength - TAIL_BYTES) : all;
 }
 
 function endsWithDone(bytes) {

@@ -1,6 +1,6 @@
 //! Successful answers at the edge: the first chunk is read here (so that an answer that is no
-//! answer still fails over), then `stream.js` hands the rest to the client in JavaScript and
-//! reports the body's last bytes when it is over.
+//! answer still fails over), then `stream.js` has the runtime pipe the rest to the client
+//! natively and reports the body's last bytes when it is over.
 
 use wasm_bindgen_futures::JsFuture;
 use worker::wasm_bindgen::{self, prelude::wasm_bindgen, JsCast, JsValue};
@@ -14,14 +14,18 @@ extern "C" {
     fn cancel_body(reader: &JsValue);
     #[wasm_bindgen(js_name = handOn)]
     fn hand_on_body(
-        first: &JsValue,
+        body: &JsValue,
         reader: &JsValue,
+        first: &JsValue,
         interrupted: Option<String>,
+        keep_tail: bool,
+        abort: &web_sys::AbortController,
     ) -> js_sys::Array;
 }
 
 /// An upstream body whose first chunk has been read, and nothing sent yet.
 pub struct Opened {
+    body: JsValue,
     reader: JsValue,
     first: Option<js_sys::Uint8Array>,
 }
@@ -44,11 +48,13 @@ pub async fn open(body: &web_sys::ReadableStream) -> Opened {
         .ok()
         .map(|v| v.unchecked_into::<js_sys::Array>());
     match pair {
-        Some(pair) => Opened {
-            reader: pair.get(0),
-            first: pair.get(1).dyn_into::<js_sys::Uint8Array>().ok(),
+        Some(parts) => Opened {
+            body: parts.get(0),
+            reader: parts.get(1),
+            first: parts.get(2).dyn_into::<js_sys::Uint8Array>().ok(),
         },
         None => Opened {
+            body: JsValue::UNDEFINED,
             reader: JsValue::UNDEFINED,
             first: None,
         },
@@ -74,10 +80,23 @@ impl Opened {
 
     /// Hands the body on: the client's body, and a promise of how it ended. For an event
     /// stream, `interrupted` is written to the client when the upstream fails or ends without
-    /// `data: [DONE]`.
-    pub fn hand_on(self, interrupted: Option<&str>) -> (web_sys::ReadableStream, js_sys::Promise) {
+    /// `data: [DONE]`. With `keep_tail` (or for an event stream), the ending reports the body's
+    /// last bytes. A client that goes away aborts the upstream call through `abort`.
+    pub fn hand_on(
+        self,
+        interrupted: Option<&str>,
+        keep_tail: bool,
+        abort: &web_sys::AbortController,
+    ) -> (web_sys::ReadableStream, js_sys::Promise) {
         let first: JsValue = self.first.map_or(JsValue::UNDEFINED, Into::into);
-        let pair = hand_on_body(&first, &self.reader, interrupted.map(str::to_owned));
+        let pair = hand_on_body(
+            &self.body,
+            &self.reader,
+            &first,
+            interrupted.map(str::to_owned),
+            keep_tail,
+            abort,
+        );
         (pair.get(0).unchecked_into(), pair.get(1).unchecked_into())
     }
 }
@@ -116,6 +135,10 @@ mod tests {
             .unwrap()
     }
 
+    fn abort() -> web_sys::AbortController {
+        web_sys::AbortController::new().unwrap()
+    }
+
     async fn text_of(stream: web_sys::ReadableStream) -> String {
         let resp: worker::Response = web_sys::Response::new_with_opt_readable_stream(Some(&stream))
             .unwrap()
@@ -129,7 +152,7 @@ mod tests {
         let sent = "data: {\"choices\":[]}\n\ndata: [DONE]\n\n";
         let opened = open(&body(sent)).await;
         assert_eq!(opened.first_bytes(8).unwrap(), b"data: {\"");
-        let (readable, finished) = opened.hand_on(Some(INTERRUPTED_EVENT));
+        let (readable, finished) = opened.hand_on(Some(INTERRUPTED_EVENT), false, &abort());
         assert_eq!(text_of(readable).await, sent);
         let end = ended(finished).await.unwrap();
         assert!(end.complete);
@@ -139,7 +162,10 @@ mod tests {
     #[wasm_bindgen_test]
     async fn a_stream_without_done_gets_the_interrupted_event() {
         let sent = "data: {\"choices\":[]}\n\n";
-        let (readable, finished) = open(&body(sent)).await.hand_on(Some(INTERRUPTED_EVENT));
+        let (readable, finished) =
+            open(&body(sent))
+                .await
+                .hand_on(Some(INTERRUPTED_EVENT), false, &abort());
         assert_eq!(
             text_of(readable).await,
             format!("{sent}{INTERRUPTED_EVENT}")
@@ -150,11 +176,21 @@ mod tests {
     #[wasm_bindgen_test]
     async fn a_json_body_gets_nothing_appended() {
         let sent = r#"{"id":"c","usage":{"prompt_tokens":3}}"#;
-        let (readable, finished) = open(&body(sent)).await.hand_on(None);
+        let (readable, finished) = open(&body(sent)).await.hand_on(None, true, &abort());
         assert_eq!(text_of(readable).await, sent);
         let end = ended(finished).await.unwrap();
         assert!(end.complete);
         assert_eq!(end.tail, sent.as_bytes());
+    }
+
+    #[wasm_bindgen_test]
+    async fn without_a_tail_a_json_body_is_handed_on_and_reports_only_its_start() {
+        let sent = r#"{"id":"c"}"#;
+        let (readable, finished) = open(&body(sent)).await.hand_on(None, false, &abort());
+        assert_eq!(text_of(readable).await, sent);
+        let end = ended(finished).await.unwrap();
+        assert!(end.complete);
+        assert!(!end.client_gone);
     }
 
     #[wasm_bindgen_test]

@@ -196,7 +196,9 @@ test("a stream cut after its first byte ends with an explicit error event, and t
   const res = await chat({ stream: true });
   assert.equal(res.status, 200);
   const text = await res.text();
-  assert.ok(text.startsWith(events(chunk("Hel"), chunk("lo")).join("")), text);
+  // What the client got is what was sent, up to the cut (chunks still on their way when the
+  // upstream fails may be lost), then the error event.
+  assert.ok(text.startsWith(events(chunk("Hel")).join("")), text);
   assert.ok(!text.includes("[DONE]"), text);
   const last = text.trimEnd().split("\n\n").at(-1);
   const error = JSON.parse(last.replace(/^data: /, "")).error;
@@ -212,7 +214,7 @@ test("a stream cut after its first byte ends with an explicit error event, and t
     })(),
     (err) => err instanceof OpenAI.APIError && /ended before it was complete/.test(err.message),
   );
-  assert.deepEqual(got, ["Hel", "lo"]);
+  assert.equal(got[0], "Hel");
 });
 
 test("a complete stream whose [DONE] arrives byte by byte gets nothing appended", async () => {
