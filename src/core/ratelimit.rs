@@ -58,7 +58,7 @@ pub fn go_duration_ms(raw: &str) -> Option<u64> {
 /// Parses seconds given as a number (`60`, `6.78`, `0.5`), as `retry-after` and Cerebras'
 /// resets are sent, rounded up to whole milliseconds.
 pub fn seconds_ms(raw: &str) -> Option<u64> {
-    to_ms(seconds(raw, 24)? * 1_000.0)
+    to_ms(seconds(raw, 32)? * 1_000.0)
 }
 
 /// A plain non-negative number of seconds (`60`, `6.78`): digits and a dot only, at most
