@@ -115,6 +115,17 @@ fn drive(
     panic!("the loop did not end");
 }
 
+/// [`drive`] with an empty ledger and closed circuits, at `T0`.
+fn fresh(c: &Config, answer: impl FnMut(&str) -> Outcome) -> Run {
+    drive(
+        c,
+        &mut Ledger::default(),
+        &mut Breakers::default(),
+        T0,
+        answer,
+    )
+}
+
 fn rate_limited(secs: u64) -> Outcome {
     Outcome::RateLimited(Refusal {
         window: None,
@@ -130,13 +141,7 @@ fn names(run: &Run) -> Vec<&str> {
 #[test]
 fn the_first_candidate_serves_with_one_reservation() {
     let c = config();
-    let run = drive(
-        &c,
-        &mut Ledger::default(),
-        &mut Breakers::default(),
-        T0,
-        |_| Outcome::Success,
-    );
+    let run = fresh(&c, |_| Outcome::Success);
     assert_eq!(run.result.unwrap(), "groq/llama-3.1-8b-instant@g1");
     assert_eq!(run.reserves, 1);
     assert_eq!(run.sent[0].1, Some(100), "booked with the estimate");
@@ -145,19 +150,13 @@ fn the_first_candidate_serves_with_one_reservation() {
 #[test]
 fn a_429_moves_to_another_organization_then_serves() {
     let c = config();
-    let run = drive(
-        &c,
-        &mut Ledger::default(),
-        &mut Breakers::default(),
-        T0,
-        |n| {
-            if n.ends_with("@g1") {
-                rate_limited(7)
-            } else {
-                Outcome::Success
-            }
-        },
-    );
+    let run = fresh(&c, |n| {
+        if n.ends_with("@g1") {
+            rate_limited(7)
+        } else {
+            Outcome::Success
+        }
+    });
     // g2 shares org a with g1, so the next try is org b's key.
     assert_eq!(
         names(&run),
@@ -174,19 +173,13 @@ fn a_429_moves_to_another_organization_then_serves() {
 #[test]
 fn every_groq_organization_refused_then_the_slow_path_serves() {
     let c = config();
-    let run = drive(
-        &c,
-        &mut Ledger::default(),
-        &mut Breakers::default(),
-        T0,
-        |n| {
-            if n.starts_with("groq/") {
-                rate_limited(30)
-            } else {
-                Outcome::Success
-            }
-        },
-    );
+    let run = fresh(&c, |n| {
+        if n.starts_with("groq/") {
+            rate_limited(30)
+        } else {
+            Outcome::Success
+        }
+    });
     assert_eq!(
         names(&run),
         [
@@ -253,19 +246,13 @@ fn a_gpu_503_moves_to_the_next_gpu_provider() {
 #[test]
 fn everything_rate_limited_gives_429_with_the_earliest_retry() {
     let c = config();
-    let run = drive(
-        &c,
-        &mut Ledger::default(),
-        &mut Breakers::default(),
-        T0,
-        |n| {
-            if n.contains("@g3") {
-                rate_limited(4)
-            } else {
-                rate_limited(40)
-            }
-        },
-    );
+    let run = fresh(&c, |n| {
+        if n.contains("@g3") {
+            rate_limited(4)
+        } else {
+            rate_limited(40)
+        }
+    });
     assert_eq!(run.attempts.len(), 6, "capped at max_attempts");
     assert_eq!(
         run.result.unwrap_err(),
@@ -278,13 +265,7 @@ fn everything_rate_limited_gives_429_with_the_earliest_retry() {
 #[test]
 fn everything_failing_with_5xx_gives_502() {
     let c = config();
-    let run = drive(
-        &c,
-        &mut Ledger::default(),
-        &mut Breakers::default(),
-        T0,
-        |_| Outcome::ServerError { status: 500 },
-    );
+    let run = fresh(&c, |_| Outcome::ServerError { status: 500 });
     assert_eq!(run.attempts.len(), 3, "one attempt per provider");
     let err = run.result.unwrap_err();
     assert_eq!(err, RouterError::UpstreamFailed { status: 500 });
@@ -301,13 +282,7 @@ fn a_client_error_is_returned_at_once() {
         param: None,
         code: None,
     };
-    let run = drive(
-        &c,
-        &mut Ledger::default(),
-        &mut Breakers::default(),
-        T0,
-        |_| Outcome::Rejected(rejected.clone()),
-    );
+    let run = fresh(&c, |_| Outcome::Rejected(rejected.clone()));
     assert_eq!(run.attempts.len(), 1);
     assert_eq!(run.result.unwrap_err(), rejected);
 }
@@ -315,21 +290,15 @@ fn a_client_error_is_returned_at_once() {
 #[test]
 fn a_refused_key_is_not_used_again_in_the_request() {
     let c = config_with(serde_json::json!({"max_attempts": 15}));
-    let run = drive(
-        &c,
-        &mut Ledger::default(),
-        &mut Breakers::default(),
-        T0,
-        |n| {
-            if n.contains("@g1") || n.contains("@t1") {
-                Outcome::Auth { status: 401 }
-            } else if n.starts_with("groq/") {
-                rate_limited(10)
-            } else {
-                Outcome::Success
-            }
-        },
-    );
+    let run = fresh(&c, |n| {
+        if n.contains("@g1") || n.contains("@t1") {
+            Outcome::Auth { status: 401 }
+        } else if n.starts_with("groq/") {
+            rate_limited(10)
+        } else {
+            Outcome::Success
+        }
+    });
     assert_eq!(
         names(&run),
         [
@@ -358,13 +327,7 @@ fn too_large_everywhere_returns_the_providers_413() {
         param: None,
         code: None,
     };
-    let run = drive(
-        &c,
-        &mut Ledger::default(),
-        &mut Breakers::default(),
-        T0,
-        |_| Outcome::TooLarge(large.clone()),
-    );
+    let run = fresh(&c, |_| Outcome::TooLarge(large.clone()));
     assert_eq!(run.attempts.len(), 4, "once per model");
     assert_eq!(run.result.unwrap_err(), large);
 }
@@ -427,13 +390,7 @@ fn missing_secrets_are_named_when_nothing_can_be_tried() {
         "routes": {"fast": ["groq/llama-3.1-8b-instant"], "slow": ["together/m"]}
     });
     let c = Config::parse(&doc.to_string(), |_| None).unwrap();
-    let run = drive(
-        &c,
-        &mut Ledger::default(),
-        &mut Breakers::default(),
-        T0,
-        |_| Outcome::Success,
-    );
+    let run = fresh(&c, |_| Outcome::Success);
     assert_eq!(
         run.result.unwrap_err(),
         RouterError::MissingSecret {
@@ -677,19 +634,13 @@ fn no_quota_call_when_every_organization_is_already_refused() {
         (!n.ends_with("_HASHES")).then(|| "k".to_owned())
     })
     .unwrap();
-    let run = drive(
-        &c,
-        &mut Ledger::default(),
-        &mut Breakers::default(),
-        T0,
-        |n| {
-            if n.starts_with("groq/") {
-                rate_limited(5)
-            } else {
-                Outcome::Success
-            }
-        },
-    );
+    let run = fresh(&c, |n| {
+        if n.starts_with("groq/") {
+            rate_limited(5)
+        } else {
+            Outcome::Success
+        }
+    });
     assert_eq!(run.attempts.len(), 3);
     assert_eq!(run.reserves, 2, "one per Groq organization, none wasted");
     assert_eq!(run.result.unwrap(), "together/m@t1");
