@@ -21,7 +21,7 @@ use super::config::{Config, Failover, Provider, Target};
 use super::error::RouterError;
 use super::outcome::{self, Outcome};
 use super::quota::{self, Command, ModelOption, Reply, Step, Ticket};
-use super::route::Choice;
+use super::route::{self, Choice};
 
 /// Subrequests one request may make on the Workers free plan. An attempt costs one, its quota
 /// reservation one, and the reservation's settlement (after the response) one more.
@@ -242,17 +242,14 @@ impl<'c> Planner<'c> {
                         return self.send(choice, None, now_ms, breakers);
                     }
                 }
-                Step::Reserve {
-                    provider,
-                    options,
-                    candidates,
-                    ..
-                } => {
+                Step::Reserve { provider, .. } => {
                     let provider: &'c Provider = provider;
-                    let (options, candidates) = (options.clone(), candidates.clone());
-                    if let Some(command) =
-                        self.reservation(provider, &options, &candidates, now_ms, breakers)
-                    {
+                    let command = if self.provider_open(&provider.name, now_ms, breakers) {
+                        self.reservation(provider)
+                    } else {
+                        None
+                    };
+                    if let Some(command) = command {
                         self.subrequests += 1;
                         return Next::Reserve {
                             provider,
@@ -445,64 +442,39 @@ impl<'c> Planner<'c> {
         !self.dropped_models.contains(&(provider, model))
     }
 
-    /// The first usable key, without booking, of the first of `targets` that has one.
+    /// The first usable key, without booking, of the first of `targets` that has one this
+    /// request has not used up.
     fn first_key(
         &mut self,
         targets: &[&'c Target],
         now_ms: u64,
         breakers: &Breakers,
     ) -> Option<Choice<'c>> {
-        for target in targets {
-            let Some(provider) = self.config.providers.get(target.provider) else {
-                continue;
-            };
-            if !self.model_open(&provider.name, &target.model)
-                || !self.provider_open(&provider.name, now_ms, breakers)
-            {
-                continue;
-            }
-            for key in &provider.keys {
-                let Some(secret) = &key.value else { continue };
-                let refused = self.refused.contains(&(
-                    provider.name.as_str(),
-                    key.org.as_str(),
-                    target.model.as_str(),
-                ));
-                let (p, k, m) = (
-                    provider.name.as_str(),
-                    key.id.as_str(),
-                    target.model.as_str(),
-                );
-                if refused
-                    || self.disabled_keys.contains(&(p, k))
-                    || self.tried.contains(&(p, k, m))
-                {
-                    continue;
-                }
-                return Some(Choice {
-                    target,
-                    provider,
-                    key,
-                    secret,
-                });
-            }
-        }
-        None
+        route::usable_keys(self.config, targets).find(|c| {
+            let (p, k, m) = (
+                c.provider.name.as_str(),
+                c.key.id.as_str(),
+                c.target.model.as_str(),
+            );
+            self.model_open(p, m)
+                && self.provider_open(p, now_ms, breakers)
+                && !self.refused.contains(&(p, c.key.org.as_str(), m))
+                && !self.disabled_keys.contains(&(p, k))
+                && !self.tried.contains(&(p, k, m))
+        })
     }
 
-    /// The reservation command for a step, without what this request already used; `None`
-    /// when nothing is left to book there.
-    fn reservation(
-        &mut self,
-        provider: &'c Provider,
-        options: &[ModelOption],
-        candidates: &[quota::OwnedCandidate],
-        now_ms: u64,
-        breakers: &Breakers,
-    ) -> Option<Command> {
-        if !self.provider_open(&provider.name, now_ms, breakers) {
+    /// The reservation command for the current step (a [`Step::Reserve`] of `provider`),
+    /// without what this request already used; `None` when nothing is left to book there.
+    fn reservation(&self, provider: &Provider) -> Option<Command> {
+        let Some(Step::Reserve {
+            options,
+            candidates,
+            ..
+        }) = self.steps.get(self.cursor)
+        else {
             return None;
-        }
+        };
         let name = provider.name.as_str();
         let candidates: Vec<quota::OwnedCandidate> = candidates
             .iter()

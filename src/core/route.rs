@@ -105,37 +105,51 @@ pub fn serving<'c>(
     Ok(capable)
 }
 
+/// Every key with its secret set of `targets`' providers, as choices: in the targets' order,
+/// then each provider's keys in order.
+pub fn usable_keys<'c, 't>(
+    config: &'c Config,
+    targets: &'t [&'c Target],
+) -> impl Iterator<Item = Choice<'c>> + 't
+where
+    'c: 't,
+{
+    targets.iter().flat_map(move |target| {
+        let provider = config.providers.get(target.provider);
+        provider.into_iter().flat_map(move |provider| {
+            provider.keys.iter().filter_map(move |key| {
+                Some(Choice {
+                    target,
+                    provider,
+                    key,
+                    secret: key.value.as_ref()?,
+                })
+            })
+        })
+    })
+}
+
 /// The first of `targets` whose provider has a key with its secret set; otherwise the error
 /// names the secrets to set.
 pub fn first_usable<'c>(
     config: &'c Config,
     targets: &[&'c Target],
 ) -> Result<Choice<'c>, RouterError> {
-    let mut missing_secrets: Vec<String> = Vec::new();
-    for target in targets {
-        let Some(provider) = config.providers.get(target.provider) else {
-            continue;
-        };
-        match provider.usable_key() {
-            Some((key, secret)) => {
-                return Ok(Choice {
-                    target,
-                    provider,
-                    key,
-                    secret,
-                })
-            }
-            None => {
-                for key in &provider.keys {
-                    if !missing_secrets.contains(&key.secret_name) {
-                        missing_secrets.push(key.secret_name.clone());
-                    }
+    usable_keys(config, targets).next().ok_or_else(|| {
+        let mut names: Vec<String> = Vec::new();
+        for target in targets {
+            for key in config
+                .providers
+                .get(target.provider)
+                .into_iter()
+                .flat_map(|p| &p.keys)
+            {
+                if !names.contains(&key.secret_name) {
+                    names.push(key.secret_name.clone());
                 }
             }
         }
-    }
-    Err(RouterError::MissingSecret {
-        names: missing_secrets,
+        RouterError::MissingSecret { names }
     })
 }
 

@@ -4,6 +4,8 @@
 //! every failover happens before the first byte.
 
 use std::cell::RefCell;
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
 use futures::future::{select, Either};
@@ -97,13 +99,11 @@ pub async fn run<'c>(
                 // reservation that takes too long is given up, and the request goes on
                 // without booking.
                 let call = quota_object::call(env, &provider.name, &command);
-                futures::pin_mut!(call);
-                let left = planner.time_left(started);
-                let timer = Delay::from(Duration::from_millis(left));
-                let reply = match select(call, timer).await {
-                    Either::Left((reply, _)) => reply,
-                    Either::Right(_) => Err(RouterError::UpstreamTimeout),
-                };
+                let timer = Delay::from(Duration::from_millis(planner.time_left(started)));
+                futures::pin_mut!(timer);
+                let reply = within(call, timer)
+                    .await
+                    .unwrap_or(Err(RouterError::UpstreamTimeout));
                 trace.quota_ms += now_ms().saturating_sub(started);
                 match reply {
                     Ok(reply) => {
@@ -213,12 +213,10 @@ async fn attempt(
     let timer = Delay::from(Duration::from_millis(timeout_ms));
     futures::pin_mut!(timer);
     let fetch = Fetch::Request(request);
-    let send = fetch.send_with_signal(&signal);
-    futures::pin_mut!(send);
-    let mut resp = match select(send, timer.as_mut()).await {
-        Either::Left((Ok(resp), _)) => resp,
-        Either::Left((Err(_), _)) => return (Outcome::Transport, None, Aftermath::Nothing),
-        Either::Right(_) => {
+    let mut resp = match within(fetch.send_with_signal(&signal), timer.as_mut()).await {
+        Some(Ok(resp)) => resp,
+        Some(Err(_)) => return (Outcome::Transport, None, Aftermath::Nothing),
+        None => {
             controller.abort();
             return (Outcome::Timeout, None, Aftermath::Nothing);
         }
@@ -243,11 +241,10 @@ async fn attempt(
         // Only the start of a failure's body is read (a message is capped at 2 KB anyway),
         // within what is left of the attempt's time.
         let read = http::read_capped(resp.stream(), MAX_FAILURE_BODY);
-        futures::pin_mut!(read);
-        let failure_body = match select(read, timer.as_mut()).await {
-            Either::Left((Ok(Ok(bytes)), _)) => bytes,
-            Either::Left(_) => Vec::new(),
-            Either::Right(_) => {
+        let failure_body = match within(read, timer.as_mut()).await {
+            Some(Ok(Ok(bytes))) => bytes,
+            Some(_) => Vec::new(),
+            None => {
                 controller.abort();
                 Vec::new()
             }
@@ -267,7 +264,7 @@ async fn attempt(
     }
 
     // A success: its first chunk is read before anything is sent, so that an answer that is
-    // no answer still fails over; the rest is handed on in JavaScript.
+    // no answer still fails over; the runtime pipes the rest to the client.
     let kind = Body::of(&header("content-type").unwrap_or_default());
     let Ok(client_headers) = http::client_headers(&resp) else {
         return (Outcome::Transport, None, Aftermath::Nothing);
@@ -281,14 +278,9 @@ async fn attempt(
             Aftermath::Answered { report },
         );
     };
-    let open = stream::open(&body);
-    futures::pin_mut!(open);
-    let opened = match select(open, timer.as_mut()).await {
-        Either::Left((opened, _)) => opened,
-        Either::Right(_) => {
-            controller.abort();
-            return (Outcome::Timeout, None, Aftermath::Nothing);
-        }
+    let Some(opened) = within(stream::open(&body), timer.as_mut()).await else {
+        controller.abort();
+        return (Outcome::Timeout, None, Aftermath::Nothing);
     };
     let bad = opened
         .first_bytes(FIRST_CHUNK_READ)
@@ -310,6 +302,16 @@ async fn attempt(
             kind,
         },
     )
+}
+
+/// Runs `work` until `timer` fires: `None` when the time ran out first (the caller aborts
+/// what it started).
+async fn within<F: Future>(work: F, timer: Pin<&mut Delay>) -> Option<F::Output> {
+    futures::pin_mut!(work);
+    match select(work, timer).await {
+        Either::Left((out, _)) => Some(out),
+        Either::Right(_) => None,
+    }
 }
 
 /// Tells the quota object what happened, after the response is sent (`wait_until`): it adds
