@@ -240,7 +240,7 @@ async fn attempt(
     if !outcome::is_success(status) {
         // Only the start of a failure's body is read (a message is capped at 2 KB anyway),
         // within what is left of the attempt's time.
-        let read = http::read_capped(resp.stream(), MAX_FAILURE_BODY);
+        let read = http::read_capped(resp.stream(), MAX_FAILURE_BODY, MAX_FAILURE_BODY);
         let failure_body = match within(read, timer.as_mut()).await {
             Some(Ok(Ok(bytes))) => bytes,
             Some(_) => Vec::new(),

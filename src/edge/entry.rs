@@ -205,9 +205,11 @@ async fn read_body(req: &mut Request, config: &Config) -> Result<Vec<u8>, Router
     {
         return Err(too_large);
     }
-    // Read no further than the limit: a chunked body of any size costs at most the limit.
+    // Keep no more than the limit: a chunked body of any size costs at most the limit in
+    // memory. Past it, the rest is drained like any refused body, so that the client can read
+    // the 413 on a connection still in order.
     let cap = usize::try_from(limit).unwrap_or(usize::MAX);
-    http::read_capped(req.stream(), cap)
+    http::read_capped(req.stream(), cap, cap.max(DRAIN_LIMIT))
         .await?
         .map_err(|()| too_large)
 }

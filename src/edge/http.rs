@@ -69,15 +69,17 @@ pub fn stream_response(
 pub async fn read_stream(stream: &worker::web_sys::ReadableStream, cap: usize) -> Option<Vec<u8>> {
     let resp = worker::web_sys::Response::new_with_opt_readable_stream(Some(stream)).ok()?;
     let mut resp: Response = resp.into();
-    read_capped(resp.stream(), cap).await.ok()?.ok()
+    read_capped(resp.stream(), cap, cap).await.ok()?.ok()
 }
 
 /// Reads a body stream until its end or until more than `cap` bytes arrived: `Ok(bytes)`, or
-/// `Err(())` when the body is longer than `cap` (the rest is not read). A missing body reads
-/// as empty.
+/// `Err(())` when the body is longer than `cap`. Past `cap`, nothing more is kept, but the rest
+/// is read and discarded until `drain_to` bytes in all (see [`drain`]); with `drain_to` at
+/// `cap` the rest is left unread. A missing body reads as empty.
 pub async fn read_capped(
     stream: Result<worker::ByteStream, worker::Error>,
     cap: usize,
+    drain_to: usize,
 ) -> Result<Result<Vec<u8>, ()>, RouterError> {
     use futures::StreamExt;
     // No body at all (an empty request, a 204) reads as empty.
@@ -88,6 +90,13 @@ pub async fn read_capped(
     while let Some(chunk) = stream.next().await {
         out.extend_from_slice(&chunk.map_err(internal)?);
         if out.len() > cap {
+            let mut read = out.len();
+            while read <= drain_to {
+                match stream.next().await {
+                    Some(Ok(chunk)) => read += chunk.len(),
+                    _ => break,
+                }
+            }
             return Ok(Err(()));
         }
     }
