@@ -178,8 +178,61 @@ impl Fit {
     }
 }
 
-/// Decides the path and the candidate targets of a chat request.
+/// Decides the path and the candidate targets of a chat request: the route's decision, less
+/// the models that cannot produce as many output tokens as the request asks for.
 pub fn classify<'c>(
+    config: &'c Config,
+    req: &ChatRequest,
+    hints: Hints<'_>,
+) -> Result<Decision<'c>, RouterError> {
+    let mut decision = decide(config, req, hints)?;
+    decision.targets = within_output_limit(config, req, decision.targets)?;
+    Ok(decision)
+}
+
+/// The targets whose model may produce the output tokens the request asks for (its
+/// `max_output_tokens` in the configuration); none left is the client's error, named on the
+/// field it set, before anything is booked or sent.
+pub fn within_output_limit<'c>(
+    config: &Config,
+    req: &ChatRequest,
+    targets: Vec<&'c Target>,
+) -> Result<Vec<&'c Target>, RouterError> {
+    let Some(asked) = req.requested_output_tokens() else {
+        return Ok(targets);
+    };
+    let most = |t: &Target| {
+        config
+            .providers
+            .get(t.provider)
+            .and_then(|p| p.limits.get(&t.model))
+            .and_then(|l| l.max_output_tokens)
+    };
+    let largest = targets.iter().filter_map(|t| most(t)).max();
+    let kept: Vec<&Target> = targets
+        .into_iter()
+        .filter(|t| most(t).is_none_or(|m| asked <= m))
+        .collect();
+    if kept.is_empty() {
+        let param = if req.max_tokens.is_some() {
+            "max_tokens"
+        } else {
+            "max_completion_tokens"
+        };
+        return Err(RouterError::InvalidRequest {
+            message: format!(
+                "`{param}` is {asked}, more than the {} output tokens the model can produce.",
+                largest.unwrap_or_default()
+            ),
+            param: Some(param.to_owned()),
+            code: "invalid_value",
+        });
+    }
+    Ok(kept)
+}
+
+/// The route's decision: the path and the candidate targets.
+fn decide<'c>(
     config: &'c Config,
     req: &ChatRequest,
     hints: Hints<'_>,

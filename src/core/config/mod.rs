@@ -150,13 +150,24 @@ pub enum RateLimitDialect {
     None,
 }
 
-/// Rate limits of one model at one provider, per organization.
+/// The fingerprint of a secret: the first 16 hex digits of its SHA-256.
+fn fingerprint(secret: &str) -> String {
+    let mut hex = super::auth::hash_hex(secret);
+    hex.truncate(16);
+    hex
+}
+
+/// Rate limits of one model at one provider, per organization, and the model's largest output.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Limits {
     pub rpm: Option<u64>,
     pub rpd: Option<u64>,
     pub tpm: Option<u64>,
     pub tpd: Option<u64>,
+    /// The most output tokens the model produces (its `max_completion_tokens`): a request
+    /// asking for more is the router's own 400, before any booking or upstream call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_output_tokens: Option<u64>,
 }
 
 /// One API key of a provider.
@@ -170,6 +181,9 @@ pub struct Key {
     /// `None` when the secret is not set: the key is skipped and, if no key is left, the error
     /// names the secret.
     pub value: Option<Secret>,
+    /// A fingerprint of the secret (the start of its SHA-256), so that the quota bank knows a
+    /// rotated key from the one a provider refused without ever holding either.
+    pub fingerprint: String,
 }
 
 /// One OpenAI-compatible provider.
@@ -279,6 +293,9 @@ pub struct Failover {
     pub breaker_failures: u32,
     /// How long an open circuit skips the provider before one probe request is let through.
     pub breaker_cooldown_ms: u64,
+    /// How long a synchronous call to the quota bank may take before the request goes on
+    /// without it (booked on the isolate's own snapshot); a late booking is given back.
+    pub quota_timeout_ms: u64,
 }
 
 /// The most attempts a request may make: 15 attempts of three subrequests each stay within
@@ -293,6 +310,7 @@ impl Default for Failover {
             deadline_ms: 60_000,
             breaker_failures: 5,
             breaker_cooldown_ms: 30_000,
+            quota_timeout_ms: 400,
         }
     }
 }
@@ -500,6 +518,7 @@ fn build_failover(raw: &RawFailover) -> Result<Failover, ConfigError> {
         deadline_ms: raw.deadline_ms.unwrap_or(d.deadline_ms),
         breaker_failures: raw.breaker_failures.unwrap_or(d.breaker_failures),
         breaker_cooldown_ms: raw.breaker_cooldown_ms.unwrap_or(d.breaker_cooldown_ms),
+        quota_timeout_ms: raw.quota_timeout_ms.unwrap_or(d.quota_timeout_ms),
     };
     let at = |name: &str, detail: String| ConfigError::at(format!("failover.{name}"), detail);
     if !(1..=MAX_ATTEMPTS_LIMIT).contains(&f.max_attempts) {
@@ -514,6 +533,7 @@ fn build_failover(raw: &RawFailover) -> Result<Failover, ConfigError> {
         ("attempt_timeout_ms", f.attempt_timeout_ms),
         ("deadline_ms", f.deadline_ms),
         ("breaker_cooldown_ms", f.breaker_cooldown_ms),
+        ("quota_timeout_ms", f.quota_timeout_ms),
     ] {
         if value == 0 || value > MAX_WAIT_MS {
             return Err(at(name, format!("must be between 1 and {MAX_WAIT_MS}")));
@@ -682,11 +702,16 @@ fn build_provider(
             .map(|v| v.trim().to_owned())
             .filter(|v| !v.is_empty())
             .map(Secret);
+        let fingerprint = value
+            .as_ref()
+            .map(|v: &Secret| fingerprint(v.expose()))
+            .unwrap_or_default();
         keys.push(Key {
             org: k.org.unwrap_or_else(|| k.id.clone()),
             id: k.id,
             secret_name: k.secret,
             value,
+            fingerprint,
         });
     }
     if keys.is_empty() {
@@ -700,12 +725,23 @@ fn build_provider(
                 .collect()
         })
         .unwrap_or_default();
-    for (model, RawLimits { rpm, rpd, tpm, tpd }) in raw.limits {
+    for (
+        model,
+        RawLimits {
+            rpm,
+            rpd,
+            tpm,
+            tpd,
+            max_output_tokens,
+        },
+    ) in raw.limits
+    {
         let entry = limits.entry(model).or_default();
         entry.rpm = rpm.or(entry.rpm);
         entry.rpd = rpd.or(entry.rpd);
         entry.tpm = tpm.or(entry.tpm);
         entry.tpd = tpd.or(entry.tpd);
+        entry.max_output_tokens = max_output_tokens.or(entry.max_output_tokens);
     }
     Ok(Provider {
         dialect: preset.map_or(RateLimitDialect::OpenAi, |p| p.dialect),

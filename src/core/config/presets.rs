@@ -48,12 +48,13 @@ const OPENAI_BUT_NAME: &[Capability] = &[
     MultipleChoices,
 ];
 
-const fn limits(rpm: u64, rpd: u64, tpm: u64, tpd: u64) -> Limits {
+const fn limits(rpm: u64, rpd: u64, tpm: u64, tpd: u64, max_output: u64) -> Limits {
     Limits {
         rpm: Some(rpm),
         rpd: Some(rpd),
         tpm: Some(tpm),
         tpd: Some(tpd),
+        max_output_tokens: Some(max_output),
     }
 }
 
@@ -67,20 +68,30 @@ pub const PRESETS: &[Preset] = &[
         capabilities: &[Chat, Streaming, Tools, JsonSchema],
         max_tokens_field: MaxTokensField::MaxCompletionTokens,
         dialect: RateLimitDialect::Groq,
-        // The free plan, per organization and model: RPM / RPD / TPM / TPD.
+        // The free plan, per organization and model: RPM / RPD / TPM / TPD; then the model's
+        // published maximum completion tokens.
         limits: &[
-            ("llama-3.1-8b-instant", limits(30, 14_400, 6_000, 500_000)),
+            (
+                "llama-3.1-8b-instant",
+                limits(30, 14_400, 6_000, 500_000, 131_072),
+            ),
             (
                 "llama-3.3-70b-versatile",
-                limits(30, 1_000, 12_000, 100_000),
+                limits(30, 1_000, 12_000, 100_000, 32_768),
             ),
-            ("openai/gpt-oss-120b", limits(30, 1_000, 8_000, 200_000)),
-            ("openai/gpt-oss-20b", limits(30, 1_000, 8_000, 200_000)),
+            (
+                "openai/gpt-oss-120b",
+                limits(30, 1_000, 8_000, 200_000, 65_536),
+            ),
+            (
+                "openai/gpt-oss-20b",
+                limits(30, 1_000, 8_000, 200_000, 65_536),
+            ),
             (
                 "meta-llama/llama-4-scout-17b-16e-instruct",
-                limits(30, 1_000, 30_000, 500_000),
+                limits(30, 1_000, 30_000, 500_000, 8_192),
             ),
-            ("qwen/qwen3-32b", limits(60, 1_000, 6_000, 500_000)),
+            ("qwen/qwen3-32b", limits(60, 1_000, 6_000, 500_000, 40_960)),
         ],
     },
     Preset {

@@ -87,6 +87,7 @@ pub struct RawFailover {
     pub deadline_ms: Option<u64>,
     pub breaker_failures: Option<u32>,
     pub breaker_cooldown_ms: Option<u64>,
+    pub quota_timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -125,4 +126,5 @@ pub struct RawLimits {
     pub rpd: Option<u64>,
     pub tpm: Option<u64>,
     pub tpd: Option<u64>,
+    pub max_output_tokens: Option<u64>,
 }

@@ -50,7 +50,8 @@ fn a_minimal_config_gets_the_presets() {
             rpm: Some(30),
             rpd: Some(14_400),
             tpm: Some(6_000),
-            tpd: Some(500_000)
+            tpd: Some(500_000),
+            max_output_tokens: Some(131_072),
         }
     );
     let together = &c.providers[1];
