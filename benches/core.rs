@@ -1,7 +1,8 @@
 //! Benchmarks of the core's hot path: classification alone, and parse + classify, on chat
-//! request bodies of about 1 KB, 16 KB and 128 KB; the quota ledger's reserve and settle, alone
-//! and as the Durable Object runs them (decode the command, apply, encode the ledger and the
-//! reply); and the readers of the providers' rate-limit headers and 429 bodies. Run:
+//! request bodies of about 1 KB, 16 KB and 128 KB; the quota ledger: an isolate admitting from
+//! its lease and settling (the fast path's whole quota cost), and one bank call as its Durable
+//! Object runs it (decode the command, apply, encode the changed row and the reply); and the
+//! readers of the providers' rate-limit headers and 429 bodies. Run:
 //! `cargo bench --bench core` (or `npm run bench`, which also runs the end-to-end benchmark);
 //! docs/performance.md holds the latest medians.
 
@@ -17,7 +18,12 @@ use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criteri
 use edge_router::core::classify::{classify, Hints};
 use edge_router::core::config::{Config, Limits, RateLimitDialect};
 use edge_router::core::outcome::parse_retry_after;
-use edge_router::core::quota::{apply, Command, Ledger, ModelOption, OwnedCandidate, Reply, Usage};
+use edge_router::core::quota::bank::Dirty;
+use edge_router::core::quota::lease::Want;
+use edge_router::core::quota::{
+    apply, Admission, Command, Effect, Holdings, KeyCard, ModelOption, Offer, OrgLedger, Reply,
+    Shard, Usage,
+};
 use edge_router::core::ratelimit::{go_duration_ms, refusal, report};
 use edge_router::core::request::ChatRequest;
 use serde_json::json;
@@ -96,61 +102,96 @@ fn benches(c: &mut Criterion) {
 const NOW_MS: u64 = 1_795_437_296_789;
 const MODELS: [&str; 2] = ["llama-3.1-8b-instant", "openai/gpt-oss-20b"];
 
-/// Groq's free-plan limits of the two models, raised so that the benchmark always finds room.
-fn model_options() -> Vec<ModelOption> {
-    MODELS
-        .iter()
-        .zip([Some(0x5eed_u64), None])
-        .map(|(model, prefix_hash)| ModelOption {
-            model: (*model).to_owned(),
-            limits: Limits {
-                rpm: Some(30_000),
-                rpd: Some(14_400_000),
-                tpm: Some(6_000_000),
-                tpd: Some(500_000_000),
-            },
-            prefix_hash,
-            skip: Vec::new(),
-        })
-        .collect()
+/// Groq's free-plan limits, raised so that the benchmark always finds room.
+fn limits() -> Limits {
+    Limits {
+        rpm: Some(30_000_000),
+        rpd: Some(14_400_000_000),
+        tpm: Some(6_000_000_000),
+        tpd: Some(500_000_000_000),
+        max_output_tokens: Some(131_072),
+    }
 }
 
 /// Two keys in each of four organizations.
-fn candidates() -> Vec<OwnedCandidate> {
-    (0..8)
-        .map(|i| OwnedCandidate {
-            org: format!("org-{}", i / 2),
-            key_id: format!("groq-{i}"),
+fn offers() -> Vec<Offer> {
+    (0..4)
+        .map(|org| Offer {
+            org: format!("org-{org}"),
+            keys: (0..2)
+                .map(|k| KeyCard {
+                    id: format!("groq-{}", org * 2 + k),
+                    fingerprint: format!("{:016x}", org * 2 + k),
+                })
+                .collect(),
         })
         .collect()
 }
 
-/// A ledger with traffic: every organization has spent on both models in the current minute and
-/// day (unevenly, so ranking has work to do), and one key has been refused.
-fn busy_ledger() -> Ledger {
-    let mut ledger = Ledger::default();
-    let options = model_options();
-    for round in 0..40_u64 {
-        for org in 0..4_u64 {
-            if round % (org + 1) != 0 {
-                continue;
-            }
-            for option in &options {
-                let name = format!("org-{org}");
-                let ticket = ledger
-                    .reserve(&name, &option.model, &option.limits, 900, NOW_MS - 20_000)
-                    .unwrap();
-                let usage = Usage {
-                    prompt_tokens: 700,
-                    cached_tokens: 100,
-                    completion_tokens: 150 + round,
-                };
-                ledger.settle(ticket, usage);
-            }
+/// One organization's bank with traffic: spent on both models in the current minute and day,
+/// leases out to a few isolates, and one key refused.
+fn busy_bank() -> OrgLedger {
+    let mut bank = OrgLedger::default();
+    let mut dirty = Dirty::default();
+    let keys = &offers()[0].keys;
+    for model in MODELS {
+        let option = ModelOption {
+            model: model.to_owned(),
+            limits: limits(),
+        };
+        for _ in 0..40 {
+            let _ = bank.reserve(
+                std::slice::from_ref(&option),
+                keys,
+                900,
+                NOW_MS - 20_000,
+                &mut dirty,
+            );
+        }
+        for holder in 0..8 {
+            let want = Want {
+                model: model.to_owned(),
+                limits: limits(),
+                requests: 100,
+                tokens: 100_000,
+            };
+            let _ = bank.grant(
+                &format!("i-{holder}"),
+                &want,
+                keys,
+                NOW_MS - 1_000,
+                &mut dirty,
+            );
         }
     }
-    ledger.disable_key("groq-3", 401);
-    ledger
+    bank
+}
+
+/// An isolate that holds a large lease on organization 0 for the first model.
+fn isolate_with_lease() -> Holdings {
+    let mut h = Holdings::new("i-bench");
+    let mut bank = OrgLedger::default();
+    let o = offers();
+    let shard = Shard::new("groq", "org-0");
+    // Enough traffic for the isolate to want a lease, then the background call that gets it.
+    for i in 0..4 {
+        if let Admission::Ask { keys, .. } =
+            h.admit("groq", &o[..1], MODELS[0], &limits(), 900, None, NOW_MS + i)
+        {
+            let option = ModelOption {
+                model: MODELS[0].to_owned(),
+                limits: limits(),
+            };
+            let cmd = h.reserve(&shard, vec![option], keys, 900, NOW_MS + i);
+            let reply = apply(&mut bank, cmd, NOW_MS + i, &mut Dirty::default());
+            h.answered(&shard, &reply, NOW_MS + i);
+        }
+    }
+    for (to, cmd) in h.due(NOW_MS + 5) {
+        let reply = apply(&mut bank, cmd, NOW_MS + 5, &mut Dirty::default());
+        h.answered(&to, &reply, NOW_MS + 5);
+    }
+    h
 }
 
 fn groq_headers() -> Vec<(&'static str, &'static str)> {
@@ -182,58 +223,129 @@ fn lookup<'a>(pairs: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<&'a st
 
 const GROQ_429: &[u8] = br#"{"error":{"message":"Rate limit reached for model `llama-3.1-8b-instant` in organization `org_01abc` service tier `on_demand` on tokens per minute (TPM): Limit 6000, Used 3513, Requested 3166. Please try again in 6.79s. Need more tokens? Upgrade to Dev Tier today at https://console.groq.com/settings/billing","type":"tokens","code":"rate_limit_exceeded"}}"#;
 
-/// What the quota object does with one call, SQLite aside: decode the command, apply it to a
-/// copy of the cached ledger, encode the ledger to store and the reply.
-fn object_step(cached: &Ledger, command_json: &str) -> (String, String) {
+/// What a bank's Durable Object does with one call, SQLite aside: decode the command, apply it
+/// to the cached books, encode the rows it changed and the reply.
+fn bank_step(bank: &mut OrgLedger, command_json: &str) -> (Vec<String>, String) {
     let command: Command = serde_json::from_str(command_json).unwrap();
-    let mut ledger = cached.clone();
-    let reply = apply(&mut ledger, command, NOW_MS);
-    (
-        serde_json::to_string(&ledger).unwrap(),
-        serde_json::to_string(&reply).unwrap(),
-    )
+    let mut dirty = Dirty::default();
+    let reply = apply(bank, command, NOW_MS, &mut dirty);
+    let rows = dirty
+        .models
+        .iter()
+        .filter_map(|m| bank.models.get(m))
+        .map(|b| serde_json::to_string(b).unwrap())
+        .collect();
+    (rows, serde_json::to_string(&reply).unwrap())
 }
 
 fn quota_benches(c: &mut Criterion) {
-    let ledger = busy_ledger();
-    let reserve = Command::Reserve {
-        options: model_options(),
-        tokens: 850,
-        candidates: candidates(),
-    };
-    let ticket = match apply(&mut ledger.clone(), reserve.clone(), NOW_MS) {
-        Reply::Reserved { ticket, .. } => ticket,
-        other => panic!("the busy ledger has room: {other:?}"),
-    };
-    let settle = Command::Settle {
-        ticket,
-        usage: Some(Usage {
-            prompt_tokens: 812,
-            cached_tokens: 256,
-            completion_tokens: 173,
-        }),
-        report: Some(report(RateLimitDialect::Groq, lookup(&groq_headers()))),
-    };
-
     let mut group = c.benchmark_group("quota");
-    for (label, command) in [("reserve", &reserve), ("settle", &settle)] {
-        // A fresh copy of the ledger for every call, made outside the measurement.
+    // The fast path's quota cost in the isolate: choose the organization, spend from the lease,
+    // and settle the answer's usage into the lease. No call, no await.
+    let o = offers();
+    let holdings = isolate_with_lease();
+    let shard = Shard::new("groq", "org-0");
+    let key = o[0].keys[0].clone();
+    let usage = Usage {
+        prompt_tokens: 812,
+        cached_tokens: 256,
+        completion_tokens: 173,
+    };
+    group.bench_function("isolate_admit_and_settle_from_lease", |b| {
+        b.iter_batched(
+            || holdings.clone(),
+            |mut h| {
+                let admitted = h.admit(
+                    "groq",
+                    &o[..1],
+                    MODELS[0],
+                    &limits(),
+                    900,
+                    None,
+                    NOW_MS + 10,
+                );
+                let Admission::Admitted { ticket, .. } = admitted else {
+                    panic!("the lease has room: {admitted:?}")
+                };
+                h.settle(
+                    &shard,
+                    &key,
+                    ticket,
+                    Effect::Spent,
+                    Some(usage),
+                    None,
+                    NOW_MS + 10,
+                );
+                h
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    // One bank call, as its object runs it.
+    let bank = busy_bank();
+    let option = ModelOption {
+        model: MODELS[0].to_owned(),
+        limits: limits(),
+    };
+    let reserve = Command::Reserve {
+        holder: "i-bench".into(),
+        batch: Default::default(),
+        options: vec![option],
+        keys: o[0].keys.clone(),
+        tokens: 850,
+    };
+    let mut h = isolate_with_lease();
+    let admitted = h.admit(
+        "groq",
+        &o[..1],
+        MODELS[0],
+        &limits(),
+        900,
+        None,
+        NOW_MS + 10,
+    );
+    let Admission::Admitted { ticket, .. } = admitted else {
+        panic!("{admitted:?}")
+    };
+    h.settle(
+        &shard,
+        &key,
+        ticket,
+        Effect::NotSpent,
+        None,
+        Some(report(RateLimitDialect::Groq, lookup(&groq_headers()))),
+        NOW_MS + 10,
+    );
+    let exchange = h
+        .due(NOW_MS + 5_000)
+        .into_iter()
+        .map(|(_, c)| c)
+        .next()
+        .unwrap();
+    assert!(matches!(reply_of(&bank, &reserve), Reply::Reserved { .. }));
+    for (label, command) in [
+        ("bank_reserve_step", &reserve),
+        ("bank_exchange_step", &exchange),
+    ] {
+        let json = serde_json::to_string(command).unwrap();
         group.bench_function(label, |b| {
             b.iter_batched(
-                || (ledger.clone(), command.clone()),
-                |(mut ledger, command)| {
-                    let reply = apply(&mut ledger, command, black_box(NOW_MS));
-                    (ledger, reply)
-                },
+                || bank.clone(),
+                |mut bank| bank_step(&mut bank, black_box(&json)),
                 BatchSize::SmallInput,
             )
         });
-        let json = serde_json::to_string(command).unwrap();
-        group.bench_function(format!("{label}_object_step"), |b| {
-            b.iter(|| object_step(black_box(&ledger), black_box(&json)))
-        });
     }
     group.finish();
+}
+
+fn reply_of(bank: &OrgLedger, command: &Command) -> Reply {
+    apply(
+        &mut bank.clone(),
+        command.clone(),
+        NOW_MS,
+        &mut Dirty::default(),
+    )
 }
 
 fn header_benches(c: &mut Criterion) {

@@ -7,7 +7,7 @@
 
 use edge_router::core::config::{Limits, RateLimitDialect};
 use edge_router::core::outcome::{parse_retry_after, MAX_RETRY_AFTER_S};
-use edge_router::core::quota::{Ledger, BILLING_COOLDOWN_MS};
+use edge_router::core::quota::ledger::{cooldown_until, Books, BILLING_COOLDOWN_MS};
 use edge_router::core::ratelimit::{
     go_duration_ms, refusal, report, seconds_ms, Refusal, Report, WindowReport,
 };
@@ -155,26 +155,25 @@ fn check_ledger(report: &Report, refused: Option<&Refusal>) {
         rpd: Some(14_400),
         tpm: Some(6_000),
         tpd: Some(500_000),
+        max_output_tokens: None,
     };
-    let model = "llama-3.1-8b-instant";
-    let mut ledger = Ledger::default();
-    let Ok(ticket) = ledger.reserve("org-a", model, &limits, 100, NOW_MS) else {
-        panic!("an empty ledger has room");
-    };
-    ledger.observe("org-a", model, report, NOW_MS);
+    let mut books = Books::default();
+    assert!(books.room(&limits, 1, 100, NOW_MS).is_ok(), "empty books have room");
+    let windows = books.book(1, 100, NOW_MS);
+    books.observe(report, NOW_MS);
     let Some(refusal) = refused else {
-        ledger.release(ticket);
+        books.shift(windows, -1, -100);
         return;
     };
-    ledger.refused("org-a", model, refusal, NOW_MS);
-    ledger.release(ticket);
-    let until = ledger.books("org-a", model).cooldown_until_ms;
+    books.cool_down(cooldown_until(refusal, NOW_MS));
+    books.shift(windows, -1, -100);
+    let until = books.cooldown_until_ms;
     let longest = MAX_DURATION_MS.max(BILLING_COOLDOWN_MS).max(DAY_MS);
     assert!(until <= NOW_MS + longest, "cooled down until {until}");
     if refusal.billing {
         assert!(
-            ledger
-                .room("org-a", model, &limits, 1, NOW_MS + BILLING_COOLDOWN_MS - 1)
+            books
+                .room(&limits, 1, 1, NOW_MS + BILLING_COOLDOWN_MS - 1)
                 .is_err(),
             "a billing refusal left room within the hour"
         );

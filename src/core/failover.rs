@@ -20,11 +20,13 @@
 use super::config::{Config, Failover, Provider, Target};
 use super::error::RouterError;
 use super::outcome::{self, Outcome};
-use super::quota::{self, Command, ModelOption, Reply, Step, Ticket};
+use super::quota::{
+    self, Admission, Command, Effect, Holdings, Offer, Reply, Shard, Source, Step, Ticket,
+};
 use super::route::{self, Choice};
 
-/// Subrequests one request may make on the Workers free plan. An attempt costs one, its quota
-/// reservation one, and the reservation's settlement (after the response) one more.
+/// Subrequests one request may make on the Workers free plan. An attempt costs one, and a
+/// synchronous booking with the quota bank one more.
 pub const SUBREQUEST_LIMIT: u32 = 50;
 
 /// The least time worth giving an attempt: with less left of the deadline, the request gives up
@@ -46,21 +48,18 @@ pub struct Attempt {
 /// What the edge should do next.
 #[derive(Debug)]
 pub enum Next<'c> {
-    /// Ask `provider`'s quota object to book the request (then [`Planner::on_reply`]).
-    Reserve {
-        provider: &'c Provider,
-        command: Box<Command>,
-    },
+    /// Book the request with this organization's quota bank (then [`Planner::on_reply`], or
+    /// [`Planner::on_unreachable`] if it does not answer in time).
+    Reserve { shard: Shard, command: Box<Command> },
     /// Send the request with this key, aborting it after `timeout_ms` without an answer (then
-    /// [`Planner::record`]).
+    /// [`Planner::record`], and the ticket settled with the outcome's [`Effect`]).
     Send {
         choice: Choice<'c>,
         ticket: Option<Ticket>,
         timeout_ms: u64,
     },
-    /// Nothing is left to try: answer with this error, and release the reservation (with its
-    /// provider's name) made for an attempt that no longer fits the deadline, if any.
-    GiveUp(RouterError, Option<(&'c str, Ticket)>),
+    /// Nothing is left to try: answer with this error.
+    GiveUp(RouterError),
 }
 
 /// What an attempt's outcome means for the request.
@@ -74,6 +73,41 @@ pub enum Verdict {
     Retry,
 }
 
+/// How the request that was sent last was booked, for `x-router-quota`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Booked {
+    /// The provider tracks no limits for the model.
+    #[default]
+    None,
+    /// From the isolate's lease: no call to the bank.
+    Lease,
+    /// With the bank, synchronously.
+    Bank,
+    /// On the isolate's own snapshot: the bank did not answer in time.
+    Advisory,
+}
+
+impl Booked {
+    pub fn name(self) -> &'static str {
+        match self {
+            Booked::None => "none",
+            Booked::Lease => "lease",
+            Booked::Bank => "bank",
+            Booked::Advisory => "advisory",
+        }
+    }
+}
+
+/// What failed at a provider that answered: the last one, for the error when nothing is left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ProviderFailure {
+    Status(u16),
+    /// Groq's 498.
+    Capacity,
+    /// A 2xx whose start was no answer.
+    BadAnswer,
+}
+
 /// The failures seen so far, for the error when nothing is left.
 #[derive(Debug, Default)]
 struct Failures {
@@ -81,7 +115,7 @@ struct Failures {
     room_at_ms: Option<u64>,
     too_large: Option<RouterError>,
     not_served: Option<RouterError>,
-    server_status: Option<u16>,
+    provider: Option<ProviderFailure>,
     transport: bool,
     timeout: bool,
     breaker_until_ms: Option<u64>,
@@ -94,6 +128,48 @@ fn earliest(slot: &mut Option<u64>, at: u64) {
     *slot = Some(slot.map_or(at, |e| e.min(at)));
 }
 
+fn add_secret(list: &mut Vec<String>, name: &str) {
+    if !list.iter().any(|n| n == name) {
+        list.push(name.to_owned());
+    }
+}
+
+/// A key of a provider (key ids are unique within a provider only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct KeyAt<'c> {
+    provider: &'c str,
+    key: &'c str,
+}
+
+/// A key used on a model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct KeyOnModel<'c> {
+    key: KeyAt<'c>,
+    model: &'c str,
+}
+
+/// An organization of a provider on a model: what a 429 refuses, and a bank's booking covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct OrgOnModel<'c> {
+    provider: &'c str,
+    org: &'c str,
+    model: &'c str,
+}
+
+/// A model at a provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ModelAt<'c> {
+    provider: &'c str,
+    model: &'c str,
+}
+
+/// A synchronous booking under way: with which bank, for which model of the current step.
+#[derive(Debug, Clone)]
+struct Asking {
+    shard: Shard,
+    option: usize,
+}
+
 /// The attempt plan of one request.
 #[derive(Debug)]
 pub struct Planner<'c> {
@@ -101,23 +177,24 @@ pub struct Planner<'c> {
     settings: Failover,
     steps: Vec<Step<'c>>,
     cursor: usize,
-    /// Steps whose quota object could not be reached: served without booking.
-    unbooked: Vec<bool>,
-    /// A reservation just made, to be sent next.
+    /// A booking just made, to be sent next.
     pending: Option<(Choice<'c>, Ticket)>,
+    asking: Option<Asking>,
     tokens: u64,
+    prefix_hash: u64,
     deadline_at_ms: u64,
     subrequests: u32,
     /// The timeout the last attempt was given.
     last_timeout_ms: u64,
-    /// (provider, key id, model) already tried: key ids are unique within a provider only.
-    tried: Vec<(&'c str, &'c str, &'c str)>,
-    /// (provider, key id) refused with 401/403.
-    disabled_keys: Vec<(&'c str, &'c str)>,
-    /// (provider, organization, model) refused with 429 or billing.
-    refused: Vec<(&'c str, &'c str, &'c str)>,
-    /// (provider, model) that will not serve this request.
-    dropped_models: Vec<(&'c str, &'c str)>,
+    booked: Booked,
+    tried: Vec<KeyOnModel<'c>>,
+    /// Keys refused with 401 (every model) ...
+    refused_keys: Vec<KeyAt<'c>>,
+    /// ... or 403 (one model).
+    refused_on_model: Vec<KeyOnModel<'c>>,
+    /// Organizations refused with 429 or billing, or whose bank had no room.
+    full: Vec<OrgOnModel<'c>>,
+    dropped_models: Vec<ModelAt<'c>>,
     dropped_providers: Vec<&'c str>,
     attempts: Vec<Attempt>,
     failures: Failures,
@@ -125,7 +202,8 @@ pub struct Planner<'c> {
 
 impl<'c> Planner<'c> {
     /// Plans a request of `tokens` (estimated) over `targets`, the classifier's candidates in
-    /// order, starting at `now_ms` with `deadline_ms` to find an answer.
+    /// order, starting at `now_ms` with `deadline_ms` to find an answer. `prefix_hash` keeps
+    /// requests with one prompt prefix on one organization for models with prompt caching.
     pub fn new(
         config: &'c Config,
         targets: &[&'c Target],
@@ -134,45 +212,36 @@ impl<'c> Planner<'c> {
         now_ms: u64,
         deadline_ms: u64,
     ) -> Self {
-        let steps = quota::plan(config, targets, prefix_hash);
+        let steps = quota::plan(config, targets);
         let mut failures = Failures::default();
         for step in &steps {
-            let missing: Vec<String> = match step {
-                Step::Direct(target) => config
-                    .providers
-                    .get(target.provider)
-                    .map(|p| {
-                        p.keys
-                            .iter()
-                            .filter(|k| k.value.is_none())
-                            .map(|k| k.secret_name.clone())
-                            .collect()
-                    })
-                    .unwrap_or_default(),
-                Step::Reserve {
-                    missing_secrets, ..
-                } => missing_secrets.clone(),
+            let provider = match step {
+                Step::Direct(target) => config.providers.get(target.provider),
+                Step::Book { provider, .. } => Some(*provider),
             };
-            for name in missing {
-                if !failures.missing_secrets.contains(&name) {
-                    failures.missing_secrets.push(name);
+            for key in provider.iter().flat_map(|p| &p.keys) {
+                if key.value.is_none() {
+                    add_secret(&mut failures.missing_secrets, &key.secret_name);
                 }
             }
         }
         Planner {
             config,
             settings: config.failover,
-            unbooked: vec![false; steps.len()],
             steps,
             cursor: 0,
             pending: None,
+            asking: None,
             tokens,
+            prefix_hash,
             deadline_at_ms: now_ms.saturating_add(deadline_ms),
             subrequests: 0,
             last_timeout_ms: 0,
+            booked: Booked::None,
             tried: Vec::new(),
-            disabled_keys: Vec::new(),
-            refused: Vec::new(),
+            refused_keys: Vec::new(),
+            refused_on_model: Vec::new(),
+            full: Vec::new(),
             dropped_models: Vec::new(),
             dropped_providers: Vec::new(),
             attempts: Vec::new(),
@@ -185,9 +254,20 @@ impl<'c> Planner<'c> {
         &self.attempts
     }
 
-    /// What is left of the request's deadline at `now_ms`: a quota call must fit in it too.
+    /// How the last attempt was booked.
+    pub fn booked(&self) -> Booked {
+        self.booked
+    }
+
+    /// What is left of the request's deadline at `now_ms`.
     pub fn time_left(&self, now_ms: u64) -> u64 {
         self.deadline_at_ms.saturating_sub(now_ms)
+    }
+
+    /// How long a synchronous booking may take at `now_ms`: its own timeout, within the
+    /// deadline.
+    pub fn quota_timeout_ms(&self, now_ms: u64) -> u64 {
+        self.settings.quota_timeout_ms.min(self.time_left(now_ms))
     }
 }
 
@@ -202,33 +282,48 @@ pub fn failover_header(attempts: &[Attempt]) -> Option<String> {
     (!failed.is_empty()).then(|| failed.join(", "))
 }
 
+/// The quota bank's shard and key card of a choice.
+pub fn shard_of(choice: &Choice<'_>) -> (Shard, quota::KeyCard) {
+    (
+        Shard::new(&choice.provider.name, &choice.key.org),
+        quota::KeyCard {
+            id: choice.key.id.clone(),
+            fingerprint: choice.key.fingerprint.clone(),
+        },
+    )
+}
+
 impl<'c> Planner<'c> {
     /// The next thing to do at `now_ms`.
-    pub fn next(&mut self, now_ms: u64, breakers: &mut Breakers) -> Next<'c> {
+    pub fn next(
+        &mut self,
+        now_ms: u64,
+        breakers: &mut Breakers,
+        holdings: &mut Holdings,
+    ) -> Next<'c> {
         let out_of_time = self.time_left(now_ms) < MIN_ATTEMPT_MS;
         if let Some((choice, ticket)) = self.pending.take() {
-            if out_of_time {
-                self.failures.timeout = true;
-                let provider: &'c str = &choice.provider.name;
-                return Next::GiveUp(self.give_up(now_ms), Some((provider, ticket)));
+            if !out_of_time {
+                return self.send(choice, Some(ticket), now_ms, breakers);
             }
-            return self.send(choice, Some(ticket), now_ms, breakers);
+            // Booked, but no time left to send it: given back.
+            let (shard, key) = shard_of(&choice);
+            holdings.settle(&shard, &key, ticket, Effect::NotSpent, None, None, now_ms);
         }
         if out_of_time {
             self.failures.timeout = true;
-            return Next::GiveUp(self.give_up(now_ms), None);
+            return Next::GiveUp(self.give_up(now_ms));
         }
         loop {
-            // An attempt may need a reservation, itself and a settlement.
+            // An attempt may need a booking and itself.
             if self.attempts.len() >= self.settings.max_attempts as usize
-                || self.subrequests + 3 > SUBREQUEST_LIMIT
+                || self.subrequests + 2 > SUBREQUEST_LIMIT
             {
-                return Next::GiveUp(self.give_up(now_ms), None);
+                return Next::GiveUp(self.give_up(now_ms));
             }
             let Some(step) = self.steps.get(self.cursor) else {
-                return Next::GiveUp(self.give_up(now_ms), None);
+                return Next::GiveUp(self.give_up(now_ms));
             };
-            let unbooked = self.unbooked.get(self.cursor).copied().unwrap_or(false);
             match step {
                 Step::Direct(target) => {
                     let target: &'c Target = target;
@@ -236,25 +331,12 @@ impl<'c> Planner<'c> {
                         return self.send(choice, None, now_ms, breakers);
                     }
                 }
-                Step::Reserve { targets, .. } if unbooked => {
-                    let targets = targets.clone();
-                    if let Some(choice) = self.first_key(&targets, now_ms, breakers) {
-                        return self.send(choice, None, now_ms, breakers);
-                    }
-                }
-                Step::Reserve { provider, .. } => {
+                Step::Book { provider, .. } => {
                     let provider: &'c Provider = provider;
-                    let command = if self.provider_open(&provider.name, now_ms, breakers) {
-                        self.reservation(provider)
-                    } else {
-                        None
-                    };
-                    if let Some(command) = command {
-                        self.subrequests += 1;
-                        return Next::Reserve {
-                            provider,
-                            command: Box::new(command),
-                        };
+                    if self.provider_open(&provider.name, now_ms, breakers) {
+                        if let Some(next) = self.book(provider, now_ms, breakers, holdings) {
+                            return next;
+                        }
                     }
                 }
             }
@@ -262,28 +344,176 @@ impl<'c> Planner<'c> {
         }
     }
 
-    /// The quota object's answer to the last [`Next::Reserve`]. Returns a ticket the edge must
-    /// release: one booked for a model or key this configuration does not know (which only a
-    /// configuration changed under the object can cause).
-    pub fn on_reply(&mut self, reply: Reply) -> Option<Ticket> {
-        let Some(Step::Reserve {
-            provider, targets, ..
+    /// Books the request on the current step's provider: from a lease, or by asking one
+    /// organization's bank; `None` when no model of the step can take it.
+    fn book(
+        &mut self,
+        provider: &'c Provider,
+        now_ms: u64,
+        breakers: &mut Breakers,
+        holdings: &mut Holdings,
+    ) -> Option<Next<'c>> {
+        let Some(Step::Book {
+            targets,
+            options,
+            offers,
+            caching,
+            ..
         }) = self.steps.get(self.cursor)
         else {
             return None;
         };
-        let provider: &'c Provider = provider;
-        match reply {
-            Reply::Reserved {
+        // Owned here so that the planner's books may change while the step is read.
+        let (targets, options, offers, caching) = (
+            targets.clone(),
+            options.clone(),
+            offers.clone(),
+            caching.clone(),
+        );
+        let name: &'c str = &provider.name;
+        for (i, option) in options.iter().enumerate() {
+            let target: &'c Target = targets.get(i)?;
+            let model: &'c str = &target.model;
+            if !self.model_open(name, model) {
+                continue;
+            }
+            let offers = self.offers_left(name, model, &offers);
+            if offers.is_empty() {
+                continue;
+            }
+            let prefix = caching
+                .get(i)
+                .copied()
+                .unwrap_or(false)
+                .then_some(self.prefix_hash);
+            let admission = holdings.admit(
+                name,
+                &offers,
                 model,
-                key_id,
-                ticket,
-                ..
-            } => {
-                let target = targets.iter().find(|t| t.model == model);
-                let key = provider.keys.iter().find(|k| k.id == key_id);
-                if let (Some(target), Some(key)) = (target, key) {
-                    if let Some(secret) = &key.value {
+                &option.limits,
+                self.tokens,
+                prefix,
+                now_ms,
+            );
+            match admission {
+                Admission::Admitted {
+                    org,
+                    key_id,
+                    ticket,
+                } => {
+                    let org = &offers.get(org)?.org;
+                    let key = provider
+                        .keys
+                        .iter()
+                        .find(|k| k.id == key_id && &k.org == org)?;
+                    let secret = key.value.as_ref()?;
+                    let choice = Choice {
+                        target,
+                        provider,
+                        key,
+                        secret,
+                    };
+                    return Some(self.send(choice, Some(ticket), now_ms, breakers));
+                }
+                Admission::Ask { org, keys } => {
+                    let shard = Shard::new(name, &offers.get(org)?.org);
+                    let command =
+                        holdings.reserve(&shard, vec![option.clone()], keys, self.tokens, now_ms);
+                    self.subrequests += 1;
+                    self.asking = Some(Asking {
+                        shard: shard.clone(),
+                        option: i,
+                    });
+                    return Some(Next::Reserve {
+                        shard,
+                        command: Box::new(command),
+                    });
+                }
+                Admission::Full { until_ms } => earliest(&mut self.failures.room_at_ms, until_ms),
+                Admission::NoKey => {
+                    for key in provider.keys.iter().filter(|k| k.value.is_some()) {
+                        add_secret(&mut self.failures.auth_secrets, &key.secret_name);
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    /// The organizations of a step this request may still book on `model`, each with the keys
+    /// it may still use there.
+    fn offers_left(&self, provider: &'c str, model: &'c str, offers: &[Offer]) -> Vec<Offer> {
+        offers
+            .iter()
+            .filter(|o| {
+                !self
+                    .full
+                    .iter()
+                    .any(|f| f.provider == provider && f.model == model && f.org == o.org.as_str())
+            })
+            .filter_map(|o| {
+                let keys: Vec<quota::KeyCard> = o
+                    .keys
+                    .iter()
+                    .filter(|k| self.key_usable(provider, &k.id, model))
+                    .cloned()
+                    .collect();
+                (!keys.is_empty()).then(|| Offer {
+                    org: o.org.clone(),
+                    keys,
+                })
+            })
+            .collect()
+    }
+
+    fn key_usable(&self, provider: &str, key: &str, model: &str) -> bool {
+        let at = |k: &KeyAt<'_>| k.provider == provider && k.key == key;
+        !self.refused_keys.iter().any(at)
+            && !self
+                .refused_on_model
+                .iter()
+                .chain(&self.tried)
+                .any(|t| at(&t.key) && t.model == model)
+    }
+
+    /// The bank's answer to the last [`Next::Reserve`].
+    pub fn on_reply(&mut self, reply: Reply, holdings: &mut Holdings, now_ms: u64) {
+        let Some(asking) = self.asking.take() else {
+            return;
+        };
+        holdings.answered(&asking.shard, &reply, now_ms);
+        let Some(Step::Book {
+            provider, targets, ..
+        }) = self.steps.get(self.cursor)
+        else {
+            return;
+        };
+        let provider: &'c Provider = provider;
+        let Some(target) = targets.get(asking.option).copied() else {
+            return;
+        };
+        let model: &'c str = &target.model;
+        let Some(org) = provider
+            .keys
+            .iter()
+            .find(|k| k.org == asking.shard.org)
+            .map(|k| k.org.as_str())
+        else {
+            return;
+        };
+        let full = OrgOnModel {
+            provider: &provider.name,
+            org,
+            model,
+        };
+        match reply {
+            Reply::Reserved { key_id, ticket, .. } => {
+                let key = provider
+                    .keys
+                    .iter()
+                    .find(|k| k.id == key_id && k.org == org);
+                match key.and_then(|k| k.value.as_ref().map(|s| (k, s))) {
+                    Some((key, secret)) if ticket.model == target.model => {
                         self.pending = Some((
                             Choice {
                                 target,
@@ -293,39 +523,50 @@ impl<'c> Planner<'c> {
                             },
                             ticket,
                         ));
-                        return None;
+                    }
+                    // Booked for a key or model this configuration does not know (the
+                    // configuration changed under the bank): given back.
+                    _ => {
+                        let card = quota::KeyCard {
+                            id: key_id,
+                            fingerprint: String::new(),
+                        };
+                        holdings.settle(
+                            &asking.shard,
+                            &card,
+                            ticket,
+                            Effect::NotSpent,
+                            None,
+                            None,
+                            now_ms,
+                        );
+                        self.full.push(full);
                     }
                 }
-                self.cursor += 1;
-                Some(ticket)
             }
-            // No time at all: every key the object was offered is disabled (401/403).
-            Reply::NoRoom { until_ms: u64::MAX } => {
-                for key in &provider.keys {
-                    if !self.failures.auth_secrets.contains(&key.secret_name) {
-                        self.failures.auth_secrets.push(key.secret_name.clone());
-                    }
-                }
-                self.cursor += 1;
-                None
-            }
-            Reply::NoRoom { until_ms } => {
+            Reply::NoRoom { until_ms, .. } => {
                 earliest(&mut self.failures.room_at_ms, until_ms);
-                self.cursor += 1;
-                None
+                self.full.push(full);
             }
-            Reply::Done | Reply::Status { .. } => {
-                self.cursor += 1;
-                None
+            Reply::NoKey { .. } => {
+                for key in provider
+                    .keys
+                    .iter()
+                    .filter(|k| k.org == org && k.value.is_some())
+                {
+                    add_secret(&mut self.failures.auth_secrets, &key.secret_name);
+                }
+                self.full.push(full);
             }
+            Reply::Exchanged { .. } | Reply::Status { .. } => self.full.push(full),
         }
     }
 
-    /// The quota object for the last [`Next::Reserve`] could not be reached. The ledger is
-    /// advisory: the step's candidates are tried without booking.
-    pub fn on_unreachable(&mut self) {
-        if let Some(flag) = self.unbooked.get_mut(self.cursor) {
-            *flag = true;
+    /// The bank for the last [`Next::Reserve`] did not answer in time. The books are advisory:
+    /// the request goes on, booked on the isolate's own snapshot.
+    pub fn on_unreachable(&mut self, holdings: &mut Holdings, now_ms: u64) {
+        if let Some(asking) = self.asking.take() {
+            holdings.failed(&asking.shard, now_ms);
         }
     }
 
@@ -340,6 +581,10 @@ impl<'c> Planner<'c> {
     ) -> Verdict {
         let provider: &'c str = &choice.provider.name;
         let model: &'c str = &choice.target.model;
+        let key = KeyAt {
+            provider,
+            key: &choice.key.id,
+        };
         self.attempts.push(Attempt {
             provider: provider.to_owned(),
             model: model.to_owned(),
@@ -362,35 +607,41 @@ impl<'c> Planner<'c> {
             Outcome::Success => return Verdict::Serve,
             Outcome::Rejected(err) => return Verdict::Return(err.clone()),
             Outcome::RateLimited(refusal) | Outcome::Billing(refusal) => {
-                self.refused.push((provider, &choice.key.org, model));
+                self.full.push(OrgOnModel {
+                    provider,
+                    org: &choice.key.org,
+                    model,
+                });
                 earliest(&mut f.room_at_ms, quota::cooldown_until(refusal, now_ms));
             }
             Outcome::Auth { status } => {
-                self.disabled_keys.push((provider, &choice.key.id));
-                f.auth_status = Some(*status);
-                if !f.auth_secrets.contains(&choice.key.secret_name) {
-                    f.auth_secrets.push(choice.key.secret_name.clone());
+                if *status == 401 {
+                    self.refused_keys.push(key);
+                } else {
+                    self.refused_on_model.push(KeyOnModel { key, model });
                 }
+                f.auth_status = Some(*status);
+                add_secret(&mut f.auth_secrets, &choice.key.secret_name);
             }
             Outcome::TooLarge(err) => {
-                self.dropped_models.push((provider, model));
+                self.dropped_models.push(ModelAt { provider, model });
                 f.too_large = Some(err.clone());
             }
             Outcome::NotServed(err) => {
-                self.dropped_models.push((provider, model));
+                self.dropped_models.push(ModelAt { provider, model });
                 f.not_served = Some(err.clone());
             }
             Outcome::Capacity => {
-                self.dropped_models.push((provider, model));
-                f.server_status = Some(498);
+                self.dropped_models.push(ModelAt { provider, model });
+                f.provider = Some(ProviderFailure::Capacity);
             }
             Outcome::ServerError { status } => {
                 self.dropped_providers.push(provider);
-                f.server_status = Some(*status);
+                f.provider = Some(ProviderFailure::Status(*status));
             }
             Outcome::BadAnswer => {
                 self.dropped_providers.push(provider);
-                f.server_status.get_or_insert(200);
+                f.provider.get_or_insert(ProviderFailure::BadAnswer);
             }
             Outcome::Timeout => {
                 self.dropped_providers.push(provider);
@@ -411,10 +662,21 @@ impl<'c> Planner<'c> {
         now_ms: u64,
         breakers: &mut Breakers,
     ) -> Next<'c> {
-        self.subrequests += if ticket.is_some() { 2 } else { 1 };
+        self.subrequests += 1;
         breakers.sent(&choice.provider.name, now_ms);
-        self.tried
-            .push((&choice.provider.name, &choice.key.id, &choice.target.model));
+        self.tried.push(KeyOnModel {
+            key: KeyAt {
+                provider: &choice.provider.name,
+                key: &choice.key.id,
+            },
+            model: &choice.target.model,
+        });
+        self.booked = match ticket.as_ref().map(|t| t.source) {
+            None => Booked::None,
+            Some(Source::Lease { .. }) => Booked::Lease,
+            Some(Source::Bank) => Booked::Bank,
+            Some(Source::Advisory) => Booked::Advisory,
+        };
         self.last_timeout_ms = self.settings.attempt_timeout_ms.min(self.time_left(now_ms));
         Next::Send {
             choice,
@@ -439,7 +701,10 @@ impl<'c> Planner<'c> {
     }
 
     fn model_open(&self, provider: &str, model: &str) -> bool {
-        !self.dropped_models.contains(&(provider, model))
+        !self
+            .dropped_models
+            .iter()
+            .any(|m| m.provider == provider && m.model == model)
     }
 
     /// The first usable key, without booking, of the first of `targets` that has one this
@@ -458,58 +723,11 @@ impl<'c> Planner<'c> {
             );
             self.model_open(p, m)
                 && self.provider_open(p, now_ms, breakers)
-                && !self.refused.contains(&(p, c.key.org.as_str(), m))
-                && !self.disabled_keys.contains(&(p, k))
-                && !self.tried.contains(&(p, k, m))
-        })
-    }
-
-    /// The reservation command for the current step (a [`Step::Reserve`] of `provider`),
-    /// without what this request already used; `None` when nothing is left to book there.
-    fn reservation(&self, provider: &Provider) -> Option<Command> {
-        let Some(Step::Reserve {
-            options,
-            candidates,
-            ..
-        }) = self.steps.get(self.cursor)
-        else {
-            return None;
-        };
-        let name = provider.name.as_str();
-        let candidates: Vec<quota::OwnedCandidate> = candidates
-            .iter()
-            .filter(|c| !self.disabled_keys.contains(&(name, c.key_id.as_str())))
-            .cloned()
-            .collect();
-        let options: Vec<ModelOption> = options
-            .iter()
-            .filter(|o| self.model_open(name, &o.model))
-            .filter_map(|o| {
-                let mut skip: Vec<String> = Vec::new();
-                for (p, org, model) in &self.refused {
-                    if *p == name && *model == o.model {
-                        skip.push((*org).to_owned());
-                    }
-                }
-                for (p, key, model) in &self.tried {
-                    if *p == name && *model == o.model {
-                        skip.push((*key).to_owned());
-                    }
-                }
-                // A model on which every candidate is skipped is not worth a quota call.
-                let left = candidates
+                && !self
+                    .full
                     .iter()
-                    .any(|c| !skip.iter().any(|s| *s == c.org || *s == c.key_id));
-                left.then(|| ModelOption { skip, ..o.clone() })
-            })
-            .collect();
-        if options.is_empty() {
-            return None;
-        }
-        Some(Command::Reserve {
-            options,
-            tokens: self.tokens,
-            candidates,
+                    .any(|f| f.provider == p && f.org == c.key.org && f.model == m)
+                && self.key_usable(p, k, m)
         })
     }
 
@@ -525,7 +743,13 @@ impl<'c> Planner<'c> {
         if let Some(err) = f.too_large.as_ref().or(f.not_served.as_ref()) {
             return err.clone();
         }
-        if let Some(status) = f.server_status {
+        if let Some(failure) = f.provider {
+            let status = match failure {
+                ProviderFailure::Status(status) => status,
+                ProviderFailure::Capacity => 498,
+                // The provider answered 2xx, with no answer in it.
+                ProviderFailure::BadAnswer => 200,
+            };
             return RouterError::UpstreamFailed { status };
         }
         if f.transport {

@@ -11,14 +11,14 @@ use std::time::Duration;
 use futures::future::{select, Either};
 use worker::{js_sys, web_sys, AbortSignal, Context, Delay, Env, Fetch, Response};
 
-use super::quota as quota_object;
+use super::quota::{self as bank, HOLDINGS};
 use super::{http, stream};
 use crate::core::config::{Config, Target};
 use crate::core::error::RouterError;
-use crate::core::failover::{Attempt, Breakers, Next, Planner, Verdict};
+use crate::core::failover::{self, Attempt, Booked, Breakers, Next, Planner, Verdict};
 use crate::core::outcome::{self, Outcome};
-use crate::core::quota::{Command, Ticket, Usage};
-use crate::core::ratelimit::{self, Refusal, Report};
+use crate::core::quota::{Effect, Ticket, Usage};
+use crate::core::ratelimit::{self, Report};
 use crate::core::route::Choice;
 use crate::core::stream::{Body, FIRST_CHUNK_READ, INTERRUPTED_EVENT};
 use crate::core::upstream;
@@ -58,10 +58,13 @@ pub struct Trace {
     pub started_ms: u64,
     /// Time to the routing decision; `None` until the request reaches the attempt loop.
     pub classify_ms: Option<u64>,
+    /// Synchronous calls to the quota bank.
     pub quota_calls: u32,
     pub quota_ms: u64,
     pub upstream_ms: u64,
     pub attempts: Vec<Attempt>,
+    /// How the last attempt was booked.
+    pub booked: Booked,
 }
 
 /// Runs the attempts for `job` over `targets` until one succeeds or nothing is left;
@@ -84,38 +87,24 @@ pub async fn run<'c>(
         job.deadline_ms,
     );
     let result = loop {
-        let next = BREAKERS.with(|b| planner.next(now_ms(), &mut b.borrow_mut()));
+        let next = BREAKERS.with(|b| {
+            HOLDINGS.with(|h| planner.next(now_ms(), &mut b.borrow_mut(), &mut h.borrow_mut()))
+        });
         match next {
-            Next::GiveUp(err, unused) => {
-                if let Some((provider, ticket)) = unused {
-                    settle_later(ctx, env, provider, "", ticket, Aftermath::Nothing);
-                }
-                break Err(err);
-            }
-            Next::Reserve { provider, command } => {
+            Next::GiveUp(err) => break Err(err),
+            Next::Reserve { shard, command } => {
                 let started = now_ms();
                 trace.quota_calls += 1;
-                // The ledger is advisory and must not hold the request past its deadline: a
-                // reservation that takes too long is given up, and the request goes on
-                // without booking.
-                let call = quota_object::call(env, &provider.name, &command);
-                let timer = Delay::from(Duration::from_millis(planner.time_left(started)));
-                futures::pin_mut!(timer);
-                let reply = within(call, timer)
-                    .await
-                    .unwrap_or(Err(RouterError::UpstreamTimeout));
+                let timeout = planner.quota_timeout_ms(started);
+                let reply = bank::reserve(env, ctx, &shard, *command, timeout).await;
                 trace.quota_ms += now_ms().saturating_sub(started);
-                match reply {
-                    Ok(reply) => {
-                        if let Some(ticket) = planner.on_reply(reply) {
-                            settle_later(ctx, env, &provider.name, "", ticket, Aftermath::Nothing);
-                        }
+                HOLDINGS.with(|h| {
+                    let mut h = h.borrow_mut();
+                    match reply {
+                        Some(reply) => planner.on_reply(reply, &mut h, now_ms()),
+                        None => planner.on_unreachable(&mut h, now_ms()),
                     }
-                    Err(err) => {
-                        log_quota_error("reserve", &err);
-                        planner.on_unreachable();
-                    }
-                }
+                });
             }
             Next::Send {
                 choice,
@@ -125,34 +114,16 @@ pub async fn run<'c>(
                 let body = match body_for(&choice) {
                     Ok(body) => body,
                     Err(err) => {
-                        if let Some(ticket) = ticket {
-                            let (p, k) = (&choice.provider.name, &choice.key.id);
-                            settle_later(ctx, env, p, k, ticket, Aftermath::Nothing);
-                        }
+                        settle(env, ctx, &choice, ticket, Effect::NotSpent, Answer::Nothing);
                         break Err(err);
                     }
                 };
                 let started = now_ms();
-                let reserved = ticket.is_some();
-                let (outcome, response, after) =
-                    attempt(&choice, job, body, timeout_ms, reserved).await;
+                let (outcome, response, answer) =
+                    attempt(&choice, job, body, timeout_ms, ticket.is_some()).await;
+                trace.upstream_ms += now_ms().saturating_sub(started);
+                settle(env, ctx, &choice, ticket, Effect::of(&outcome), answer);
                 let ms = now_ms().saturating_sub(started);
-                trace.upstream_ms += ms;
-                match ticket {
-                    Some(ticket) => {
-                        let (p, k) = (&choice.provider.name, &choice.key.id);
-                        settle_later(ctx, env, p, k, ticket, after);
-                    }
-                    // Nothing to settle, but a handed-on stream still runs after the response.
-                    None => {
-                        if let Aftermath::Streamed { finished, kind, .. } = after {
-                            let provider = choice.provider.name.clone();
-                            ctx.wait_until(async move {
-                                let _ = answer_usage(finished, kind, &provider).await;
-                            });
-                        }
-                    }
-                }
                 let verdict = BREAKERS
                     .with(|b| planner.record(&choice, &outcome, ms, now_ms(), &mut b.borrow_mut()));
                 match (verdict, response) {
@@ -169,45 +140,81 @@ pub async fn run<'c>(
         }
     };
     trace.attempts = planner.attempts().to_vec();
+    trace.booked = planner.booked();
+    bank::maintain(env, ctx);
     result
 }
 
-/// What the ledger should learn once an attempt has its answer.
-enum Aftermath {
-    /// The provider answered without a body to hand on (or refused the request itself): its
-    /// rate-limit headers.
-    Answered { report: Report },
+/// What an attempt's answer leaves to learn.
+enum Answer {
+    /// Nothing reached the provider, or nothing came back.
+    Nothing,
+    /// An answer whose headers are all there is to learn.
+    Headers(Report),
     /// An answer handed on: its headers now, its usage when it ends.
     Streamed {
         report: Report,
         finished: js_sys::Promise,
         kind: Body,
     },
-    /// A 429 or a billing refusal.
-    Refused { refusal: Refusal, report: Report },
-    /// A 401/403: the key is refused.
-    Disabled { status: u16 },
-    /// Nothing reached the provider, or it failed without spending.
-    Nothing,
+}
+
+/// Books what happened to an attempt in the isolate's holdings (`effect`, decided by the core
+/// from the outcome); for an answer handed on, once it has ended and its usage is known, after
+/// the response (`wait_until`). Nothing here waits on the bank: reports go in the background.
+fn settle(
+    env: &Env,
+    ctx: &Context,
+    choice: &Choice<'_>,
+    ticket: Option<Ticket>,
+    effect: Effect,
+    answer: Answer,
+) {
+    let (shard, key) = failover::shard_of(choice);
+    let record = move |usage: Option<Usage>, report: Option<Report>| {
+        if let Some(ticket) = ticket {
+            HOLDINGS.with(|h| {
+                h.borrow_mut()
+                    .settle(&shard, &key, ticket, effect, usage, report, now_ms());
+            });
+        }
+    };
+    match answer {
+        Answer::Nothing => record(None, None),
+        Answer::Headers(report) => record(None, Some(report)),
+        Answer::Streamed {
+            report,
+            finished,
+            kind,
+        } => {
+            let env = env.clone();
+            let provider = choice.provider.name.clone();
+            ctx.wait_until(async move {
+                let usage = answer_usage(finished, kind, &provider).await;
+                record(usage, Some(report));
+                bank::maintenance(&env).await;
+            });
+        }
+    }
 }
 
 /// One upstream call: sent with the choice's key, aborted if no headers (for a stream, no
 /// first chunk) arrive within `timeout_ms`. Returns the outcome, the client's response when it
-/// is a success, and what the ledger should learn.
+/// is a success, and what the books may learn from the answer.
 async fn attempt(
     choice: &Choice<'_>,
     job: &Job,
     body: Vec<u8>,
     timeout_ms: u64,
     reserved: bool,
-) -> (Outcome, Option<Response>, Aftermath) {
+) -> (Outcome, Option<Response>, Answer) {
     let outbound = upstream::request(choice, job.endpoint, job.accept.as_deref());
     let Ok(request) = http::upstream_request(&outbound, body) else {
-        return (Outcome::Transport, None, Aftermath::Nothing);
+        return (Outcome::Transport, None, Answer::Nothing);
     };
     // The runtime's own controller: the hand-on aborts the call when the client goes away.
     let Ok(controller) = web_sys::AbortController::new() else {
-        return (Outcome::Transport, None, Aftermath::Nothing);
+        return (Outcome::Transport, None, Answer::Nothing);
     };
     let signal = AbortSignal::from(controller.signal());
     let timer = Delay::from(Duration::from_millis(timeout_ms));
@@ -215,10 +222,10 @@ async fn attempt(
     let fetch = Fetch::Request(request);
     let mut resp = match within(fetch.send_with_signal(&signal), timer.as_mut()).await {
         Some(Ok(resp)) => resp,
-        Some(Err(_)) => return (Outcome::Transport, None, Aftermath::Nothing),
+        Some(Err(_)) => return (Outcome::Transport, None, Answer::Nothing),
         None => {
             controller.abort();
-            return (Outcome::Timeout, None, Aftermath::Nothing);
+            return (Outcome::Timeout, None, Answer::Nothing);
         }
     };
     let status = resp.status_code();
@@ -250,44 +257,30 @@ async fn attempt(
             }
         };
         let verdict = outcome::classify(status, header("retry-after").as_deref(), &failure_body);
-        let after = match &verdict {
-            Outcome::RateLimited(refusal) | Outcome::Billing(refusal) => Aftermath::Refused {
-                refusal: *refusal,
-                report,
-            },
-            Outcome::Auth { status } => Aftermath::Disabled { status: *status },
-            // The provider read the request: keep the booking, learn from the headers.
-            Outcome::Rejected(_) => Aftermath::Answered { report },
-            _ => Aftermath::Nothing,
-        };
-        return (verdict, None, after);
+        return (verdict, None, Answer::Headers(report));
     }
 
     // A success: its first chunk is read before anything is sent, so that an answer that is
     // no answer still fails over; the runtime pipes the rest to the client.
     let kind = Body::of(&header("content-type").unwrap_or_default());
     let Ok(client_headers) = http::client_headers(&resp) else {
-        return (Outcome::Transport, None, Aftermath::Nothing);
+        return (Outcome::Transport, None, Answer::Nothing);
     };
     let Some(body) = http::body_stream(resp) else {
         // No body at all (a 204): nothing to read, nothing to learn.
         let response = http::stream_response(status, client_headers, None);
-        return (
-            Outcome::Success,
-            Some(response),
-            Aftermath::Answered { report },
-        );
+        return (Outcome::Success, Some(response), Answer::Headers(report));
     };
     let Some(opened) = within(stream::open(&body), timer.as_mut()).await else {
         controller.abort();
-        return (Outcome::Timeout, None, Aftermath::Nothing);
+        return (Outcome::Timeout, None, Answer::Nothing);
     };
     let bad = opened
         .first_bytes(FIRST_CHUNK_READ)
         .is_none_or(|start| kind.start_fails(&start));
     if bad {
         opened.cancel();
-        return (Outcome::BadAnswer, None, Aftermath::Nothing);
+        return (Outcome::BadAnswer, None, Answer::Nothing);
     }
     let interrupted = (kind == Body::Events).then_some(INTERRUPTED_EVENT);
     // The last bytes are only worth a copy when a reservation waits for the usage in them.
@@ -296,7 +289,7 @@ async fn attempt(
     (
         Outcome::Success,
         Some(response),
-        Aftermath::Streamed {
+        Answer::Streamed {
             report,
             finished,
             kind,
@@ -314,56 +307,6 @@ async fn within<F: Future>(work: F, timer: Pin<&mut Delay>) -> Option<F::Output>
     }
 }
 
-/// Tells the quota object what happened, after the response is sent (`wait_until`): it adds
-/// no latency.
-fn settle_later(
-    ctx: &Context,
-    env: &Env,
-    provider: &str,
-    key_id: &str,
-    ticket: Ticket,
-    after: Aftermath,
-) {
-    let env = env.clone();
-    let provider = provider.to_owned();
-    let key_id = key_id.to_owned();
-    ctx.wait_until(async move {
-        let command = match after {
-            Aftermath::Answered { report } => Command::Settle {
-                ticket,
-                usage: None,
-                report: Some(report),
-            },
-            Aftermath::Streamed {
-                report,
-                finished,
-                kind,
-            } => {
-                let usage = answer_usage(finished, kind, &provider).await;
-                Command::Settle {
-                    ticket,
-                    usage,
-                    report: Some(report),
-                }
-            }
-            Aftermath::Refused { refusal, report } => Command::Refused {
-                ticket,
-                refusal,
-                report: Some(report),
-            },
-            Aftermath::Disabled { status } => Command::Disable {
-                ticket,
-                key_id,
-                status,
-            },
-            Aftermath::Nothing => Command::Release { ticket },
-        };
-        if let Err(err) = quota_object::call(&env, &provider, &command).await {
-            log_quota_error("settle", &err);
-        }
-    });
-}
-
 /// Waits for a handed-on answer to end and reads its usage; an answer that did not end properly
 /// (the client got the interrupted event, or a failed body) is logged.
 async fn answer_usage(finished: js_sys::Promise, kind: Body, provider: &str) -> Option<Usage> {
@@ -373,13 +316,4 @@ async fn answer_usage(finished: js_sys::Promise, kind: Body, provider: &str) -> 
         worker::console_error!("{line}");
     }
     kind.usage(&end.tail)
-}
-
-fn log_quota_error(what: &str, err: &RouterError) {
-    let line = serde_json::json!({
-        "event": "quota_unreachable",
-        "op": what,
-        "code": err.code(),
-    });
-    worker::console_error!("{line}");
 }

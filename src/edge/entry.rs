@@ -14,7 +14,7 @@ use crate::core::config::{Config, CONFIG_VAR};
 use crate::core::endpoint::{self, Endpoint};
 use crate::core::error::RouterError;
 use crate::core::failover;
-use crate::core::quota::{self, Command, Reply};
+use crate::core::quota::{self, status as quota_status, Command, Reply, Shard};
 use crate::core::request::{ChatRequest, EmbeddingsRequest};
 use crate::core::{adapt, auth, classify, cors, models, route};
 
@@ -154,6 +154,7 @@ async fn serve(
             })
             .await;
             explain.extend(served_by(trace));
+            explain.push(("x-router-quota", trace.booked.name().to_owned()));
             explain.push(("x-router-quota-calls", trace.quota_calls.to_string()));
             result
         }
@@ -218,17 +219,51 @@ async fn read_body(req: &mut Request, config: &Config) -> Result<Vec<u8>, Router
 /// `content-length`) is left to the connection.
 const DRAIN_LIMIT: usize = 1 << 20;
 
-/// `GET /v1/router/status`: the books of every provider that tracks limits, one quota call
-/// each.
+/// `GET /v1/router/status`: the books of every organization of every provider that tracks
+/// limits (one call to each bank), the leases out, and what this isolate holds.
 async fn status(env: &Env, config: &Config) -> Result<Response, RouterError> {
     let mut providers = serde_json::Map::new();
     for provider in config.providers.iter().filter(|p| !p.limits.is_empty()) {
-        if let Reply::Status { now_ms, ledger } =
-            quota_object::call(env, &provider.name, &Command::Status).await?
-        {
-            let view = quota::status_view(&ledger, &provider.limits, now_ms);
-            providers.insert(provider.name.clone(), view);
+        let mut orgs = serde_json::Map::new();
+        let mut blocked = Vec::new();
+        let mut now = now_ms();
+        for offer in quota::offers(provider) {
+            let shard = Shard::new(&provider.name, &offer.org);
+            if let Reply::Status { now_ms, ledger } =
+                quota_object::call(env, &shard, &Command::Status).await?
+            {
+                now = now_ms;
+                let view = quota_status::org_view(&ledger, &provider.limits, now_ms);
+                orgs.insert(offer.org.clone(), view);
+                blocked.extend(quota_status::blocked_keys(&ledger, now_ms));
+            }
         }
+        let (holder, leases) = quota_object::HOLDINGS.with(|h| {
+            let h = h.borrow();
+            let leases: Vec<serde_json::Value> = h
+                .leases(&provider.name)
+                .into_iter()
+                .map(|(org, l)| {
+                    serde_json::json!({
+                        "organization": org,
+                        "model": l.model,
+                        "requests_left": l.requests_left,
+                        "tokens_left": l.tokens_left,
+                        "expires_at_ms": l.expires_at_ms,
+                    })
+                })
+                .collect();
+            (h.holder().to_owned(), leases)
+        });
+        providers.insert(
+            provider.name.clone(),
+            serde_json::json!({
+                "now_ms": now,
+                "organizations": orgs,
+                "disabled_keys": blocked,
+                "isolate": {"holder": holder, "leases": leases},
+            }),
+        );
     }
     let body = serde_json::json!({ "providers": providers }).to_string();
     http::json_response(200, &body)
@@ -337,6 +372,7 @@ fn log_request(
     };
     let line = serde_json::json!({
         "event": "request",
+        "quota": header("x-router-quota"),
         "method": method,
         "path": path,
         "status": status,

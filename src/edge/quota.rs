@@ -1,109 +1,251 @@
-//! The quota ledger's home: a SQLite-backed Durable Object per provider, and the Worker's calls
-//! to it.
+//! The quota bank's home: a SQLite-backed Durable Object per provider and organization (named
+//! `provider/org`), and the isolate's calls to it: synchronous bookings raced against their own
+//! timeout, and the background work that keeps the isolate's leases and reports flowing.
 //!
-//! The object holds one [`Ledger`] for every organization of its provider. Each call carries
-//! one [`Command`]; the object loads the ledger, applies the command and stores the result with
-//! synchronous SQLite calls and no `.await` in between, so concurrent requests cannot interleave
-//! and over-admit. Time is the object's own clock, the same for every caller.
+//! The object keeps the books in memory and in one SQLite row per model (plus one for the
+//! organization's key blocks); each call applies one [`Command`] with no `.await` between
+//! reading and storing, so calls never interleave, and stores only the rows it changed.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
+use std::time::Duration;
 
+use futures::channel::oneshot;
 use worker::{
-    durable_object, js_sys, wasm_bindgen, DurableObject, Env, Headers, Method, Request,
-    RequestInit, Response, Result, SqlStorage, State,
+    durable_object, js_sys, wasm_bindgen, Context, Delay, DurableObject, Env, Headers, Method,
+    Request, RequestInit, Response, Result, SqlStorage, State,
 };
 
+use super::http;
+use crate::core::config::{Config, CONFIG_VAR};
 use crate::core::error::RouterError;
-use crate::core::quota::{self, Command, Ledger, Reply};
+use crate::core::quota::bank::{Dirty, ModelBooks};
+use crate::core::quota::{apply, Command, Holdings, OrgLedger, Reply, Shard};
 
-/// The binding name of the quota objects in wrangler.toml.
+/// The binding name of the quota banks in wrangler.toml.
 pub const BINDING: &str = "QUOTA";
+/// The header that names a call's shard (`provider/org`), for the object's own use.
+const SHARD_HEADER: &str = "x-quota-shard";
+/// The background work stops after this long; the next request starts it again.
+const MAINTAIN_MS: u64 = 20_000;
+/// The longest the background work sleeps between looks.
+const TICK_MS: u64 = 250;
+
+thread_local! {
+    /// This isolate's leases, snapshot and reports, under a random holder id.
+    pub static HOLDINGS: RefCell<Holdings> = RefCell::new(Holdings::new(holder_id()));
+    /// When the background work last looked (0: not running).
+    static MAINTAINED_AT: Cell<u64> = const { Cell::new(0) };
+}
+
+fn now_ms() -> u64 {
+    js_sys::Date::now() as u64
+}
+
+/// A random id for this isolate, as the bank knows it.
+fn holder_id() -> String {
+    let n = (js_sys::Math::random() * 2f64.powi(48)) as u64;
+    format!("i-{n:012x}")
+}
 
 #[durable_object]
 pub struct QuotaObject {
     sql: SqlStorage,
-    /// The ledger as last stored, so that a hot object reads SQLite once.
-    ledger: RefCell<Option<Ledger>>,
+    env: Env,
+    /// The books, loaded once per object.
+    ledger: RefCell<Option<OrgLedger>>,
 }
 
 #[derive(serde::Deserialize)]
-struct Row {
+struct BooksRow {
+    model: String,
     state: String,
 }
 
+#[derive(serde::Deserialize)]
+struct OrgRow {
+    state: String,
+}
+
+/// The organization's own row: its key blocks and the next lease id.
+#[derive(serde::Serialize, serde::Deserialize, Default)]
+struct OrgState {
+    blocks: Vec<crate::core::quota::bank::KeyBlock>,
+    next_lease_id: u64,
+}
+
+fn log_unreadable(shard: &str, row: &str, err: &serde_json::Error) {
+    let line = serde_json::json!({
+        "event": "quota_state_unreadable",
+        "shard": shard,
+        "row": row,
+        "error": err.to_string(),
+    });
+    worker::console_error!("{line}");
+}
+
 impl QuotaObject {
-    fn load(&self) -> Result<Ledger> {
-        if let Some(ledger) = self.ledger.borrow().as_ref() {
-            return Ok(ledger.clone());
-        }
+    /// Loads the books from storage: a row that cannot be read is logged and rebuilt empty
+    /// (the providers' headers restore its counts), and what the configuration no longer
+    /// names is pruned.
+    fn load(&self, shard: &str) -> Result<(OrgLedger, Dirty)> {
         self.sql.exec(
-            "CREATE TABLE IF NOT EXISTS ledger (id INTEGER PRIMARY KEY, state TEXT NOT NULL)",
+            "CREATE TABLE IF NOT EXISTS books (model TEXT PRIMARY KEY, state TEXT NOT NULL)",
             None,
         )?;
-        let rows: Vec<Row> = self
+        self.sql.exec(
+            "CREATE TABLE IF NOT EXISTS org (id INTEGER PRIMARY KEY, state TEXT NOT NULL)",
+            None,
+        )?;
+        let mut ledger = OrgLedger::default();
+        let mut dirty = Dirty::default();
+        let rows: Vec<BooksRow> = self
             .sql
-            .exec("SELECT state FROM ledger WHERE id = 1", None)?
+            .exec("SELECT model, state FROM books", None)?
             .to_array()?;
-        Ok(match rows.first() {
-            Some(row) => serde_json::from_str(&row.state).unwrap_or_default(),
-            None => Ledger::default(),
-        })
+        for row in rows {
+            let books = serde_json::from_str::<ModelBooks>(&row.state).unwrap_or_else(|e| {
+                log_unreadable(shard, &row.model, &e);
+                dirty.models.insert(row.model.clone());
+                ModelBooks::default()
+            });
+            ledger.models.insert(row.model, books);
+        }
+        let rows: Vec<OrgRow> = self
+            .sql
+            .exec("SELECT state FROM org WHERE id = 1", None)?
+            .to_array()?;
+        if let Some(row) = rows.first() {
+            let org = serde_json::from_str::<OrgState>(&row.state).unwrap_or_else(|e| {
+                log_unreadable(shard, "org", &e);
+                dirty.meta = true;
+                OrgState::default()
+            });
+            ledger.blocks = org.blocks;
+            ledger.next_lease_id = org.next_lease_id;
+        }
+        let (models, keys) = self.configured(shard).unzip();
+        ledger.prune(models.as_deref(), keys.as_deref(), now_ms(), &mut dirty);
+        Ok((ledger, dirty))
     }
 
-    fn store(&self, ledger: Ledger) -> Result<()> {
-        let state =
-            serde_json::to_string(&ledger).map_err(|e| worker::Error::from(e.to_string()))?;
-        self.sql.exec(
-            "INSERT INTO ledger (id, state) VALUES (1, ?) \
-             ON CONFLICT(id) DO UPDATE SET state = excluded.state",
-            vec![state.into()],
-        )?;
-        *self.ledger.borrow_mut() = Some(ledger);
+    /// The models with limits and the key ids this shard's organization has in the
+    /// configuration this object sees; `None` when it has none to read.
+    fn configured(&self, shard: &str) -> Option<(Vec<String>, Vec<String>)> {
+        let (provider, org) = shard.split_once('/')?;
+        let text = http::config_text(&self.env, CONFIG_VAR).ok()??;
+        let config = Config::parse(&text, |name| {
+            self.env.secret(name).ok().map(|v| v.to_string())
+        })
+        .ok()?;
+        let Some(p) = config.providers.iter().find(|p| p.name == provider) else {
+            return Some((Vec::new(), Vec::new()));
+        };
+        let keys: Vec<String> = p
+            .keys
+            .iter()
+            .filter(|k| k.org == org)
+            .map(|k| k.id.clone())
+            .collect();
+        let models = if keys.is_empty() {
+            Vec::new()
+        } else {
+            p.limits.keys().cloned().collect()
+        };
+        Some((models, keys))
+    }
+
+    /// Stores the rows `dirty` names.
+    fn store(&self, ledger: &OrgLedger, dirty: &Dirty) -> Result<()> {
+        for model in &dirty.models {
+            match ledger.models.get(model) {
+                Some(books) => {
+                    self.sql.exec(
+                        "INSERT INTO books (model, state) VALUES (?, ?) \
+                         ON CONFLICT(model) DO UPDATE SET state = excluded.state",
+                        vec![model.as_str().into(), text(books)?.into()],
+                    )?;
+                }
+                None => {
+                    self.sql.exec(
+                        "DELETE FROM books WHERE model = ?",
+                        vec![model.as_str().into()],
+                    )?;
+                }
+            }
+        }
+        if dirty.meta {
+            let org = OrgState {
+                blocks: ledger.blocks.clone(),
+                next_lease_id: ledger.next_lease_id,
+            };
+            self.sql.exec(
+                "INSERT INTO org (id, state) VALUES (1, ?) \
+                 ON CONFLICT(id) DO UPDATE SET state = excluded.state",
+                vec![text(&org)?.into()],
+            )?;
+        }
         Ok(())
     }
 }
 
+/// A row's JSON text.
+fn text<T: serde::Serialize>(value: &T) -> Result<String> {
+    serde_json::to_string(value).map_err(|e| worker::Error::from(e.to_string()))
+}
+
 impl DurableObject for QuotaObject {
-    fn new(state: State, _env: Env) -> Self {
+    fn new(state: State, env: Env) -> Self {
         Self {
             sql: state.storage().sql(),
+            env,
             ledger: RefCell::new(None),
         }
     }
 
     async fn fetch(&self, mut req: Request) -> Result<Response> {
+        let shard = req.headers().get(SHARD_HEADER)?.unwrap_or_default();
         let command: Command = match req.json().await {
             Ok(c) => c,
             Err(e) => return Response::error(format!("bad command: {e}"), 400),
         };
-        // From here to the reply: synchronous, so no other request interleaves.
+        // From here to the reply: synchronous, so no other call interleaves.
+        let cached = self.ledger.borrow_mut().take();
+        let (mut ledger, mut dirty) = match cached {
+            Some(ledger) => (ledger, Dirty::default()),
+            None => self.load(&shard)?,
+        };
         let writes = command.writes();
-        let mut ledger = self.load()?;
-        let reply = quota::apply(&mut ledger, command, js_sys::Date::now() as u64);
-        if writes {
-            self.store(ledger)?;
-        }
+        let reply = apply(&mut ledger, command, now_ms(), &mut dirty);
+        let stored = if writes || dirty != Dirty::default() {
+            self.store(&ledger, &dirty)
+        } else {
+            Ok(())
+        };
+        *self.ledger.borrow_mut() = Some(ledger);
+        stored?;
         Response::from_json(&reply)
     }
 }
 
-/// Sends one command to the quota object of `provider` and returns its reply.
+/// Sends one command to `shard`'s bank and returns its reply.
 pub async fn call(
     env: &Env,
-    provider: &str,
+    shard: &Shard,
     command: &Command,
 ) -> std::result::Result<Reply, RouterError> {
     let failed = |what: &str| RouterError::Internal {
-        detail: format!("quota object: {what}"),
+        detail: format!("quota bank: {what}"),
     };
+    let name = shard.name();
     let body = serde_json::to_string(command).map_err(|_| failed("encoding"))?;
     let stub = env
         .durable_object(BINDING)
-        .and_then(|ns| ns.id_from_name(provider)?.get_stub())
+        .and_then(|ns| ns.id_from_name(&name)?.get_stub())
         .map_err(|_| failed("no QUOTA binding"))?;
     let headers = Headers::new();
     headers
         .set("content-type", "application/json")
+        .and_then(|()| headers.set(SHARD_HEADER, &name))
         .map_err(|_| failed("headers"))?;
     let mut init = RequestInit::new();
     init.with_method(Method::Post)
@@ -119,4 +261,104 @@ pub async fn call(
         return Err(failed("refused the command"));
     }
     resp.json::<Reply>().await.map_err(|_| failed("bad reply"))
+}
+
+/// A synchronous booking, given `timeout_ms`: `None` when the bank failed or was too slow.
+/// The call itself runs on (`wait_until`): a booking that answers after the request stopped
+/// waiting is given back, and a batch that never landed is kept for the next call.
+pub async fn reserve(
+    env: &Env,
+    ctx: &Context,
+    shard: &Shard,
+    command: Command,
+    timeout_ms: u64,
+) -> Option<Reply> {
+    let (tx, rx) = oneshot::channel::<Reply>();
+    let (env, call_shard) = (env.clone(), shard.clone());
+    ctx.wait_until(async move {
+        match call(&env, &call_shard, &command).await {
+            Ok(reply) => {
+                if let Err(reply) = tx.send(reply) {
+                    HOLDINGS.with(|h| h.borrow_mut().late(&call_shard, &reply, now_ms()));
+                    log_quota("quota_late", &call_shard, None);
+                }
+            }
+            Err(err) => {
+                HOLDINGS.with(|h| h.borrow_mut().failed(&call_shard, now_ms()));
+                log_quota("quota_unreachable", &call_shard, Some(&err));
+            }
+        }
+    });
+    let timer = Delay::from(Duration::from_millis(timeout_ms));
+    futures::pin_mut!(timer);
+    match futures::future::select(rx, timer).await {
+        futures::future::Either::Left((Ok(reply), _)) => Some(reply),
+        _ => None,
+    }
+}
+
+/// Starts the background work (renewing and returning leases, sending reports) if it is not
+/// running and there is something to do.
+pub fn maintain(env: &Env, ctx: &Context) {
+    if !needs_maintenance() {
+        return;
+    }
+    let env = env.clone();
+    ctx.wait_until(async move { maintenance(&env).await });
+}
+
+fn needs_maintenance() -> bool {
+    let now = now_ms();
+    let running = MAINTAINED_AT.get();
+    // A loop that has not looked for a while was stopped by the runtime.
+    if running != 0 && now < running.saturating_add(4 * TICK_MS) {
+        return false;
+    }
+    HOLDINGS.with(|h| h.borrow().next_wake(now).is_some())
+}
+
+/// The background work itself, run inside some request's `wait_until`: what is due is sent,
+/// the replies taken in, until nothing is held or [`MAINTAIN_MS`] has passed.
+pub async fn maintenance(env: &Env) {
+    if !needs_maintenance() {
+        return;
+    }
+    let started = now_ms();
+    MAINTAINED_AT.set(started);
+    loop {
+        let calls = HOLDINGS.with(|h| h.borrow_mut().due(now_ms()));
+        let runs = calls.into_iter().map(|(shard, command)| async move {
+            let result = call(env, &shard, &command).await;
+            HOLDINGS.with(|h| {
+                let mut h = h.borrow_mut();
+                match &result {
+                    Ok(reply) => h.answered(&shard, reply, now_ms()),
+                    Err(_) => h.failed(&shard, now_ms()),
+                }
+            });
+            if let Err(err) = result {
+                log_quota("quota_unreachable", &shard, Some(&err));
+            }
+        });
+        futures::future::join_all(runs).await;
+        let now = now_ms();
+        MAINTAINED_AT.set(now);
+        let wake = HOLDINGS.with(|h| h.borrow().next_wake(now));
+        let Some(wake) = wake else { break };
+        if now.saturating_sub(started) > MAINTAIN_MS {
+            break;
+        }
+        let sleep = wake.saturating_sub(now).clamp(5, TICK_MS);
+        Delay::from(Duration::from_millis(sleep)).await;
+    }
+    MAINTAINED_AT.set(0);
+}
+
+fn log_quota(event: &str, shard: &Shard, err: Option<&RouterError>) {
+    let line = serde_json::json!({
+        "event": event,
+        "shard": shard.name(),
+        "code": err.and_then(RouterError::code),
+    });
+    worker::console_error!("{line}");
 }

@@ -1,5 +1,8 @@
+use std::collections::BTreeMap;
+
 use super::*;
-use crate::core::quota::Ledger;
+use crate::core::quota::bank::Dirty;
+use crate::core::quota::OrgLedger;
 use crate::core::ratelimit::Refusal;
 
 const T0: u64 = 1_763_900_000_000 - 1_763_900_000_000 % 86_400_000;
@@ -41,6 +44,58 @@ fn targets(c: &Config) -> Vec<&Target> {
         .collect()
 }
 
+/// The quota banks (one per organization, by shard name) and one isolate's holdings: the edge's
+/// Durable Objects and thread-local state, in memory.
+struct World {
+    banks: BTreeMap<String, OrgLedger>,
+    holdings: Holdings,
+}
+
+impl World {
+    fn new() -> Self {
+        World {
+            banks: BTreeMap::new(),
+            holdings: Holdings::new("test-isolate"),
+        }
+    }
+
+    fn bank(&mut self, shard: &Shard) -> &mut OrgLedger {
+        self.banks.entry(shard.name()).or_default()
+    }
+
+    /// Answers a synchronous booking as the bank would.
+    fn reserve(&mut self, shard: &Shard, command: Command, now: u64) -> Reply {
+        quota::apply(self.bank(shard), command, now, &mut Dirty::default())
+    }
+
+    /// Fills every window of `org` on every Groq model.
+    fn fill(&mut self, c: &Config, org: &str) {
+        let groq = c.providers.iter().find(|p| p.name == "groq").unwrap();
+        let keys = quota::offers(groq)
+            .into_iter()
+            .find(|o| o.org == org)
+            .unwrap()
+            .keys;
+        for (model, limits) in &groq.limits {
+            let option = quota::ModelOption {
+                model: model.clone(),
+                limits: *limits,
+            };
+            let bank = self.bank(&Shard::new("groq", org));
+            while matches!(
+                bank.reserve(
+                    std::slice::from_ref(&option),
+                    &keys,
+                    1,
+                    T0,
+                    &mut Dirty::default()
+                ),
+                quota::bank::Booking::Booked { .. }
+            ) {}
+        }
+    }
+}
+
 /// What a run of the loop came to: the provider/model/key that served (or the error), the
 /// attempts, and how many quota calls were made.
 struct Run {
@@ -50,11 +105,11 @@ struct Run {
     sent: Vec<(String, Option<u64>)>,
 }
 
-/// Drives the planner as the edge does, with `ledger` standing in for the quota objects and
-/// `answer` for the upstreams (it sees `provider/model@key`).
+/// Drives the planner as the edge does, with `world` standing in for the quota banks and the
+/// isolate, and `answer` for the upstreams (it sees `provider/model@key`).
 fn drive(
     c: &Config,
-    ledger: &mut Ledger,
+    world: &mut World,
     breakers: &mut Breakers,
     now: u64,
     mut answer: impl FnMut(&str) -> Outcome,
@@ -64,11 +119,12 @@ fn drive(
     let mut reserves = 0;
     let mut sent = Vec::new();
     for _ in 0..100 {
-        match p.next(now, breakers) {
-            Next::Reserve { command, .. } => {
+        let next = p.next(now, breakers, &mut world.holdings);
+        match next {
+            Next::Reserve { shard, command } => {
                 reserves += 1;
-                let reply = quota::apply(ledger, *command, now);
-                assert_eq!(p.on_reply(reply), None);
+                let reply = world.reserve(&shard, *command, now);
+                p.on_reply(reply, &mut world.holdings, now);
             }
             Next::Send {
                 choice,
@@ -82,27 +138,27 @@ fn drive(
                 sent.push((name.clone(), ticket.as_ref().map(|t| t.tokens)));
                 let _ = timeout_ms;
                 let outcome = answer(&name);
-                match p.record(&choice, &outcome, 5, now, breakers) {
-                    Verdict::Serve => {
-                        return Run {
-                            result: Ok(name),
-                            attempts: p.attempts().to_vec(),
-                            reserves,
-                            sent,
-                        }
-                    }
-                    Verdict::Return(err) => {
-                        return Run {
-                            result: Err(err),
-                            attempts: p.attempts().to_vec(),
-                            reserves,
-                            sent,
-                        }
-                    }
-                    Verdict::Retry => {}
+                if let Some(ticket) = ticket {
+                    let (shard, key) = shard_of(&choice);
+                    let effect = Effect::of(&outcome);
+                    world
+                        .holdings
+                        .settle(&shard, &key, ticket, effect, None, None, now);
                 }
+                let verdict = p.record(&choice, &outcome, 5, now, breakers);
+                let result = match verdict {
+                    Verdict::Serve => Ok(name),
+                    Verdict::Return(err) => Err(err),
+                    Verdict::Retry => continue,
+                };
+                return Run {
+                    result,
+                    attempts: p.attempts().to_vec(),
+                    reserves,
+                    sent,
+                };
             }
-            Next::GiveUp(err, _) => {
+            Next::GiveUp(err) => {
                 return Run {
                     result: Err(err),
                     attempts: p.attempts().to_vec(),
@@ -115,15 +171,9 @@ fn drive(
     panic!("the loop did not end");
 }
 
-/// [`drive`] with an empty ledger and closed circuits, at `T0`.
+/// [`drive`] with fresh banks, isolate and circuits, at `T0`.
 fn fresh(c: &Config, answer: impl FnMut(&str) -> Outcome) -> Run {
-    drive(
-        c,
-        &mut Ledger::default(),
-        &mut Breakers::default(),
-        T0,
-        answer,
-    )
+    drive(c, &mut World::new(), &mut Breakers::default(), T0, answer)
 }
 
 fn rate_limited(secs: u64) -> Outcome {
@@ -197,31 +247,29 @@ fn every_groq_organization_refused_then_the_slow_path_serves() {
 #[test]
 fn a_full_ledger_falls_through_without_calling_groq() {
     let c = config();
-    let mut ledger = Ledger::default();
-    let limits = c
-        .providers
-        .iter()
-        .find(|p| p.name == "groq")
-        .unwrap()
-        .limits
-        .clone();
-    for (model, l) in &limits {
-        for org in ["a", "b"] {
-            while ledger.reserve(org, model, l, 1, T0).is_ok() {}
-        }
-    }
-    let run = drive(&c, &mut ledger, &mut Breakers::default(), T0, |_| {
+    let mut world = World::new();
+    world.fill(&c, "a");
+    world.fill(&c, "b");
+    let run = drive(&c, &mut world, &mut Breakers::default(), T0, |_| {
         Outcome::Success
     });
     assert_eq!(names(&run), ["together/m-t@t1"]);
-    assert_eq!(run.reserves, 1, "one call books across both Groq models");
+    assert_eq!(
+        run.reserves, 2,
+        "one call per organization: the books each bank returns rule out the other model too"
+    );
+    // The next request believes its fresh snapshot: no call at all.
+    let run = drive(&c, &mut world, &mut Breakers::default(), T0 + 10, |_| {
+        Outcome::Success
+    });
+    assert_eq!(names(&run), ["together/m-t@t1"]);
+    assert_eq!(run.reserves, 0);
 }
 
 #[test]
 fn a_gpu_503_moves_to_the_next_gpu_provider() {
     let c = config();
-    let mut ledger = Ledger::default();
-    let run = drive(&c, &mut ledger, &mut Breakers::default(), T0, |n| {
+    let run = drive(&c, &mut World::new(), &mut Breakers::default(), T0, |n| {
         if n.starts_with("groq/") {
             Outcome::TooLarge(RouterError::BodyTooLarge { limit: 1 })
         } else if n.starts_with("together/") {
@@ -337,14 +385,15 @@ fn timeouts_fit_the_deadline_and_end_in_504() {
     let c = config_with(serde_json::json!({"attempt_timeout_ms": 400, "deadline_ms": 1_000}));
     let t = targets(&c);
     let mut b = Breakers::default();
+    let mut w = World::new();
     let mut p = Planner::new(&c, &t, 0, 10, T0, c.failover.deadline_ms);
     let mut now = T0;
     let mut timeouts = Vec::new();
     loop {
-        match p.next(now, &mut b) {
-            Next::Reserve { command, .. } => {
-                let reply = quota::apply(&mut Ledger::default(), *command, now);
-                let _ = p.on_reply(reply);
+        match p.next(now, &mut b, &mut w.holdings) {
+            Next::Reserve { shard, command } => {
+                let reply = w.reserve(&shard, *command, now);
+                p.on_reply(reply, &mut w.holdings, now);
             }
             Next::Send {
                 choice, timeout_ms, ..
@@ -353,7 +402,7 @@ fn timeouts_fit_the_deadline_and_end_in_504() {
                 now += timeout_ms;
                 let _ = p.record(&choice, &Outcome::Timeout, timeout_ms, now, &mut b);
             }
-            Next::GiveUp(err, _) => {
+            Next::GiveUp(err) => {
                 assert_eq!(err, RouterError::UpstreamTimeout);
                 assert_eq!(err.status(), 504);
                 break;
@@ -366,20 +415,31 @@ fn timeouts_fit_the_deadline_and_end_in_504() {
 }
 
 #[test]
-fn an_unreachable_quota_object_falls_back_to_the_first_key() {
+fn an_unreachable_bank_books_on_the_isolates_own_snapshot() {
     let c = config();
     let t = targets(&c);
     let mut b = Breakers::default();
+    let mut w = World::new();
     let mut p = Planner::new(&c, &t, 0, 10, T0, 60_000);
-    assert!(matches!(p.next(T0, &mut b), Next::Reserve { .. }));
-    p.on_unreachable();
-    match p.next(T0, &mut b) {
+    assert!(matches!(
+        p.next(T0, &mut b, &mut w.holdings),
+        Next::Reserve { .. }
+    ));
+    p.on_unreachable(&mut w.holdings, T0);
+    match p.next(T0, &mut b, &mut w.holdings) {
         Next::Send { choice, ticket, .. } => {
             assert_eq!(choice.key.id, "g1");
-            assert_eq!(ticket, None);
+            assert_eq!(ticket.map(|t| t.source), Some(quota::Source::Advisory));
         }
         other => panic!("{other:?}"),
     }
+    assert_eq!(p.booked(), Booked::Advisory);
+    // The next request does not wait on the bank again while it is in trouble.
+    let mut p = Planner::new(&c, &t, 0, 10, T0 + 1, 60_000);
+    assert!(matches!(
+        p.next(T0 + 1, &mut b, &mut w.holdings),
+        Next::Send { .. }
+    ));
 }
 
 #[test]
@@ -404,7 +464,7 @@ fn missing_secrets_are_named_when_nothing_can_be_tried() {
 fn the_breaker_opens_skips_probes_and_closes() {
     let c = config_with(serde_json::json!({"breaker_failures": 2, "breaker_cooldown_ms": 10_000}));
     let mut b = Breakers::default();
-    let mut ledger = Ledger::default();
+    let mut world = World::new();
     let together_down = |n: &str| {
         if n.starts_with("together/") {
             Outcome::ServerError { status: 503 }
@@ -416,12 +476,12 @@ fn the_breaker_opens_skips_probes_and_closes() {
     };
     // Two requests fail on Together: its circuit opens.
     for _ in 0..2 {
-        let run = drive(&c, &mut ledger, &mut b, T0, together_down);
+        let run = drive(&c, &mut world, &mut b, T0, together_down);
         assert!(names(&run).contains(&"together/m-t@t1"));
     }
     assert!(b.is_open("together", T0));
     // While open, Together is skipped without a call.
-    let run = drive(&c, &mut Ledger::default(), &mut b, T0 + 5_000, |n| {
+    let run = drive(&c, &mut World::new(), &mut b, T0 + 5_000, |n| {
         if n.starts_with("groq/") {
             rate_limited(60)
         } else {
@@ -431,17 +491,11 @@ fn the_breaker_opens_skips_probes_and_closes() {
     assert!(!names(&run).iter().any(|n| n.starts_with("together/")));
     assert_eq!(run.result.unwrap(), "fireworks/m-f@f1");
     // After the cooldown one probe goes through; it fails, and the circuit opens again.
-    let run = drive(
-        &c,
-        &mut Ledger::default(),
-        &mut b,
-        T0 + 10_000,
-        together_down,
-    );
+    let run = drive(&c, &mut World::new(), &mut b, T0 + 10_000, together_down);
     assert!(names(&run).contains(&"together/m-t@t1"));
     assert!(b.is_open("together", T0 + 10_001));
     // The next probe succeeds and closes it.
-    let run = drive(&c, &mut Ledger::default(), &mut b, T0 + 20_000, |n| {
+    let run = drive(&c, &mut World::new(), &mut b, T0 + 20_000, |n| {
         if n.starts_with("groq/") {
             rate_limited(60)
         } else {
@@ -477,7 +531,7 @@ fn every_circuit_open_gives_503_with_retry_after() {
     for p in ["groq", "together", "fireworks"] {
         b.record(p, true, T0, &c.failover);
     }
-    let run = drive(&c, &mut Ledger::default(), &mut b, T0 + 5_000, |_| {
+    let run = drive(&c, &mut World::new(), &mut b, T0 + 5_000, |_| {
         Outcome::Success
     });
     assert!(run.attempts.is_empty());
@@ -493,9 +547,9 @@ fn random_outcomes_keep_the_invariants() {
     let c = config_with(serde_json::json!({"max_attempts": 15}));
     let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
     for _ in 0..2_000 {
-        let mut ledger = Ledger::default();
+        let mut world = World::new();
         let mut b = Breakers::default();
-        let run = drive(&c, &mut ledger, &mut b, T0, |_| {
+        let run = drive(&c, &mut world, &mut b, T0, |_| {
             seed ^= seed << 13;
             seed ^= seed >> 7;
             seed ^= seed << 17;
@@ -535,20 +589,21 @@ fn keys_with_the_same_id_at_two_providers_are_two_keys() {
     let c = Config::parse(&doc.to_string(), |n| (n.len() == 1).then(|| "k".to_owned())).unwrap();
     let t: Vec<&Target> = c.targets("slow").unwrap().iter().collect();
     let mut b = Breakers::default();
+    let mut w = World::new();
     let mut p = Planner::new(&c, &t, 0, 10, T0, 60_000);
-    let Next::Send { choice, .. } = p.next(T0, &mut b) else {
+    let Next::Send { choice, .. } = p.next(T0, &mut b, &mut w.holdings) else {
         panic!("a send")
     };
     assert_eq!(choice.provider.name, "together");
     // A 403 on one provider's `main` says nothing of the other's.
     let _ = p.record(&choice, &Outcome::Auth { status: 403 }, 1, T0, &mut b);
-    let Next::Send { choice, .. } = p.next(T0, &mut b) else {
+    let Next::Send { choice, .. } = p.next(T0, &mut b, &mut w.holdings) else {
         panic!("a send")
     };
     assert_eq!(choice.provider.name, "fireworks");
     let _ = p.record(&choice, &Outcome::Auth { status: 403 }, 1, T0, &mut b);
-    match p.next(T0, &mut b) {
-        Next::GiveUp(err, None) => assert_eq!(
+    match p.next(T0, &mut b, &mut w.holdings) {
+        Next::GiveUp(err) => assert_eq!(
             err,
             RouterError::UpstreamAuth {
                 status: 403,
@@ -564,22 +619,30 @@ fn a_reservation_that_comes_back_after_the_deadline_is_released_not_sent() {
     let c = config_with(serde_json::json!({"deadline_ms": 1_000}));
     let t = targets(&c);
     let mut b = Breakers::default();
+    let mut w = World::new();
     let mut p = Planner::new(&c, &t, 0, 10, T0, c.failover.deadline_ms);
-    let Next::Reserve { command, .. } = p.next(T0, &mut b) else {
+    let Next::Reserve { shard, command } = p.next(T0, &mut b, &mut w.holdings) else {
         panic!("a reservation first")
     };
-    let reply = quota::apply(&mut Ledger::default(), *command, T0);
-    assert_eq!(p.on_reply(reply), None);
+    let reply = w.reserve(&shard, *command, T0);
+    p.on_reply(reply, &mut w.holdings, T0);
     // The quota call took the whole deadline.
-    match p.next(T0 + 995, &mut b) {
-        Next::GiveUp(err, Some((provider, ticket))) => {
-            assert_eq!(provider, "groq");
-            assert_eq!(err, RouterError::UpstreamTimeout);
-            assert_eq!(ticket.tokens, 10);
-        }
+    match p.next(T0 + 995, &mut b, &mut w.holdings) {
+        Next::GiveUp(err) => assert_eq!(err, RouterError::UpstreamTimeout),
         other => panic!("{other:?}"),
     }
     assert!(p.attempts().is_empty());
+    // The booking is given back with the next call to that bank.
+    let calls = w.holdings.due(T0 + 995);
+    let [(to, Command::Exchange { batch, .. })] = calls.as_slice() else {
+        panic!("{calls:?}")
+    };
+    assert_eq!(to, &shard);
+    assert_eq!(batch.deltas.len(), 1);
+    assert_eq!(
+        (batch.deltas[0].requests, batch.deltas[0].tokens),
+        (-1, -10)
+    );
 }
 
 #[test]
@@ -587,12 +650,14 @@ fn timeouts_cut_short_by_the_deadline_do_not_count_against_the_provider() {
     let c = config_with(serde_json::json!({"breaker_failures": 1, "attempt_timeout_ms": 5_000}));
     let t = targets(&c);
     let mut b = Breakers::default();
+    let mut w = World::new();
     // A client's budget of 300 ms: the attempt gets 300, not the full 5 s.
     let mut p = Planner::new(&c, &t, 0, 10, T0, 300);
     loop {
-        match p.next(T0, &mut b) {
-            Next::Reserve { command, .. } => {
-                let _ = p.on_reply(quota::apply(&mut Ledger::default(), *command, T0));
+        match p.next(T0, &mut b, &mut w.holdings) {
+            Next::Reserve { shard, command } => {
+                let reply = w.reserve(&shard, *command, T0);
+                p.on_reply(reply, &mut w.holdings, T0);
             }
             Next::Send {
                 choice, timeout_ms, ..
@@ -601,22 +666,23 @@ fn timeouts_cut_short_by_the_deadline_do_not_count_against_the_provider() {
                 let _ = p.record(&choice, &Outcome::Timeout, 300, T0 + 300, &mut b);
                 break;
             }
-            Next::GiveUp(err, _) => panic!("{err:?}"),
+            Next::GiveUp(err) => panic!("{err:?}"),
         }
     }
     assert_eq!(b.allows("groq", T0 + 301, &c.failover), Ok(()));
     // A timeout after the whole attempt timeout does count.
     let mut p = Planner::new(&c, &t, 0, 10, T0, 60_000);
     loop {
-        match p.next(T0, &mut b) {
-            Next::Reserve { command, .. } => {
-                let _ = p.on_reply(quota::apply(&mut Ledger::default(), *command, T0));
+        match p.next(T0, &mut b, &mut w.holdings) {
+            Next::Reserve { shard, command } => {
+                let reply = w.reserve(&shard, *command, T0);
+                p.on_reply(reply, &mut w.holdings, T0);
             }
             Next::Send { choice, .. } => {
                 let _ = p.record(&choice, &Outcome::Timeout, 5_000, T0 + 5_000, &mut b);
                 break;
             }
-            Next::GiveUp(err, _) => panic!("{err:?}"),
+            Next::GiveUp(err) => panic!("{err:?}"),
         }
     }
     assert!(b.is_open("groq", T0 + 5_001));
