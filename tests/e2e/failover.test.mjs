@@ -31,6 +31,9 @@ before(async () => {
           { id: "groq-a", secret: "GROQ_A", org: "org-a" },
           { id: "groq-b", secret: "GROQ_B", org: "org-b" },
         ],
+        // Room for every test here: the free plan's 30 requests a minute would be spent by
+        // the suite itself, and these tests are about failover, not quota.
+        limits: { [FAST]: { rpm: 10_000, rpd: 100_000, tpm: 10_000_000, tpd: 100_000_000 } },
       },
       together: { base_url: together.baseUrl, keys: [{ id: "together-1", secret: "TOGETHER_KEY" }] },
       fireworks: { base_url: fireworks.baseUrl, keys: [{ id: "fireworks-1", secret: "FIREWORKS_KEY" }] },

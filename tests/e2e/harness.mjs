@@ -118,10 +118,223 @@ export async function startRouter(bindings, { persistDir } = {}) {
   };
 }
 
-/** Fails if any text contains one of the suite's secret values (keys or gateway keys). */
-export function assertNoSecrets(texts) {
+/**
+ * A stand-in for the quota bank between the routers and the real one, in plain JS: a
+ * `QuotaObject` that forwards each call to the real bank's object named by the call's
+ * `x-quota-shard` header, after `delayMs`, or fails on cue (`fail: "throw"` throws, so the
+ * router's call rejects; `fail: "500"` answers 500). Its state lives in the module, which the
+ * object shares with the Worker's own fetch handler: `POST /__bank` with `{delayMs, fail}` sets
+ * it, `GET /__bank` reads it with the counts of calls (`calls`, `inflight`, `by_shard`,
+ * `unsharded` for calls without the header).
+ */
+const BANK_PROXY = `
+import { DurableObject } from "cloudflare:workers";
+
+let state = null;
+const stats = { calls: 0, inflight: 0, unsharded: 0, by_shard: {} };
+function current(env) {
+  state ??= { delayMs: Number(env.BANK_DELAY_MS ?? 0), fail: env.BANK_FAIL || null };
+  return state;
+}
+
+export class QuotaObject extends DurableObject {
+  async fetch(request) {
+    const { delayMs, fail } = current(this.env);
+    stats.calls++;
+    const shard = request.headers.get("x-quota-shard");
+    if (!shard) {
+      stats.unsharded++;
+      console.error("bank proxy: a call without x-quota-shard: " + request.method + " " + request.url);
+      return new Response("no x-quota-shard header", { status: 500 });
+    }
+    stats.by_shard[shard] = (stats.by_shard[shard] ?? 0) + 1;
+    if (fail === "throw") throw new Error("the quota bank is unreachable (test)");
+    if (fail === "500") return new Response("the quota bank is down (test)", { status: 500 });
+    stats.inflight++;
+    try {
+      if (delayMs > 0) await new Promise((resolve) => setTimeout(resolve, delayMs));
+      const real = this.env.REAL;
+      return await real.get(real.idFromName(shard)).fetch(request);
+    } finally {
+      stats.inflight--;
+    }
+  }
+}
+
+export default {
+  async fetch(request, env) {
+    const url = new URL(request.url);
+    if (url.pathname !== "/__bank") return new Response("not found", { status: 404 });
+    if (request.method === "POST") {
+      const next = await request.json();
+      state = { ...current(env), ...next };
+    }
+    return Response.json({ ...current(env), ...stats });
+  },
+};
+`;
+
+/** The secret values a router's bindings hold: every provider key's secret named in its config. */
+function keyValuesOf(bindings) {
+  let config = bindings.ROUTER_CONFIG;
+  if (typeof config === "string") {
+    try {
+      config = JSON.parse(config);
+    } catch {
+      return [];
+    }
+  }
+  const values = [];
+  for (const provider of Object.values(config?.providers ?? {})) {
+    for (const key of provider?.keys ?? []) {
+      const value = bindings[key?.secret];
+      if (typeof value === "string") values.push(value);
+    }
+  }
+  return values;
+}
+
+/**
+ * Several router isolates sharing one quota bank, in one workerd: `n` Workers `router-1` ..
+ * `router-n`, each the release build with its own bindings (`bindingsFor(i)`, i from 1), whose
+ * `QUOTA` binding names the `QuotaObject` class of a Worker called `bank`. The bank:
+ * - `bank: "direct"` (default): `bank` is the same build, and its `QuotaObject` is the real one;
+ * - `bank: "proxy"`: `bank` is [BANK_PROXY], which forwards to the real one in `bank-real`, with
+ *   a delay or a failure set at run time by `fleet.bank.set({delayMs, fail})` (`fail`: null,
+ *   "throw" or "500"); `bankState` is its state at start.
+ * The bank Worker gets `bankBindings`, by default router 1's (in production the objects run in
+ * the routers' own Worker, with the same vars and secrets). `buildDir` holds the build to load
+ * (`index.js` and `index_bg.wasm`), `build/` by default.
+ *
+ * `routers[i].fetch(path, init)` calls router i+1 as a client would. `restart()` restarts workerd
+ * (every Worker, the bank included) on the same storage, which needs `persistDir`. `dispose()`
+ * stops workerd, then fails if any response a client saw or any log line carried a secret: the
+ * suite's, every provider key the routers' configurations name, and `secrets` (gateway and
+ * admin keys the test uses).
+ */
+export async function startRouters(
+  n,
+  bindingsFor,
+  { bank = "direct", bankState = {}, bankBindings, persistDir, secrets = [], buildDir = path.join(ROOT, "build") } = {},
+) {
+  if (!["direct", "proxy"].includes(bank)) throw new TypeError(`bank: "direct" or "proxy", not ${bank}`);
+  const logs = [];
+  const seen = [];
+  const routerBindings = Array.from({ length: n }, (_, i) => bindingsFor(i + 1));
+  const realBankBindings = bankBindings ?? routerBindings[0];
+  const leakChecked = [...secrets, ...routerBindings.flatMap(keyValuesOf), ...keyValuesOf(realBankBindings)];
+  const build = [
+    { type: "ESModule", path: path.join(buildDir, "index.js") },
+    { type: "CompiledWasm", path: path.join(buildDir, "index_bg.wasm") },
+  ];
+  const common = { compatibilityDate: "2026-11-01" };
+  let proxyState = { delayMs: 0, fail: null, ...bankState };
+
+  const options = () => {
+    const workers = routerBindings.map((bindings, i) => ({
+      ...common,
+      name: `router-${i + 1}`,
+      modules: build,
+      modulesRoot: buildDir,
+      // Requests to http://router-<i>.test/ go to this Worker.
+      routes: [`router-${i + 1}.test/*`],
+      bindings,
+      durableObjects: { QUOTA: { className: "QuotaObject", scriptName: "bank", useSQLite: true } },
+    }));
+    const realBank = {
+      ...common,
+      name: bank === "direct" ? "bank" : "bank-real",
+      modules: build,
+      modulesRoot: buildDir,
+      bindings: realBankBindings,
+      // As in wrangler.toml: the object's SQLite storage survives a restart with `persistDir`.
+      durableObjects: { QUOTA: { className: "QuotaObject", useSQLite: true } },
+    };
+    if (bank === "proxy") {
+      workers.push({
+        ...common,
+        name: "bank",
+        modules: true,
+        script: BANK_PROXY,
+        routes: ["bank.test/*"],
+        bindings: {
+          BANK_DELAY_MS: String(proxyState.delayMs ?? 0),
+          BANK_FAIL: proxyState.fail ?? "",
+        },
+        durableObjects: {
+          SELF: { className: "QuotaObject", useSQLite: true },
+          REAL: { className: "QuotaObject", scriptName: "bank-real", useSQLite: true },
+        },
+      });
+    }
+    workers.push(realBank);
+    return convertV4MiniflareOptions({
+      workers,
+      ...(persistDir ? { resourcePersistencePath: persistDir } : {}),
+      handleStructuredLogs: (log) => logs.push(typeof log === "string" ? log : JSON.stringify(log)),
+    });
+  };
+
+  const mf = new Miniflare(options());
+  await mf.ready;
+
+  const routers = routerBindings.map((_, i) => {
+    const name = `router-${i + 1}`;
+    return {
+      name,
+      /** Calls this router as a client would. */
+      async fetch(p, init) {
+        const res = await mf.dispatchFetch(new URL(p, `http://${name}.test`).href, init);
+        seen.push(JSON.stringify([...res.headers]), await res.clone().text());
+        return res;
+      },
+    };
+  });
+
+  const proxyCall = async (init) => {
+    if (bank !== "proxy") throw new Error('the bank is not a proxy: start with {bank: "proxy"}');
+    const res = await mf.dispatchFetch("http://bank.test/__bank", init);
+    if (res.status !== 200) throw new Error(`bank proxy answered ${res.status}: ${await res.text()}`);
+    return res.json();
+  };
+
+  return {
+    routers,
+    logs,
+    seen,
+    bank: {
+      /** Sets the proxy's delay and failure from now on: `{delayMs, fail}`. */
+      async set(next) {
+        proxyState = { ...proxyState, ...next };
+        return proxyCall({ method: "POST", body: JSON.stringify(proxyState) });
+      },
+      /** The proxy's state and counts: `{delayMs, fail, calls, inflight, unsharded, by_shard}`. */
+      stats() {
+        return proxyCall({ method: "GET" });
+      },
+    },
+    /** Restarts workerd, every Worker with it, on the same persisted storage. */
+    async restart() {
+      if (!persistDir) throw new Error("restart() keeps the bank's storage only with persistDir");
+      await mf.setOptions(options());
+      await mf.ready;
+    },
+    /** Stops workerd, then fails if any response or log line carried a secret value. */
+    async dispose() {
+      await mf.dispose();
+      assertNoSecrets([...seen, ...logs], leakChecked);
+    },
+  };
+}
+
+/**
+ * Fails if any text contains one of the suite's secret values (keys or gateway keys), or one of
+ * `extra` (the values a test gave its own routers).
+ */
+export function assertNoSecrets(texts, extra = []) {
+  const secrets = [...SECRET_VALUES, ...extra.filter((s) => typeof s === "string" && s.length > 0)];
   for (const text of texts) {
-    for (const secret of SECRET_VALUES) {
+    for (const secret of secrets) {
       if (text.includes(secret)) throw new Error(`a secret value leaked into: ${text.slice(0, 300)}`);
     }
   }
