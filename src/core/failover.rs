@@ -562,11 +562,12 @@ impl<'c> Planner<'c> {
         }
     }
 
-    /// The bank for the last [`Next::Reserve`] did not answer in time. The books are advisory:
-    /// the request goes on, booked on the isolate's own snapshot.
+    /// The bank for the last [`Next::Reserve`] did not answer in time (or failed: the edge
+    /// tells the holdings which). The books are advisory: the request goes on, booked on the
+    /// isolate's own snapshot.
     pub fn on_unreachable(&mut self, holdings: &mut Holdings, now_ms: u64) {
-        if let Some(asking) = self.asking.take() {
-            holdings.failed(&asking.shard, now_ms);
+        if self.asking.take().is_some() {
+            holdings.slow(now_ms);
         }
     }
 

@@ -335,10 +335,17 @@ impl Holdings {
         }
     }
 
-    /// A call of `shard` failed or timed out: its batch is kept for the next one, and requests
-    /// without a lease stop waiting on the bank for a while.
-    pub fn failed(&mut self, shard: &Shard, now_ms: u64) {
+    /// A bank did not answer in time: requests without a lease stop waiting on the bank for a
+    /// while. The call may still land, so what it carried stays in flight until it answers
+    /// ([`Holdings::late`]) or fails ([`Holdings::failed`]).
+    pub fn slow(&mut self, now_ms: u64) {
         self.trouble_until_ms = now_ms.saturating_add(BANK_TROUBLE_MS);
+    }
+
+    /// A call of `shard` failed: its batch is kept for the next one, and requests without a
+    /// lease stop waiting on the bank for a while.
+    pub fn failed(&mut self, shard: &Shard, now_ms: u64) {
+        self.slow(now_ms);
         if let Some(state) = self.shards.get_mut(shard) {
             if let Some((sent, _)) = state.in_flight.take() {
                 let since = std::mem::take(&mut state.batch);

@@ -812,6 +812,32 @@ fn a_failed_call_keeps_its_batch_and_a_late_booking_is_given_back() {
         panic!("{calls:?}")
     };
     assert_eq!(batch.deltas[0].requests, -1, "sent again");
+    // A call that timed out may still land: its batch is not sent twice.
+    let mut w = Wire::new();
+    let (_, t) = w.admit(&o, large(), 10, T0).unwrap();
+    w.h.settle(&shard, &key("k1"), t, Effect::NotSpent, None, None, T0);
+    let Admission::Ask { keys, .. } = w.h.admit("p", &o, "m", &large(), 10, None, T0 + 1) else {
+        panic!()
+    };
+    let cmd =
+        w.h.reserve(&shard, vec![option("m", large())], keys, 10, T0 + 1);
+    w.h.slow(T0 + 400);
+    assert!(w.h.due(T0 + 400 + FLUSH_MS).is_empty(), "still in flight");
+    let reply = w.call(&shard, cmd, T0 + 600);
+    w.h.late(&shard, &reply, T0 + 600);
+    w.maintain(T0 + 600);
+    let bank = &w.banks["p/a"];
+    let leased: u64 = bank.models["m"]
+        .leases
+        .values()
+        .flatten()
+        .map(|r| r.requests)
+        .sum();
+    assert_eq!(
+        bank.books("m").rpm.used - leased,
+        0,
+        "given back once, the late one too (what a lease holds aside)"
+    );
     // A booking that answered after the request stopped waiting.
     let mut w = Wire::new();
     let Admission::Ask { keys, .. } = w.h.admit("p", &o, "m", &large(), 10, None, T0) else {
