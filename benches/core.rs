@@ -255,18 +255,7 @@ fn quota_benches(c: &mut Criterion) {
         b.iter_batched(
             || holdings.clone(),
             |mut h| {
-                let admitted = h.admit(
-                    "groq",
-                    &o[..1],
-                    MODELS[0],
-                    &limits(),
-                    900,
-                    None,
-                    NOW_MS + 10,
-                );
-                let Admission::Admitted { ticket, .. } = admitted else {
-                    panic!("the lease has room: {admitted:?}")
-                };
+                let ticket = admit_from_lease(&mut h, &o);
                 h.settle(
                     &shard,
                     &key,
@@ -295,18 +284,7 @@ fn quota_benches(c: &mut Criterion) {
         tokens: 850,
     };
     let mut h = isolate_with_lease();
-    let admitted = h.admit(
-        "groq",
-        &o[..1],
-        MODELS[0],
-        &limits(),
-        900,
-        None,
-        NOW_MS + 10,
-    );
-    let Admission::Admitted { ticket, .. } = admitted else {
-        panic!("{admitted:?}")
-    };
+    let ticket = admit_from_lease(&mut h, &o);
     h.settle(
         &shard,
         &key,
@@ -337,6 +315,23 @@ fn quota_benches(c: &mut Criterion) {
         });
     }
     group.finish();
+}
+
+/// One request of the isolate, from its lease.
+fn admit_from_lease(h: &mut Holdings, o: &[Offer]) -> edge_router::core::quota::Ticket {
+    let admitted = h.admit(
+        "groq",
+        &o[..1],
+        MODELS[0],
+        &limits(),
+        900,
+        None,
+        NOW_MS + 10,
+    );
+    let Admission::Admitted { ticket, .. } = admitted else {
+        panic!("the lease has room: {admitted:?}")
+    };
+    ticket
 }
 
 fn reply_of(bank: &OrgLedger, command: &Command) -> Reply {

@@ -1,8 +1,5 @@
-use std::collections::BTreeMap;
-
 use super::*;
 use crate::core::quota::bank::Dirty;
-use crate::core::quota::OrgLedger;
 use crate::core::ratelimit::Refusal;
 
 const T0: u64 = 1_763_900_000_000 - 1_763_900_000_000 % 86_400_000;
@@ -47,25 +44,20 @@ fn targets(c: &Config) -> Vec<&Target> {
 /// The quota banks (one per organization, by shard name) and one isolate's holdings: the edge's
 /// Durable Objects and thread-local state, in memory.
 struct World {
-    banks: BTreeMap<String, OrgLedger>,
+    banks: quota::Banks,
     holdings: Holdings,
 }
 
 impl World {
     fn new() -> Self {
         World {
-            banks: BTreeMap::new(),
+            banks: quota::Banks::default(),
             holdings: Holdings::new("test-isolate"),
         }
     }
 
-    fn bank(&mut self, shard: &Shard) -> &mut OrgLedger {
-        self.banks.entry(shard.name()).or_default()
-    }
-
-    /// Answers a synchronous booking as the bank would.
     fn reserve(&mut self, shard: &Shard, command: Command, now: u64) -> Reply {
-        quota::apply(self.bank(shard), command, now, &mut Dirty::default())
+        self.banks.call(shard, command, now)
     }
 
     /// Fills every window of `org` on every Groq model.
@@ -81,7 +73,7 @@ impl World {
                 model: model.clone(),
                 limits: *limits,
             };
-            let bank = self.bank(&Shard::new("groq", org));
+            let bank = self.banks.bank(&Shard::new("groq", org));
             while matches!(
                 bank.reserve(
                     std::slice::from_ref(&option),

@@ -114,5 +114,28 @@ pub fn offers(provider: &Provider) -> Vec<Offer> {
     offers
 }
 
+/// The banks of every organization in memory, by shard name: what the edge's Durable Objects
+/// are, for tests of the core.
+#[cfg(test)]
+#[derive(Default)]
+pub(crate) struct Banks(pub std::collections::BTreeMap<String, OrgLedger>);
+
+#[cfg(test)]
+impl Banks {
+    pub fn bank(&mut self, shard: &Shard) -> &mut OrgLedger {
+        self.0.entry(shard.name()).or_default()
+    }
+
+    /// Answers a call as the shard's bank would.
+    pub fn call(&mut self, shard: &Shard, command: Command, now_ms: u64) -> Reply {
+        apply(
+            self.bank(shard),
+            command,
+            now_ms,
+            &mut bank::Dirty::default(),
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests;

@@ -485,21 +485,20 @@ fn offers(orgs: &[(&str, &[&str])]) -> Vec<Offer> {
 
 /// One bank per organization and one isolate, wired as the edge wires them.
 struct Wire {
-    banks: BTreeMap<String, OrgLedger>,
+    banks: Banks,
     h: Holdings,
 }
 
 impl Wire {
     fn new() -> Self {
         Wire {
-            banks: BTreeMap::new(),
+            banks: Banks::default(),
             h: Holdings::new("iso"),
         }
     }
 
     fn call(&mut self, shard: &Shard, command: Command, now: u64) -> Reply {
-        let bank = self.banks.entry(shard.name()).or_default();
-        apply(bank, command, now, &mut Dirty::default())
+        self.banks.call(shard, command, now)
     }
 
     /// Admits one request as the planner does: from a lease, or booked with the bank.
@@ -568,7 +567,7 @@ fn a_busy_isolate_admits_from_its_lease_with_no_call() {
     }
     // Three a second is a rate worth a lease: the background work asks for one.
     assert_eq!(w.maintain(T0 + 3), 1);
-    let bank_calls_before = w.banks["p/a"].books("m").rpm.used;
+    let bank_calls_before = w.banks.0["p/a"].books("m").rpm.used;
     let mut from_lease = 0;
     for i in 0..7 {
         let (_, t) = w.admit(&o, large(), 10, T0 + 10 + i).unwrap();
@@ -578,7 +577,7 @@ fn a_busy_isolate_admits_from_its_lease_with_no_call() {
     }
     assert_eq!(from_lease, 7);
     assert_eq!(
-        w.banks["p/a"].books("m").rpm.used,
+        w.banks.0["p/a"].books("m").rpm.used,
         bank_calls_before,
         "nothing new was booked at the bank: the lease was booked up front"
     );
@@ -781,12 +780,12 @@ fn idle_isolates_return_their_leases_and_then_hold_nothing() {
         let _ = w.admit(&o, large(), 10, T0 + i).unwrap();
     }
     w.maintain(T0 + 3);
-    assert!(w.banks["p/a"].books("m").rpm.used > 3);
+    assert!(w.banks.0["p/a"].books("m").rpm.used > 3);
     // No traffic: the lease expires, is returned, and nothing is left to do.
     let later = T0 + 3 + LEASE_TTL_MS;
     assert_eq!(w.maintain(later), 1);
     assert_eq!(
-        w.banks["p/a"].books("m").rpm.used,
+        w.banks.0["p/a"].books("m").rpm.used,
         3,
         "the unused part came back"
     );
@@ -826,7 +825,7 @@ fn a_failed_call_keeps_its_batch_and_a_late_booking_is_given_back() {
     let reply = w.call(&shard, cmd, T0 + 600);
     w.h.late(&shard, &reply, T0 + 600);
     w.maintain(T0 + 600);
-    let bank = &w.banks["p/a"];
+    let bank = &w.banks.0["p/a"];
     let leased: u64 = bank.models["m"]
         .leases
         .values()
@@ -848,7 +847,7 @@ fn a_failed_call_keeps_its_batch_and_a_late_booking_is_given_back() {
     let reply = w.call(&shard, cmd, T0);
     w.h.late(&shard, &reply, T0 + 500);
     w.maintain(T0 + 500);
-    assert_eq!(w.banks["p/a"].books("m").rpm.used, 0, "nothing leaked");
+    assert_eq!(w.banks.0["p/a"].books("m").rpm.used, 0, "nothing leaked");
 }
 
 #[test]
