@@ -297,14 +297,38 @@ pub async fn reserve(
     }
 }
 
-/// Starts the background work (renewing and returning leases, sending reports) if it is not
-/// running and there is something to do.
+/// After a request: sends at once what is due (a lease that ran low is renewed before the next
+/// look of the background work, which sleeps), and starts the background work (renewing and
+/// returning leases, sending reports) if it is not running and there is something to do.
 pub fn maintain(env: &Env, ctx: &Context) {
+    let calls = HOLDINGS.with(|h| h.borrow_mut().due(now_ms()));
+    if !calls.is_empty() {
+        let env = env.clone();
+        ctx.wait_until(async move { exchange(&env, calls).await });
+    }
     if !needs_maintenance() {
         return;
     }
     let env = env.clone();
     ctx.wait_until(async move { maintenance(&env).await });
+}
+
+/// Sends background calls, one per bank, and takes their replies in.
+async fn exchange(env: &Env, calls: Vec<(Shard, Command)>) {
+    let runs = calls.into_iter().map(|(shard, command)| async move {
+        let result = call(env, &shard, &command).await;
+        HOLDINGS.with(|h| {
+            let mut h = h.borrow_mut();
+            match &result {
+                Ok(reply) => h.answered(&shard, reply, now_ms()),
+                Err(_) => h.failed(&shard, now_ms()),
+            }
+        });
+        if let Err(err) = result {
+            log_quota("quota_unreachable", &shard, Some(&err));
+        }
+    });
+    futures::future::join_all(runs).await;
 }
 
 fn needs_maintenance() -> bool {
@@ -327,20 +351,7 @@ pub async fn maintenance(env: &Env) {
     MAINTAINED_AT.set(started);
     loop {
         let calls = HOLDINGS.with(|h| h.borrow_mut().due(now_ms()));
-        let runs = calls.into_iter().map(|(shard, command)| async move {
-            let result = call(env, &shard, &command).await;
-            HOLDINGS.with(|h| {
-                let mut h = h.borrow_mut();
-                match &result {
-                    Ok(reply) => h.answered(&shard, reply, now_ms()),
-                    Err(_) => h.failed(&shard, now_ms()),
-                }
-            });
-            if let Err(err) = result {
-                log_quota("quota_unreachable", &shard, Some(&err));
-            }
-        });
-        futures::future::join_all(runs).await;
+        exchange(env, calls).await;
         let now = now_ms();
         MAINTAINED_AT.set(now);
         let wake = HOLDINGS.with(|h| h.borrow().next_wake(now));

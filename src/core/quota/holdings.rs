@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use super::bank::KeyBlock;
 use super::choose::rendezvous;
 use super::effect::Effect;
-use super::lease::{Lease, Rate, RENEW_AHEAD_MS};
+use super::lease::{Lease, Rate};
 use super::ledger::{bookable_tokens, Books, NoRoom};
 use super::wire::{
     Batch, Command, Cooldown, KeyCard, LeaseReturn, RefusedKey, Reply, Source, Ticket, View,
@@ -501,10 +501,7 @@ impl Holdings {
                     continue;
                 };
                 // What the leases that will still be live in a moment hold.
-                let lasting = m
-                    .leases
-                    .iter()
-                    .filter(|l| l.expires_at_ms > now_ms.saturating_add(RENEW_AHEAD_MS));
+                let lasting = m.leases.iter().filter(|l| l.renew_at_ms() > now_ms);
                 let (requests, tokens) = lasting.fold((0u64, 0u64), |(r, t), l| {
                     (r + l.requests_left, t.saturating_add(l.tokens_left))
                 });
@@ -555,10 +552,7 @@ impl Holdings {
             }
             for m in state.models.values() {
                 for lease in &m.leases {
-                    at(lease
-                        .expires_at_ms
-                        .saturating_sub(RENEW_AHEAD_MS)
-                        .max(now_ms));
+                    at(lease.renew_at_ms().max(now_ms));
                 }
                 if m.rate.per_second(now_ms) > 0 {
                     at(now_ms.saturating_add(FLUSH_MS / 4));

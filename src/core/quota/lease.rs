@@ -22,7 +22,8 @@ pub const LEASE_TTL_MS: u64 = 5_000;
 pub const LEASE_HORIZON_MS: u64 = 2_000;
 /// The most requests one lease asks for.
 pub const MAX_LEASE_REQUESTS: u64 = 10_000;
-/// A lease expiring within this time is renewed ahead.
+/// A lease expiring within this time is renewed ahead, unless it ends with its minute (no
+/// lease can last longer then).
 pub const RENEW_AHEAD_MS: u64 = 1_000;
 
 /// A lease as its isolate holds it.
@@ -41,6 +42,16 @@ impl Lease {
     /// Whether the lease may still be spent at `now_ms`.
     pub fn live(&self, now_ms: u64) -> bool {
         now_ms < self.expires_at_ms && self.windows.current(now_ms)
+    }
+
+    /// When a renewal should be asked for: [`RENEW_AHEAD_MS`] before the lease ends, or at its
+    /// end when it ends with its minute (a new lease could not last longer).
+    pub fn renew_at_ms(&self) -> u64 {
+        if self.expires_at_ms == super::ledger::minute_end(self.expires_at_ms - 1) {
+            self.expires_at_ms
+        } else {
+            self.expires_at_ms.saturating_sub(RENEW_AHEAD_MS)
+        }
     }
 
     /// Spends one request of `tokens` if the lease has room for it.
@@ -102,11 +113,18 @@ impl Rate {
         };
     }
 
-    /// Admissions per second lately (the busier of this second and the last).
+    /// Admissions per second lately: the busier of the last second and this one so far, which
+    /// (from two admissions on) is scaled to a whole second, counted from at least its first
+    /// 100 ms, so that an isolate that turns busy after a pause asks at once for a lease its new
+    /// rate will need.
     pub fn per_second(&self, now_ms: u64) -> u64 {
         let mut r = *self;
         r.roll(now_ms);
-        r.this.max(r.last)
+        if r.this < MIN_LEASE_REQUESTS {
+            return r.this.max(r.last);
+        }
+        let elapsed = (now_ms - r.bucket_start_ms).max(BUCKET_MS / 10);
+        (r.this * BUCKET_MS / elapsed).max(r.last)
     }
 
     /// What to ask for: the requests of [`LEASE_HORIZON_MS`] at the recent rate, and their

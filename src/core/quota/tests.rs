@@ -794,6 +794,65 @@ fn idle_isolates_return_their_leases_and_then_hold_nothing() {
 }
 
 #[test]
+fn an_isolate_turning_busy_asks_for_the_lease_its_new_rate_needs() {
+    let mut h = Holdings::new("iso");
+    let o = offers(&[("a", &["k1"])]);
+    // Eight requests in the first 25 ms of a second, after a pause.
+    for i in 0..8 {
+        let _ = h.admit("p", &o, "m", &large(), 10, None, T0 + 5_000 + i * 3);
+    }
+    let calls = h.due(T0 + 5_025);
+    let [(_, Command::Exchange { wants, .. })] = calls.as_slice() else {
+        panic!("{calls:?}")
+    };
+    // 8 in the first 100 ms counted as 80 a second: two seconds of it.
+    assert_eq!(wants[0].requests, 161);
+    // One request alone is no rate: a quiet isolate books with the bank.
+    let mut quiet = Holdings::new("quiet");
+    let _ = quiet.admit("p", &o, "m", &large(), 10, None, T0);
+    assert!(quiet.due(T0 + 1).is_empty());
+}
+
+#[test]
+fn a_lease_that_ends_with_its_minute_is_not_renewed_over_and_over() {
+    let mut w = Wire::new();
+    let o = offers(&[("a", &["k1"])]);
+    let start = T0 + 58_000;
+    for i in 0..3 {
+        let _ = w.admit(&o, large(), 10, start + i).unwrap();
+    }
+    assert_eq!(w.maintain(start + 3), 1);
+    let lease = w.h.leases("p")[0].1.clone();
+    assert_eq!(lease.expires_at_ms, T0 + MINUTE_MS);
+    // In the minute's last second, with traffic: no renewal could last longer, so none is
+    // asked; the one call is the view's refresh, once its second is up.
+    let mut calls = 0;
+    for ms in (59_000..60_000).step_by(10) {
+        // 20 requests a second, less than the lease was sized for.
+        if ms % 50 == 0 {
+            let _ = w.h.admit("p", &o, "m", &large(), 10, None, T0 + ms);
+        }
+        calls += w.maintain(T0 + ms);
+    }
+    assert_eq!(calls, 1);
+    assert_eq!(w.h.leases("p").len(), 1);
+    assert_eq!(
+        w.banks.0["p/a"].models["m"]
+            .leases
+            .values()
+            .flatten()
+            .count(),
+        1
+    );
+    // At the minute's turn it is returned and a new one asked for.
+    let calls = w.h.due(T0 + MINUTE_MS);
+    let [(_, Command::Exchange { batch, wants, .. })] = calls.as_slice() else {
+        panic!("{calls:?}")
+    };
+    assert_eq!((batch.returns.len(), wants.len()), (1, 1));
+}
+
+#[test]
 fn a_failed_call_keeps_its_batch_and_a_late_booking_is_given_back() {
     let mut w = Wire::new();
     let o = offers(&[("a", &["k1"])]);
