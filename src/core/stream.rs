@@ -53,6 +53,16 @@ impl Body {
         }
     }
 
+    /// Whether the body's last bytes are worth a copy for its usage, given its start: not for a
+    /// JSON body whose start is already the whole body (a complete JSON document), which holds
+    /// its usage, if any. So a short answer, most of the fast path's, costs no copy at all.
+    pub fn needs_tail(self, start: &[u8]) -> bool {
+        match self {
+            Body::Json => serde_json::from_slice::<serde::de::IgnoredAny>(start).is_err(),
+            Body::Events | Body::Other => true,
+        }
+    }
+
     /// The usage reported in a body's last bytes.
     pub fn usage(self, tail: &[u8]) -> Option<Usage> {
         match self {
@@ -259,6 +269,20 @@ mod tests {
         assert_eq!(Body::Events.usage(b"data: {\"usage\":{\"prompt_tok"), None);
         assert_eq!(Body::Events.usage(b"data: {\"choices\":[]}\n\n"), None);
         assert_eq!(Body::Events.usage(&[0xff, 0xfe, b'\n']), None);
+    }
+
+    #[test]
+    fn a_json_body_whose_start_is_all_of_it_needs_no_tail() {
+        let whole =
+            br#"{"id":"x","choices":[],"usage":{"prompt_tokens":12,"completion_tokens":3}}"#;
+        assert!(!Body::Json.needs_tail(whole));
+        assert!(!Body::Json.needs_tail(b"{\"a\":1}\n"));
+        assert_eq!(Body::Json.usage(whole).map(|u| u.counted()), Some(15));
+        // Cut anywhere, the rest is still to come.
+        for cut in [1, 10, whole.len() - 1] {
+            assert!(Body::Json.needs_tail(&whole[..cut]), "{cut}");
+        }
+        assert!(Body::Events.needs_tail(b"data: [DONE]\n\n"));
     }
 
     #[test]

@@ -275,16 +275,18 @@ async fn attempt(
         controller.abort();
         return (Outcome::Timeout, None, Answer::Nothing);
     };
-    let bad = opened
+    let Some(start) = opened
         .first_bytes(FIRST_CHUNK_READ)
-        .is_none_or(|start| kind.start_fails(&start));
-    if bad {
+        .filter(|start| !kind.start_fails(start))
+    else {
         opened.cancel();
         return (Outcome::BadAnswer, None, Answer::Nothing);
-    }
+    };
     let interrupted = (kind == Body::Events).then_some(INTERRUPTED_EVENT);
-    // The last bytes are only worth a copy when a reservation waits for the usage in them.
-    let (readable, finished) = opened.hand_on(interrupted, reserved, &controller);
+    // The last bytes are only worth a copy when a booking waits for the usage in them, and the
+    // first chunk is not already the whole answer.
+    let keep_tail = reserved && kind.needs_tail(&start);
+    let (readable, finished) = opened.hand_on(interrupted, keep_tail, &controller);
     let response = http::stream_response(status, client_headers, Some(readable));
     (
         Outcome::Success,
