@@ -1,23 +1,29 @@
 // End-to-end overhead of the router: the release build (build/) in workerd through Miniflare,
 // a fake upstream on 127.0.0.1 that answers at once, and a load generator with a fixed
 // concurrency. The same requests go straight to the fake, through a trivial pass-through
-// Worker (the baseline), and through the router to a provider without tracked limits and to a
-// Groq-style provider with limits (one quota-object call before the upstream call, one
-// settlement after). Three scenarios: a non-streamed answer, a streamed one of 20 chunks and a
-// streamed one of 200 (the fake streams one chunk per `max_tokens`). Reported per scenario:
-// req/s, latency percentiles, the router's overhead over the fake, and workerd's CPU time per
-// request (from /proc, user and system) against the baseline's.
+// Worker (the baseline), and through the router on its two paths: `slow` (model "slow", a
+// provider without tracked limits: no quota work at all) and `fast` (model "fast", Groq with
+// the quota ledger: in the steady state each request is admitted from the isolate's lease,
+// with no call to the bank; leases are renewed and usage reported in the background). Three
+// scenarios: a non-streamed answer, a streamed one of 20 chunks and a streamed one of 200 (the
+// fake streams one chunk per `max_tokens`). Reported per scenario: req/s, latency percentiles,
+// the overhead over the fake, workerd's CPU time per request (from /proc, user and system)
+// against the baseline's, and for the router how each measured request was booked (its
+// `x-router-quota` and `x-router-quota-calls` headers): the share with `lease` and 0 calls is
+// the share that made no synchronous bank call. A last table sets the fast path against the
+// slow one (latency one at a time, req/s with 8 in flight, CPU, that share).
 //
 //   node bench/overhead.mjs [--json FILE]      (scripts/bench.sh builds first and runs this)
 //
 // BENCH_REQUESTS (2000; BENCH_LONG_REQUESTS, 500, for the long stream), BENCH_WARMUP (200) and
-// BENCH_CONCURRENCY (8) change the load; BENCH_SERIAL (300; a third for the long stream)
+// BENCH_CONCURRENCY (8) change the load; BENCH_SERIAL (1000; a third for the long stream)
 // requests also go one at a time, for latency without queueing. BENCH_STREAM_CHUNKS (20) and
 // BENCH_LONG_STREAM_CHUNKS (200) set the streams' lengths. The targets
 // take turns in BENCH_ROUNDS (4) rounds, and each measured batch waits (up to
 // BENCH_QUIET_WAIT_MS, 20 s) until other processes leave the machine quiet, so that a shared
 // machine's load lands on every target alike; the load that was there is reported. Every
-// request must succeed; any failure stops the run with a non-zero exit.
+// request must succeed, and each router target must be served by the provider it is meant to
+// measure; any failure stops the run with a non-zero exit.
 import { execFileSync, fork } from "node:child_process";
 import { createHash } from "node:crypto";
 import fs from "node:fs";
@@ -42,8 +48,10 @@ const REQUESTS = int("BENCH_REQUESTS", 2000);
 const LONG_REQUESTS = int("BENCH_LONG_REQUESTS", 500);
 const WARMUP = int("BENCH_WARMUP", 200);
 const CONCURRENCY = int("BENCH_CONCURRENCY", 8);
-/** Requests sent one at a time after the load, for latency without queueing. */
-const SERIAL = int("BENCH_SERIAL", 300);
+/** Requests sent one at a time after the load, for latency without queueing (enough for a
+ * median to a few hundredths of a millisecond: the fast path's goal is within 0.1 ms of the
+ * slow path's). */
+const SERIAL = int("BENCH_SERIAL", 1000);
 /** Chunks of the streamed answers: a short answer, and a long one (the fake streams as many
  * chunks as the request's `max_tokens`, one token a chunk, as providers roughly do). */
 const CHUNKS = int("BENCH_STREAM_CHUNKS", 20);
@@ -70,13 +78,24 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
  * wait for it before each measured batch. */
 const QUIET_CORES = 0.25;
 const QUIET_WAIT_MS = int("BENCH_QUIET_WAIT_MS", 20_000);
-/** Time left after a batch for work the router does after answering (the settlement). */
+/** Time left after a batch for work the router does after answering (settlements, the
+ * background lease renewals and reports). */
 const SETTLE_MS = 300;
 /** The free plan's CPU time per request. */
 const FREE_PLAN_CPU_MS = 10;
 
 const GATEWAY_KEY = "sk-bench-gateway-0123456789";
 const GATEWAY_HASH = createHash("sha256").update(GATEWAY_KEY).digest("hex");
+/** For the status page (`GET /v1/router/status`), read once after each scenario, outside the
+ * measured batches. */
+const ADMIN_KEY = "sk-bench-admin-0123456789";
+const ADMIN_HASH = createHash("sha256").update(ADMIN_KEY).digest("hex");
+/** The fast path's goals (issue: zero-hop quota), checked on the non-streamed answers: its
+ * median one at a time at most this much above the slow path's, and its req/s with 8 in flight
+ * at least this share of the slow path's. The no-bank-call share below which the run says so. */
+const GOAL_FAST_MINUS_SLOW_MS = 0.1;
+const GOAL_FAST_RPS_SHARE = 0.95;
+const GOAL_NO_SYNC_SHARE = 0.95;
 
 /** A typical small chat request (a system prompt, one question, a token limit). */
 function chatBody(model, stream, maxTokens) {
@@ -240,12 +259,16 @@ async function startWorker(options) {
 // ---------------------------------------------------------------------------------------------
 // The load generator.
 
-/** One request; resolves with its timings in ms (headers, first and last body byte). */
-function once(agent, url, body, headers) {
+/** One request; resolves with its timings in ms (headers, first and last body byte), when it
+ * started (wall clock, ms), and the router's headers that say who served it and how its quota
+ * was booked (undefined for the fake and the pass-through Worker). */
+function once(agent, url, body, headers, method = "POST") {
   return new Promise((resolve, reject) => {
+    const startedAt = Date.now();
     const start = process.hrtime.bigint();
     const ms = () => Number(process.hrtime.bigint() - start) / 1e6;
-    const req = http.request(url, { method: "POST", agent, headers: { ...headers, "content-length": Buffer.byteLength(body) } }, (res) => {
+    const sent = body === null ? headers : { ...headers, "content-length": Buffer.byteLength(body) };
+    const req = http.request(url, { method, agent, headers: sent }, (res) => {
       const headersMs = ms();
       let firstMs = null;
       const parts = [];
@@ -253,27 +276,48 @@ function once(agent, url, body, headers) {
         firstMs ??= ms();
         parts.push(c);
       });
-      res.on("end", () => resolve({ status: res.statusCode, headersMs, firstMs: firstMs ?? headersMs, lastMs: ms(), text: Buffer.concat(parts).toString("utf8") }));
+      res.on("end", () =>
+        resolve({
+          status: res.statusCode,
+          startedAt,
+          headersMs,
+          firstMs: firstMs ?? headersMs,
+          lastMs: ms(),
+          provider: res.headers["x-router-provider"],
+          quota: res.headers["x-router-quota"],
+          quotaCalls: res.headers["x-router-quota-calls"],
+          text: Buffer.concat(parts).toString("utf8"),
+        }),
+      );
       res.on("error", reject);
     });
     req.on("error", reject);
-    req.end(body);
+    req.end(body ?? undefined);
   });
 }
 
 /** Sends `n` requests with CONCURRENCY in flight; fails on any answer that is not a complete
- * success. */
-async function batch(agent, url, body, headers, n, stream, concurrency = CONCURRENCY) {
+ * success, or (with `provider`) that another provider served. Each result keeps its start
+ * relative to the batch's (`atMs`) and its place in the order of sending (`index`); its body
+ * text is dropped once checked. */
+async function batch(agent, url, body, headers, n, stream, concurrency = CONCURRENCY, provider = null) {
   let next = 0;
   const results = [];
+  const batchStart = Date.now();
   const worker = async () => {
     while (next < n) {
-      next++;
+      const index = next++;
       const r = await once(agent, url, body, headers);
       const complete = stream ? r.text.trimEnd().endsWith("data: [DONE]") : r.text.includes('"choices"');
       if (r.status !== 200 || !complete) {
         throw new Error(`${url}: HTTP ${r.status}, ${stream ? "stream" : "body"} ${JSON.stringify(r.text.slice(0, 300))}`);
       }
+      if (provider && r.provider !== provider) {
+        throw new Error(`${url}: served by '${r.provider}', not by '${provider}' as this target must be`);
+      }
+      r.text = null;
+      r.index = index;
+      r.atMs = r.startedAt - batchStart;
       results.push(r);
     }
   };
@@ -281,6 +325,53 @@ async function batch(agent, url, body, headers, n, stream, concurrency = CONCURR
   await Promise.all(Array.from({ length: concurrency }, worker));
   const seconds = Number(process.hrtime.bigint() - start) / 1e9;
   return { results, seconds };
+}
+
+/** Within this long after its batch started, a request that had to call the bank counts as
+ * one at the batch's start: the isolate's lease ran out or shrank while the target waited its
+ * turn, and the background renewal (which looks every 250 ms) had not caught up yet. */
+const BATCH_START_MS = 500;
+
+/** How a set of router answers was booked: the count of each `x-router-quota` value with its
+ * `x-router-quota-calls` ("lease/0", "bank/1", ...), and the share that made no synchronous
+ * bank call (`lease` with 0 calls). For the others, where they fell: within BATCH_START_MS of
+ * their batch's start, or within 1 s after a minute began (a lease never outlives the minute
+ * it was cut from); and the first few, as (request's place in its batch, ms after its start). */
+function booking(results) {
+  const modes = {};
+  let noSync = 0;
+  let batchStart = 0;
+  let minuteStart = 0;
+  const examples = [];
+  // Past each batch's first BATCH_START_MS: the isolate busy, as in a steady stream.
+  let later = 0;
+  let laterNoSync = 0;
+  for (const r of results) {
+    const mode = `${r.quota ?? "?"}/${r.quotaCalls ?? "?"}`;
+    modes[mode] = (modes[mode] ?? 0) + 1;
+    const lease = r.quota === "lease" && r.quotaCalls === "0";
+    if (r.atMs >= BATCH_START_MS) {
+      later++;
+      if (lease) laterNoSync++;
+    }
+    if (lease) {
+      noSync++;
+      continue;
+    }
+    if (r.atMs < BATCH_START_MS) batchStart++;
+    if (r.startedAt % 60_000 < 1_000) minuteStart++;
+    if (examples.length < 20) examples.push([r.index, r.atMs]);
+  }
+  return {
+    requests: results.length,
+    modes,
+    no_sync: noSync,
+    no_sync_share: results.length ? noSync / results.length : null,
+    others_at_batch_start: batchStart,
+    others_in_first_second_of_minute: minuteStart,
+    others_examples: examples,
+    after_batch_start: { requests: later, no_sync: laterNoSync, no_sync_share: later ? laterNoSync / later : null },
+  };
 }
 
 const percentile = (sorted, p) => sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)];
@@ -297,28 +388,47 @@ const jsonOut = (() => {
   return i >= 0 ? process.argv[i + 1] : null;
 })();
 
+// The targets' keys (also those of the JSON output) and labels. `router` is the router's slow
+// path (model "slow": Together, a provider without tracked limits, so no quota work at all),
+// `router_groq` its fast path (model "fast": Groq with the quota ledger).
 const TARGETS = ["fake", "baseline", "router", "router_groq"];
 const LABELS = {
   fake: "fake upstream, direct",
   baseline: "pass-through Worker",
-  router: "router, no limits",
-  router_groq: "router, Groq + ledger",
+  router: "router slow",
+  router_groq: "router fast",
 };
+/** What each target's label means, printed under the tables. */
+const LEGEND =
+  "router slow: model \"slow\", Together (no tracked limits: x-router-quota: none); router fast: model \"fast\", " +
+  "Groq with the quota ledger (limits far above the load, so leases are granted)";
 const total = TARGETS.length * SCENARIOS.reduce((sum, sc) => sum + WARMUP + sc.requests + sc.serial, 0);
 const fake = await startFake(total + 10);
 /** The load from outside the benchmark during each measured batch, in cores. */
 const foreign = [];
 /** Batches that started without the machine getting quiet first. */
 let noisy = 0;
+/** The router's log lines other than the per-request one (`quota_unreachable`, `quota_late`,
+ * ...), counted by event; a few kept as they came. */
+const routerEvents = { counts: {}, samples: [] };
+function routerLog(log) {
+  const text = typeof log === "string" ? log : String(log?.message ?? JSON.stringify(log));
+  if (text.includes('"event":"request"')) return;
+  const event = text.match(/"event":"([^"]+)"/)?.[1] ?? "other";
+  routerEvents.counts[event] = (routerEvents.counts[event] ?? 0) + 1;
+  if (routerEvents.samples.length < 10) routerEvents.samples.push(text.slice(0, 400));
+}
 const cleanups = [() => fake.stop()];
 let exitCode = 0;
 try {
   const config = {
     providers: {
-      // No tracked limits: the first key, no quota-object call.
+      // The slow path: no tracked limits, so the first key and no quota work at all.
       together: { base_url: `${fake.origin}/v1`, keys: [{ id: "together-1", secret: "TOGETHER_API_KEY" }] },
-      // Groq's dialect and limits (raised so that the run never hits them): one quota-object
-      // call to reserve, one after the answer to settle.
+      // The fast path: Groq's dialect and limits, raised so far above the load that the run
+      // never nears them and leases are always granted (a lease is at most 1/16 of a window's
+      // limit and needs room for 2 requests). Requests are admitted from the isolate's lease
+      // with no call to the bank; leases are renewed and usage reported in the background.
       groq: {
         base_url: `${fake.origin}/v1`,
         keys: [
@@ -339,11 +449,13 @@ try {
     bindings: {
       ROUTER_CONFIG: config,
       GATEWAY_KEY_HASHES: GATEWAY_HASH,
+      ADMIN_KEY_HASHES: ADMIN_HASH,
       TOGETHER_API_KEY: "tg-bench-key",
       GROQ_KEY_1: "gsk-bench-key-1",
       GROQ_KEY_2: "gsk-bench-key-2",
     },
     durableObjects: { QUOTA: { className: "QuotaObject", useSQLite: true } },
+    handleStructuredLogs: routerLog,
   });
   cleanups.push(() => router.dispose());
   const baseline = await startWorker({
@@ -354,8 +466,9 @@ try {
   cleanups.push(() => baseline.dispose());
 
   const auth = { "content-type": "application/json", authorization: `Bearer ${GATEWAY_KEY}` };
-  // Cold start: workerd up, then the first request (the configuration is parsed, the quota
-  // object created), and what compiling the wasm alone takes in V8 (Node's, not workerd's).
+  // Cold start: workerd up, then the first request (the configuration is parsed; a quiet
+  // isolate books with its organization's bank, whose object is created), and what compiling
+  // the wasm alone takes in V8 (Node's, not workerd's).
   const coldAgent = new http.Agent({ keepAlive: false });
   const first = await once(coldAgent, `${router.origin}/v1/chat/completions`, chatBody("fast", false, 128), auth);
   if (first.status !== 200) throw new Error(`the first request got HTTP ${first.status}: ${first.text.slice(0, 300)}`);
@@ -368,12 +481,33 @@ try {
     wasm_compile_ms: Number(process.hrtime.bigint() - compileStart) / 1e6,
     baseline_workerd_ready_ms: baseline.startupMs,
   };
+  // `provider`: who must serve each of the target's answers (`x-router-provider`), checked on
+  // every one.
   const plan = {
     fake: { url: `${fake.origin}/v1/chat/completions`, model: "fast", headers: { "content-type": "application/json" }, pids: [] },
     baseline: { url: `${baseline.origin}/v1/chat/completions`, model: "fast", headers: auth, pids: baseline.pids },
-    router: { url: `${router.origin}/v1/chat/completions`, model: "slow", headers: auth, pids: router.pids },
-    router_groq: { url: `${router.origin}/v1/chat/completions`, model: "fast", headers: auth, pids: router.pids },
+    router: { url: `${router.origin}/v1/chat/completions`, model: "slow", headers: auth, pids: router.pids, provider: "together" },
+    router_groq: { url: `${router.origin}/v1/chat/completions`, model: "fast", headers: auth, pids: router.pids, provider: "groq" },
   };
+  /** The quota books as the status page shows them (per organization: requests booked this
+   * minute, leases out; the leases the answering isolate holds). */
+  const adminAgent = new http.Agent({ keepAlive: false });
+  async function quotaStatus() {
+    const r = await once(adminAgent, `${router.origin}/v1/router/status`, null, { authorization: `Bearer ${ADMIN_KEY}` }, "GET");
+    if (r.status !== 200) return { error: `HTTP ${r.status}: ${r.text.slice(0, 200)}` };
+    const groq = JSON.parse(r.text).providers?.groq;
+    const orgs = {};
+    for (const [org, models] of Object.entries(groq?.organizations ?? {})) {
+      const m = models["llama-3.1-8b-instant"];
+      orgs[org] = m ? { requests_this_minute: m.requests_per_minute.used, leases_out: m.leases.length } : null;
+    }
+    const held = groq?.isolate?.leases ?? [];
+    return {
+      organizations: orgs,
+      isolate_leases: held.length,
+      isolate_requests_left: held.reduce((sum, l) => sum + l.requests_left, 0),
+    };
+  }
 
   const out = {
     requests: REQUESTS,
@@ -387,7 +521,9 @@ try {
     clk_tck: CLK_TCK,
     free_plan_cpu_ms: FREE_PLAN_CPU_MS,
     cold,
+    legend: LEGEND,
     scenarios: {},
+    fast_vs_slow: {},
   };
   for (const { mode, label, stream, maxTokens, requests, serial: serialRequests } of SCENARIOS) {
     out.scenarios[mode] = {};
@@ -403,8 +539,12 @@ try {
         serial: [],
         seconds: 0,
         cpu: { user: 0, sys: 0 },
+        // Per measured batch: how long the target had been idle before it (waiting for the
+        // other targets' turns), and how many of its answers were not booked from a lease.
+        batches: [],
       };
-      await batch(acc[target].agent, t.url, acc[target].body, t.headers, WARMUP, stream);
+      await batch(acc[target].agent, t.url, acc[target].body, t.headers, WARMUP, stream, CONCURRENCY, t.provider);
+      acc[target].lastEnd = Date.now();
     }
     await sleep(SETTLE_MS);
     for (let round = 0; round < ROUNDS; round++) {
@@ -414,7 +554,21 @@ try {
         const n = share(requests, round);
         if (!(await awaitQuiet())) noisy++;
         const before = { cpu: cpuMs(t.pids), load: foreignLoad() };
-        const { results, seconds } = await batch(a.agent, t.url, a.body, t.headers, n, stream);
+        const idleMs = Date.now() - a.lastEnd;
+        const { results, seconds } = await batch(a.agent, t.url, a.body, t.headers, n, stream, CONCURRENCY, t.provider);
+        const synced = results.filter((r) => !(r.quota === "lease" && r.quotaCalls === "0")).length;
+        // Past the batch's first BATCH_START_MS: the requests sent then, over the time left.
+        const later = results.filter((r) => r.atMs >= BATCH_START_MS).length;
+        const laterSeconds = seconds - BATCH_START_MS / 1000;
+        a.batches.push({
+          round,
+          idle_ms: idleMs,
+          requests: n,
+          seconds,
+          rps: n / seconds,
+          rps_after_start: laterSeconds > 0.25 ? later / laterSeconds : null,
+          not_from_lease: t.provider ? synced : null,
+        });
         await sleep(SETTLE_MS);
         const after = cpuMs(t.pids);
         a.cpu.user += after.user - before.cpu.user;
@@ -422,8 +576,9 @@ try {
         foreign.push(before.load.since());
         a.seconds += seconds;
         a.results.push(...results);
-        const serial = await batch(a.agent, t.url, a.body, t.headers, share(serialRequests, round), stream, 1);
+        const serial = await batch(a.agent, t.url, a.body, t.headers, share(serialRequests, round), stream, 1, t.provider);
         a.serial.push(...serial.results);
+        a.lastEnd = Date.now();
       }
     }
     for (const target of TARGETS) {
@@ -444,7 +599,19 @@ try {
         cpu_ms_per_request: t.pids.length ? (a.cpu.user + a.cpu.sys) / requests : null,
         cpu_user_ms_per_request: t.pids.length ? a.cpu.user / requests : null,
         cpu_sys_ms_per_request: t.pids.length ? a.cpu.sys / requests : null,
+        batches: a.batches,
       };
+      if (t.provider) {
+        // How the measured requests were booked, with 8 in flight and one at a time.
+        const quota = { loaded: booking(a.results), serial: booking(a.serial) };
+        out.scenarios[mode][target].quota = quota;
+        if (target === "router") {
+          const modes = Object.keys({ ...quota.loaded.modes, ...quota.serial.modes });
+          if (modes.some((m) => m !== "none/0")) {
+            throw new Error(`the slow path must do no quota work, but its answers say ${JSON.stringify(modes)}`);
+          }
+        }
+      }
       process.stderr.write(`  ${label.padEnd(22)} ${LABELS[target].padEnd(22)} ${(requests / a.seconds).toFixed(0)} req/s\n`);
     }
     // Overhead of each Worker over the fake, and of the router over the pass-through Worker.
@@ -466,7 +633,36 @@ try {
         s[target].own_cpu_user_ms_per_request = s[target].cpu_user_ms_per_request - s.baseline.cpu_user_ms_per_request;
       }
     }
+    s.router_groq.quota.status_after = await quotaStatus();
+    // The fast path against the slow one (non-streamed: the whole answer; streamed: the last
+    // byte), and both against the pass-through Worker.
+    const key = "latency";
+    const fast = s.router_groq;
+    const slow = s.router;
+    out.fast_vs_slow[mode] = {
+      scenario: label,
+      serial_p50_added_ms: {
+        baseline: s.baseline.overhead[`serial_${key}`].p50_ms,
+        slow: slow.overhead[`serial_${key}`].p50_ms,
+        fast: fast.overhead[`serial_${key}`].p50_ms,
+      },
+      serial_fast_minus_slow_p50_ms: fast[`serial_${key}_ms`].p50 - slow[`serial_${key}_ms`].p50,
+      rps: { baseline: s.baseline.rps, slow: slow.rps, fast: fast.rps },
+      fast_rps_share_of_slow: fast.rps / slow.rps,
+      cpu_ms_per_request: { baseline: s.baseline.cpu_ms_per_request, slow: slow.cpu_ms_per_request, fast: fast.cpu_ms_per_request },
+      own_cpu_ms_per_request: { slow: slow.own_cpu_ms_per_request, fast: fast.own_cpu_ms_per_request },
+      fast_no_sync_share: { loaded: fast.quota.loaded.no_sync_share, serial: fast.quota.serial.no_sync_share },
+    };
   }
+  // The goals, on the non-streamed answers.
+  const json = out.fast_vs_slow.json;
+  out.goals = {
+    fast_minus_slow_p50_ms: { value: json.serial_fast_minus_slow_p50_ms, goal: `<= ${GOAL_FAST_MINUS_SLOW_MS} ms`, met: json.serial_fast_minus_slow_p50_ms <= GOAL_FAST_MINUS_SLOW_MS },
+    fast_rps_share_of_slow: { value: json.fast_rps_share_of_slow, goal: `>= ${GOAL_FAST_RPS_SHARE * 100} %`, met: json.fast_rps_share_of_slow >= GOAL_FAST_RPS_SHARE },
+    no_sync_share_loaded: { value: json.fast_no_sync_share.loaded, goal: `>= ${GOAL_NO_SYNC_SHARE * 100} %`, met: json.fast_no_sync_share.loaded >= GOAL_NO_SYNC_SHARE },
+    no_sync_share_serial: { value: json.fast_no_sync_share.serial, goal: `>= ${GOAL_NO_SYNC_SHARE * 100} %`, met: json.fast_no_sync_share.serial >= GOAL_NO_SYNC_SHARE },
+  };
+  out.router_events = routerEvents;
   out.foreign_load_cores = {
     max: Math.max(...foreign),
     mean: foreign.reduce((a, b) => a + b, 0) / foreign.length,
@@ -504,7 +700,8 @@ function printTable(out) {
       `${f(out.foreign_load_cores.max)} at most (of ${os.availableParallelism()}); ` +
       `${out.foreign_load_cores.started_noisy} of ${out.foreign_load_cores.batches} batches started without a quiet machine`,
   );
-  const head = ["scenario", "target", "req/s", "p50", "p90", "p99", "+p50", "+p99", "x p50", "1-by-1 p50", "+p50", "CPU ms/req", "user", "own CPU", "own user"];
+  const head = ["scenario", "target", "req/s", "p50", "p90", "p99", "+p50", "+p99", "x p50", "1-by-1 p50", "+p50", "CPU ms/req", "user", "own CPU", "own user", "no bank call", "1-by-1"];
+  const pct = (v) => (v === null || v === undefined ? "" : `${(v * 100).toFixed(1)} %`);
   const rows = [];
   for (const s of Object.values(out.scenarios)) {
     for (const target of TARGETS) {
@@ -533,6 +730,9 @@ function printTable(out) {
           i === 0 ? f(r.cpu_user_ms_per_request) : "",
           i === 0 ? f(r.own_cpu_ms_per_request) : "",
           i === 0 ? f(r.own_cpu_user_ms_per_request) : "",
+          // The share of answers booked from a lease with no bank call (the fast path only).
+          i === 0 && target === "router_groq" ? pct(r.quota.loaded.no_sync_share) : "",
+          i === 0 && target === "router_groq" ? pct(r.quota.serial.no_sync_share) : "",
         ]);
       }
     }
@@ -550,6 +750,78 @@ function printTable(out) {
   console.log(
     "+p50, +p99, x p50: over the fake upstream called directly; 1-by-1: one request at a time;\n" +
       "CPU ms/req: workerd's user+system time per request (user: the user part); own CPU: router minus the pass-through " +
-      `Worker (the free plan allows ${out.free_plan_cpu_ms} ms per request)`,
+      `Worker (the free plan allows ${out.free_plan_cpu_ms} ms per request);\n` +
+      `no bank call: share of the measured answers with x-router-quota: lease and x-router-quota-calls: 0, ${out.concurrency} in flight, then one at a time;\n` +
+      out.legend,
+  );
+
+  // How the fast path's answers were booked, and where the others fell.
+  console.log("\nfast path, how each measured answer was booked (x-router-quota/x-router-quota-calls):");
+  for (const s of Object.values(out.scenarios)) {
+    const q = s.router_groq.quota;
+    for (const [what, b] of [[`${out.concurrency} in flight`, q.loaded], ["one at a time", q.serial]]) {
+      const others = b.requests - b.no_sync;
+      const later = b.after_batch_start;
+      console.log(
+        `  ${`${s.router_groq.scenario}, ${what}:`.padEnd(40)} ${JSON.stringify(b.modes)}; no bank call ${pct(b.no_sync_share)}` +
+          (later.requests
+            ? ` (${pct(later.no_sync_share)} of the ${later.requests} sent later than ${BATCH_START_MS} ms into their batch)`
+            : ` (every batch lasted less than ${BATCH_START_MS} ms)`) +
+          (others
+            ? `; of the ${others} others, ${b.others_at_batch_start} in the first ${BATCH_START_MS} ms of their batch, ` +
+              `${b.others_in_first_second_of_minute} in a minute's first second`
+            : ""),
+      );
+    }
+    console.log(
+      `  ${`${s.router_groq.scenario}, per batch:`.padEnd(40)} ` +
+        s.router_groq.batches.map((x) => `idle ${(x.idle_ms / 1000).toFixed(1)} s before, ${x.not_from_lease} of ${x.requests} not from a lease`).join("; "),
+    );
+    const rpsOf = (target) =>
+      s[target].batches.map((x) => `${x.rps.toFixed(0)}${x.rps_after_start === null ? "" : ` (${x.rps_after_start.toFixed(0)})`}`).join(", ");
+    const bracketed = ["router", "router_groq"].some((t) => s[t].batches.some((x) => x.rps_after_start !== null));
+    console.log(
+      `  ${`${s.router_groq.scenario}, req/s per batch:`.padEnd(40)} slow ${rpsOf("router")}; fast ${rpsOf("router_groq")}` +
+        (bracketed ? ` (in brackets: past the batch's first ${BATCH_START_MS} ms)` : ""),
+    );
+    const st = q.status_after;
+    if (st) console.log(`  ${`${s.router_groq.scenario}, status page after:`.padEnd(40)} ${JSON.stringify(st)}`);
+  }
+  const ev = out.router_events;
+  console.log(`router log events other than requests: ${Object.keys(ev.counts).length ? JSON.stringify(ev.counts) : "none"}`);
+  for (const line of ev.samples) console.log(`  ${line}`);
+
+  // The fast path against the slow one, and the goals.
+  console.log("\nfast path against slow path (1-by-1: p50 added over the fake, one request at a time; streamed: last byte):");
+  const signed = (v) => `${v < 0 ? "" : "+"}${f(v)}`;
+  const fhead = ["scenario", "1-by-1 +p50 pass-through", "slow", "fast", "fast - slow", `req/s ${out.concurrency} in flight: pass-through`, "slow", "fast", "fast/slow", "CPU ms/req: pass-through", "slow", "fast", `no bank call: ${out.concurrency} in flight`, "1-by-1"];
+  const frows = Object.values(out.fast_vs_slow).map((c) => [
+    c.scenario,
+    f(c.serial_p50_added_ms.baseline),
+    f(c.serial_p50_added_ms.slow),
+    f(c.serial_p50_added_ms.fast),
+    signed(c.serial_fast_minus_slow_p50_ms),
+    f(c.rps.baseline, 0),
+    f(c.rps.slow, 0),
+    f(c.rps.fast, 0),
+    pct(c.fast_rps_share_of_slow),
+    f(c.cpu_ms_per_request.baseline),
+    `${f(c.cpu_ms_per_request.slow)} (${signed(c.own_cpu_ms_per_request.slow)})`,
+    `${f(c.cpu_ms_per_request.fast)} (${signed(c.own_cpu_ms_per_request.fast)})`,
+    pct(c.fast_no_sync_share.loaded),
+    pct(c.fast_no_sync_share.serial),
+  ]);
+  const fw = fhead.map((h, i) => Math.max(h.length, ...frows.map((r) => r[i].length)));
+  const fline = (cells) => cells.map((c, i) => (i < 1 ? c.padEnd(fw[i]) : c.padStart(fw[i]))).join("  ");
+  console.log(fline(fhead));
+  for (const r of frows) console.log(fline(r));
+  console.log("CPU: workerd's per request, (+ the router's own over the pass-through Worker)");
+  const g = out.goals;
+  const verdict = (x) => (x.met ? "met" : "NOT met");
+  console.log(
+    `goals (non-streamed): fast - slow p50 one at a time ${f(g.fast_minus_slow_p50_ms.value)} ms (goal ${g.fast_minus_slow_p50_ms.goal}): ${verdict(g.fast_minus_slow_p50_ms)}; ` +
+      `fast req/s ${pct(g.fast_rps_share_of_slow.value)} of slow (goal ${g.fast_rps_share_of_slow.goal}): ${verdict(g.fast_rps_share_of_slow)}; ` +
+      `no bank call ${pct(g.no_sync_share_loaded.value)} with ${out.concurrency} in flight, ${pct(g.no_sync_share_serial.value)} one at a time ` +
+      `(expected ${g.no_sync_share_loaded.goal}): ${verdict(g.no_sync_share_loaded)}, ${verdict(g.no_sync_share_serial)}`,
   );
 }

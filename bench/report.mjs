@@ -18,10 +18,9 @@ const CORE = [
   ["parse_and_classify/1KB", "parse + classify, 1 KB body"],
   ["parse_and_classify/16KB", "parse + classify, 16 KB body"],
   ["parse_and_classify/128KB", "parse + classify, 128 KB body"],
-  ["quota/reserve", "quota apply Reserve (4 orgs, 2 models)"],
-  ["quota/reserve_object_step", "quota object step, Reserve (decode, apply, encode)"],
-  ["quota/settle", "quota apply Settle (usage + Groq report)"],
-  ["quota/settle_object_step", "quota object step, Settle (decode, apply, encode)"],
+  ["quota/isolate_admit_and_settle_from_lease", "quota, isolate: admit from a lease + settle (no call)"],
+  ["quota/bank_reserve_step", "quota, bank call: Reserve (decode, apply, encode)"],
+  ["quota/bank_exchange_step", "quota, bank call: Exchange (decode, apply, encode)"],
   ["headers/report_groq", "ratelimit::report, Groq headers"],
   ["headers/report_openai", "ratelimit::report, OpenAI headers"],
   ["headers/refusal_groq_429", "ratelimit::refusal, Groq 429 body"],
@@ -100,6 +99,48 @@ if (overhead) {
     }
     add("workerd CPU per request", `${r.scenario}, ${r.label}`, value);
   }
+  // The fast path against the slow one, and how its answers were booked (bench/overhead.mjs's
+  // `fast_vs_slow` and `goals`; absent from older JSON).
+  const pct = (v) => `${(v * 100).toFixed(1)} %`;
+  const met = (g) => (g ? ` (goal ${g.goal}: ${g.met ? "met" : "NOT met"})` : "");
+  for (const [mode, c] of Object.entries(o.fast_vs_slow ?? {})) {
+    const goals = mode === "json" ? o.goals : {};
+    const d = c.serial_p50_added_ms;
+    const what = o.scenarios[mode].router_groq.stream ? "last byte" : "answer";
+    add(
+      "e2e, fast vs slow",
+      `${c.scenario}, one at a time, p50 added over the fake (${what})`,
+      `pass-through ${delta(d.baseline)}, slow ${delta(d.slow)}, fast ${delta(d.fast)}; ` +
+        `fast - slow ${delta(c.serial_fast_minus_slow_p50_ms)}${met(goals.fast_minus_slow_p50_ms)}`,
+    );
+    add(
+      "e2e, fast vs slow",
+      `${c.scenario}, req/s with ${o.concurrency} in flight`,
+      `pass-through ${c.rps.baseline.toFixed(0)}, slow ${c.rps.slow.toFixed(0)}, fast ${c.rps.fast.toFixed(0)} = ` +
+        `${pct(c.fast_rps_share_of_slow)} of slow${met(goals.fast_rps_share_of_slow)}`,
+    );
+    const q = o.scenarios[mode].router_groq.quota;
+    add(
+      "e2e, fast vs slow",
+      `${c.scenario}, fast answers with no bank call`,
+      `${pct(q.loaded.no_sync_share)} with ${o.concurrency} in flight` +
+        (q.loaded.after_batch_start?.requests
+          ? ` (${pct(q.loaded.after_batch_start.no_sync_share)} past each batch's first 500 ms)`
+          : q.loaded.after_batch_start
+            ? " (every batch shorter than 500 ms)"
+            : "") +
+        `, ${pct(q.serial.no_sync_share)} one at a time; ${JSON.stringify(q.loaded.modes)}`,
+    );
+  }
+  if (o.goals) {
+    const g = o.goals;
+    add(
+      "e2e, fast vs slow",
+      "non-streamed, no bank call, goal",
+      `${pct(g.no_sync_share_loaded.value)} with ${o.concurrency} in flight${met(g.no_sync_share_loaded)}, ` +
+        `${pct(g.no_sync_share_serial.value)} one at a time${met(g.no_sync_share_serial)}`,
+    );
+  }
   const fl = o.foreign_load_cores;
   machine.push([
     "machine",
@@ -109,7 +150,7 @@ if (overhead) {
   ]);
   add("cold start", "workerd ready (router)", `${o.cold.workerd_ready_ms.toFixed(0)} ms`);
   add("cold start", "workerd ready (pass-through Worker)", `${o.cold.baseline_workerd_ready_ms.toFixed(0)} ms`);
-  add("cold start", "first request (config parse, quota object)", ms(o.cold.first_request_ms));
+  add("cold start", "first request (config parse, first bank call)", ms(o.cold.first_request_ms));
   add("cold start", "WebAssembly.compile of the wasm (Node's V8)", ms(o.cold.wasm_compile_ms));
 }
 
