@@ -28,7 +28,7 @@ pub struct ModelOption {
 
 /// Where a request's booking came from, which says where a give-back goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "from", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum Source {
     /// Booked synchronously by the bank.
     Bank,
@@ -183,7 +183,7 @@ impl View {
 /// What an isolate asks of the bank. Every command but `Status` carries the isolate's batch,
 /// applied first.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum Command {
     /// Book one request now on the first of `options` with room, with the first usable key.
     Reserve {
@@ -213,7 +213,7 @@ impl Command {
 
 /// The bank's answer; every one but `Status` carries the bank's view after the call.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "reply", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum Reply {
     Reserved {
         model: String,
