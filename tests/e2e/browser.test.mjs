@@ -80,7 +80,14 @@ async function callFrom(origin, key) {
             text += decoder.decode(value, { stream: true });
           }
           const headers = JSON.stringify([...res.headers]);
-          return { status: res.status, provider: res.headers.get("x-router-provider"), text, reads, headers };
+          return {
+            status: res.status,
+            provider: res.headers.get("x-router-provider"),
+            quota: res.headers.get("x-router-quota"),
+            text,
+            reads,
+            headers,
+          };
         } catch (e) {
           return { failed: String(e) };
         }
@@ -101,6 +108,7 @@ test("an allowed origin streams a completion and reads the router's headers", as
   assert.equal(got.failed, undefined, got.failed);
   assert.equal(got.status, 200);
   assert.equal(got.provider, "groq", "x-router-provider is exposed to scripts");
+  assert.match(got.quota ?? "", /^(lease|bank)$/, "x-router-quota is exposed to scripts");
   assert.equal(got.text, EVENTS.join(""));
   assert.ok(got.reads >= 1);
   assert.equal(groq.calls.length, 1);
