@@ -182,14 +182,14 @@ fn isolate_with_lease() -> Holdings {
                 model: MODELS[0].to_owned(),
                 limits: limits(),
             };
-            let cmd = h.reserve(&shard, vec![option], keys, 900, NOW_MS + i);
-            let reply = apply(&mut bank, cmd, NOW_MS + i, &mut Dirty::default());
-            h.answered(&shard, &reply, NOW_MS + i);
+            let call = h.reserve(&shard, vec![option], keys, 900, NOW_MS + i);
+            let reply = apply(&mut bank, call.command, NOW_MS + i, &mut Dirty::default());
+            h.answered(&shard, call.id, &reply, NOW_MS + i);
         }
     }
-    for (to, cmd) in h.due(NOW_MS + 5) {
-        let reply = apply(&mut bank, cmd, NOW_MS + 5, &mut Dirty::default());
-        h.answered(&to, &reply, NOW_MS + 5);
+    for call in h.due(NOW_MS + 5) {
+        let reply = apply(&mut bank, call.command, NOW_MS + 5, &mut Dirty::default());
+        h.answered(&call.shard, call.id, &reply, NOW_MS + 5);
     }
     h
 }
@@ -297,7 +297,7 @@ fn quota_benches(c: &mut Criterion) {
     let exchange = h
         .due(NOW_MS + 5_000)
         .into_iter()
-        .map(|(_, c)| c)
+        .map(|c| c.command)
         .next()
         .unwrap();
     assert!(matches!(reply_of(&bank, &reserve), Reply::Reserved { .. }));

@@ -36,7 +36,7 @@ enum Op {
         used: u64,
     },
     /// The isolate's background work runs; `lose` drops the bank's reply (the call failed on the
-    /// way back: the bank applied it, the isolate never heard).
+    /// way back: the bank applied it, the isolate sees a failure and sends the batch again).
     Background {
         who: usize,
         lose: bool,
@@ -122,9 +122,9 @@ proptest! {
                         Admission::Admitted { ticket, .. } => Some(ticket),
                         Admission::Ask { keys, .. } => {
                             let opt = ModelOption { model: "m".into(), limits };
-                            let cmd = iso.holdings.reserve(&shard, vec![opt], keys, tokens, now);
-                            let reply = apply(&mut bank, cmd, now, &mut Dirty::default());
-                            iso.holdings.answered(&shard, &reply, now);
+                            let call = iso.holdings.reserve(&shard, vec![opt], keys, tokens, now);
+                            let reply = apply(&mut bank, call.command, now, &mut Dirty::default());
+                            iso.holdings.answered(&shard, call.id, &reply, now);
                             match reply {
                                 Reply::Reserved { ticket, .. } => Some(ticket),
                                 _ => None,
@@ -162,13 +162,14 @@ proptest! {
                 }
                 Op::Background { who, lose } => {
                     let iso = &mut isolates[who];
-                    for (to, cmd) in iso.holdings.due(now) {
-                        let reply = apply(&mut bank, cmd, now, &mut Dirty::default());
+                    for call in iso.holdings.due(now) {
+                        let reply = apply(&mut bank, call.command, now, &mut Dirty::default());
                         if lose {
-                            // Lost on the way back: forgotten after a while, never applied twice.
+                            // Landed, but the isolate never hears back: after a while it sends
+                            // the batch again, and the bank must not apply it twice.
                             continue;
                         }
-                        iso.holdings.answered(&to, &reply, now);
+                        iso.holdings.answered(&call.shard, call.id, &reply, now);
                     }
                 }
                 Op::Wait { ms } => now += ms,
@@ -229,17 +230,17 @@ fn a_single_isolate_at_a_large_limit_uses_leases_for_almost_everything() {
                     model: "m".into(),
                     limits,
                 };
-                let cmd = h.reserve(&shard, vec![opt], keys, 100, now);
-                let reply = apply(&mut bank, cmd, now, &mut Dirty::default());
-                h.answered(&shard, &reply, now);
+                let call = h.reserve(&shard, vec![opt], keys, 100, now);
+                let reply = apply(&mut bank, call.command, now, &mut Dirty::default());
+                h.answered(&shard, call.id, &reply, now);
                 sync += 1;
             }
             other => panic!("{other:?}"),
         }
         if ms % 50 == 0 {
-            for (to, cmd) in h.due(now) {
-                let reply = apply(&mut bank, cmd, now, &mut Dirty::default());
-                h.answered(&to, &reply, now);
+            for call in h.due(now) {
+                let reply = apply(&mut bank, call.command, now, &mut Dirty::default());
+                h.answered(&call.shard, call.id, &reply, now);
             }
         }
     }

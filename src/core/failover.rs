@@ -21,7 +21,7 @@ use super::config::{Config, Failover, Provider, Target};
 use super::error::RouterError;
 use super::outcome::{self, Outcome};
 use super::quota::{
-    self, Admission, Command, Effect, Holdings, Offer, Reply, Shard, Source, Step, Ticket,
+    self, Admission, Call, Effect, Holdings, Offer, Reply, Shard, Source, Step, Ticket,
 };
 use super::route::{self, Choice};
 
@@ -50,7 +50,7 @@ pub struct Attempt {
 pub enum Next<'c> {
     /// Book the request with this organization's quota bank (then [`Planner::on_reply`], or
     /// [`Planner::on_unreachable`] if it does not answer in time).
-    Reserve { shard: Shard, command: Box<Command> },
+    Reserve(Box<Call>),
     /// Send the request with this key, aborting it after `timeout_ms` without an answer (then
     /// [`Planner::record`], and the ticket settled with the outcome's [`Effect`]).
     Send {
@@ -163,10 +163,12 @@ struct ModelAt<'c> {
     model: &'c str,
 }
 
-/// A synchronous booking under way: with which bank, for which model of the current step.
+/// A synchronous booking under way: with which bank (and which call), for which model of the
+/// current step.
 #[derive(Debug, Clone)]
 struct Asking {
     shard: Shard,
+    call: u64,
     option: usize,
 }
 
@@ -417,17 +419,15 @@ impl<'c> Planner<'c> {
                 }
                 Admission::Ask { org, keys } => {
                     let shard = Shard::new(name, &offers.get(org)?.org);
-                    let command =
+                    let call =
                         holdings.reserve(&shard, vec![option.clone()], keys, self.tokens, now_ms);
                     self.subrequests += 1;
                     self.asking = Some(Asking {
-                        shard: shard.clone(),
+                        shard,
+                        call: call.id,
                         option: i,
                     });
-                    return Some(Next::Reserve {
-                        shard,
-                        command: Box::new(command),
-                    });
+                    return Some(Next::Reserve(Box::new(call)));
                 }
                 Admission::Full { until_ms } => earliest(&mut self.failures.room_at_ms, until_ms),
                 Admission::NoKey => {
@@ -481,7 +481,7 @@ impl<'c> Planner<'c> {
         let Some(asking) = self.asking.take() else {
             return;
         };
-        holdings.answered(&asking.shard, &reply, now_ms);
+        holdings.answered(&asking.shard, asking.call, &reply, now_ms);
         let Some(Step::Book {
             provider, targets, ..
         }) = self.steps.get(self.cursor)

@@ -92,11 +92,11 @@ pub async fn run<'c>(
         });
         match next {
             Next::GiveUp(err) => break Err(err),
-            Next::Reserve { shard, command } => {
+            Next::Reserve(call) => {
                 let started = now_ms();
                 trace.quota_calls += 1;
                 let timeout = planner.quota_timeout_ms(started);
-                let reply = bank::reserve(env, ctx, &shard, *command, timeout).await;
+                let reply = bank::reserve(env, ctx, *call, timeout).await;
                 trace.quota_ms += now_ms().saturating_sub(started);
                 HOLDINGS.with(|h| {
                     let mut h = h.borrow_mut();

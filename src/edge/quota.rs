@@ -19,14 +19,17 @@ use super::http;
 use crate::core::config::{Config, CONFIG_VAR};
 use crate::core::error::RouterError;
 use crate::core::quota::bank::{Dirty, ModelBooks};
-use crate::core::quota::{apply, Command, Holdings, OrgLedger, Reply, Shard};
+use crate::core::quota::{apply, Call, Command, Holdings, OrgLedger, Reply, Shard};
 
 /// The binding name of the quota banks in wrangler.toml.
 pub const BINDING: &str = "QUOTA";
 /// The header that names a call's shard (`provider/org`), for the object's own use.
 const SHARD_HEADER: &str = "x-quota-shard";
-/// The background work stops after this long; the next request starts it again.
+/// The background work stops after this long, giving its leases back first; the next request
+/// starts it again.
 const MAINTAIN_MS: u64 = 20_000;
+/// A background loop that has not looked for this long was stopped by the runtime.
+const MAINTAIN_DEAD_MS: u64 = 30_000;
 /// The longest the background work sleeps between looks.
 const TICK_MS: u64 = 250;
 
@@ -71,6 +74,8 @@ struct OrgRow {
 struct OrgState {
     blocks: Vec<crate::core::quota::bank::KeyBlock>,
     next_lease_id: u64,
+    #[serde(default)]
+    applied: std::collections::BTreeMap<String, crate::core::quota::bank::Applied>,
 }
 
 fn log_unreadable(shard: &str, row: &str, err: &serde_json::Error) {
@@ -122,6 +127,7 @@ impl QuotaObject {
             });
             ledger.blocks = org.blocks;
             ledger.next_lease_id = org.next_lease_id;
+            ledger.applied = org.applied;
         }
         let (models, keys) = self.configured(shard).unzip();
         ledger.prune(models.as_deref(), keys.as_deref(), now_ms(), &mut dirty);
@@ -177,6 +183,7 @@ impl QuotaObject {
             let org = OrgState {
                 blocks: ledger.blocks.clone(),
                 next_lease_id: ledger.next_lease_id,
+                applied: ledger.applied.clone(),
             };
             self.sql.exec(
                 "INSERT INTO org (id, state) VALUES (1, ?) \
@@ -221,7 +228,11 @@ impl DurableObject for QuotaObject {
         } else {
             Ok(())
         };
-        *self.ledger.borrow_mut() = Some(ledger);
+        // Books that could not be stored are not kept either: the next call starts again from
+        // what storage holds, and the caller sends its batch again.
+        if stored.is_ok() {
+            *self.ledger.borrow_mut() = Some(ledger);
+        }
         stored?;
         Response::from_json(&reply)
     }
@@ -266,26 +277,21 @@ pub async fn call(
 /// A synchronous booking, given `timeout_ms`: `None` when the bank failed or was too slow.
 /// The call itself runs on (`wait_until`): a booking that answers after the request stopped
 /// waiting is given back, and a batch that never landed is kept for the next call.
-pub async fn reserve(
-    env: &Env,
-    ctx: &Context,
-    shard: &Shard,
-    command: Command,
-    timeout_ms: u64,
-) -> Option<Reply> {
+pub async fn reserve(env: &Env, ctx: &Context, booking: Call, timeout_ms: u64) -> Option<Reply> {
     let (tx, rx) = oneshot::channel::<Reply>();
-    let (env, call_shard) = (env.clone(), shard.clone());
+    let env = env.clone();
     ctx.wait_until(async move {
-        match call(&env, &call_shard, &command).await {
+        let Call { shard, command, id } = booking;
+        match call(&env, &shard, &command).await {
             Ok(reply) => {
                 if let Err(reply) = tx.send(reply) {
-                    HOLDINGS.with(|h| h.borrow_mut().late(&call_shard, &reply, now_ms()));
-                    log_quota("quota_late", &call_shard, None);
+                    HOLDINGS.with(|h| h.borrow_mut().late(&shard, id, &reply, now_ms()));
+                    log_quota("quota_late", &shard, None);
                 }
             }
             Err(err) => {
-                HOLDINGS.with(|h| h.borrow_mut().failed(&call_shard, now_ms()));
-                log_quota("quota_unreachable", &call_shard, Some(&err));
+                HOLDINGS.with(|h| h.borrow_mut().failed(&shard, id, now_ms()));
+                log_quota("quota_unreachable", &shard, Some(&err));
             }
         }
     });
@@ -314,20 +320,22 @@ pub fn maintain(env: &Env, ctx: &Context) {
 }
 
 /// Sends background calls, one per bank, and takes their replies in.
-async fn exchange(env: &Env, calls: Vec<(Shard, Command)>) {
-    let runs = calls.into_iter().map(|(shard, command)| async move {
-        let result = call(env, &shard, &command).await;
-        HOLDINGS.with(|h| {
-            let mut h = h.borrow_mut();
-            match &result {
-                Ok(reply) => h.answered(&shard, reply, now_ms()),
-                Err(_) => h.failed(&shard, now_ms()),
+async fn exchange(env: &Env, calls: Vec<Call>) {
+    let runs = calls
+        .into_iter()
+        .map(|Call { shard, command, id }| async move {
+            let result = call(env, &shard, &command).await;
+            HOLDINGS.with(|h| {
+                let mut h = h.borrow_mut();
+                match &result {
+                    Ok(reply) => h.answered(&shard, id, reply, now_ms()),
+                    Err(_) => h.failed(&shard, id, now_ms()),
+                }
+            });
+            if let Err(err) = result {
+                log_quota("quota_unreachable", &shard, Some(&err));
             }
         });
-        if let Err(err) = result {
-            log_quota("quota_unreachable", &shard, Some(&err));
-        }
-    });
     futures::future::join_all(runs).await;
 }
 
@@ -335,7 +343,7 @@ fn needs_maintenance() -> bool {
     let now = now_ms();
     let running = MAINTAINED_AT.get();
     // A loop that has not looked for a while was stopped by the runtime.
-    if running != 0 && now < running.saturating_add(4 * TICK_MS) {
+    if running != 0 && now < running.saturating_add(MAINTAIN_DEAD_MS) {
         return false;
     }
     HOLDINGS.with(|h| h.borrow().next_wake(now).is_some())
@@ -350,6 +358,7 @@ pub async fn maintenance(env: &Env) {
     let started = now_ms();
     MAINTAINED_AT.set(started);
     loop {
+        MAINTAINED_AT.set(now_ms());
         let calls = HOLDINGS.with(|h| h.borrow_mut().due(now_ms()));
         exchange(env, calls).await;
         let now = now_ms();
@@ -357,6 +366,14 @@ pub async fn maintenance(env: &Env) {
         let wake = HOLDINGS.with(|h| h.borrow().next_wake(now));
         let Some(wake) = wake else { break };
         if now.saturating_sub(started) > MAINTAIN_MS {
+            // Nothing would return the leases on time once this loop stops: give them back
+            // now (a busy isolate asks for new ones with its next request).
+            let calls = HOLDINGS.with(|h| {
+                let mut h = h.borrow_mut();
+                h.surrender(now);
+                h.due(now)
+            });
+            exchange(env, calls).await;
             break;
         }
         let sleep = wake.saturating_sub(now).clamp(5, TICK_MS);

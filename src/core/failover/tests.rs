@@ -56,8 +56,8 @@ impl World {
         }
     }
 
-    fn reserve(&mut self, shard: &Shard, command: Command, now: u64) -> Reply {
-        self.banks.call(shard, command, now)
+    fn reserve(&mut self, call: quota::Call, now: u64) -> Reply {
+        self.banks.call(&call.shard, call.command, now)
     }
 
     /// Fills every window of `org` on every Groq model.
@@ -113,9 +113,9 @@ fn drive(
     for _ in 0..100 {
         let next = p.next(now, breakers, &mut world.holdings);
         match next {
-            Next::Reserve { shard, command } => {
+            Next::Reserve(call) => {
                 reserves += 1;
-                let reply = world.reserve(&shard, *command, now);
+                let reply = world.reserve(*call, now);
                 p.on_reply(reply, &mut world.holdings, now);
             }
             Next::Send {
@@ -383,8 +383,8 @@ fn timeouts_fit_the_deadline_and_end_in_504() {
     let mut timeouts = Vec::new();
     loop {
         match p.next(now, &mut b, &mut w.holdings) {
-            Next::Reserve { shard, command } => {
-                let reply = w.reserve(&shard, *command, now);
+            Next::Reserve(call) => {
+                let reply = w.reserve(*call, now);
                 p.on_reply(reply, &mut w.holdings, now);
             }
             Next::Send {
@@ -613,10 +613,11 @@ fn a_reservation_that_comes_back_after_the_deadline_is_released_not_sent() {
     let mut b = Breakers::default();
     let mut w = World::new();
     let mut p = Planner::new(&c, &t, 0, 10, T0, c.failover.deadline_ms);
-    let Next::Reserve { shard, command } = p.next(T0, &mut b, &mut w.holdings) else {
+    let Next::Reserve(call) = p.next(T0, &mut b, &mut w.holdings) else {
         panic!("a reservation first")
     };
-    let reply = w.reserve(&shard, *command, T0);
+    let shard = call.shard.clone();
+    let reply = w.reserve(*call, T0);
     p.on_reply(reply, &mut w.holdings, T0);
     // The quota call took the whole deadline.
     match p.next(T0 + 995, &mut b, &mut w.holdings) {
@@ -626,7 +627,12 @@ fn a_reservation_that_comes_back_after_the_deadline_is_released_not_sent() {
     assert!(p.attempts().is_empty());
     // The booking is given back with the next call to that bank.
     let calls = w.holdings.due(T0 + 995);
-    let [(to, Command::Exchange { batch, .. })] = calls.as_slice() else {
+    let [quota::Call {
+        shard: to,
+        command: quota::Command::Exchange { batch, .. },
+        ..
+    }] = calls.as_slice()
+    else {
         panic!("{calls:?}")
     };
     assert_eq!(to, &shard);
@@ -647,8 +653,8 @@ fn timeouts_cut_short_by_the_deadline_do_not_count_against_the_provider() {
     let mut p = Planner::new(&c, &t, 0, 10, T0, 300);
     loop {
         match p.next(T0, &mut b, &mut w.holdings) {
-            Next::Reserve { shard, command } => {
-                let reply = w.reserve(&shard, *command, T0);
+            Next::Reserve(call) => {
+                let reply = w.reserve(*call, T0);
                 p.on_reply(reply, &mut w.holdings, T0);
             }
             Next::Send {
@@ -666,8 +672,8 @@ fn timeouts_cut_short_by_the_deadline_do_not_count_against_the_provider() {
     let mut p = Planner::new(&c, &t, 0, 10, T0, 60_000);
     loop {
         match p.next(T0, &mut b, &mut w.holdings) {
-            Next::Reserve { shard, command } => {
-                let reply = w.reserve(&shard, *command, T0);
+            Next::Reserve(call) => {
+                let reply = w.reserve(*call, T0);
                 p.on_reply(reply, &mut w.holdings, T0);
             }
             Next::Send { choice, .. } => {

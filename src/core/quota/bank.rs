@@ -69,12 +69,22 @@ pub struct Dirty {
     pub meta: bool,
 }
 
+/// The last batch the bank applied from a holder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Applied {
+    pub seq: u64,
+    pub at_ms: u64,
+}
+
 /// What the bank holds for one organization.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrgLedger {
     pub models: BTreeMap<String, ModelBooks>,
     pub blocks: Vec<KeyBlock>,
     pub next_lease_id: u64,
+    /// By holder: each batch is applied once.
+    #[serde(default)]
+    pub applied: BTreeMap<String, Applied>,
 }
 
 /// What a synchronous booking found.
@@ -218,6 +228,21 @@ impl OrgLedger {
     /// Applies what an isolate reports: leases returned, real usage and give-backs, the
     /// providers' headers, 429 cooldowns and refused keys.
     pub fn absorb(&mut self, holder: &str, batch: &Batch, now_ms: u64, dirty: &mut Dirty) {
+        if batch.seq != 0 {
+            // A holder sends its batches one at a time, in order, and sends one again only
+            // after a failure: one not newer than the last applied has landed already.
+            if self.applied.get(holder).is_some_and(|a| a.seq >= batch.seq) {
+                return;
+            }
+            self.applied.insert(
+                holder.to_owned(),
+                Applied {
+                    seq: batch.seq,
+                    at_ms: now_ms,
+                },
+            );
+            dirty.meta = true;
+        }
         for back in &batch.returns {
             let entry = self.model_mut(&back.model, dirty);
             let held = entry.leases.get_mut(holder);
@@ -296,6 +321,13 @@ impl OrgLedger {
                 self.models.remove(&model);
                 dirty.models.insert(model);
             }
+        }
+        // A holder not heard from for a day is gone (isolates do not live that long).
+        let holders = self.applied.len();
+        self.applied
+            .retain(|_, a| a.at_ms.saturating_add(DAY_MS) > now_ms);
+        if self.applied.len() != holders {
+            dirty.meta = true;
         }
         let count = self.blocks.len();
         self.blocks

@@ -27,8 +27,11 @@ pub const FLUSH_MS: u64 = 1_000;
 /// After the bank failed to answer in time, requests without a lease book on the isolate's
 /// own snapshot for this long instead of waiting on it again.
 pub const BANK_TROUBLE_MS: u64 = 5_000;
-/// A call that has not come back after this long is forgotten (its batch may have landed).
+/// A call that has not come back after this long is given up: its batch is sent again (the
+/// bank applies a batch once, by its sequence number, so a copy that landed is skipped).
 const IN_FLIGHT_MS: u64 = 30_000;
+/// After the bank granted no lease that was asked for, none is asked for again this long.
+pub const WANT_BACKOFF_MS: u64 = 1_000;
 
 /// One organization of one provider: one bank.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -58,6 +61,17 @@ pub struct Offer {
     pub keys: Vec<KeyCard>,
 }
 
+/// One call to a bank, as [`Holdings::due`] and [`Holdings::reserve`] make it: the edge sends
+/// `command` and hands the reply (or the failure) back with `id`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Call {
+    pub shard: Shard,
+    pub command: Command,
+    /// Which call this is, for [`Holdings::answered`], [`Holdings::failed`] and
+    /// [`Holdings::late`]; 0 for a call that carries no batch of its own.
+    pub id: u64,
+}
+
 /// How a request is admitted on one model.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Admission {
@@ -80,8 +94,12 @@ struct ModelState {
     limits: Limits,
     leases: Vec<Lease>,
     rate: Rate,
-    /// What was admitted without the bank (it could not be reached), on top of the view.
+    /// What was admitted without the bank (it could not be reached), on top of the view, until
+    /// the bank has acknowledged the batch of this sequence number, which reports it.
     advisory: Books,
+    advisory_seq: u64,
+    /// No lease is asked for before then (the bank granted none lately).
+    want_backoff_until_ms: u64,
     /// This isolate's own 429s: it stops at once, before the bank hears of them.
     cooldown_until_ms: u64,
 }
@@ -96,11 +114,27 @@ struct ShardState {
     blocks: Vec<KeyBlock>,
     /// The organization's keys, for lease grants.
     keys: Vec<KeyCard>,
+    /// What the isolate has to tell the bank, gathered since the last call took a batch.
     batch: Batch,
     batch_since_ms: Option<u64>,
     urgent: bool,
-    /// A call under way with this batch, since then: put back if the call fails.
-    in_flight: Option<(Batch, u64)>,
+    /// The sequence number the next batch taken gets (from 1); the bank applies each batch of
+    /// a holder once.
+    next_seq: u64,
+    /// A batch whose call failed or was given up, sent again as it was (same sequence number)
+    /// before anything newer.
+    retry: Option<Batch>,
+    /// Not before then: a failed call is not sent again at once.
+    retry_at_ms: u64,
+    /// The call under way, with the batch it carries, since then.
+    in_flight: Option<InFlight>,
+}
+
+#[derive(Debug, Clone)]
+struct InFlight {
+    call: u64,
+    batch: Batch,
+    since_ms: u64,
 }
 
 impl ShardState {
@@ -122,22 +156,59 @@ impl ShardState {
         self.batch_since_ms.get_or_insert(now_ms);
     }
 
-    fn busy(&self, now_ms: u64) -> bool {
-        self.in_flight
-            .as_ref()
-            .is_some_and(|(_, since)| now_ms < since.saturating_add(IN_FLIGHT_MS))
+    /// Whether a call of this shard is under way; one given up on (after [`IN_FLIGHT_MS`]) has
+    /// its batch put up to be sent again.
+    fn busy(&mut self, now_ms: u64) -> bool {
+        match &self.in_flight {
+            Some(f) if now_ms < f.since_ms.saturating_add(IN_FLIGHT_MS) => true,
+            Some(_) => {
+                self.give_up_call(now_ms);
+                false
+            }
+            None => false,
+        }
     }
 
-    /// Takes the batch for a call (none while another call of this shard is under way).
-    fn take_batch(&mut self, now_ms: u64) -> Batch {
-        if self.busy(now_ms) {
-            return Batch::default();
+    /// The call under way will not be heard from: its batch is sent again.
+    fn give_up_call(&mut self, now_ms: u64) {
+        if let Some(f) = self.in_flight.take() {
+            if !f.batch.is_empty() {
+                self.retry = Some(f.batch);
+                self.retry_at_ms = now_ms.saturating_add(FLUSH_MS);
+            }
         }
-        let batch = std::mem::take(&mut self.batch);
-        self.batch_since_ms = None;
-        self.urgent = false;
-        self.in_flight = Some((batch.clone(), now_ms));
-        batch
+    }
+
+    /// Takes the batch for call `call`: one to send again first, else what was gathered (with
+    /// the next sequence number); nothing while another call of this shard is under way.
+    fn take_batch(&mut self, call: u64, now_ms: u64) -> (Batch, u64) {
+        if self.busy(now_ms) {
+            return (Batch::default(), 0);
+        }
+        let batch = match self.retry.take() {
+            Some(batch) => batch,
+            None => {
+                let mut batch = std::mem::take(&mut self.batch);
+                self.batch_since_ms = None;
+                self.urgent = false;
+                if !batch.is_empty() {
+                    batch.seq = self.next_seq.max(1);
+                    self.next_seq = batch.seq + 1;
+                }
+                batch
+            }
+        };
+        self.in_flight = Some(InFlight {
+            call,
+            batch: batch.clone(),
+            since_ms: now_ms,
+        });
+        (batch, call)
+    }
+
+    /// The sequence number the batch now gathering will be sent with.
+    fn pending_seq(&self) -> u64 {
+        self.next_seq.max(1)
     }
 }
 
@@ -147,6 +218,8 @@ pub struct Holdings {
     holder: String,
     shards: BTreeMap<Shard, ShardState>,
     trouble_until_ms: u64,
+    /// The last call id given out.
+    calls: u64,
 }
 
 impl Holdings {
@@ -155,7 +228,13 @@ impl Holdings {
             holder: holder.into(),
             shards: BTreeMap::new(),
             trouble_until_ms: 0,
+            calls: 0,
         }
+    }
+
+    fn next_call(&mut self) -> u64 {
+        self.calls += 1;
+        self.calls
     }
 
     pub fn holder(&self) -> &str {
@@ -268,7 +347,10 @@ impl Holdings {
             };
         }
         if trouble {
+            let seq = shard.pending_seq();
+            let state = shard.model(model, limits);
             let windows = state.advisory.book(1, tokens, now_ms);
+            state.advisory_seq = seq;
             shard.batch.shift(model, windows, 1, signed(tokens));
             shard.note(now_ms);
             let ticket = Ticket {
@@ -286,7 +368,7 @@ impl Holdings {
         Admission::Ask { org: i, keys }
     }
 
-    /// The synchronous booking command for `shard`, carrying what the isolate has to report.
+    /// The synchronous booking call for `shard`, carrying what the isolate has to report.
     pub fn reserve(
         &mut self,
         shard: &Shard,
@@ -294,23 +376,29 @@ impl Holdings {
         keys: Vec<KeyCard>,
         tokens: u64,
         now_ms: u64,
-    ) -> Command {
-        let batch = self
+    ) -> Call {
+        let call = self.next_call();
+        let (batch, id) = self
             .shards
-            .get_mut(shard)
-            .map(|s| s.take_batch(now_ms))
-            .unwrap_or_default();
-        Command::Reserve {
-            holder: self.holder.clone(),
-            batch,
-            options,
-            keys,
-            tokens,
+            .entry(shard.clone())
+            .or_default()
+            .take_batch(call, now_ms);
+        Call {
+            shard: shard.clone(),
+            command: Command::Reserve {
+                holder: self.holder.clone(),
+                batch,
+                options,
+                keys,
+                tokens,
+            },
+            id,
         }
     }
 
-    /// The bank answered a call of `shard`: its view is the snapshot now, the batch landed.
-    pub fn answered(&mut self, shard: &Shard, reply: &Reply, now_ms: u64) {
+    /// The bank answered call `call` of `shard`: its view is the snapshot now, and the batch
+    /// that call carried has landed.
+    pub fn answered(&mut self, shard: &Shard, call: u64, reply: &Reply, now_ms: u64) {
         let view = match reply {
             Reply::Reserved { view, .. }
             | Reply::NoRoom { view, .. }
@@ -322,14 +410,30 @@ impl Holdings {
         let state = self.shards.entry(shard.clone()).or_default();
         state.view = view.clone();
         state.view_at_ms = now_ms;
-        state.in_flight = None;
-        for model in state.models.values_mut() {
-            model.advisory = Books::default();
+        if call != 0 && state.in_flight.as_ref().is_some_and(|f| f.call == call) {
+            if let Some(landed) = state.in_flight.take() {
+                // Admissions made without the bank are in its view once the batch that reports
+                // them has landed.
+                for model in state.models.values_mut() {
+                    if landed.batch.seq != 0 && landed.batch.seq >= model.advisory_seq {
+                        model.advisory = Books::default();
+                    }
+                }
+            }
         }
-        if let Reply::Exchanged { leases, .. } = reply {
+        if let Reply::Exchanged { leases, wanted, .. } = reply {
             for lease in leases {
                 if let Some(m) = state.models.get_mut(&lease.model) {
                     m.leases.push(lease.clone());
+                }
+            }
+            // Asked for and not granted: not asked again for a while.
+            for model in wanted
+                .iter()
+                .filter(|m| !leases.iter().any(|l| &l.model == *m))
+            {
+                if let Some(m) = state.models.get_mut(model) {
+                    m.want_backoff_until_ms = now_ms.saturating_add(WANT_BACKOFF_MS);
                 }
             }
         }
@@ -342,24 +446,22 @@ impl Holdings {
         self.trouble_until_ms = now_ms.saturating_add(BANK_TROUBLE_MS);
     }
 
-    /// A call of `shard` failed: its batch is kept for the next one, and requests without a
-    /// lease stop waiting on the bank for a while.
-    pub fn failed(&mut self, shard: &Shard, now_ms: u64) {
+    /// Call `call` of `shard` failed: its batch is sent again, as it was, with the next call
+    /// (the bank skips it if it had landed after all), and requests without a lease stop
+    /// waiting on the bank for a while.
+    pub fn failed(&mut self, shard: &Shard, call: u64, now_ms: u64) {
         self.slow(now_ms);
         if let Some(state) = self.shards.get_mut(shard) {
-            if let Some((sent, _)) = state.in_flight.take() {
-                let since = std::mem::take(&mut state.batch);
-                state.batch = sent;
-                state.batch.merge(since);
-                state.note(now_ms);
+            if call != 0 && state.in_flight.as_ref().is_some_and(|f| f.call == call) {
+                state.give_up_call(now_ms);
             }
         }
     }
 
     /// A synchronous booking that answered after the request gave up on it: what it booked is
     /// given back.
-    pub fn late(&mut self, shard: &Shard, reply: &Reply, now_ms: u64) {
-        self.answered(shard, reply, now_ms);
+    pub fn late(&mut self, shard: &Shard, call: u64, reply: &Reply, now_ms: u64) {
+        self.answered(shard, call, reply, now_ms);
         if let Reply::Reserved { ticket, .. } = reply {
             let state = self.shards.entry(shard.clone()).or_default();
             state
@@ -466,8 +568,10 @@ impl Holdings {
 
     /// The background calls to make now, one per bank at most: leases to renew or return,
     /// and reports that have waited long enough (or give capacity back).
-    pub fn due(&mut self, now_ms: u64) -> Vec<(Shard, Command)> {
+    pub fn due(&mut self, now_ms: u64) -> Vec<Call> {
         let mut calls = Vec::new();
+        let holder = self.holder.clone();
+        let mut next_call = self.calls;
         for (shard, state) in self.shards.iter_mut() {
             if state.busy(now_ms) {
                 continue;
@@ -497,9 +601,16 @@ impl Holdings {
                 if cooling {
                     continue;
                 }
+                if now_ms < m.want_backoff_until_ms {
+                    continue;
+                }
                 let Some(want) = m.rate.want(model, &m.limits, now_ms) else {
                     continue;
                 };
+                // Limits too small to slice never get a lease: book each request instead.
+                if !super::lease::sliceable(&want) {
+                    continue;
+                }
                 // What the leases that will still be live in a moment hold.
                 let lasting = m.leases.iter().filter(|l| l.renew_at_ms() > now_ms);
                 let (requests, tokens) = lasting.fold((0u64, 0u64), |(r, t), l| {
@@ -516,21 +627,50 @@ impl Holdings {
             // An isolate spending a lease refreshes its view at least this often, so that a
             // cooldown or a refused key seen elsewhere reaches it soon.
             let stale = holding && now_ms >= state.view_at_ms.saturating_add(VIEW_TRUST_MS);
-            if wants.is_empty() && !report && !stale && state.batch.returns.is_empty() {
+            let again = state.retry.is_some() && now_ms >= state.retry_at_ms;
+            if wants.is_empty() && !report && !stale && !again && state.batch.returns.is_empty() {
                 continue;
             }
-            let batch = state.take_batch(now_ms);
-            calls.push((
-                shard.clone(),
-                Command::Exchange {
-                    holder: self.holder.clone(),
+            next_call += 1;
+            let (batch, id) = state.take_batch(next_call, now_ms);
+            calls.push(Call {
+                shard: shard.clone(),
+                command: Command::Exchange {
+                    holder: holder.clone(),
                     batch,
                     wants,
                     keys: state.keys.clone(),
                 },
-            ));
+                id,
+            });
         }
+        self.calls = next_call;
         calls
+    }
+
+    /// Gives every lease back and asks for nothing more: the background work is about to stop
+    /// (its time is up), and nothing would return them on time otherwise. The next
+    /// [`Holdings::due`] carries the returns.
+    pub fn surrender(&mut self, now_ms: u64) {
+        for state in self.shards.values_mut() {
+            let mut returned = false;
+            for (model, m) in state.models.iter_mut() {
+                for lease in m.leases.drain(..) {
+                    state.batch.returns.push(LeaseReturn {
+                        id: lease.id,
+                        model: model.clone(),
+                        requests_left: lease.requests_left,
+                        tokens_left: lease.tokens_left,
+                    });
+                    returned = true;
+                }
+                m.want_backoff_until_ms = now_ms.saturating_add(WANT_BACKOFF_MS);
+            }
+            if returned {
+                state.note(now_ms);
+                state.urgent = true;
+            }
+        }
     }
 
     /// When [`Holdings::due`] should be asked again; `None` when the isolate holds nothing and
@@ -539,9 +679,12 @@ impl Holdings {
         let mut wake: Option<u64> = None;
         let mut at = |t: u64| wake = Some(wake.map_or(t, |w| w.min(t)));
         for state in self.shards.values() {
-            if state.busy(now_ms) {
+            if state.in_flight.is_some() {
                 at(now_ms.saturating_add(FLUSH_MS / 4));
                 continue;
+            }
+            if state.retry.is_some() {
+                at(state.retry_at_ms.max(now_ms));
             }
             if let Some(since) = state.batch_since_ms {
                 at(if state.urgent {
@@ -552,7 +695,12 @@ impl Holdings {
             }
             for m in state.models.values() {
                 for lease in &m.leases {
-                    at(lease.renew_at_ms().max(now_ms));
+                    // A renewal refused lately waits for its back-off; a lease is returned
+                    // when it ends.
+                    at(lease
+                        .renew_at_ms()
+                        .max(m.want_backoff_until_ms.min(lease.expires_at_ms))
+                        .max(now_ms));
                 }
                 if m.rate.per_second(now_ms) > 0 {
                     at(now_ms.saturating_add(FLUSH_MS / 4));

@@ -109,7 +109,7 @@ impl Rate {
         self.avg_tokens = if self.avg_tokens == 0 {
             tokens
         } else {
-            (self.avg_tokens * 7 + tokens) / 8
+            (self.avg_tokens.saturating_mul(7).saturating_add(tokens)) / 8
         };
     }
 
@@ -143,4 +143,21 @@ impl Rate {
             tokens: requests.saturating_mul(self.avg_tokens.max(1)),
         })
     }
+}
+
+/// Whether `want`'s limits could ever give a lease: every limited window's slice (1/16 of it)
+/// holds [`MIN_LEASE_REQUESTS`] requests of the average size asked for. Otherwise leases are
+/// not asked for at all, and every request books with the bank.
+pub fn sliceable(want: &Want) -> bool {
+    let l = &want.limits;
+    let per_request = want.tokens / want.requests.max(1);
+    let requests = [l.rpm, l.rpd]
+        .into_iter()
+        .flatten()
+        .all(|limit| limit / LEASE_SHARE >= MIN_LEASE_REQUESTS);
+    let tokens = [l.tpm, l.tpd]
+        .into_iter()
+        .flatten()
+        .all(|limit| limit / LEASE_SHARE >= per_request.saturating_mul(MIN_LEASE_REQUESTS));
+    requests && tokens
 }

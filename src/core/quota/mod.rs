@@ -26,7 +26,7 @@ pub mod wire;
 pub use bank::OrgLedger;
 pub use choose::{caches_prompts, prefix_hash};
 pub use effect::Effect;
-pub use holdings::{Admission, Holdings, Offer, Shard};
+pub use holdings::{Admission, Call, Holdings, Offer, Shard};
 pub use ledger::{cooldown_until, Books, Usage, Windows};
 pub use wire::{apply, Command, KeyCard, ModelOption, Reply, Source, Ticket};
 

@@ -497,10 +497,6 @@ impl Wire {
         }
     }
 
-    fn call(&mut self, shard: &Shard, command: Command, now: u64) -> Reply {
-        self.banks.call(shard, command, now)
-    }
-
     /// Admits one request as the planner does: from a lease, or booked with the bank.
     fn admit(
         &mut self,
@@ -517,12 +513,10 @@ impl Wire {
                 }
                 Admission::Ask { org, keys } => {
                     let shard = Shard::new("p", &offers[org].org);
-                    let cmd = self
+                    let call = self
                         .h
                         .reserve(&shard, vec![option("m", l)], keys, tokens, now);
-                    let reply = self.call(&shard, cmd, now);
-                    self.h.answered(&shard, &reply, now);
-                    if let Reply::Reserved { ticket, .. } = reply {
+                    if let Reply::Reserved { ticket, .. } = self.send(call, now) {
                         return Some((shard.org, ticket));
                     }
                     offers.remove(org);
@@ -532,13 +526,19 @@ impl Wire {
         }
     }
 
+    /// Sends a call to its bank and hands the reply back, as the edge does.
+    fn send(&mut self, call: Call, now: u64) -> Reply {
+        let reply = self.banks.call(&call.shard, call.command, now);
+        self.h.answered(&call.shard, call.id, &reply, now);
+        reply
+    }
+
     /// Runs the background work once, as the edge's maintenance loop does.
     fn maintain(&mut self, now: u64) -> usize {
         let calls = self.h.due(now);
         let n = calls.len();
-        for (shard, cmd) in calls {
-            let reply = self.call(&shard, cmd, now);
-            self.h.answered(&shard, &reply, now);
+        for call in calls {
+            self.send(call, now);
         }
         n
     }
@@ -621,7 +621,11 @@ fn give_backs_to_a_held_lease_stay_in_the_isolate() {
     );
     // A lease holder still refreshes its view once it is old, with nothing else to say.
     let calls = w.h.due(T0 + 3 + VIEW_TRUST_MS);
-    let [(_, Command::Exchange { batch, .. })] = calls.as_slice() else {
+    let [Call {
+        command: Command::Exchange { batch, .. },
+        ..
+    }] = calls.as_slice()
+    else {
         panic!("{calls:?}")
     };
     assert!(batch.is_empty());
@@ -634,9 +638,9 @@ fn a_cooldown_seen_by_one_isolate_reaches_the_others_leases_within_a_refresh() {
     let shard = Shard::new("p", "a");
     let mut one = Holdings::new("one");
     let call = |h: &mut Holdings, bank: &mut OrgLedger, now: u64| {
-        for (to, cmd) in h.due(now) {
-            let reply = apply(bank, cmd, now, &mut Dirty::default());
-            h.answered(&to, &reply, now);
+        for c in h.due(now) {
+            let reply = apply(bank, c.command, now, &mut Dirty::default());
+            h.answered(&c.shard, c.id, &reply, now);
         }
     };
     // Isolate one holds a lease on org a.
@@ -645,9 +649,9 @@ fn a_cooldown_seen_by_one_isolate_reaches_the_others_leases_within_a_refresh() {
         else {
             panic!()
         };
-        let cmd = one.reserve(&shard, vec![option("m", large())], keys, 10, T0 + i);
-        let reply = apply(&mut bank, cmd, T0 + i, &mut Dirty::default());
-        one.answered(&shard, &reply, T0 + i);
+        let c = one.reserve(&shard, vec![option("m", large())], keys, 10, T0 + i);
+        let reply = apply(&mut bank, c.command, T0 + i, &mut Dirty::default());
+        one.answered(&shard, c.id, &reply, T0 + i);
     }
     call(&mut one, &mut bank, T0 + 3);
     assert!(matches!(
@@ -702,26 +706,17 @@ fn a_429_stops_the_isolate_at_once_and_returns_its_lease() {
     assert_ne!(next, org);
     // The report goes at once (urgent), with the lease's remainder.
     let calls = w.h.due(T0 + 6);
-    let report = calls
-        .iter()
-        .find(|(s, _)| *s == shard)
-        .map(|(_, c)| c.clone());
-    let Some(Command::Exchange { batch, wants, .. }) = report else {
-        panic!("{calls:?}")
+    let report = calls.into_iter().find(|c| c.shard == shard);
+    let Some(report) = report else {
+        panic!("no report")
+    };
+    let Command::Exchange { batch, wants, .. } = &report.command else {
+        panic!("{report:?}")
     };
     assert_eq!(batch.cooldowns.len(), 1);
     assert_eq!(batch.returns.len(), 1);
     assert!(wants.is_empty(), "no lease while cooling down");
-    let reply = w.call(
-        &shard,
-        Command::Exchange {
-            holder: "iso".into(),
-            batch,
-            wants,
-            keys: vec![],
-        },
-        T0 + 6,
-    );
+    let reply = w.send(report, T0 + 6);
     let Reply::Exchanged { view, .. } = reply else {
         panic!()
     };
@@ -802,7 +797,11 @@ fn an_isolate_turning_busy_asks_for_the_lease_its_new_rate_needs() {
         let _ = h.admit("p", &o, "m", &large(), 10, None, T0 + 5_000 + i * 3);
     }
     let calls = h.due(T0 + 5_025);
-    let [(_, Command::Exchange { wants, .. })] = calls.as_slice() else {
+    let [Call {
+        command: Command::Exchange { wants, .. },
+        ..
+    }] = calls.as_slice()
+    else {
         panic!("{calls:?}")
     };
     // 8 in the first 100 ms counted as 80 a second: two seconds of it.
@@ -846,7 +845,11 @@ fn a_lease_that_ends_with_its_minute_is_not_renewed_over_and_over() {
     );
     // At the minute's turn it is returned and a new one asked for.
     let calls = w.h.due(T0 + MINUTE_MS);
-    let [(_, Command::Exchange { batch, wants, .. })] = calls.as_slice() else {
+    let [Call {
+        command: Command::Exchange { batch, wants, .. },
+        ..
+    }] = calls.as_slice()
+    else {
         panic!("{calls:?}")
     };
     assert_eq!((batch.returns.len(), wants.len()), (1, 1));
@@ -861,12 +864,16 @@ fn a_failed_call_keeps_its_batch_and_a_late_booking_is_given_back() {
     w.h.settle(&shard, &key("k1"), t, Effect::NotSpent, None, None, T0);
     let calls = w.h.due(T0);
     assert_eq!(calls.len(), 1, "a give-back goes soon");
-    w.h.failed(&shard, T0 + 1);
+    w.h.failed(&shard, calls[0].id, T0 + 1);
     assert!(w.h.bank_in_trouble(T0 + 1));
     // Tried again after a pause, not at once.
     assert!(w.h.due(T0 + 1).is_empty());
     let calls = w.h.due(T0 + 1 + FLUSH_MS);
-    let [(_, Command::Exchange { batch, .. })] = calls.as_slice() else {
+    let [Call {
+        command: Command::Exchange { batch, .. },
+        ..
+    }] = calls.as_slice()
+    else {
         panic!("{calls:?}")
     };
     assert_eq!(batch.deltas[0].requests, -1, "sent again");
@@ -877,12 +884,12 @@ fn a_failed_call_keeps_its_batch_and_a_late_booking_is_given_back() {
     let Admission::Ask { keys, .. } = w.h.admit("p", &o, "m", &large(), 10, None, T0 + 1) else {
         panic!()
     };
-    let cmd =
+    let call =
         w.h.reserve(&shard, vec![option("m", large())], keys, 10, T0 + 1);
     w.h.slow(T0 + 400);
     assert!(w.h.due(T0 + 400 + FLUSH_MS).is_empty(), "still in flight");
-    let reply = w.call(&shard, cmd, T0 + 600);
-    w.h.late(&shard, &reply, T0 + 600);
+    let reply = w.banks.call(&shard, call.command, T0 + 600);
+    w.h.late(&shard, call.id, &reply, T0 + 600);
     w.maintain(T0 + 600);
     let bank = &w.banks.0["p/a"];
     let leased: u64 = bank.models["m"]
@@ -901,12 +908,157 @@ fn a_failed_call_keeps_its_batch_and_a_late_booking_is_given_back() {
     let Admission::Ask { keys, .. } = w.h.admit("p", &o, "m", &large(), 10, None, T0) else {
         panic!()
     };
-    let cmd =
+    let call =
         w.h.reserve(&shard, vec![option("m", large())], keys, 10, T0);
-    let reply = w.call(&shard, cmd, T0);
-    w.h.late(&shard, &reply, T0 + 500);
+    let reply = w.banks.call(&shard, call.command, T0);
+    w.h.late(&shard, call.id, &reply, T0 + 500);
     w.maintain(T0 + 500);
     assert_eq!(w.banks.0["p/a"].books("m").rpm.used, 0, "nothing leaked");
+}
+
+#[test]
+fn a_batch_sent_again_after_a_failure_that_came_after_it_landed_is_applied_once() {
+    let mut w = Wire::new();
+    let o = offers(&[("a", &["k1"])]);
+    let shard = Shard::new("p", "a");
+    let mut tickets = Vec::new();
+    for i in 0..3 {
+        tickets.push(w.admit(&o, small(), 1, T0 + i).unwrap().1);
+    }
+    // One of the three never reached the provider: given back.
+    let t = tickets.pop().unwrap();
+    w.h.settle(&shard, &key("k1"), t, Effect::NotSpent, None, None, T0 + 3);
+    let calls = w.h.due(T0 + 3);
+    let [call] = calls.as_slice() else {
+        panic!("{calls:?}")
+    };
+    // The bank applies it, and the reply is lost on the way back.
+    let _ = w.banks.call(&call.shard, call.command.clone(), T0 + 3);
+    w.h.failed(&shard, call.id, T0 + 4);
+    assert_eq!(w.maintain(T0 + 4 + FLUSH_MS), 1, "sent again");
+    assert_eq!(
+        w.banks.0["p/a"].books("m").rpm.used,
+        2,
+        "given back once, not twice"
+    );
+}
+
+#[test]
+fn only_the_call_that_carried_a_batch_settles_it() {
+    let mut w = Wire::new();
+    let o = offers(&[("a", &["k1"])]);
+    let shard = Shard::new("p", "a");
+    let (_, t1) = w.admit(&o, small(), 1, T0).unwrap();
+    let (_, t2) = w.admit(&o, small(), 1, T0 + 1).unwrap();
+    w.h.settle(&shard, &key("k1"), t1, Effect::NotSpent, None, None, T0 + 2);
+    let e1 = w.h.due(T0 + 2).remove(0);
+    // A synchronous booking goes out and answers while the first call is out: it carried no
+    // batch, and settles nothing.
+    let Admission::Ask { keys, .. } = w.h.admit("p", &o, "m", &small(), 1, None, T0 + 3) else {
+        panic!()
+    };
+    let r =
+        w.h.reserve(&shard, vec![option("m", small())], keys, 1, T0 + 3);
+    assert_eq!(r.id, 0);
+    w.send(r, T0 + 3);
+    w.h.settle(&shard, &key("k1"), t2, Effect::NotSpent, None, None, T0 + 4);
+    assert!(w.h.due(T0 + 4).is_empty(), "the first call is still out");
+    // The first call fails after it landed: its own batch is sent again, and only it.
+    let _ = w.banks.call(&e1.shard, e1.command.clone(), T0 + 5);
+    w.h.failed(&shard, e1.id, T0 + 5);
+    while w.maintain(T0 + 5 + FLUSH_MS) > 0 {}
+    assert_eq!(
+        w.banks.0["p/a"].books("m").rpm.used,
+        1,
+        "three booked, two given back, each once"
+    );
+}
+
+#[test]
+fn admissions_without_the_bank_count_until_the_bank_has_them() {
+    let mut w = Wire::new();
+    let o = offers(&[("a", &["k1"])]);
+    let shard = Shard::new("p", "a");
+    // A call hangs; the isolate admits on its own meanwhile.
+    let (_, t) = w.admit(&o, small(), 1, T0).unwrap();
+    w.h.settle(&shard, &key("k1"), t, Effect::Spent, None, None, T0);
+    let Admission::Ask { keys, .. } = w.h.admit("p", &o, "m", &small(), 1, None, T0 + 1) else {
+        panic!()
+    };
+    let hung =
+        w.h.reserve(&shard, vec![option("m", small())], keys, 1, T0 + 1);
+    w.h.slow(T0 + 400);
+    let advisory = (0..20)
+        .filter(|i| {
+            matches!(
+                w.h.admit("p", &o, "m", &small(), 1, None, T0 + 500 + i),
+                Admission::Admitted { .. }
+            )
+        })
+        .count();
+    assert_eq!(advisory, 9, "ten a minute, one booked before");
+    // The trouble ends while the hung call is still out: a booking carries no batch, and the
+    // bank's reply must not wipe what only the isolate knows.
+    let Admission::Ask { keys, .. } = w.h.admit("p", &o, "m", &small(), 1, None, T0 + 6_000) else {
+        panic!("the isolate still counts its own admissions")
+    };
+    let _ = keys;
+    assert!(matches!(
+        w.h.admit("p", &o, "m", &small(), 1, None, T0 + 6_000),
+        Admission::Ask { .. }
+    ));
+    drop(hung);
+}
+
+#[test]
+fn a_refused_renewal_backs_off_and_unsliceable_limits_ask_for_nothing() {
+    let mut w = Wire::new();
+    let o = offers(&[("a", &["k1"])]);
+    // A free plan's 30 a minute can never be leased: no background call after requests.
+    for i in 0..5 {
+        let _ = w.admit(&o, groq_8b(), 10, T0 + i).unwrap();
+    }
+    assert_eq!(w.maintain(T0 + 5), 0);
+    // Leasable limits, but the window is nearly full: the bank grants nothing, and the
+    // isolate does not ask again before the back-off.
+    let mut w = Wire::new();
+    let l = limits(1_600, 1_000_000, 100_000_000, 1_000_000_000);
+    let keys = [key("k1")];
+    let bank = w.banks.bank(&Shard::new("p", "a"));
+    for _ in 0..1_595 {
+        assert!(booked(&bank.reserve(
+            &[option("m", l)],
+            &keys,
+            1,
+            T0,
+            &mut Dirty::default()
+        )));
+    }
+    // Two requests: a rate worth a lease, and three left, half of which is too little.
+    let _ = w.admit(&o, l, 1, T0 + 1).unwrap();
+    let _ = w.admit(&o, l, 1, T0 + 2).unwrap();
+    let calls: usize = (3..300).map(|ms| w.maintain(T0 + ms)).sum();
+    assert_eq!(calls, 1, "one refused ask, then the back-off");
+    assert!(w.h.next_wake(T0 + 300).is_none_or(|t| t >= T0 + 300));
+}
+
+#[test]
+fn surrender_gives_every_lease_back_at_once() {
+    let mut w = Wire::new();
+    let o = offers(&[("a", &["k1"])]);
+    for i in 0..3 {
+        let _ = w.admit(&o, large(), 10, T0 + i).unwrap();
+    }
+    w.maintain(T0 + 3);
+    assert!(!w.h.leases("p").is_empty());
+    w.h.surrender(T0 + 10);
+    assert_eq!(w.maintain(T0 + 10), 1);
+    assert!(w.h.leases("p").is_empty());
+    assert_eq!(
+        w.banks.0["p/a"].books("m").rpm.used,
+        3,
+        "only what was spent stays booked"
+    );
 }
 
 #[test]
@@ -915,7 +1067,8 @@ fn without_the_bank_an_isolate_alone_never_exceeds_the_limits_as_last_seen() {
     let o = offers(&[("a", &["k1"])]);
     let shard = Shard::new("p", "a");
     // The bank does not answer: trouble.
-    h.failed(&shard, T0);
+    h.slow(T0);
+    let _ = &shard;
     let admitted = (0..30)
         .filter(|i| {
             matches!(
@@ -930,7 +1083,11 @@ fn without_the_bank_an_isolate_alone_never_exceeds_the_limits_as_last_seen() {
     );
     // What it admitted is reported when the bank is back.
     let calls = h.due(T0 + 30 + FLUSH_MS);
-    let [(_, Command::Exchange { batch, .. })] = calls.as_slice() else {
+    let [Call {
+        command: Command::Exchange { batch, .. },
+        ..
+    }] = calls.as_slice()
+    else {
         panic!("{calls:?}")
     };
     assert_eq!(batch.deltas[0].requests, 10);

@@ -98,6 +98,11 @@ pub struct RefusedKey {
 /// What an isolate has to tell the bank, gathered between calls.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Batch {
+    /// The holder's sequence number of this batch (from 1; 0 for an empty one): the bank
+    /// applies each once, so a batch sent again after a failure that came after it landed is
+    /// not applied twice.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub seq: u64,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub returns: Vec<LeaseReturn>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -142,19 +147,10 @@ impl Batch {
             }),
         }
     }
+}
 
-    /// Takes `other` in (a batch whose call failed, put back in front of what came since).
-    pub fn merge(&mut self, other: Batch) {
-        self.returns.extend(other.returns);
-        for d in other.deltas {
-            self.shift(&d.model, d.windows, d.requests, d.tokens);
-        }
-        for (model, report) in other.reports {
-            self.reports.entry(model).or_insert(report);
-        }
-        self.cooldowns.extend(other.cooldowns);
-        self.refused_keys.extend(other.refused_keys);
-    }
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// The bank's books as an isolate sees them after a call: its snapshot of the organization.
@@ -231,6 +227,8 @@ pub enum Reply {
     },
     Exchanged {
         leases: Vec<Lease>,
+        /// The models leases were asked for (granted or not).
+        wanted: Vec<String>,
         view: View,
     },
     Status {
@@ -283,6 +281,7 @@ pub fn apply(ledger: &mut OrgLedger, command: Command, now_ms: u64, dirty: &mut 
                 .collect();
             Reply::Exchanged {
                 leases,
+                wanted: wants.into_iter().map(|w| w.model).collect(),
                 view: View::of(ledger, now_ms),
             }
         }
