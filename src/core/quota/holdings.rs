@@ -664,7 +664,8 @@ impl Holdings {
                     });
                     returned = true;
                 }
-                m.want_backoff_until_ms = now_ms.saturating_add(WANT_BACKOFF_MS);
+                // Not asked for again in the call that returns them; the next request may.
+                m.want_backoff_until_ms = now_ms.saturating_add(1);
             }
             if returned {
                 state.note(now_ms);
