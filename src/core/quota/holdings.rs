@@ -12,9 +12,7 @@ use super::choose::rendezvous;
 use super::effect::Effect;
 use super::lease::{Lease, Rate};
 use super::ledger::{bookable_tokens, Books, NoRoom};
-use super::wire::{
-    Batch, Command, Cooldown, KeyCard, LeaseReturn, RefusedKey, Reply, Source, Ticket, View,
-};
+use super::wire::{Batch, Command, Cooldown, KeyCard, RefusedKey, Reply, Source, Ticket, View};
 use super::Usage;
 use crate::core::config::Limits;
 use crate::core::ratelimit::Report;
@@ -526,12 +524,7 @@ impl Holdings {
                     m.cooldown_until_ms = m.cooldown_until_ms.max(until_ms);
                     // The lease is no use until the cooldown ends: give it back now.
                     for lease in m.leases.drain(..) {
-                        state.batch.returns.push(LeaseReturn {
-                            id: lease.id,
-                            model: model.clone(),
-                            requests_left: lease.requests_left,
-                            tokens_left: lease.tokens_left,
-                        });
+                        state.batch.returns.push(lease.returned());
                     }
                 }
                 state.batch.cooldowns.push(Cooldown {
@@ -589,12 +582,7 @@ impl Holdings {
                 let (live, ended): (Vec<Lease>, Vec<Lease>) =
                     m.leases.drain(..).partition(|l| l.live(now_ms) && !cooling);
                 for lease in ended {
-                    state.batch.returns.push(LeaseReturn {
-                        id: lease.id,
-                        model: model.clone(),
-                        requests_left: lease.requests_left,
-                        tokens_left: lease.tokens_left,
-                    });
+                    state.batch.returns.push(lease.returned());
                 }
                 m.leases = live;
                 holding |= !m.leases.is_empty();
@@ -654,14 +642,9 @@ impl Holdings {
     pub fn surrender(&mut self, now_ms: u64) {
         for state in self.shards.values_mut() {
             let mut returned = false;
-            for (model, m) in state.models.iter_mut() {
+            for m in state.models.values_mut() {
                 for lease in m.leases.drain(..) {
-                    state.batch.returns.push(LeaseReturn {
-                        id: lease.id,
-                        model: model.clone(),
-                        requests_left: lease.requests_left,
-                        tokens_left: lease.tokens_left,
-                    });
+                    state.batch.returns.push(lease.returned());
                     returned = true;
                 }
                 // Not asked for again in the call that returns them; the next request may.

@@ -54,6 +54,16 @@ impl Lease {
         }
     }
 
+    /// What is left of the lease, to give back.
+    pub fn returned(self) -> super::wire::LeaseReturn {
+        super::wire::LeaseReturn {
+            id: self.id,
+            model: self.model,
+            requests_left: self.requests_left,
+            tokens_left: self.tokens_left,
+        }
+    }
+
     /// Spends one request of `tokens` if the lease has room for it.
     pub fn spend(&mut self, tokens: u64, now_ms: u64) -> bool {
         if !self.live(now_ms) || self.requests_left == 0 || self.tokens_left < tokens {
