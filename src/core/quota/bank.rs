@@ -177,7 +177,20 @@ impl OrgLedger {
             return None;
         }
         let (left_requests, left_tokens) = books.left(limits, now_ms);
-        let cap = |limit: Option<u64>| limit.map(|l| l / LEASE_SHARE);
+        // What this holder already holds, in leases not returned from the current windows,
+        // counts against its share: one isolate never holds more than 1/16 of a window.
+        let (held_requests, held_tokens) = self
+            .models
+            .get(&want.model)
+            .and_then(|m| m.leases.get(holder))
+            .into_iter()
+            .flatten()
+            .filter(|r| r.windows.current(now_ms))
+            .fold((0u64, 0u64), |(r, t), l| {
+                (r.saturating_add(l.requests), t.saturating_add(l.tokens))
+            });
+        let cap =
+            |limit: Option<u64>, held: u64| limit.map(|l| (l / LEASE_SHARE).saturating_sub(held));
         let slice = |want: u64, left: Option<u64>, caps: [Option<u64>; 2]| {
             let mut n = want;
             if let Some(left) = left {
@@ -188,9 +201,16 @@ impl OrgLedger {
         let requests = slice(
             want.requests,
             left_requests,
-            [cap(limits.rpm), cap(limits.rpd)],
+            [
+                cap(limits.rpm, held_requests),
+                cap(limits.rpd, held_requests),
+            ],
         );
-        let tokens = slice(want.tokens, left_tokens, [cap(limits.tpm), cap(limits.tpd)]);
+        let tokens = slice(
+            want.tokens,
+            left_tokens,
+            [cap(limits.tpm, held_tokens), cap(limits.tpd, held_tokens)],
+        );
         // Tokens for two requests of the average size the holder asked for.
         let per_request = want.tokens / want.requests.max(1);
         if requests < MIN_LEASE_REQUESTS || tokens < per_request.saturating_mul(MIN_LEASE_REQUESTS)

@@ -578,9 +578,11 @@ impl Holdings {
                         .models
                         .get(model)
                         .is_some_and(|b| b.cooldown_until_ms > now_ms);
-                // Leases that ended, or that a cooldown makes useless, go back.
-                let (live, ended): (Vec<Lease>, Vec<Lease>) =
-                    m.leases.drain(..).partition(|l| l.live(now_ms) && !cooling);
+                // Leases that ended, are spent, or that a cooldown makes useless, go back.
+                let (live, ended): (Vec<Lease>, Vec<Lease>) = m
+                    .leases
+                    .drain(..)
+                    .partition(|l| l.live(now_ms) && !cooling && l.requests_left > 0);
                 for lease in ended {
                     state.batch.returns.push(lease.returned());
                 }

@@ -14,8 +14,11 @@ use crate::core::config::Limits;
 
 /// A lease holds at most this fraction (1/n) of any window's limit.
 pub const LEASE_SHARE: u64 = 16;
-/// Below this many requests, no lease is granted: the isolate books synchronously.
-pub const MIN_LEASE_REQUESTS: u64 = 2;
+/// Below this many requests, no lease is granted: the isolate books synchronously. A window
+/// whose 1/16 holds fewer (a limit under 64) is never leased: exactness matters more there.
+pub const MIN_LEASE_REQUESTS: u64 = 4;
+/// Below this many admissions a second, an isolate asks for no lease: it books each request.
+pub const MIN_RATE: u64 = 2;
 /// How long a lease may be spent.
 pub const LEASE_TTL_MS: u64 = 5_000;
 /// How far ahead a lease is sized: the requests the isolate would admit in this time.
@@ -130,7 +133,7 @@ impl Rate {
     pub fn per_second(&self, now_ms: u64) -> u64 {
         let mut r = *self;
         r.roll(now_ms);
-        if r.this < MIN_LEASE_REQUESTS {
+        if r.this < MIN_RATE {
             return r.this.max(r.last);
         }
         let elapsed = (now_ms - r.bucket_start_ms).max(BUCKET_MS / 10);
@@ -138,11 +141,11 @@ impl Rate {
     }
 
     /// What to ask for: the requests of [`LEASE_HORIZON_MS`] at the recent rate, and their
-    /// tokens; `None` while the isolate sees fewer than [`MIN_LEASE_REQUESTS`] a second (it
-    /// books each request then).
+    /// tokens; `None` while the isolate sees fewer than [`MIN_RATE`] a second (it books each
+    /// request then).
     pub fn want(&self, model: &str, limits: &Limits, now_ms: u64) -> Option<Want> {
         let rate = self.per_second(now_ms);
-        if rate < MIN_LEASE_REQUESTS {
+        if rate < MIN_RATE {
             return None;
         }
         let requests = (rate * LEASE_HORIZON_MS / 1_000 + 1).min(MAX_LEASE_REQUESTS);
