@@ -121,9 +121,9 @@ pub async fn run<'c>(
                 let started = now_ms();
                 let (outcome, response, answer) =
                     attempt(&choice, job, body, timeout_ms, ticket.is_some()).await;
-                trace.upstream_ms += now_ms().saturating_sub(started);
-                settle(env, ctx, &choice, ticket, Effect::of(&outcome), answer);
                 let ms = now_ms().saturating_sub(started);
+                trace.upstream_ms += ms;
+                settle(env, ctx, &choice, ticket, Effect::of(&outcome), answer);
                 let verdict = BREAKERS
                     .with(|b| planner.record(&choice, &outcome, ms, now_ms(), &mut b.borrow_mut()));
                 match (verdict, response) {

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use super::lease::{Lease, Want, LEASE_SHARE, LEASE_TTL_MS, MIN_LEASE_REQUESTS};
-use super::ledger::{bookable_tokens, minute_end, Books, NoRoom, Windows, DAY_MS};
+use super::ledger::{bookable_tokens, minute_end, signed, Books, NoRoom, Windows, DAY_MS};
 use super::wire::{Batch, KeyCard, ModelOption, Ticket};
 
 /// How long a key refused with 401 (or 403, for one model) stays out when its secret does not
@@ -276,7 +276,7 @@ impl OrgLedger {
                 let tokens = back.tokens_left.min(record.tokens);
                 entry
                     .books
-                    .shift(record.windows, neg(requests), neg(tokens));
+                    .shift(record.windows, -signed(requests), -signed(tokens));
             }
             if entry.leases.get(holder).is_some_and(Vec::is_empty) {
                 entry.leases.remove(holder);
@@ -356,9 +356,4 @@ impl OrgLedger {
             dirty.meta = true;
         }
     }
-}
-
-/// A give-back as a signed amount.
-fn neg(amount: u64) -> i64 {
-    i64::try_from(amount).map_or(i64::MIN, |a| -a)
 }

@@ -1,6 +1,7 @@
 //! What an upstream outcome means for the books: decided here once, for every outcome, so that
 //! the edge only carries it.
 
+use super::ledger::signed;
 use crate::core::outcome::Outcome;
 use crate::core::ratelimit::Refusal;
 
@@ -50,8 +51,4 @@ impl Effect {
             Effect::NotSpent | Effect::Refused(_) | Effect::KeyRefused { .. } => (-1, -booked),
         }
     }
-}
-
-fn signed(n: u64) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
 }

@@ -11,7 +11,7 @@ use super::bank::KeyBlock;
 use super::choose::rendezvous;
 use super::effect::Effect;
 use super::lease::{Lease, Rate};
-use super::ledger::{bookable_tokens, Books, NoRoom};
+use super::ledger::{bookable_tokens, signed, Books, NoRoom};
 use super::wire::{Batch, Command, Cooldown, KeyCard, RefusedKey, Reply, Source, Ticket, View};
 use super::Usage;
 use crate::core::config::Limits;
@@ -710,8 +710,4 @@ impl Holdings {
             })
             .collect()
     }
-}
-
-fn signed(n: u64) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
 }

@@ -17,6 +17,11 @@ pub const BILLING_COOLDOWN_MS: u64 = 3_600_000;
 /// The wait assumed after a 429 that says nothing of when to come back.
 pub const DEFAULT_COOLDOWN_MS: u64 = 10_000;
 
+/// An amount as a signed change to a counter (saturating: no amount booked comes near it).
+pub fn signed(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
 /// The start of the window of length `len_ms` that contains `now_ms`.
 pub fn window_start(now_ms: u64, len_ms: u64) -> u64 {
     now_ms - now_ms % len_ms
