@@ -224,11 +224,14 @@ test("4 routers x 50 concurrent requests at RPM 30 per organization: exactly 30 
   }
 });
 
-test("after a 429 on organization A, once the bank shows A's cooldown, no router sends to A", async (t) => {
-  const f = await fleet(t, 4, { ...PLENTY, rpm: 30 });
+/**
+ * Organization A answers 429 (retry-after 30 s) from now on: requests go through router-1 (at most
+ * `tries`) until one has met it, the request itself failing over to B, and then the bank shows
+ * A's cooldown on the status page.
+ */
+async function refuseOrgA(f, tries) {
   f.groq.answer((call) => (orgOf(call) === "org-a" ? tooMany(30) : ok()));
-  // Through router-1 until an attempt has met A's 429; the request itself fails over to B.
-  for (let i = 0; i < 4 && !f.groq.calls.some((c) => orgOf(c) === "org-a"); i++) {
+  for (let i = 0; i < tries && !f.groq.calls.some((c) => orgOf(c) === "org-a"); i++) {
     assert.equal((await chat(f.routers[0])).status, 200);
   }
   assert.ok(f.groq.calls.some((c) => orgOf(c) === "org-a"), "router-1 tried organization A");
@@ -237,6 +240,11 @@ test("after a 429 on organization A, once the bank shows A's cooldown, no router
     const a = entry(s, "org-a");
     return { ok: a?.cooldown_until_ms > s.now_ms + 20_000, seen: { now_ms: s.now_ms, a } };
   });
+}
+
+test("after a 429 on organization A, once the bank shows A's cooldown, no router sends to A", async (t) => {
+  const f = await fleet(t, 4, { ...PLENTY, rpm: 30 });
+  await refuseOrgA(f, 4);
 
   f.groq.reset();
   const answers = await Promise.all(f.routers.flatMap((r) => [chat(r), chat(r), chat(r)]));
@@ -260,16 +268,7 @@ test("after a 429 on organization A, routers holding leases on A send it at most
     { tries: 10 },
   );
   f.groq.reset();
-  f.groq.answer((call) => (orgOf(call) === "org-a" ? tooMany(30) : ok()));
-  for (let i = 0; i < 10 && !f.groq.calls.some((c) => orgOf(c) === "org-a"); i++) {
-    assert.equal((await chat(f.routers[0])).status, 200);
-  }
-  assert.ok(f.groq.calls.some((c) => orgOf(c) === "org-a"), "router-1 tried organization A");
-  await eventually("the bank shows A's cooldown", async () => {
-    const s = await status(f.routers[0]);
-    const a = entry(s, "org-a");
-    return { ok: a?.cooldown_until_ms > s.now_ms + 20_000, seen: { now_ms: s.now_ms, a } };
-  });
+  await refuseOrgA(f, 10);
 
   f.groq.reset();
   const answers = await Promise.all(f.routers.map((r) => chatMany(r, 5, 1)));
