@@ -39,7 +39,7 @@ enum Class {
     FourByte,
 }
 
-fn weight(class: Class) -> u64 {
+const fn weight(class: Class) -> u64 {
     match class {
         Class::Letter => LETTER,
         Class::Digit => DIGIT,
@@ -53,7 +53,7 @@ fn weight(class: Class) -> u64 {
     }
 }
 
-fn ascii_class(b: u8) -> Class {
+const fn ascii_class(b: u8) -> Class {
     match b {
         b'a'..=b'z' | b'A'..=b'Z' => Class::Letter,
         b'0'..=b'9' => Class::Digit,
@@ -79,51 +79,60 @@ fn hex4(bytes: &[u8]) -> Option<u32> {
         .try_fold(0u32, |acc, b| Some(acc * 16 + (*b as char).to_digit(16)?))
 }
 
+/// Per ASCII byte: its weight, with [`LETTER_BIT`] set for letters. Built from the classes
+/// above, so the table and the character-by-character path cannot disagree.
+const ASCII: [u16; 128] = ascii_table();
+const LETTER_BIT: u16 = 1 << 15;
+
+const fn ascii_table() -> [u16; 128] {
+    let mut table = [0u16; 128];
+    let mut b = 0;
+    while b < 128 {
+        let class = ascii_class(b as u8);
+        let letter = if matches!(class, Class::Letter) {
+            LETTER_BIT
+        } else {
+            0
+        };
+        table[b] = weight(class) as u16 | letter;
+        b += 1;
+    }
+    table
+}
+
 /// Estimated tokens in `text` (UTF-8, typically JSON).
+///
+/// Plain ASCII (the bulk of most prompts) goes through [`ASCII`] a byte at a time with no
+/// branch but the loop's; escapes and multi-byte characters are read one at a time.
 pub fn estimate(text: &[u8]) -> u64 {
     let mut milli: u64 = 0;
     let mut in_word = false;
     let mut i = 0;
-    while let Some(&b) = text.get(i) {
-        let (class, len) = if b < 0x80 {
-            if b == b'\\' {
-                match text.get(i + 1) {
-                    Some(b'n') | Some(b'r') => (Class::Newline, 2),
-                    Some(b't') => (Class::Space, 2),
-                    Some(b'u') => match text.get(i + 2..).and_then(hex4) {
-                        // A surrogate pair (`\ud83d\ude00`) is one four-byte character.
-                        Some(0xD800..=0xDBFF)
-                            if text.get(i + 6..i + 8) == Some(b"\\u".as_slice())
-                                && text
-                                    .get(i + 8..)
-                                    .and_then(hex4)
-                                    .is_some_and(|lo| (0xDC00..=0xDFFF).contains(&lo)) =>
-                        {
-                            (Class::FourByte, 12)
-                        }
-                        Some(cp) => (code_point_class(cp), 6),
-                        None => (Class::Punct, 1),
-                    },
-                    Some(b'"') | Some(b'\\') | Some(b'/') => (Class::Punct, 2),
-                    _ => (Class::Punct, 1),
-                }
-            } else {
-                (ascii_class(b), 1)
+    loop {
+        // Eight plain ASCII bytes at a time, then byte by byte up to the next special one.
+        for word in text.get(i..).unwrap_or_default().chunks_exact(8) {
+            let word = word.try_into().map_or(u64::MAX, u64::from_le_bytes);
+            let Some((plain, ends_in_word)) = plain_word(word, in_word) else {
+                break;
+            };
+            milli += plain;
+            in_word = ends_in_word;
+            i += 8;
+        }
+        for &b in text.get(i..).unwrap_or_default() {
+            if b >= 0x80 || b == b'\\' {
+                break;
             }
-        } else if b >= 0xF0 {
-            (Class::FourByte, 4)
-        } else if b >= 0xE0 {
-            if (0xE3..=0xED).contains(&b) || b == 0xEF {
-                (Class::Cjk, 3)
-            } else {
-                (Class::ThreeByte, 3)
-            }
-        } else if b >= 0xC0 {
-            (Class::TwoByte, 2)
-        } else {
-            // A stray continuation byte: the body is not UTF-8 (refused before this), skip it.
-            (Class::Space, 1)
-        };
+            let entry = ASCII[usize::from(b)];
+            let letter = entry & LETTER_BIT != 0;
+            milli += u64::from(entry & !LETTER_BIT) + WORD * u64::from(letter && !in_word);
+            in_word = letter;
+            i += 1;
+        }
+        if i >= text.len() {
+            break;
+        }
+        let (class, len) = special(text, i);
         if class == Class::Letter && !in_word {
             milli += WORD;
         }
@@ -134,9 +143,180 @@ pub fn estimate(text: &[u8]) -> u64 {
     milli.div_ceil(1_000)
 }
 
+/// Bytes of one `u64` word, each lane's high bit.
+const HIGH: u64 = 0x8080_8080_8080_8080;
+const LANES: u64 = 0x0101_0101_0101_0101;
+
+/// The high bit of each byte of `word` (plain ASCII) that equals `c`.
+const fn lanes_equal(word: u64, c: u8) -> u64 {
+    let y = word ^ (LANES * c as u64);
+    !(((y & !HIGH) + !HIGH) | y | !HIGH)
+}
+
+/// The high bit of each byte of `word` (plain ASCII) in `lo..=hi`.
+const fn lanes_within(word: u64, lo: u8, hi: u8) -> u64 {
+    ((word | HIGH) - LANES * lo as u64) & ((LANES * (hi as u64 | 0x80)) - word) & HIGH
+}
+
+/// How many lanes of `mask` (high bits only) are set: a multiply, not a bit count, which the
+/// baseline x86-64 target has no instruction for.
+const fn lanes_set(mask: u64) -> u64 {
+    ((mask >> 7).wrapping_mul(LANES)) >> 56
+}
+
+/// The weight of eight bytes read as a little-endian word, and whether they end in a word;
+/// `None` when one of them is not plain ASCII or is an escape's backslash.
+fn plain_word(word: u64, in_word: bool) -> Option<(u64, bool)> {
+    if word & HIGH != 0 || lanes_equal(word, b'\\') != 0 {
+        return None;
+    }
+    let letters = lanes_within(word | (LANES * 0x20), b'a', b'z');
+    let digits = lanes_within(word, b'0', b'9');
+    let spaces = lanes_equal(word, b' ') | lanes_equal(word, b'\t');
+    let newlines = lanes_equal(word, b'\n') | lanes_equal(word, b'\r');
+    let punct = 8 - lanes_set(letters | digits | spaces | newlines);
+    // A letter whose previous byte (the lane below, or the word before) is not one starts a word.
+    let before = (letters << 8) | if in_word { 0x80 } else { 0 };
+    let starts = letters & !before;
+    let milli = LETTER * lanes_set(letters)
+        + WORD * lanes_set(starts)
+        + DIGIT * lanes_set(digits)
+        + NEWLINE * lanes_set(newlines)
+        + PUNCT * punct;
+    Some((milli, letters >> 63 != 0))
+}
+
+/// The class and length of the character at `i`: an escape or a multi-byte character (or
+/// any byte, which is what the reference in the tests reads with it).
+fn special(text: &[u8], i: usize) -> (Class, usize) {
+    let Some(&b) = text.get(i) else {
+        return (Class::Space, 1);
+    };
+    if b < 0x80 {
+        if b == b'\\' {
+            match text.get(i + 1) {
+                Some(b'n') | Some(b'r') => (Class::Newline, 2),
+                Some(b't') => (Class::Space, 2),
+                Some(b'u') => match text.get(i + 2..).and_then(hex4) {
+                    // A surrogate pair (`\ud83d\ude00`) is one four-byte character.
+                    Some(0xD800..=0xDBFF)
+                        if text.get(i + 6..i + 8) == Some(b"\\u".as_slice())
+                            && text
+                                .get(i + 8..)
+                                .and_then(hex4)
+                                .is_some_and(|lo| (0xDC00..=0xDFFF).contains(&lo)) =>
+                    {
+                        (Class::FourByte, 12)
+                    }
+                    Some(cp) => (code_point_class(cp), 6),
+                    None => (Class::Punct, 1),
+                },
+                Some(b'"') | Some(b'\\') | Some(b'/') => (Class::Punct, 2),
+                _ => (Class::Punct, 1),
+            }
+        } else {
+            (ascii_class(b), 1)
+        }
+    } else if b >= 0xF0 {
+        (Class::FourByte, 4)
+    } else if b >= 0xE0 {
+        if (0xE3..=0xED).contains(&b) || b == 0xEF {
+            (Class::Cjk, 3)
+        } else {
+            (Class::ThreeByte, 3)
+        }
+    } else if b >= 0xC0 {
+        (Class::TwoByte, 2)
+    } else {
+        // A stray continuation byte: the body is not UTF-8 (refused before this), skip it.
+        (Class::Space, 1)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The estimate as it was written first, a character at a time: the table-driven one must
+    /// give the same count for any bytes.
+    fn reference(text: &[u8]) -> u64 {
+        let mut milli: u64 = 0;
+        let mut in_word = false;
+        let mut i = 0;
+        while i < text.len() {
+            let (class, len) = special(text, i);
+            if class == Class::Letter && !in_word {
+                milli += WORD;
+            }
+            in_word = class == Class::Letter;
+            milli += weight(class);
+            i += len;
+        }
+        milli.div_ceil(1_000)
+    }
+
+    #[test]
+    fn the_fast_path_counts_as_the_reference_does() {
+        let samples: [&[u8]; 8] = [
+            b"Hello, world! 123 \\n\\t done",
+            "h\u{e9}llo w\u{f6}rld \\u4f60\\u597d caf\u{e9}".as_bytes(),
+            br"\ud83d\ude00abc\ud83dx\\\u12",
+            b"\xE4\xBD\x80abc\xF0\x9F",
+            b"",
+            b"word",
+            b"{\"role\":\"user\",\"content\":\"What is 2+2?\\nThanks\"}",
+            "日本語 and English, mixed: Ωμέγα".as_bytes(),
+        ];
+        for sample in samples {
+            assert_eq!(estimate(sample), reference(sample), "{sample:?}");
+        }
+        // Random texts, mostly plain ASCII with escapes and multi-byte characters mixed in.
+        let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+        let alphabet: &[&[u8]] = &[
+            b"a",
+            b"Z",
+            b"q",
+            b"7",
+            b" ",
+            b"\t",
+            b"\n",
+            b"\r",
+            b"{",
+            b"\"",
+            b"-",
+            b"\x01",
+            b"\x7f",
+            b"\\n",
+            b"\\u00e9",
+            br"\ud83d\ude00",
+            "é".as_bytes(),
+            "漢".as_bytes(),
+            "😀".as_bytes(),
+            b"\\",
+            b"\xC3",
+        ];
+        for _ in 0..5_000 {
+            let mut text = Vec::new();
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let len = seed % 40;
+            for _ in 0..len {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                // Plain letters most of the time, so that whole words take the fast path.
+                let pick = (seed >> 32) as usize % (alphabet.len() * 2);
+                text.extend_from_slice(alphabet.get(pick).copied().unwrap_or(b"x"));
+            }
+            assert_eq!(estimate(&text), reference(&text), "{text:?}");
+        }
+        // Every byte value, in every position of a short window.
+        for b in 0..=255u8 {
+            let text = [b'a', b, b'b', b'\\', b, b'u', b'0', b'0', b, b'1'];
+            assert_eq!(estimate(&text), reference(&text), "{text:?}");
+        }
+    }
 
     #[test]
     fn empty_is_zero_and_short_texts_are_small() {
