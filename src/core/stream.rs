@@ -20,6 +20,15 @@ pub const INTERRUPTED_EVENT: &str = "data: {\"error\":{\"message\":\"The upstrea
 /// How much of the first chunk is read (an error event or the start of a JSON body).
 pub const FIRST_CHUNK_READ: usize = 4_096;
 
+/// How many of a body's last bytes are read for its usage (the edge's `runtime.js` keeps as
+/// many of a handed-on body).
+pub const TAIL_BYTES: usize = 16_384;
+
+/// A JSON answer up to this size is read whole before it is sent, as one piece: it is checked
+/// entire, a failure mid-body still fails over, and its usage is known at once. A longer one is
+/// handed on like a stream.
+pub const WHOLE_JSON: usize = 256 * 1_024;
+
 /// The kind of a successful body, from its `content-type`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Body {
@@ -50,16 +59,6 @@ impl Body {
             Body::Events => events_start_fails(start),
             Body::Json => json_start_fails(start),
             Body::Other => false,
-        }
-    }
-
-    /// Whether the body's last bytes are worth a copy for its usage, given its start: not for a
-    /// JSON body whose start is already the whole body (a complete JSON document), which holds
-    /// its usage, if any. So a short answer, most of the fast path's, costs no copy at all.
-    pub fn needs_tail(self, start: &[u8]) -> bool {
-        match self {
-            Body::Json => serde_json::from_slice::<serde::de::IgnoredAny>(start).is_err(),
-            Body::Events | Body::Other => true,
         }
     }
 
@@ -269,20 +268,6 @@ mod tests {
         assert_eq!(Body::Events.usage(b"data: {\"usage\":{\"prompt_tok"), None);
         assert_eq!(Body::Events.usage(b"data: {\"choices\":[]}\n\n"), None);
         assert_eq!(Body::Events.usage(&[0xff, 0xfe, b'\n']), None);
-    }
-
-    #[test]
-    fn a_json_body_whose_start_is_all_of_it_needs_no_tail() {
-        let whole =
-            br#"{"id":"x","choices":[],"usage":{"prompt_tokens":12,"completion_tokens":3}}"#;
-        assert!(!Body::Json.needs_tail(whole));
-        assert!(!Body::Json.needs_tail(b"{\"a\":1}\n"));
-        assert_eq!(Body::Json.usage(whole).map(|u| u.counted()), Some(15));
-        // Cut anywhere, the rest is still to come.
-        for cut in [1, 10, whole.len() - 1] {
-            assert!(Body::Json.needs_tail(&whole[..cut]), "{cut}");
-        }
-        assert!(Body::Events.needs_tail(b"data: [DONE]\n\n"));
     }
 
     #[test]

@@ -52,6 +52,51 @@ pub fn request(
     }
 }
 
+impl UpstreamRequest {
+    /// The headers as [`Lines`] text, the form the edge hands to the runtime in one call.
+    pub fn header_lines(&self) -> String {
+        lines(self.headers.iter().map(|(k, v)| (*k, v.as_str())))
+    }
+}
+
+/// Headers crossing between the runtime and the core in one string: `name\nvalue\n` per header
+/// (HTTP forbids line breaks in names and values). One string crosses the boundary where a
+/// header at a time would cost a call each.
+#[derive(Debug, Clone, Copy)]
+pub struct Lines<'a>(pub &'a str);
+
+impl<'a> Lines<'a> {
+    /// The headers, in order.
+    pub fn iter(self) -> impl Iterator<Item = (&'a str, &'a str)> {
+        let mut parts = self.0.split('\n');
+        std::iter::from_fn(move || Some((parts.next()?, parts.next()?)))
+    }
+
+    /// The first value of `name` (case-insensitive).
+    pub fn get(self, name: &str) -> Option<&'a str> {
+        self.iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
+    }
+
+    /// The headers that may reach the client ([`passes_to_client`]), as lines.
+    pub fn to_client(self) -> String {
+        lines(self.iter().filter(|(k, _)| passes_to_client(k)))
+    }
+}
+
+/// `headers` as [`Lines`] text.
+pub fn lines<'a>(headers: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
+    let mut out = String::new();
+    for (name, value) in headers {
+        out.push_str(name);
+        out.push('\n');
+        out.push_str(value);
+        out.push('\n');
+    }
+    out
+}
+
 /// Whether an upstream response header may be passed on to the client. Hop-by-hop headers
 /// belong to the upstream connection and cookies to the upstream's domain.
 pub fn passes_to_client(name: &str) -> bool {
@@ -76,6 +121,25 @@ pub fn passes_to_client(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lines_round_trip_and_keep_only_what_passes_to_the_client() {
+        let text = lines([
+            ("content-type", "application/json"),
+            ("set-cookie", "__cf_bm=1"),
+            ("x-ratelimit-remaining-requests", "9"),
+            ("Transfer-Encoding", "chunked"),
+        ]);
+        let headers = Lines(&text);
+        assert_eq!(headers.iter().count(), 4);
+        assert_eq!(headers.get("X-RateLimit-Remaining-Requests"), Some("9"));
+        assert_eq!(headers.get("retry-after"), None);
+        assert_eq!(
+            headers.to_client(),
+            "content-type\napplication/json\nx-ratelimit-remaining-requests\n9\n"
+        );
+        assert_eq!(Lines("").iter().count(), 0);
+    }
     use crate::core::config::Config;
 
     fn config() -> Config {

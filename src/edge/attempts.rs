@@ -9,7 +9,8 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use futures::future::{select, Either};
-use worker::{js_sys, web_sys, AbortSignal, Context, Delay, Env, Fetch, Response};
+use worker::wasm_bindgen::{JsCast, JsValue};
+use worker::{js_sys, web_sys, Context, Delay, Env};
 
 use super::quota::{self as bank, HOLDINGS};
 use super::{http, stream};
@@ -20,8 +21,8 @@ use crate::core::outcome::{self, Outcome};
 use crate::core::quota::{Effect, Ticket, Usage};
 use crate::core::ratelimit::{self, Report};
 use crate::core::route::Choice;
-use crate::core::stream::{Body, FIRST_CHUNK_READ, INTERRUPTED_EVENT};
-use crate::core::upstream;
+use crate::core::stream::{Body, FIRST_CHUNK_READ, INTERRUPTED_EVENT, TAIL_BYTES, WHOLE_JSON};
+use crate::core::upstream::{self, Lines};
 
 thread_local! {
     /// The providers' circuit breakers, per isolate: no Durable Object round trip on the hot
@@ -35,6 +36,15 @@ const MAX_FAILURE_BODY: usize = 64 * 1024;
 /// Milliseconds since the epoch, from the runtime's clock.
 pub fn now_ms() -> u64 {
     js_sys::Date::now() as u64
+}
+
+/// What a successful attempt gives the client.
+pub struct Reply {
+    pub status: u16,
+    /// The upstream's headers that pass to the client, as [`Lines`] text.
+    pub headers: String,
+    /// The body: the whole answer's bytes, or the stream it is handed on in, or nothing.
+    pub body: JsValue,
 }
 
 /// What one request asks of the upstreams.
@@ -77,7 +87,7 @@ pub async fn run<'c>(
     job: &Job,
     trace: &mut Trace,
     mut body_for: impl FnMut(&Choice<'c>) -> Result<Vec<u8>, RouterError>,
-) -> Result<Response, RouterError> {
+) -> Result<Reply, RouterError> {
     let mut planner = Planner::new(
         config,
         targets,
@@ -151,6 +161,11 @@ enum Answer {
     Nothing,
     /// An answer whose headers are all there is to learn.
     Headers(Report),
+    /// An answer read whole: its headers, and the usage in it when a booking waits for it.
+    Whole {
+        report: Report,
+        usage: Option<Usage>,
+    },
     /// An answer handed on: its headers now, its usage when it ends.
     Streamed {
         report: Report,
@@ -182,6 +197,7 @@ fn settle(
     match answer {
         Answer::Nothing => record(None, None),
         Answer::Headers(report) => record(None, Some(report)),
+        Answer::Whole { report, usage } => record(usage, Some(report)),
         Answer::Streamed {
             report,
             finished,
@@ -199,55 +215,44 @@ fn settle(
 }
 
 /// One upstream call: sent with the choice's key, aborted if no headers (for a stream, no
-/// first chunk) arrive within `timeout_ms`. Returns the outcome, the client's response when it
-/// is a success, and what the books may learn from the answer.
+/// first chunk; for a short JSON answer, not all of it) arrive within `timeout_ms`. Returns the
+/// outcome, the client's reply when it is a success, and what the books may learn from the
+/// answer (`reserved`: whether a booking waits for its usage).
 async fn attempt(
     choice: &Choice<'_>,
     job: &Job,
     body: Vec<u8>,
     timeout_ms: u64,
     reserved: bool,
-) -> (Outcome, Option<Response>, Answer) {
+) -> (Outcome, Option<Reply>, Answer) {
     let outbound = upstream::request(choice, job.endpoint, job.accept.as_deref());
-    let Ok(request) = http::upstream_request(&outbound, body) else {
-        return (Outcome::Transport, None, Answer::Nothing);
-    };
     // The runtime's own controller: the hand-on aborts the call when the client goes away.
     let Ok(controller) = web_sys::AbortController::new() else {
         return (Outcome::Transport, None, Answer::Nothing);
     };
-    let signal = AbortSignal::from(controller.signal());
     let timer = Delay::from(Duration::from_millis(timeout_ms));
     futures::pin_mut!(timer);
-    let fetch = Fetch::Request(request);
-    let mut resp = match within(fetch.send_with_signal(&signal), timer.as_mut()).await {
-        Some(Ok(resp)) => resp,
-        Some(Err(_)) => return (Outcome::Transport, None, Answer::Nothing),
+    let Some(sent) = http::send(&outbound, &body, &controller.signal()) else {
+        return (Outcome::Transport, None, Answer::Nothing);
+    };
+    drop(body);
+    let resp: web_sys::Response = match within(sent, timer.as_mut()).await {
+        Some(Ok(resp)) => resp.unchecked_into(),
+        Some(_) => return (Outcome::Transport, None, Answer::Nothing),
         None => {
             controller.abort();
             return (Outcome::Timeout, None, Answer::Nothing);
         }
     };
-    let status = resp.status_code();
-    let headers = resp.headers().clone();
-    let header = |name: &str| headers.get(name).ok().flatten();
-    let report = {
-        let values: Vec<(String, String)> = headers
-            .entries()
-            .filter(|(k, _)| k.starts_with("x-ratelimit") || k.starts_with("x-tokenlimit"))
-            .collect();
-        ratelimit::report(choice.provider.dialect, |name| {
-            values
-                .iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.as_str())
-        })
-    };
+    let status = resp.status();
+    let lines = http::lines_of(&resp.headers());
+    let headers = Lines(&lines);
+    let report = ratelimit::report(choice.provider.dialect, |name| headers.get(name));
 
     if !outcome::is_success(status) {
         // Only the start of a failure's body is read (a message is capped at 2 KB anyway),
         // within what is left of the attempt's time.
-        let read = http::read_capped(resp.stream(), MAX_FAILURE_BODY, MAX_FAILURE_BODY);
+        let read = http::read_capped(resp.body(), MAX_FAILURE_BODY, MAX_FAILURE_BODY);
         let failure_body = match within(read, timer.as_mut()).await {
             Some(Ok(Ok(bytes))) => bytes,
             Some(_) => Vec::new(),
@@ -256,41 +261,52 @@ async fn attempt(
                 Vec::new()
             }
         };
-        let verdict = outcome::classify(status, header("retry-after").as_deref(), &failure_body);
+        let verdict = outcome::classify(status, headers.get("retry-after"), &failure_body);
         return (verdict, None, Answer::Headers(report));
     }
 
-    // A success: its first chunk is read before anything is sent, so that an answer that is
-    // no answer still fails over; the runtime pipes the rest to the client.
-    let kind = Body::of(&header("content-type").unwrap_or_default());
-    let Ok(client_headers) = http::client_headers(&resp) else {
-        return (Outcome::Transport, None, Answer::Nothing);
+    // A success: its start is read before anything is sent, so that an answer that is no
+    // answer still fails over.
+    let kind = Body::of(headers.get("content-type").unwrap_or_default());
+    let mut reply = Reply {
+        status,
+        headers: headers.to_client(),
+        body: JsValue::UNDEFINED,
     };
-    let Some(body) = http::body_stream(resp) else {
+    let Some(body) = resp.body() else {
         // No body at all (a 204): nothing to read, nothing to learn.
-        let response = http::stream_response(status, client_headers, None);
-        return (Outcome::Success, Some(response), Answer::Headers(report));
+        return (Outcome::Success, Some(reply), Answer::Headers(report));
     };
-    let Some(opened) = within(stream::open(&body), timer.as_mut()).await else {
+    let whole = if kind == Body::Json { WHOLE_JSON } else { 0 };
+    let Some(opened) = within(stream::open(&body, whole), timer.as_mut()).await else {
         controller.abort();
         return (Outcome::Timeout, None, Answer::Nothing);
     };
-    let Some(start) = opened
+    if opened
         .first_bytes(FIRST_CHUNK_READ)
-        .filter(|start| !kind.start_fails(start))
-    else {
+        .is_none_or(|start| kind.start_fails(&start))
+    {
         opened.cancel();
         return (Outcome::BadAnswer, None, Answer::Nothing);
-    };
+    }
+    if opened.whole {
+        // A short JSON answer, read whole: sent as bytes, its usage read at once.
+        let usage = reserved
+            .then(|| kind.usage(&opened.last_bytes(TAIL_BYTES)))
+            .flatten();
+        reply.body = opened.bytes();
+        return (
+            Outcome::Success,
+            Some(reply),
+            Answer::Whole { report, usage },
+        );
+    }
     let interrupted = (kind == Body::Events).then_some(INTERRUPTED_EVENT);
-    // The last bytes are only worth a copy when a booking waits for the usage in them, and the
-    // first chunk is not already the whole answer.
-    let keep_tail = reserved && kind.needs_tail(&start);
-    let (readable, finished) = opened.hand_on(interrupted, keep_tail, &controller);
-    let response = http::stream_response(status, client_headers, Some(readable));
+    let (readable, finished) = opened.hand_on(interrupted, &controller);
+    reply.body = readable.into();
     (
         Outcome::Success,
-        Some(response),
+        Some(reply),
         Answer::Streamed {
             report,
             finished,

@@ -5,16 +5,17 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use worker::{event, Context, Env, Method, Request, Response};
+use worker::wasm_bindgen::JsValue;
+use worker::{event, web_sys, Context, Env};
 
-use super::attempts::{self, now_ms, Job, Trace};
+use super::attempts::{self, now_ms, Job, Reply, Trace};
 use super::http;
 use super::quota as quota_object;
 use crate::core::config::{Config, CONFIG_VAR};
 use crate::core::endpoint::{self, Endpoint};
 use crate::core::error::RouterError;
 use crate::core::failover;
-use crate::core::quota::{self, status as quota_status, Command, Reply, Shard};
+use crate::core::quota::{self, status as quota_status, Command, Reply as BankReply, Shard};
 use crate::core::request::{ChatRequest, EmbeddingsRequest};
 use crate::core::{adapt, auth, classify, cors, models, route};
 
@@ -24,18 +25,15 @@ thread_local! {
 }
 
 #[event(fetch)]
-async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response> {
+async fn fetch(req: web_sys::Request, env: Env, ctx: Context) -> worker::Result<web_sys::Response> {
     let started = now_ms();
-    let method = req.method().to_string();
-    let path = req.path();
+    let method = req.method();
+    let path = path_of(&req.url());
+    let headers = req.headers();
     // The body, if the router refuses the request before reading it (see `http::drain`).
-    let unread_body = req.inner().body();
-    let declared_len = req
-        .headers()
-        .get("content-length")
-        .ok()
-        .flatten()
-        .and_then(|l| l.trim().parse::<usize>().ok());
+    let unread_body = req.body();
+    let declared_len =
+        http::header(&headers, "content-length").and_then(|l| l.trim().parse::<usize>().ok());
     // Headers every response gets once the router knows them (CORS, the routing decision),
     // errors included.
     let mut explain: Vec<(&'static str, String)> = Vec::new();
@@ -43,16 +41,21 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response>
         started_ms: started,
         ..Trace::default()
     };
-    let result = serve(req, &env, &ctx, &mut explain, &mut trace).await;
-    let (mut resp, failure) = match result {
-        Ok(resp) => (resp, None),
+    let result = serve(&req, &method, &path, &env, &ctx, &mut explain, &mut trace).await;
+    let (reply, failure) = match result {
+        Ok(reply) => (reply, None),
         Err(err) => {
             if let Some(body) = unread_body {
                 if declared_len.is_none_or(|l| l <= DRAIN_LIMIT) {
                     http::drain(body, DRAIN_LIMIT).await;
                 }
             }
-            (http::error_response(&err)?, Some(err))
+            explain.push(("content-type", "application/json".to_owned()));
+            explain.extend(err.headers());
+            (
+                fixed(err.status(), JsValue::from_str(&err.to_json())),
+                Some(err),
+            )
         }
     };
     let total_ms = now_ms().saturating_sub(started);
@@ -60,67 +63,75 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response>
     log_request(
         &method,
         &path,
-        resp.status_code(),
+        reply.status,
         failure.as_ref(),
         &explain,
         &trace,
         total_ms,
     );
-    http::add_headers(&mut resp, &explain)?;
-    Ok(resp)
+    http::respond(reply.status, &reply.headers, &explain, &reply.body)
+        .map_err(|e| worker::Error::RustError(e.message()))
+}
+
+/// The path of a request URL (`https://host/v1/chat/completions?x` → `/v1/chat/completions`).
+fn path_of(url: &str) -> String {
+    let after_scheme = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let path = after_scheme.find('/').map_or("/", |i| &after_scheme[i..]);
+    path.split(['?', '#']).next().unwrap_or("/").to_owned()
 }
 
 async fn serve(
-    mut req: Request,
+    req: &web_sys::Request,
+    method: &str,
+    path: &str,
     env: &Env,
     ctx: &Context,
     explain: &mut Vec<(&'static str, String)>,
     trace: &mut Trace,
-) -> Result<Response, RouterError> {
+) -> Result<Reply, RouterError> {
     let config = config(env);
     let config = config.as_ref().as_ref().map_err(Clone::clone)?;
-    // A handle on the same JS object, so the body can be read while headers are consulted.
-    let headers = req.headers().clone();
-    let origin = headers.get("origin").ok().flatten();
+    let headers = req.headers();
+    let header = |name: &str| http::header(&headers, name);
+    let origin = header("origin");
     let allowed_origin = cors::check(&config.gateway.cors, origin.as_deref())?;
-    let method = req.method();
     // Every answer to an allowed origin, errors such as 404 and 405 included, is readable by
     // the page; a preflight carries its own CORS headers.
-    if method != Method::Options {
+    if method != "OPTIONS" {
         if let Some(origin) = allowed_origin {
             explain.extend(cors::response_headers(origin));
         }
     }
-    let endpoint = endpoint::resolve(method.as_ref(), &req.path())?;
+    let endpoint = endpoint::resolve(method, path)?;
     match endpoint {
         Endpoint::Preflight => {
-            let requested = headers.get("access-control-request-headers").ok().flatten();
-            let preflight = match &origin {
+            let requested = header("access-control-request-headers");
+            // The preflight headers already carry the origin.
+            explain.extend(match &origin {
                 Some(o) => cors::preflight_headers(o, requested.as_deref()),
                 None => vec![("allow", "GET, POST, OPTIONS".to_owned())],
-            };
-            // The preflight headers already carry the origin.
-            return http::empty_response(204, &preflight);
+            });
+            return Ok(fixed(204, JsValue::UNDEFINED));
         }
-        Endpoint::Health => return http::json_response(200, r#"{"status":"ok"}"#),
+        Endpoint::Health => return Ok(json(r#"{"status":"ok"}"#, explain)),
         _ => {}
     }
 
-    let authorization = headers.get("authorization").ok().flatten();
+    let authorization = header("authorization");
     if endpoint == Endpoint::Status {
         auth::check(&config.gateway.admin, authorization.as_deref())?;
-        return status(env, config).await;
+        return Ok(json(&status(env, config).await?, explain));
     }
     auth::check(&config.gateway.auth, authorization.as_deref())?;
 
     match endpoint {
-        Endpoint::Models => http::json_response(200, &models::list_json(config)),
+        Endpoint::Models => Ok(json(&models::list_json(config), explain)),
         Endpoint::ChatCompletions => {
-            let body = read_body(&mut req, config).await?;
+            let body = read_body(req, &header, config).await?;
             let mut request = ChatRequest::parse(&body)?;
             drop(body);
-            let path_hint = headers.get(classify::PATH_HEADER).ok().flatten();
-            let budget_hint = headers.get(classify::BUDGET_HEADER).ok().flatten();
+            let path_hint = header(classify::PATH_HEADER);
+            let budget_hint = header(classify::BUDGET_HEADER);
             let hints = classify::Hints {
                 path: path_hint.as_deref(),
                 latency_budget_ms: budget_hint.as_deref(),
@@ -143,7 +154,7 @@ async fn serve(
             };
             let job = Job {
                 endpoint: "/chat/completions",
-                accept: headers.get("accept").ok().flatten(),
+                accept: header("accept"),
                 tokens: request.prompt_tokens.saturating_add(output),
                 prefix_hash,
                 deadline_ms: deadline_ms(config, budget_hint.as_deref()),
@@ -159,14 +170,14 @@ async fn serve(
             result
         }
         Endpoint::Embeddings => {
-            let body = read_body(&mut req, config).await?;
+            let body = read_body(req, &header, config).await?;
             let mut request = EmbeddingsRequest::parse(&body)?;
             drop(body);
             let targets = route::embeddings(config, &request)?;
-            let budget_hint = headers.get(classify::BUDGET_HEADER).ok().flatten();
+            let budget_hint = header(classify::BUDGET_HEADER);
             let job = Job {
                 endpoint: "/embeddings",
-                accept: headers.get("accept").ok().flatten(),
+                accept: header("accept"),
                 tokens: 0,
                 prefix_hash: 0,
                 deadline_ms: deadline_ms(config, budget_hint.as_deref()),
@@ -185,11 +196,29 @@ async fn serve(
     }
 }
 
+/// A reply of the router's own; its headers are the router's (`explain`).
+fn fixed(status: u16, body: JsValue) -> Reply {
+    Reply {
+        status,
+        headers: String::new(),
+        body,
+    }
+}
+
+/// A JSON reply of the router's own.
+fn json(body: &str, explain: &mut Vec<(&'static str, String)>) -> Reply {
+    explain.push(("content-type", "application/json".to_owned()));
+    fixed(200, JsValue::from_str(body))
+}
+
 /// Reads the body once, refusing a non-JSON content type (415) and anything over the limit
 /// (413), by `content-length` before reading when the client sent one.
-async fn read_body(req: &mut Request, config: &Config) -> Result<Vec<u8>, RouterError> {
-    let headers = req.headers();
-    if let Some(ct) = headers.get("content-type").ok().flatten() {
+async fn read_body(
+    req: &web_sys::Request,
+    header: &impl Fn(&str) -> Option<String>,
+    config: &Config,
+) -> Result<Vec<u8>, RouterError> {
+    if let Some(ct) = header("content-type") {
         let media = ct.split(';').next().unwrap_or_default().trim();
         if !media.eq_ignore_ascii_case("application/json") {
             return Err(RouterError::UnsupportedMediaType {
@@ -199,18 +228,18 @@ async fn read_body(req: &mut Request, config: &Config) -> Result<Vec<u8>, Router
     }
     let limit = config.gateway.max_body_bytes;
     let too_large = RouterError::BodyTooLarge { limit };
-    let declared = headers.get("content-length").ok().flatten();
-    if declared
-        .and_then(|l| l.trim().parse::<u64>().ok())
-        .is_some_and(|l| l > limit)
-    {
-        return Err(too_large);
+    let declared = header("content-length").and_then(|l| l.trim().parse::<u64>().ok());
+    match declared {
+        Some(len) if len > limit => return Err(too_large),
+        // Its length known and within the limit: one read.
+        Some(_) => return http::read_whole(req).await,
+        None => {}
     }
     // Keep no more than the limit: a chunked body of any size costs at most the limit in
     // memory. Past it, the rest is drained like any refused body, so that the client can read
     // the 413 on a connection still in order.
     let cap = usize::try_from(limit).unwrap_or(usize::MAX);
-    http::read_capped(req.stream(), cap, cap.max(DRAIN_LIMIT))
+    http::read_capped(req.body(), cap, cap.max(DRAIN_LIMIT))
         .await?
         .map_err(|()| too_large)
 }
@@ -221,7 +250,7 @@ const DRAIN_LIMIT: usize = 1 << 20;
 
 /// `GET /v1/router/status`: the books of every organization of every provider that tracks
 /// limits (one call to each bank), the leases out, and what this isolate holds.
-async fn status(env: &Env, config: &Config) -> Result<Response, RouterError> {
+async fn status(env: &Env, config: &Config) -> Result<String, RouterError> {
     let mut providers = serde_json::Map::new();
     for provider in config.providers.iter().filter(|p| !p.limits.is_empty()) {
         let mut orgs = serde_json::Map::new();
@@ -229,7 +258,7 @@ async fn status(env: &Env, config: &Config) -> Result<Response, RouterError> {
         let mut now = now_ms();
         for offer in quota::offers(provider) {
             let shard = Shard::new(&provider.name, &offer.org);
-            if let Reply::Status { now_ms, ledger } =
+            if let BankReply::Status { now_ms, ledger } =
                 quota_object::call(env, &shard, &Command::Status).await?
             {
                 now = now_ms;
@@ -265,8 +294,7 @@ async fn status(env: &Env, config: &Config) -> Result<Response, RouterError> {
             }),
         );
     }
-    let body = serde_json::json!({ "providers": providers }).to_string();
-    http::json_response(200, &body)
+    Ok(serde_json::json!({ "providers": providers }).to_string())
 }
 
 /// The cached configuration, parsed on first use. A broken configuration is logged once and

@@ -1,33 +1,33 @@
-//! Successful answers at the edge: the first chunk is read here (so that an answer that is no
-//! answer still fails over), then `stream.js` has the runtime pipe the rest to the client
-//! natively and reports the body's last bytes when it is over.
+//! Successful answers at the edge, read in `runtime.js`: the start of the body before anything
+//! is sent (so that an answer that is no answer still fails over; a JSON answer, whole when it
+//! is short), then the rest handed to the client at its own pace with only the last bytes kept
+//! for the usage, so a long answer costs the isolate one chunk and 16 KiB, not its length.
 
 use wasm_bindgen_futures::JsFuture;
 use worker::wasm_bindgen::{self, prelude::wasm_bindgen, JsCast, JsValue};
 use worker::{js_sys, web_sys};
 
-#[wasm_bindgen(module = "/src/edge/stream.js")]
+#[wasm_bindgen(module = "/src/edge/runtime.js")]
 extern "C" {
     #[wasm_bindgen(js_name = openBody)]
-    fn open_body(body: &web_sys::ReadableStream) -> js_sys::Promise;
+    fn open_body(body: &web_sys::ReadableStream, whole: f64) -> js_sys::Promise;
     #[wasm_bindgen(js_name = cancelBody)]
     fn cancel_body(reader: &JsValue);
     #[wasm_bindgen(js_name = handOn)]
     fn hand_on_body(
-        body: &JsValue,
         reader: &JsValue,
-        first: &JsValue,
+        start: &JsValue,
         interrupted: Option<String>,
-        keep_tail: bool,
         abort: &web_sys::AbortController,
     ) -> js_sys::Array;
 }
 
-/// An upstream body whose first chunk has been read, and nothing sent yet.
+/// An upstream body whose start has been read, and nothing sent yet.
 pub struct Opened {
-    body: JsValue,
     reader: JsValue,
-    first: Option<js_sys::Uint8Array>,
+    start: Option<js_sys::Uint8Array>,
+    /// Whether `start` is the whole body.
+    pub whole: bool,
 }
 
 /// How a handed-on body ended.
@@ -41,34 +41,50 @@ pub struct Ended {
     pub client_gone: bool,
 }
 
-/// Reads the first chunk of `body`.
-pub async fn open(body: &web_sys::ReadableStream) -> Opened {
-    let pair = JsFuture::from(open_body(body))
+/// Reads the start of `body`: its first chunk, or with `whole` over 0 the whole body when it
+/// ends within `whole` bytes (a longer one is handed on from what was read).
+pub async fn open(body: &web_sys::ReadableStream, whole: usize) -> Opened {
+    let parts = JsFuture::from(open_body(body, whole as f64))
         .await
         .ok()
         .map(|v| v.unchecked_into::<js_sys::Array>());
-    match pair {
+    match parts {
         Some(parts) => Opened {
-            body: parts.get(0),
-            reader: parts.get(1),
-            first: parts.get(2).dyn_into::<js_sys::Uint8Array>().ok(),
+            reader: parts.get(0),
+            start: parts.get(1).dyn_into::<js_sys::Uint8Array>().ok(),
+            whole: parts.get(2).as_bool().unwrap_or(false),
         },
         None => Opened {
-            body: JsValue::UNDEFINED,
             reader: JsValue::UNDEFINED,
-            first: None,
+            start: None,
+            whole: false,
         },
     }
 }
 
 impl Opened {
-    /// A copy of the start of the first chunk (up to `max` bytes); `None` when the body ended
-    /// or failed before it.
+    /// A copy of the first `max` bytes read; `None` when the body ended or failed before them.
     pub fn first_bytes(&self, max: usize) -> Option<Vec<u8>> {
-        self.first.as_ref().map(|chunk| {
+        self.start.as_ref().map(|chunk| {
             let end = chunk.length().min(u32::try_from(max).unwrap_or(u32::MAX));
             chunk.subarray(0, end).to_vec()
         })
+    }
+
+    /// A copy of the last `max` bytes read.
+    pub fn last_bytes(&self, max: usize) -> Vec<u8> {
+        self.start.as_ref().map_or_else(Vec::new, |chunk| {
+            let len = chunk.length();
+            let from = len.saturating_sub(u32::try_from(max).unwrap_or(u32::MAX));
+            chunk.subarray(from, len).to_vec()
+        })
+    }
+
+    /// The bytes read, as the runtime holds them (for a whole body, the client's answer).
+    pub fn bytes(&self) -> JsValue {
+        self.start
+            .as_ref()
+            .map_or(JsValue::UNDEFINED, |b| b.clone().into())
     }
 
     /// Drops the stream: the upstream is told to stop.
@@ -80,23 +96,14 @@ impl Opened {
 
     /// Hands the body on: the client's body, and a promise of how it ended. For an event
     /// stream, `interrupted` is written to the client when the upstream fails or ends without
-    /// `data: [DONE]`. With `keep_tail` (or for an event stream), the ending reports the body's
-    /// last bytes. A client that goes away aborts the upstream call through `abort`.
+    /// `data: [DONE]`. A client that goes away aborts the upstream call through `abort`.
     pub fn hand_on(
         self,
         interrupted: Option<&str>,
-        keep_tail: bool,
         abort: &web_sys::AbortController,
     ) -> (web_sys::ReadableStream, js_sys::Promise) {
-        let first: JsValue = self.first.map_or(JsValue::UNDEFINED, Into::into);
-        let pair = hand_on_body(
-            &self.body,
-            &self.reader,
-            &first,
-            interrupted.map(str::to_owned),
-            keep_tail,
-            abort,
-        );
+        let start: JsValue = self.start.map_or(JsValue::UNDEFINED, Into::into);
+        let pair = hand_on_body(&self.reader, &start, interrupted.map(str::to_owned), abort);
         (pair.get(0).unchecked_into(), pair.get(1).unchecked_into())
     }
 }
@@ -135,24 +142,36 @@ mod tests {
             .unwrap()
     }
 
+    /// A body of several chunks, as an upstream sends a stream.
+    fn chunked(chunks: &[&str]) -> web_sys::ReadableStream {
+        let parts = js_sys::Array::new();
+        for c in chunks {
+            parts.push(&JsValue::from_str(c));
+        }
+        let blob = web_sys::Blob::new_with_str_sequence(&parts).unwrap();
+        web_sys::Response::new_with_opt_blob(Some(&blob))
+            .unwrap()
+            .body()
+            .unwrap()
+    }
+
     fn abort() -> web_sys::AbortController {
         web_sys::AbortController::new().unwrap()
     }
 
     async fn text_of(stream: web_sys::ReadableStream) -> String {
-        let resp: worker::Response = web_sys::Response::new_with_opt_readable_stream(Some(&stream))
-            .unwrap()
-            .into();
-        let mut resp = resp;
-        resp.text().await.unwrap()
+        let resp = web_sys::Response::new_with_opt_readable_stream(Some(&stream)).unwrap();
+        let text = JsFuture::from(resp.text().unwrap()).await.unwrap();
+        text.as_string().unwrap()
     }
 
     #[wasm_bindgen_test]
     async fn a_complete_stream_is_handed_on_unchanged() {
         let sent = "data: {\"choices\":[]}\n\ndata: [DONE]\n\n";
-        let opened = open(&body(sent)).await;
+        let opened = open(&body(sent), 0).await;
+        assert!(!opened.whole);
         assert_eq!(opened.first_bytes(8).unwrap(), b"data: {\"");
-        let (readable, finished) = opened.hand_on(Some(INTERRUPTED_EVENT), false, &abort());
+        let (readable, finished) = opened.hand_on(Some(INTERRUPTED_EVENT), &abort());
         assert_eq!(text_of(readable).await, sent);
         let end = ended(finished).await.unwrap();
         assert!(end.complete);
@@ -162,10 +181,9 @@ mod tests {
     #[wasm_bindgen_test]
     async fn a_stream_without_done_gets_the_interrupted_event() {
         let sent = "data: {\"choices\":[]}\n\n";
-        let (readable, finished) =
-            open(&body(sent))
-                .await
-                .hand_on(Some(INTERRUPTED_EVENT), false, &abort());
+        let (readable, finished) = open(&body(sent), 0)
+            .await
+            .hand_on(Some(INTERRUPTED_EVENT), &abort());
         assert_eq!(
             text_of(readable).await,
             format!("{sent}{INTERRUPTED_EVENT}")
@@ -174,28 +192,47 @@ mod tests {
     }
 
     #[wasm_bindgen_test]
-    async fn a_json_body_gets_nothing_appended() {
+    async fn a_short_json_body_is_read_whole() {
         let sent = r#"{"id":"c","usage":{"prompt_tokens":3}}"#;
-        let (readable, finished) = open(&body(sent)).await.hand_on(None, true, &abort());
-        assert_eq!(text_of(readable).await, sent);
-        let end = ended(finished).await.unwrap();
-        assert!(end.complete);
-        assert_eq!(end.tail, sent.as_bytes());
+        let opened = open(&body(sent), 1024).await;
+        assert!(opened.whole);
+        assert_eq!(opened.last_bytes(8), &sent.as_bytes()[sent.len() - 8..]);
+        let bytes = opened.bytes().dyn_into::<js_sys::Uint8Array>().unwrap();
+        assert_eq!(bytes.to_vec(), sent.as_bytes());
     }
 
     #[wasm_bindgen_test]
-    async fn without_a_tail_a_json_body_is_handed_on_and_reports_only_its_start() {
-        let sent = r#"{"id":"c"}"#;
-        let (readable, finished) = open(&body(sent)).await.hand_on(None, false, &abort());
-        assert_eq!(text_of(readable).await, sent);
+    async fn a_json_body_longer_than_whole_is_handed_on_from_what_was_read() {
+        let chunks = ["{\"a\":\"", &"x".repeat(3000), "\",", "\"b\":1}"];
+        let opened = open(&chunked(&chunks), 100).await;
+        assert!(!opened.whole);
+        let (readable, finished) = opened.hand_on(None, &abort());
+        assert_eq!(text_of(readable).await, chunks.concat());
         let end = ended(finished).await.unwrap();
         assert!(end.complete);
         assert!(!end.client_gone);
+        assert!(end.tail.ends_with(b"\"b\":1}"));
+    }
+
+    #[wasm_bindgen_test]
+    async fn only_the_last_bytes_of_a_long_body_are_kept() {
+        let chunk = "y".repeat(10_000);
+        let chunks: Vec<&str> = std::iter::repeat_n(chunk.as_str(), 10)
+            .chain(["data: [DONE]\n\n"])
+            .collect();
+        let (readable, finished) = open(&chunked(&chunks), 0)
+            .await
+            .hand_on(Some(INTERRUPTED_EVENT), &abort());
+        assert_eq!(text_of(readable).await.len(), 100_000 + 14);
+        let end = ended(finished).await.unwrap();
+        assert!(end.complete);
+        assert_eq!(end.tail.len(), crate::core::stream::TAIL_BYTES);
+        assert!(end.tail.ends_with(b"data: [DONE]\n\n"));
     }
 
     #[wasm_bindgen_test]
     async fn an_empty_body_has_no_first_chunk() {
-        let opened = open(&body("")).await;
+        let opened = open(&body(""), 0).await;
         assert_eq!(opened.first_bytes(10), None);
         opened.cancel();
     }
