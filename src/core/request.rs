@@ -5,52 +5,113 @@
 //! say what is wrong and where (`param` is a path such as `messages[2].role`), in the OpenAI
 //! error format, never as a 500.
 
+use std::fmt;
+
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::ser::{SerializeMap, Serializer};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use super::error::RouterError;
 use super::tokens;
 
 /// `POST /v1/chat/completions`.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+///
+/// Message contents and every field the router does not decide on stay as the client wrote
+/// them ([`Raw`]): checked as JSON, never decoded into a tree, and written back byte for byte,
+/// so parsing a long prompt costs about a scan of it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ChatRequest {
     pub model: String,
     pub messages: Vec<Message>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub stream: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_tokens: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_completion_tokens: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub n: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub logprobs: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub top_logprobs: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub logit_bias: Option<Map<String, Value>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tools: Option<Vec<Value>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tools: Option<Vec<Json>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub response_format: Option<ResponseFormat>,
     /// Every other field, passed on unchanged.
     #[serde(flatten)]
-    pub extra: Map<String, Value>,
+    pub extra: Raw,
     /// Estimated prompt tokens of the whole body (messages, tools, schemas), set by
     /// [`ChatRequest::parse`] from the bytes it parsed.
     #[serde(skip)]
     pub prompt_tokens: u64,
 }
 
-/// One chat message. `content` and everything else stay untyped in `extra`.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+/// One chat message: its role and name typed, its `content` and everything else as written.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Message {
     pub role: Role,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// The content as written (a string, an array of parts, or `null`); `None` when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content: Option<Json>,
     #[serde(flatten)]
-    pub extra: Map<String, Value>,
+    pub extra: Raw,
+}
+
+/// A JSON value kept as the client wrote it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(transparent)]
+pub struct Json(pub Box<RawValue>);
+
+impl Json {
+    /// The value's JSON text.
+    pub fn text(&self) -> &str {
+        self.0.get()
+    }
+}
+
+impl PartialEq for Json {
+    fn eq(&self, other: &Self) -> bool {
+        self.text() == other.text()
+    }
+}
+
+impl<'de> Deserialize<'de> for Json {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Box::<RawValue>::deserialize(d).map(Json)
+    }
+}
+
+/// Fields kept as the client wrote them, in its order.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Raw(pub Vec<(String, Json)>);
+
+impl Raw {
+    /// The field `key`, if present.
+    pub fn get(&self, key: &str) -> Option<&Json> {
+        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+    }
+
+    pub fn contains_key(&self, key: &str) -> bool {
+        self.get(key).is_some()
+    }
+}
+
+impl Serialize for Raw {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(self.0.len()))?;
+        for (k, v) in &self.0 {
+            map.serialize_entry(k, v)?;
+        }
+        map.end()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -78,6 +139,155 @@ pub struct ResponseFormat {
     pub kind: String,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
+}
+
+/// A map key, borrowed from the body when it has no escapes.
+enum Key<'de> {
+    Borrowed(&'de str),
+    Owned(String),
+}
+
+impl Key<'_> {
+    fn as_str(&self) -> &str {
+        match self {
+            Key::Borrowed(k) => k,
+            Key::Owned(k) => k,
+        }
+    }
+
+    fn into_owned(self) -> String {
+        match self {
+            Key::Borrowed(k) => k.to_owned(),
+            Key::Owned(k) => k,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl<'de> Visitor<'de> for KeyVisitor {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a field name")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key::Borrowed(v))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Key<'de>, E> {
+                Ok(Key::Owned(v.to_owned()))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Key<'de>, E> {
+                Ok(Key::Owned(v))
+            }
+        }
+        d.deserialize_str(KeyVisitor)
+    }
+}
+
+/// Sets a field read once; a second one is an error, as for a derived `Deserialize`.
+fn once<T, E: de::Error>(slot: &mut Option<T>, value: T, name: &'static str) -> Result<(), E> {
+    if slot.is_some() {
+        return Err(E::duplicate_field(name));
+    }
+    *slot = Some(value);
+    Ok(())
+}
+
+impl<'de> Deserialize<'de> for ChatRequest {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct ChatVisitor;
+        impl<'de> Visitor<'de> for ChatVisitor {
+            type Value = ChatRequest;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a chat completion request object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ChatRequest, A::Error> {
+                let (mut model, mut messages) = (None, None);
+                let (mut stream, mut max_tokens, mut max_completion_tokens) = (None, None, None);
+                let (mut n, mut logprobs, mut top_logprobs) = (None, None, None);
+                let (mut logit_bias, mut tools, mut response_format) = (None, None, None);
+                let mut extra = Raw::default();
+                while let Some(key) = map.next_key::<Key<'de>>()? {
+                    match key.as_str() {
+                        "model" => once(&mut model, map.next_value()?, "model")?,
+                        "messages" => once(&mut messages, map.next_value()?, "messages")?,
+                        "stream" => once(&mut stream, map.next_value()?, "stream")?,
+                        "max_tokens" => once(&mut max_tokens, map.next_value()?, "max_tokens")?,
+                        "max_completion_tokens" => once(
+                            &mut max_completion_tokens,
+                            map.next_value()?,
+                            "max_completion_tokens",
+                        )?,
+                        "n" => once(&mut n, map.next_value()?, "n")?,
+                        "logprobs" => once(&mut logprobs, map.next_value()?, "logprobs")?,
+                        "top_logprobs" => {
+                            once(&mut top_logprobs, map.next_value()?, "top_logprobs")?
+                        }
+                        "logit_bias" => once(&mut logit_bias, map.next_value()?, "logit_bias")?,
+                        "tools" => once(&mut tools, map.next_value()?, "tools")?,
+                        "response_format" => {
+                            once(&mut response_format, map.next_value()?, "response_format")?
+                        }
+                        _ => {
+                            let value = map.next_value()?;
+                            extra.0.push((key.into_owned(), value));
+                        }
+                    }
+                }
+                Ok(ChatRequest {
+                    model: model.ok_or_else(|| de::Error::missing_field("model"))?,
+                    messages: messages.ok_or_else(|| de::Error::missing_field("messages"))?,
+                    stream: stream.flatten(),
+                    max_tokens: max_tokens.flatten(),
+                    max_completion_tokens: max_completion_tokens.flatten(),
+                    n: n.flatten(),
+                    logprobs: logprobs.flatten(),
+                    top_logprobs: top_logprobs.flatten(),
+                    logit_bias: logit_bias.flatten(),
+                    tools: tools.flatten(),
+                    response_format: response_format.flatten(),
+                    extra,
+                    prompt_tokens: 0,
+                })
+            }
+        }
+        d.deserialize_map(ChatVisitor)
+    }
+}
+
+impl<'de> Deserialize<'de> for Message {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct MessageVisitor;
+        impl<'de> Visitor<'de> for MessageVisitor {
+            type Value = Message;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a message object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Message, A::Error> {
+                let (mut role, mut name, mut content) = (None, None, None);
+                let mut extra = Raw::default();
+                while let Some(key) = map.next_key::<Key<'de>>()? {
+                    match key.as_str() {
+                        "role" => once(&mut role, map.next_value()?, "role")?,
+                        "name" => once(&mut name, map.next_value::<Option<String>>()?, "name")?,
+                        "content" => once(&mut content, map.next_value()?, "content")?,
+                        _ => {
+                            let value = map.next_value()?;
+                            extra.0.push((key.into_owned(), value));
+                        }
+                    }
+                }
+                Ok(Message {
+                    role: role.ok_or_else(|| de::Error::missing_field("role"))?,
+                    name: name.flatten(),
+                    content,
+                    extra,
+                })
+            }
+        }
+        d.deserialize_map(MessageVisitor)
+    }
 }
 
 /// `POST /v1/embeddings`.
@@ -117,16 +327,25 @@ impl ChatRequest {
         self.stream == Some(true)
     }
 
-    /// Which media the messages carry, in one pass over their content parts.
+    /// Which media the messages carry, from the types of their content parts (only a content
+    /// that is an array of parts is read again).
     pub fn media(&self) -> Media {
+        #[derive(Deserialize)]
+        struct Part {
+            #[serde(rename = "type", default)]
+            kind: Option<String>,
+        }
         let mut media = Media::default();
         let parts = self
             .messages
             .iter()
-            .filter_map(|m| m.extra.get("content").and_then(Value::as_array))
-            .flatten();
+            .filter_map(|m| m.content.as_ref())
+            .filter(|c| c.text().trim_start().starts_with('['))
+            .filter_map(|c| serde_json::from_str::<Vec<Json>>(c.text()).ok())
+            .flatten()
+            .filter_map(|part| serde_json::from_str::<Part>(part.text()).ok());
         for part in parts {
-            match part.get("type").and_then(Value::as_str) {
+            match part.kind.as_deref() {
                 Some("image_url") => media.images = true,
                 Some("input_audio") => media.audio = true,
                 _ => {}
@@ -277,8 +496,12 @@ mod tests {
         assert!(r.streams());
         assert_eq!(r.max_tokens, Some(64));
         assert_eq!(r.response_format.as_ref().unwrap().kind, "json_schema");
-        assert_eq!(r.extra["temperature"], 0.2);
-        assert_eq!(r.extra["future_param"]["a"][0], 1);
+        assert_eq!(r.extra.get("temperature").unwrap().text(), "0.2");
+        assert_eq!(r.extra.get("future_param").unwrap().text(), r#"{"a":[1]}"#);
+        assert_eq!(
+            r.messages[1].content.as_ref().unwrap().text(),
+            r#"[{"type":"text","text":"hi"}]"#
+        );
         // Serializing gives back every field.
         let back: Value = serde_json::to_value(&r).unwrap();
         let orig: Value = serde_json::from_str(body).unwrap();

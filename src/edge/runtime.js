@@ -80,67 +80,114 @@ export function cancelBody(reader) {
   reader.cancel().catch(() => {});
 }
 
-// Hands `start` and the rest of the body (its `reader`) to the client, a chunk at a time with
-// the client's pace: nothing is queued but the chunk in hand, so a slow client holds the
-// upstream back rather than the isolate's memory, and only the last TAIL_BYTES are kept (as
-// references to the chunks they are in). Returns [readable, finished]: the client's body, and
-// a promise of {tail, complete, clientGone} once the body is over.
+// Hands `start` and the rest of `body` (its `reader`, released here) to the client. The runtime
+// pipes the body natively (a native ReadableStream into an IdentityTransformStream): no chunk
+// runs any JavaScript or WebAssembly, so a long stream costs the router almost no CPU. A native
+// copy (a tee) is read alongside in blocks of TAIL_BYTES (one call per block, not per chunk)
+// for the last bytes, the usage in them and the end. The copy is read for COPY_LIMIT bytes at
+// most and then dropped: while both branches are read, the one the client reads holds what it
+// lags behind, so the limit bounds what a slow client can make the isolate hold; past it, the
+// client's branch alone pulls the upstream, at the client's pace. Returns [readable, finished]:
+// the client's body, and a promise of {tail, complete, clientGone, cut} once the body is over
+// (`cut`: the copy was dropped, so the last bytes are not known).
 //
 // For an event stream (`interrupted` given, an SSE error event), when the upstream fails or
-// ends without `data: [DONE]`, `interrupted` is written before the client's stream closes, so a
-// cut never looks like a clean end. Another body that fails mid-way is aborted, so the client
-// sees the failure rather than a short body. A client that goes away cancels the upstream body
-// and aborts the call through `abort` (its AbortController).
-export function handOn(reader, start, interrupted, abort) {
+// (its end known) ends without `data: [DONE]`, `interrupted` is written before the client's
+// stream closes, so a cut never looks like a clean end. Another body that fails mid-way is
+// aborted, so the client sees the failure rather than a short body. A client that goes away
+// aborts the upstream call through `abort` (its AbortController).
+export function handOn(body, reader, start, interrupted, abort) {
+  reader.releaseLock();
+  const [toClient, copy] = body.tee();
   const { readable, writable } = new Identity();
   const events = typeof interrupted === "string";
-  return [readable, pump(reader, start, writable.getWriter(), events ? interrupted : null, abort)];
+  const tail = readTail(copy);
+  return [readable, pipe(start, toClient, writable, tail, events ? interrupted : null, abort)];
 }
 
 // Workers' native byte stream; elsewhere (the wasm tests under Node) the standard one.
 const Identity = globalThis.IdentityTransformStream ?? TransformStream;
 
-async function pump(reader, start, writer, interrupted, abort) {
-  const tail = [];
-  let kept = 0;
+// How much of a handed-on body the copy reads for its end before it is dropped.
+const COPY_LIMIT = 1 << 20;
+
+// Reads the copy to its end in blocks: resolves to {blocks, size, cut} (the last two blocks),
+// or null when the body fails.
+async function readTail(copy) {
+  const reader = copy.getReader({ mode: "byob" });
+  const blocks = [];
+  let size = 0;
+  try {
+    for (;;) {
+      if (size >= COPY_LIMIT) {
+        reader.cancel().catch(() => {});
+        return { blocks, size, cut: true };
+      }
+      const view = new Uint8Array(TAIL_BYTES);
+      const r = reader.readAtLeast
+        ? await reader.readAtLeast(TAIL_BYTES, view)
+        : await reader.read(view);
+      if (r.value && r.value.byteLength > 0) {
+        blocks.push(r.value);
+        if (blocks.length > 2) blocks.shift();
+        size += r.value.byteLength;
+      }
+      if (r.done) return { blocks, size, cut: false };
+    }
+  } catch {
+    return null;
+  }
+}
+
+async function pipe(start, source, writable, tail, interrupted, abort) {
   let clientGone = false;
   let upstreamFailed = false;
-  let chunk = start;
-  for (;;) {
-    tail.push(chunk);
-    kept += chunk.byteLength;
-    while (tail.length > 1 && kept - tail[0].byteLength >= TAIL_BYTES) kept -= tail.shift().byteLength;
-    try {
-      await writer.write(chunk);
-    } catch {
-      clientGone = true;
-      break;
-    }
-    let r;
-    try {
-      r = await reader.read();
-    } catch {
-      upstreamFailed = true;
-      break;
-    }
-    if (r.done) break;
-    chunk = r.value;
-  }
-  const last = lastBytes(tail, kept);
-  const complete = !clientGone && !upstreamFailed && (interrupted === null || endsWithDone(last));
-  if (clientGone) reader.cancel().catch(() => {});
-  if (clientGone || upstreamFailed) abort.abort();
-  if (clientGone || (interrupted === null && upstreamFailed)) {
-    writer.abort(new Error("the upstream answer was cut")).catch(() => {});
-    return { tail: last, complete, clientGone };
-  }
+  let pipeFailed = false;
+  const writer = writable.getWriter();
   try {
-    if (!complete) await writer.write(new TextEncoder().encode(interrupted));
-    await writer.close();
+    await writer.write(start);
   } catch {
     clientGone = true;
   }
-  return { tail: last, complete, clientGone };
+  writer.releaseLock();
+  if (!clientGone) {
+    try {
+      // Native to native: the runtime moves the chunks. The destination stays open after the
+      // source ends or fails, for the closing event.
+      await source.pipeTo(writable, { preventClose: true, preventAbort: true });
+    } catch {
+      pipeFailed = true;
+    }
+  }
+  // Which side failed: a failing upstream fails the copy at once too; a client that left does
+  // not, and the upstream call is then aborted rather than left to run to its end. A copy
+  // already dropped cannot tell: the failure is taken as the upstream's.
+  const end = pipeFailed ? await Promise.race([tail, after(100, "pending")]) : await tail;
+  const dropped = end !== null && end !== "pending" && end.cut;
+  if (end === null || (pipeFailed && dropped)) upstreamFailed = true;
+  else if (pipeFailed) clientGone = true;
+  const known = end !== null && end !== "pending" && !dropped;
+  const last = known ? lastBytes([start, ...end.blocks]) : start;
+  const ended = !clientGone && !upstreamFailed;
+  const complete = ended && (interrupted === null || !known || endsWithDone(last));
+  const closing = writable.getWriter();
+  if (clientGone || upstreamFailed) abort.abort();
+  const report = { tail: known ? last : new Uint8Array(0), complete, clientGone, cut: !known };
+  if (clientGone || (interrupted === null && upstreamFailed)) {
+    closing.abort(new Error("the upstream answer was cut")).catch(() => {});
+    return report;
+  }
+  try {
+    if (!complete) await closing.write(new TextEncoder().encode(interrupted));
+    await closing.close();
+  } catch {
+    report.clientGone = true;
+  }
+  return report;
+}
+
+function after(ms, value) {
+  return new Promise((resolve) => setTimeout(() => resolve(value), ms));
 }
 
 function join(chunks, size) {
@@ -156,8 +203,8 @@ function join(chunks, size) {
 }
 
 // The last TAIL_BYTES of the chunks kept.
-function lastBytes(tail, kept) {
-  const all = join(tail, kept);
+function lastBytes(chunks) {
+  const all = join(chunks, chunks.reduce((n, c) => n + c.byteLength, 0));
   return all.byteLength > TAIL_BYTES ? all.subarray(all.byteLength - TAIL_BYTES) : all;
 }
 

@@ -15,6 +15,7 @@ extern "C" {
     fn cancel_body(reader: &JsValue);
     #[wasm_bindgen(js_name = handOn)]
     fn hand_on_body(
+        body: &web_sys::ReadableStream,
         reader: &JsValue,
         start: &JsValue,
         interrupted: Option<String>,
@@ -24,6 +25,7 @@ extern "C" {
 
 /// An upstream body whose start has been read, and nothing sent yet.
 pub struct Opened {
+    body: web_sys::ReadableStream,
     reader: JsValue,
     start: Option<js_sys::Uint8Array>,
     /// Whether `start` is the whole body.
@@ -50,11 +52,13 @@ pub async fn open(body: &web_sys::ReadableStream, whole: usize) -> Opened {
         .map(|v| v.unchecked_into::<js_sys::Array>());
     match parts {
         Some(parts) => Opened {
+            body: body.clone(),
             reader: parts.get(0),
             start: parts.get(1).dyn_into::<js_sys::Uint8Array>().ok(),
             whole: parts.get(2).as_bool().unwrap_or(false),
         },
         None => Opened {
+            body: body.clone(),
             reader: JsValue::UNDEFINED,
             start: None,
             whole: false,
@@ -103,7 +107,13 @@ impl Opened {
         abort: &web_sys::AbortController,
     ) -> (web_sys::ReadableStream, js_sys::Promise) {
         let start: JsValue = self.start.map_or(JsValue::UNDEFINED, Into::into);
-        let pair = hand_on_body(&self.reader, &start, interrupted.map(str::to_owned), abort);
+        let pair = hand_on_body(
+            &self.body,
+            &self.reader,
+            &start,
+            interrupted.map(str::to_owned),
+            abort,
+        );
         (pair.get(0).unchecked_into(), pair.get(1).unchecked_into())
     }
 }

@@ -39,6 +39,7 @@ pub fn prefix_hash(req: &ChatRequest) -> u64 {
         .iter()
         .take_while(|m| matches!(m.role, Role::System | Role::Developer))
     {
+        feed(m.content.as_ref().map_or("", |c| c.text()).as_bytes());
         feed(
             serde_json::to_string(&m.extra)
                 .unwrap_or_default()
