@@ -421,6 +421,11 @@ fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, RouterEr
             detail: "expected a JSON object".to_owned(),
         });
     }
+    // The common case, a valid body, goes without tracking the path; a body that fails is read
+    // again with it, so that the error names the field.
+    if let Ok(value) = serde_json::from_str(text) {
+        return Ok(value);
+    }
     let mut de = serde_json::Deserializer::from_str(text);
     let value = serde_path_to_error::deserialize(&mut de).map_err(shape_error)?;
     de.end().map_err(|e| RouterError::InvalidJson {

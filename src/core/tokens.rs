@@ -102,23 +102,28 @@ const fn ascii_table() -> [u16; 128] {
 
 /// Estimated tokens in `text` (UTF-8, typically JSON).
 ///
-/// Plain ASCII (the bulk of most prompts) goes through [`ASCII`] a byte at a time with no
-/// branch but the loop's; escapes and multi-byte characters are read one at a time.
+/// Plain ASCII (the bulk of most prompts) is counted eight bytes at a time ([`Lanes`]), its
+/// last few bytes through [`ASCII`]; escapes and multi-byte characters are read one at a time.
 pub fn estimate(text: &[u8]) -> u64 {
     let mut milli: u64 = 0;
     let mut in_word = false;
     let mut i = 0;
     loop {
         // Eight plain ASCII bytes at a time, then byte by byte up to the next special one.
+        let mut lanes = Lanes::default();
         for word in text.get(i..).unwrap_or_default().chunks_exact(8) {
             let word = word.try_into().map_or(u64::MAX, u64::from_le_bytes);
-            let Some((plain, ends_in_word)) = plain_word(word, in_word) else {
+            if !Lanes::plain(word) {
                 break;
-            };
-            milli += plain;
-            in_word = ends_in_word;
+            }
+            in_word = lanes.add(word, in_word);
             i += 8;
+            if lanes.words == Lanes::FULL {
+                milli += lanes.milli();
+                lanes = Lanes::default();
+            }
         }
+        milli += lanes.milli();
         for &b in text.get(i..).unwrap_or_default() {
             if b >= 0x80 || b == b'\\' {
                 break;
@@ -158,32 +163,61 @@ const fn lanes_within(word: u64, lo: u8, hi: u8) -> u64 {
     ((word | HIGH) - LANES * lo as u64) & ((LANES * (hi as u64 | 0x80)) - word) & HIGH
 }
 
-/// How many lanes of `mask` (high bits only) are set: a multiply, not a bit count, which the
-/// baseline x86-64 target has no instruction for.
-const fn lanes_set(mask: u64) -> u64 {
-    ((mask >> 7).wrapping_mul(LANES)) >> 56
+/// The classes of plain words, counted lane by lane (a lane's count stays under 256: at most
+/// [`Lanes::FULL`] words are added before the counts are read).
+#[derive(Default)]
+struct Lanes {
+    letters: u64,
+    starts: u64,
+    digits: u64,
+    newlines: u64,
+    /// Bytes in any class but punctuation.
+    classed: u64,
+    words: u64,
 }
 
-/// The weight of eight bytes read as a little-endian word, and whether they end in a word;
-/// `None` when one of them is not plain ASCII or is an escape's backslash.
-fn plain_word(word: u64, in_word: bool) -> Option<(u64, bool)> {
-    if word & HIGH != 0 || lanes_equal(word, b'\\') != 0 {
-        return None;
+impl Lanes {
+    const FULL: u64 = 255;
+
+    /// Whether every byte of `word` is plain ASCII, not a backslash (an escape's start).
+    fn plain(word: u64) -> bool {
+        word & HIGH == 0 && lanes_equal(word, b'\\') == 0
     }
-    let letters = lanes_within(word | (LANES * 0x20), b'a', b'z');
-    let digits = lanes_within(word, b'0', b'9');
-    let spaces = lanes_equal(word, b' ') | lanes_equal(word, b'\t');
-    let newlines = lanes_equal(word, b'\n') | lanes_equal(word, b'\r');
-    let punct = 8 - lanes_set(letters | digits | spaces | newlines);
-    // A letter whose previous byte (the lane below, or the word before) is not one starts a word.
-    let before = (letters << 8) | if in_word { 0x80 } else { 0 };
-    let starts = letters & !before;
-    let milli = LETTER * lanes_set(letters)
-        + WORD * lanes_set(starts)
-        + DIGIT * lanes_set(digits)
-        + NEWLINE * lanes_set(newlines)
-        + PUNCT * punct;
-    Some((milli, letters >> 63 != 0))
+
+    /// Counts eight plain bytes ([`Lanes::plain`]) read as a little-endian word; returns whether
+    /// they end in a word.
+    fn add(&mut self, word: u64, in_word: bool) -> bool {
+        let letters = lanes_within(word | (LANES * 0x20), b'a', b'z');
+        let digits = lanes_within(word, b'0', b'9');
+        let spaces = lanes_equal(word, b' ') | lanes_equal(word, b'\t');
+        let newlines = lanes_equal(word, b'\n') | lanes_equal(word, b'\r');
+        // A letter whose previous byte (the lane below, or the word before) is not one starts a
+        // word.
+        let before = (letters << 8) | if in_word { 0x80 } else { 0 };
+        self.letters += letters >> 7;
+        self.starts += (letters & !before) >> 7;
+        self.digits += digits >> 7;
+        self.newlines += newlines >> 7;
+        self.classed += (letters | digits | spaces | newlines) >> 7;
+        self.words += 1;
+        letters >> 63 != 0
+    }
+
+    /// The weight of the words counted.
+    fn milli(&self) -> u64 {
+        LETTER * lanes_sum(self.letters)
+            + WORD * lanes_sum(self.starts)
+            + DIGIT * lanes_sum(self.digits)
+            + NEWLINE * lanes_sum(self.newlines)
+            + PUNCT * (8 * self.words - lanes_sum(self.classed))
+    }
+}
+
+/// The sum of a word's eight byte lanes.
+const fn lanes_sum(acc: u64) -> u64 {
+    const EVEN: u64 = 0x00FF_00FF_00FF_00FF;
+    let pairs = (acc & EVEN) + ((acc >> 8) & EVEN);
+    pairs.wrapping_mul(0x0001_0001_0001_0001) >> 48
 }
 
 /// The class and length of the character at `i`: an escape or a multi-byte character (or
