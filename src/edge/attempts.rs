@@ -4,13 +4,9 @@
 //! every failover happens before the first byte.
 
 use std::cell::RefCell;
-use std::future::Future;
-use std::pin::Pin;
-use std::time::Duration;
 
-use futures::future::{select, Either};
 use worker::wasm_bindgen::{JsCast, JsValue};
-use worker::{js_sys, web_sys, Context, Delay, Env};
+use worker::{js_sys, web_sys, Context, Env};
 
 use super::quota::{self as bank, HOLDINGS};
 use super::{http, stream};
@@ -226,23 +222,27 @@ async fn attempt(
     reserved: bool,
 ) -> (Outcome, Option<Reply>, Answer) {
     let outbound = upstream::request(choice, job.endpoint, job.accept.as_deref());
-    // The runtime's own controller: the hand-on aborts the call when the client goes away.
+    // The runtime's own controller: the clock, and later the hand-on when the client goes
+    // away, abort the call through it.
     let Ok(controller) = web_sys::AbortController::new() else {
         return (Outcome::Transport, None, Answer::Nothing);
     };
-    let timer = Delay::from(Duration::from_millis(timeout_ms));
-    futures::pin_mut!(timer);
+    let clock = http::Clock::start(&controller, timeout_ms);
+    let failed = |clock: &http::Clock| {
+        let outcome = if clock.ran_out() {
+            Outcome::Timeout
+        } else {
+            Outcome::Transport
+        };
+        (outcome, None, Answer::Nothing)
+    };
     let Some(sent) = http::send(&outbound, &body, &controller.signal()) else {
-        return (Outcome::Transport, None, Answer::Nothing);
+        return failed(&clock);
     };
     drop(body);
-    let resp: web_sys::Response = match within(sent, timer.as_mut()).await {
-        Some(Ok(resp)) => resp.unchecked_into(),
-        Some(_) => return (Outcome::Transport, None, Answer::Nothing),
-        None => {
-            controller.abort();
-            return (Outcome::Timeout, None, Answer::Nothing);
-        }
+    let resp: web_sys::Response = match sent.await {
+        Ok(resp) => resp.unchecked_into(),
+        Err(_) => return failed(&clock),
     };
     let status = resp.status();
     let lines = http::lines_of(&resp.headers());
@@ -252,14 +252,10 @@ async fn attempt(
     if !outcome::is_success(status) {
         // Only the start of a failure's body is read (a message is capped at 2 KB anyway),
         // within what is left of the attempt's time.
-        let read = http::read_capped(resp.body(), MAX_FAILURE_BODY, MAX_FAILURE_BODY);
-        let failure_body = match within(read, timer.as_mut()).await {
-            Some(Ok(Ok(bytes))) => bytes,
-            Some(_) => Vec::new(),
-            None => {
-                controller.abort();
-                Vec::new()
-            }
+        let read = http::read_capped(resp.body(), MAX_FAILURE_BODY, MAX_FAILURE_BODY).await;
+        let failure_body = match read {
+            Ok(Ok(bytes)) => bytes,
+            _ => Vec::new(),
         };
         let verdict = outcome::classify(status, headers.get("retry-after"), &failure_body);
         return (verdict, None, Answer::Headers(report));
@@ -278,28 +274,29 @@ async fn attempt(
         return (Outcome::Success, Some(reply), Answer::Headers(report));
     };
     let whole = if kind == Body::Json { WHOLE_JSON } else { 0 };
-    let Some(opened) = within(stream::open(&body, whole), timer.as_mut()).await else {
-        controller.abort();
-        return (Outcome::Timeout, None, Answer::Nothing);
-    };
+    let opened = stream::open(&body, whole).await;
     if opened
         .first_bytes(FIRST_CHUNK_READ)
         .is_none_or(|start| kind.start_fails(&start))
     {
+        let ran_out = clock.ran_out();
         opened.cancel();
-        return (Outcome::BadAnswer, None, Answer::Nothing);
+        let outcome = if ran_out {
+            Outcome::Timeout
+        } else {
+            Outcome::BadAnswer
+        };
+        return (outcome, None, Answer::Nothing);
     }
+    // Decided: from here on the answer is the client's, whatever its length.
+    drop(clock);
     if opened.whole {
         // A short JSON answer, read whole: sent as bytes, its usage read at once.
         let usage = reserved
             .then(|| kind.usage(&opened.last_bytes(TAIL_BYTES)))
             .flatten();
         reply.body = opened.bytes();
-        return (
-            Outcome::Success,
-            Some(reply),
-            Answer::Whole { report, usage },
-        );
+        return (Outcome::Success, Some(reply), Answer::Whole { report, usage });
     }
     let interrupted = (kind == Body::Events).then_some(INTERRUPTED_EVENT);
     let (readable, finished) = opened.hand_on(interrupted, &controller);
@@ -313,16 +310,6 @@ async fn attempt(
             kind,
         },
     )
-}
-
-/// Runs `work` until `timer` fires: `None` when the time ran out first (the caller aborts
-/// what it started).
-async fn within<F: Future>(work: F, timer: Pin<&mut Delay>) -> Option<F::Output> {
-    futures::pin_mut!(work);
-    match select(work, timer).await {
-        Either::Left((out, _)) => Some(out),
-        Either::Right(_) => None,
-    }
 }
 
 /// Waits for a handed-on answer to end and reads its usage; an answer that did not end properly

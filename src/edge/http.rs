@@ -27,12 +27,43 @@ extern "C" {
         ours: &str,
         body: &JsValue,
     ) -> Result<web_sys::Response, JsValue>;
+    #[wasm_bindgen(js_name = startClock)]
+    fn start_clock(abort: &web_sys::AbortController, ms: f64) -> JsValue;
+    #[wasm_bindgen(js_name = stopClock)]
+    fn stop_clock(id: &JsValue);
     #[wasm_bindgen(js_name = readCapped)]
     fn read_capped_js(
         body: Option<web_sys::ReadableStream>,
         cap: f64,
         drain_to: f64,
     ) -> js_sys::Promise;
+}
+
+/// An attempt's clock, kept by the runtime: when the time is up it aborts the call through its
+/// controller, which fails whatever of the call is still awaited. Stopped when dropped.
+pub struct Clock {
+    id: JsValue,
+    signal: web_sys::AbortSignal,
+}
+
+impl Clock {
+    pub fn start(controller: &web_sys::AbortController, ms: u64) -> Clock {
+        Clock {
+            id: start_clock(controller, ms as f64),
+            signal: controller.signal(),
+        }
+    }
+
+    /// Whether the time ran out (a failure of the call is then a timeout).
+    pub fn ran_out(&self) -> bool {
+        self.signal.aborted()
+    }
+}
+
+impl Drop for Clock {
+    fn drop(&mut self) {
+        stop_clock(&self.id);
+    }
 }
 
 /// Wraps a runtime (JS) failure in the glue as the router's internal error.

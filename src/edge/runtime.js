@@ -242,3 +242,14 @@ export async function readCapped(body, cap, drainTo) {
     return undefined;
   }
 }
+
+// An attempt's clock: after `ms`, aborts the call through `abort` (its AbortController), which
+// fails whatever of it is still awaited (the headers, a body being read). Stopped with
+// stopClock once the attempt is decided, before an answer is handed on.
+export function startClock(abort, ms) {
+  return setTimeout(() => abort.abort(), ms);
+}
+
+export function stopClock(id) {
+  clearTimeout(id);
+}
