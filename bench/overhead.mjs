@@ -57,7 +57,7 @@ const SERIAL = int("BENCH_SERIAL", 1000);
 const CHUNKS = int("BENCH_STREAM_CHUNKS", 20);
 const LONG_CHUNKS = int("BENCH_LONG_STREAM_CHUNKS", 200);
 /** The scenarios: how the answer comes, how long it is, how many requests measure it. */
-const SCENARIOS = [
+const ALL_SCENARIOS = [
   { mode: "json", label: "non-streamed", stream: false, maxTokens: 128, requests: REQUESTS, serial: SERIAL },
   { mode: "stream", label: `streamed, ${CHUNKS} chunks`, stream: true, maxTokens: CHUNKS, requests: REQUESTS, serial: SERIAL },
   {
@@ -69,6 +69,10 @@ const SCENARIOS = [
     serial: Math.max(1, Math.floor(SERIAL / 3)),
   },
 ];
+/** BENCH_SCENARIOS (json,stream,stream_long) picks the scenarios to run. */
+const SCENARIOS = ALL_SCENARIOS.filter((s) =>
+  (process.env.BENCH_SCENARIOS || "json,stream,stream_long").split(",").includes(s.mode),
+);
 /** Each target's requests are sent in this many turns, the targets taking turns. */
 const ROUNDS = int("BENCH_ROUNDS", 4);
 /** Round `round`'s share of `n` requests. */
