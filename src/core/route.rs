@@ -62,7 +62,9 @@ pub fn embeddings<'c>(
     serving(config, &req.model, &[Capability::Embeddings])
 }
 
-/// The first target for `model` that has every need and a usable key.
+/// The first target for `model` that has every need and a usable key: what the planner
+/// (`core::failover`) starts from, as one call for the tests.
+#[cfg(test)]
 pub fn choose<'c>(
     config: &'c Config,
     model: &str,
@@ -131,7 +133,8 @@ where
 
 /// The first of `targets` whose provider has a key with its secret set; otherwise the error
 /// names the secrets to set.
-pub fn first_usable<'c>(
+#[cfg(test)]
+fn first_usable<'c>(
     config: &'c Config,
     targets: &[&'c Target],
 ) -> Result<Choice<'c>, RouterError> {
