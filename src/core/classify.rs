@@ -231,29 +231,71 @@ pub fn within_output_limit<'c>(
     Ok(kept)
 }
 
-/// The route's decision: the path and the candidate targets.
+/// The route's decision: the path and the candidate targets, in named steps: what the
+/// request needs and whether the fast route can hold it ([`fit`]), what the client asked for
+/// ([`wanted`]), the path ([`path_for`]), and the targets in order ([`candidates`]).
 fn decide<'c>(
     config: &'c Config,
     req: &ChatRequest,
     hints: Hints<'_>,
 ) -> Result<Decision<'c>, RouterError> {
     let needs = route::chat_needs(req);
-    let fast = config.targets(Path::Fast.name()).unwrap_or_default();
-    let slow = config.targets(Path::Slow.name()).unwrap_or_default();
-    let capable = |t: &&Target| {
-        config
-            .providers
-            .get(t.provider)
-            .is_some_and(|p| needs.iter().all(|n| p.capabilities.has(*n)))
+    let routes = Routes {
+        fast: config.targets(Path::Fast.name()).unwrap_or_default(),
+        slow: config.targets(Path::Slow.name()).unwrap_or_default(),
     };
     let output = req
         .requested_output_tokens()
         .unwrap_or(config.classifier.default_output_tokens);
     let total = req.prompt_tokens.saturating_add(output);
-    // The fast route can carry the request only if one of its targets has every need at once.
-    // Without a fast route nothing is missing from it; `NoFastRoute` says so instead.
-    let missing = match fast.first() {
-        Some(first) if !fast.iter().any(|t| capable(&t)) => Some(
+    let fit = fit(config, &routes, &needs, total);
+    let mut reasons = Vec::with_capacity(4);
+    let Some(wanted) = wanted(&req.model, &routes, hints, &mut reasons) else {
+        return pinned(config, req, &needs, &routes, reasons);
+    };
+    let path = path_for(wanted, &fit, &routes, &mut reasons, |reasons| {
+        auto_path(config, req, hints, &fit, output, reasons)
+    });
+    let targets = candidates(config, path, &routes, &fit, &needs);
+    if targets.is_empty() {
+        return Err(nothing_fits(config, req, &fit, &needs, total));
+    }
+    Ok(Decision {
+        path,
+        targets,
+        reasons,
+    })
+}
+
+/// The configuration's `fast` and `slow` routes (empty when not configured).
+struct Routes<'c> {
+    fast: &'c [Target],
+    slow: &'c [Target],
+}
+
+impl<'c> Routes<'c> {
+    fn of(&self, path: Path) -> &'c [Target] {
+        match path {
+            Path::Fast => self.fast,
+            Path::Slow => self.slow,
+        }
+    }
+}
+
+/// Whether `target`'s provider has every one of `needs`.
+fn capable(config: &Config, target: &Target, needs: &[Capability]) -> bool {
+    config
+        .providers
+        .get(target.provider)
+        .is_some_and(|p| needs.iter().all(|n| p.capabilities.has(*n)))
+}
+
+/// Whether the fast route can hold a request of `needs` and `total` tokens (prompt and
+/// output). It can carry it only if one of its targets has every need at once; without a fast
+/// route nothing is missing from it (`NoFastRoute` says so instead).
+fn fit(config: &Config, routes: &Routes<'_>, needs: &[Capability], total: u64) -> Fit {
+    let missing = match routes.fast.first() {
+        Some(first) if !routes.fast.iter().any(|t| capable(config, t, needs)) => Some(
             needs
                 .iter()
                 .copied()
@@ -262,32 +304,42 @@ fn decide<'c>(
         ),
         _ => None,
     };
-    let fit = Fit {
+    Fit {
         missing,
         exceeds_context: total > config.classifier.fast_context_tokens,
         // The estimate runs high: with no slow route to go to, Groq has the last word.
-        exceeds_tpm: !slow.is_empty()
-            && fast
+        exceeds_tpm: !routes.slow.is_empty()
+            && routes
+                .fast
                 .first()
                 .and_then(|t| tpm(config, t))
                 .is_some_and(|tpm| total > tpm),
-    };
+    }
+}
 
-    let mut reasons = Vec::with_capacity(4);
+/// What the client asked for by its model name (and, for `auto`, its path header): a path, no
+/// path (`Some(None)`: the router decides), or `None` for a pinned model (a concrete model, or
+/// a route other than fast and slow). Pushes the reasons that say so.
+fn wanted(
+    model: &str,
+    routes: &Routes<'_>,
+    hints: Hints<'_>,
+    reasons: &mut Vec<Reason>,
+) -> Option<Option<Path>> {
     let header_ignored = |reasons: &mut Vec<Reason>| {
         if hints.path.is_some() {
             reasons.push(Reason::HeaderIgnored);
         }
     };
     // Without fast and slow routes there is nothing to classify: every name is its own route.
-    let model = match req.model.as_str() {
-        "auto" | "fast" | "slow" if fast.is_empty() && slow.is_empty() => "",
+    let model = match model {
+        "auto" | "fast" | "slow" if routes.fast.is_empty() && routes.slow.is_empty() => "",
         m => m,
     };
-    let wanted = match model {
+    match model {
         "auto" => {
             reasons.push(Reason::Auto);
-            match hints.path.map(str::trim) {
+            Some(match hints.path.map(str::trim) {
                 Some(p) if p.eq_ignore_ascii_case("fast") => {
                     reasons.push(Reason::HeaderFast);
                     Some(Path::Fast)
@@ -301,37 +353,58 @@ fn decide<'c>(
                     None
                 }
                 None => None,
-            }
+            })
         }
-        "fast" => {
-            reasons.push(Reason::ModelFast);
-            header_ignored(&mut reasons);
-            Some(Path::Fast)
-        }
-        "slow" => {
-            reasons.push(Reason::ModelSlow);
-            header_ignored(&mut reasons);
-            Some(Path::Slow)
+        "fast" | "slow" => {
+            let (reason, path) = if model == "fast" {
+                (Reason::ModelFast, Path::Fast)
+            } else {
+                (Reason::ModelSlow, Path::Slow)
+            };
+            reasons.push(reason);
+            header_ignored(reasons);
+            Some(Some(path))
         }
         _ => {
-            // A concrete model, or a route other than fast/slow: served by its own targets, in
-            // order; capabilities it lacks are the client's to fix (400).
             reasons.push(Reason::ModelPinned);
-            header_ignored(&mut reasons);
-            let targets = route::serving(config, &req.model, &needs)?;
-            let path = if targets.iter().all(|t| fast.contains(t)) {
-                Path::Fast
-            } else {
-                Path::Slow
-            };
-            return Ok(Decision {
-                path,
-                targets,
-                reasons,
-            });
+            header_ignored(reasons);
+            None
         }
-    };
+    }
+}
 
+/// A pinned model: served by its own targets, in order; capabilities it lacks are the
+/// client's to fix (400). Its path is fast when every target is on the fast route.
+fn pinned<'c>(
+    config: &'c Config,
+    req: &ChatRequest,
+    needs: &[Capability],
+    routes: &Routes<'c>,
+    reasons: Vec<Reason>,
+) -> Result<Decision<'c>, RouterError> {
+    let targets = route::serving(config, &req.model, needs)?;
+    let path = if targets.iter().all(|t| routes.fast.contains(t)) {
+        Path::Fast
+    } else {
+        Path::Slow
+    };
+    Ok(Decision {
+        path,
+        targets,
+        reasons,
+    })
+}
+
+/// The path: the one asked for, unless the fast route cannot hold the request (then slow, with
+/// the reason and `FallbackSlow`); the router's own choice (`auto`) when none was; and the
+/// other path when the chosen one has no route.
+fn path_for(
+    wanted: Option<Path>,
+    fit: &Fit,
+    routes: &Routes<'_>,
+    reasons: &mut Vec<Reason>,
+    auto: impl FnOnce(&mut Vec<Reason>) -> Path,
+) -> Path {
     let path = match wanted {
         Some(Path::Slow) => Path::Slow,
         Some(Path::Fast) => match fit.blocker() {
@@ -341,9 +414,9 @@ fn decide<'c>(
             }
             None => Path::Fast,
         },
-        None => auto_path(config, req, hints, &fit, output, &mut reasons),
+        None => auto(reasons),
     };
-    let path = match (path, fast.is_empty(), slow.is_empty()) {
+    match (path, routes.fast.is_empty(), routes.slow.is_empty()) {
         (Path::Fast, true, _) => {
             reasons.push(Reason::NoFastRoute);
             Path::Slow
@@ -353,49 +426,61 @@ fn decide<'c>(
             Path::Fast
         }
         (p, _, _) => p,
-    };
+    }
+}
 
-    let (first, second) = match path {
-        Path::Fast => (fast, slow),
-        Path::Slow => (slow, fast),
-    };
-    // The other route is a fallback only where the request fits it: the fast route never
-    // serves what it cannot hold.
+/// The candidates in order: the path's route, then the other route's as fallback where the
+/// request fits it (the fast route never serves what it cannot hold), each able to serve
+/// every need.
+fn candidates<'c>(
+    config: &Config,
+    path: Path,
+    routes: &Routes<'c>,
+    fit: &Fit,
+    needs: &[Capability],
+) -> Vec<&'c Target> {
     let second_fits = path.other() == Path::Slow || fit.blocker().is_none();
-    let mut targets: Vec<&Target> = first.iter().filter(capable).collect();
+    let mut targets: Vec<&Target> = routes
+        .of(path)
+        .iter()
+        .filter(|t| capable(config, t, needs))
+        .collect();
     if second_fits {
-        for t in second.iter().filter(capable) {
-            if !targets.contains(&t) {
+        for t in routes.of(path.other()) {
+            if capable(config, t, needs) && !targets.contains(&t) {
                 targets.push(t);
             }
         }
     }
-    if targets.is_empty() {
-        // Nothing can carry it: say why, in the client's terms.
-        if fit.missing.is_none() && fit.exceeds_context {
-            return Err(RouterError::InvalidRequest {
-                message: format!(
-                    "The request needs about {total} tokens (prompt and output), more than the \
-                     {} the fast models hold, and no slow route is configured.",
-                    config.classifier.fast_context_tokens
-                ),
-                param: Some("messages".to_owned()),
-                code: "context_length_exceeded",
-            });
-        }
-        return Err(RouterError::Unsupported {
-            model: req.model.chars().take(200).collect(),
-            needs: fit
-                .missing
-                .or_else(|| needs.iter().copied().find(|n| *n != Capability::Chat))
-                .map_or("chat", Capability::name),
-        });
+    targets
+}
+
+/// Why nothing can carry the request, in the client's terms.
+fn nothing_fits(
+    config: &Config,
+    req: &ChatRequest,
+    fit: &Fit,
+    needs: &[Capability],
+    total: u64,
+) -> RouterError {
+    if fit.missing.is_none() && fit.exceeds_context {
+        return RouterError::InvalidRequest {
+            message: format!(
+                "The request needs about {total} tokens (prompt and output), more than the \
+                 {} the fast models hold, and no slow route is configured.",
+                config.classifier.fast_context_tokens
+            ),
+            param: Some("messages".to_owned()),
+            code: "context_length_exceeded",
+        };
     }
-    Ok(Decision {
-        path,
-        targets,
-        reasons,
-    })
+    RouterError::Unsupported {
+        model: req.model.chars().take(200).collect(),
+        needs: fit
+            .missing
+            .or_else(|| needs.iter().copied().find(|n| *n != Capability::Chat))
+            .map_or("chat", Capability::name),
+    }
 }
 
 /// The router's own choice for `auto`.

@@ -134,10 +134,7 @@ where
 /// The first of `targets` whose provider has a key with its secret set; otherwise the error
 /// names the secrets to set.
 #[cfg(test)]
-fn first_usable<'c>(
-    config: &'c Config,
-    targets: &[&'c Target],
-) -> Result<Choice<'c>, RouterError> {
+fn first_usable<'c>(config: &'c Config, targets: &[&'c Target]) -> Result<Choice<'c>, RouterError> {
     usable_keys(config, targets).next().ok_or_else(|| {
         let mut names: Vec<String> = Vec::new();
         for target in targets {

@@ -296,7 +296,11 @@ async fn attempt(
             .then(|| kind.usage(&opened.last_bytes(TAIL_BYTES)))
             .flatten();
         reply.body = opened.bytes();
-        return (Outcome::Success, Some(reply), Answer::Whole { report, usage });
+        return (
+            Outcome::Success,
+            Some(reply),
+            Answer::Whole { report, usage },
+        );
     }
     let interrupted = (kind == Body::Events).then_some(INTERRUPTED_EVENT);
     let (readable, finished) = opened.hand_on(interrupted, &controller);

@@ -836,3 +836,148 @@ fn thresholds_come_from_the_configuration() {
         "auto,tight_budget"
     );
 }
+
+fn routes(c: &Config) -> Routes<'_> {
+    Routes {
+        fast: c.targets("fast").unwrap_or_default(),
+        slow: c.targets("slow").unwrap_or_default(),
+    }
+}
+
+#[test]
+fn wanted_reads_the_model_name_and_the_path_header() {
+    let c = config();
+    let r = routes(&c);
+    let hints = |path| Hints {
+        path,
+        latency_budget_ms: None,
+    };
+    let mut reasons = Vec::new();
+    assert_eq!(
+        wanted("auto", &r, hints(Some(" FAST ")), &mut reasons),
+        Some(Some(Path::Fast))
+    );
+    assert_eq!(reasons, [Reason::Auto, Reason::HeaderFast]);
+    let mut reasons = Vec::new();
+    assert_eq!(
+        wanted("auto", &r, hints(Some("soon")), &mut reasons),
+        Some(None)
+    );
+    assert_eq!(reasons, [Reason::Auto, Reason::HeaderInvalid]);
+    let mut reasons = Vec::new();
+    assert_eq!(
+        wanted("slow", &r, hints(Some("fast")), &mut reasons),
+        Some(Some(Path::Slow))
+    );
+    assert_eq!(reasons, [Reason::ModelSlow, Reason::HeaderIgnored]);
+    let mut reasons = Vec::new();
+    assert_eq!(wanted("scout", &r, hints(None), &mut reasons), None);
+    assert_eq!(reasons, [Reason::ModelPinned]);
+    // With neither route, `auto` is a name like any other.
+    let bare = config_with(json!({"auto": ["groq/x"]}), None);
+    let mut reasons = Vec::new();
+    assert_eq!(
+        wanted("auto", &routes(&bare), hints(None), &mut reasons),
+        None
+    );
+}
+
+#[test]
+fn fit_names_what_the_fast_route_cannot_hold() {
+    let c = config_with(
+        json!({"fast": ["groq/llama-3.1-8b-instant"], "slow": ["together/m"]}),
+        Some(json!(["chat", "streaming"])),
+    );
+    let r = routes(&c);
+    let small = fit(&c, &r, &[Capability::Chat], 100);
+    assert_eq!(small.blocker(), None);
+    let tools = fit(&c, &r, &[Capability::Chat, Capability::Tools], 100);
+    assert_eq!(tools.missing, Some(Capability::Tools));
+    let huge = fit(&c, &r, &[Capability::Chat], u64::MAX / 2);
+    assert!(huge.exceeds_context);
+    assert_eq!(huge.blocker(), Some(Reason::ExceedsFastContext));
+}
+
+#[test]
+fn path_for_falls_back_when_the_fast_route_cannot_hold_it_or_is_missing() {
+    let c = config();
+    let r = routes(&c);
+    let blocked = Fit {
+        missing: Some(Capability::Vision),
+        exceeds_context: false,
+        exceeds_tpm: false,
+    };
+    let fits = Fit {
+        missing: None,
+        exceeds_context: false,
+        exceeds_tpm: false,
+    };
+    let never = |_: &mut Vec<Reason>| -> Path { unreachable!("not auto") };
+    let mut reasons = Vec::new();
+    assert_eq!(
+        path_for(Some(Path::Fast), &blocked, &r, &mut reasons, never),
+        Path::Slow
+    );
+    assert_eq!(reasons, [Reason::NeedsVision, Reason::FallbackSlow]);
+    let mut reasons = Vec::new();
+    assert_eq!(
+        path_for(None, &fits, &r, &mut reasons, |_| Path::Fast),
+        Path::Fast
+    );
+    let slow_only = config_with(json!({"slow": ["together/m"]}), None);
+    let mut reasons = Vec::new();
+    assert_eq!(
+        path_for(
+            Some(Path::Fast),
+            &fits,
+            &routes(&slow_only),
+            &mut reasons,
+            never
+        ),
+        Path::Slow
+    );
+    assert_eq!(reasons, [Reason::NoFastRoute]);
+}
+
+#[test]
+fn candidates_are_the_paths_route_then_the_other_where_it_fits() {
+    let c = config();
+    let r = routes(&c);
+    let fits = Fit {
+        missing: None,
+        exceeds_context: false,
+        exceeds_tpm: false,
+    };
+    let names = |ts: Vec<&Target>| -> Vec<String> {
+        ts.iter()
+            .map(|t| format!("{}/{}", c.providers.get(t.provider).unwrap().name, t.model))
+            .collect()
+    };
+    let fast_first = names(candidates(&c, Path::Fast, &r, &fits, &[Capability::Chat]));
+    assert_eq!(
+        fast_first,
+        [
+            "groq/llama-3.1-8b-instant",
+            "together/meta-llama/Llama-3.3-70B-Instruct-Turbo",
+            "openai/gpt-4o-mini"
+        ]
+    );
+    let too_long = Fit {
+        exceeds_context: true,
+        ..fits
+    };
+    let slow_only = names(candidates(
+        &c,
+        Path::Slow,
+        &r,
+        &too_long,
+        &[Capability::Chat],
+    ));
+    assert_eq!(
+        slow_only,
+        [
+            "together/meta-llama/Llama-3.3-70B-Instruct-Turbo",
+            "openai/gpt-4o-mini"
+        ]
+    );
+}
