@@ -32,6 +32,13 @@ const ROUTES: &[(&str, &str, Endpoint)] = &[
     ("/v1/router/status", "GET", Endpoint::Status),
 ];
 
+/// The path of a request URL (`https://host/v1/chat/completions?x` → `/v1/chat/completions`).
+pub fn path_of(url: &str) -> &str {
+    let after_scheme = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let path = after_scheme.find('/').map_or("/", |i| &after_scheme[i..]);
+    path.split(['?', '#']).next().unwrap_or("/")
+}
+
 /// Resolves a request line to an endpoint, or to the 404/405 the client should see.
 pub fn resolve(method: &str, path: &str) -> Result<Endpoint, RouterError> {
     let Some(&(_, allow, endpoint)) = ROUTES.iter().find(|(p, _, _)| *p == path) else {
@@ -58,6 +65,16 @@ pub fn resolve(method: &str, path: &str) -> Result<Endpoint, RouterError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_path_of_a_url() {
+        assert_eq!(
+            path_of("https://r.example/v1/chat/completions?x=1"),
+            "/v1/chat/completions"
+        );
+        assert_eq!(path_of("http://127.0.0.1:8787/healthz#top"), "/healthz");
+        assert_eq!(path_of("https://r.example"), "/");
+    }
 
     #[test]
     fn routes_table() {

@@ -12,10 +12,12 @@ use super::quota::{self as bank, HOLDINGS};
 use super::{http, stream};
 use crate::core::config::{Config, Target};
 use crate::core::error::RouterError;
-use crate::core::failover::{self, Attempt, Booked, Breakers, Next, Planner, Verdict};
+use crate::core::failover::{self, Breakers, Next, Planner, Verdict};
+use crate::core::job::Job;
 use crate::core::outcome::{self, Outcome};
 use crate::core::quota::{Effect, Ticket, Usage};
 use crate::core::ratelimit::{self, Report};
+use crate::core::report::Trace;
 use crate::core::route::Choice;
 use crate::core::stream::{Body, FIRST_CHUNK_READ, INTERRUPTED_EVENT, TAIL_BYTES, WHOLE_JSON};
 use crate::core::upstream::{self, Lines};
@@ -41,36 +43,6 @@ pub struct Reply {
     pub headers: String,
     /// The body: the whole answer's bytes, or the stream it is handed on in, or nothing.
     pub body: JsValue,
-}
-
-/// What one request asks of the upstreams.
-pub struct Job {
-    /// The upstream path: `/chat/completions` or `/embeddings`.
-    pub endpoint: &'static str,
-    /// The client's `Accept`, carried over.
-    pub accept: Option<String>,
-    /// Tokens to book (estimated prompt + output).
-    pub tokens: u64,
-    /// The prompt-cache prefix hash (0 when no candidate caches prompts).
-    pub prefix_hash: u64,
-    /// How long the request may take to find an answer.
-    pub deadline_ms: u64,
-}
-
-/// What the loop did, for the response headers and the log line.
-#[derive(Default)]
-pub struct Trace {
-    /// When the request arrived.
-    pub started_ms: u64,
-    /// Time to the routing decision; `None` until the request reaches the attempt loop.
-    pub classify_ms: Option<u64>,
-    /// Synchronous calls to the quota bank.
-    pub quota_calls: u32,
-    pub quota_ms: u64,
-    pub upstream_ms: u64,
-    pub attempts: Vec<Attempt>,
-    /// How the last attempt was booked.
-    pub booked: Booked,
 }
 
 /// Runs the attempts for `job` over `targets` until one succeeds or nothing is left;

@@ -7,8 +7,46 @@ use std::collections::BTreeMap;
 use serde_json::{json, Value};
 
 use super::bank::OrgLedger;
+use super::holdings::Holdings;
 use super::ledger::{window_start, Counter, DAY_MS, MINUTE_MS};
 use crate::core::config::Limits;
+
+/// One provider's part of the status page: each organization's books (`ledgers`, from its
+/// bank's `Status` answer, read at `now_ms`), the keys refused, and the leases the answering
+/// isolate holds.
+pub fn provider_view(
+    provider: &str,
+    limits: &BTreeMap<String, Limits>,
+    ledgers: &[(String, OrgLedger)],
+    now_ms: u64,
+    holdings: &Holdings,
+) -> Value {
+    let mut orgs = serde_json::Map::new();
+    let mut blocked = Vec::new();
+    for (org, ledger) in ledgers {
+        orgs.insert(org.clone(), org_view(ledger, limits, now_ms));
+        blocked.extend(blocked_keys(ledger, now_ms));
+    }
+    let leases: Vec<Value> = holdings
+        .leases(provider)
+        .into_iter()
+        .map(|(org, l)| {
+            json!({
+                "organization": org,
+                "model": l.model,
+                "requests_left": l.requests_left,
+                "tokens_left": l.tokens_left,
+                "expires_at_ms": l.expires_at_ms,
+            })
+        })
+        .collect();
+    json!({
+        "now_ms": now_ms,
+        "organizations": orgs,
+        "disabled_keys": blocked,
+        "isolate": {"holder": holdings.holder(), "leases": leases},
+    })
+}
 
 /// One organization's books.
 pub fn org_view(ledger: &OrgLedger, limits: &BTreeMap<String, Limits>, now_ms: u64) -> Value {

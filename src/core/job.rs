@@ -1,0 +1,240 @@
+//! Steps 5 to 7 in one: a request body made ready for the attempt loop. The body is parsed
+//! ([`request`](super::request)), classified or matched to its targets
+//! ([`classify`](super::classify), [`route`](super::route)), and turned into a [`Job`] (what
+//! the loop books and how long it may take) and a [`Payload`] that adapts itself to each
+//! choice ([`adapt`](super::adapt)).
+
+use super::config::{Config, Target};
+use super::endpoint::Endpoint;
+use super::error::RouterError;
+use super::request::{ChatRequest, EmbeddingsRequest};
+use super::route::Choice;
+use super::{adapt, classify, quota, report, route};
+
+/// What one request asks of the upstreams.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Job {
+    /// The upstream path: `/chat/completions` or `/embeddings`.
+    pub endpoint: &'static str,
+    /// The client's `Accept`, carried over.
+    pub accept: Option<String>,
+    /// Tokens to book (estimated prompt + output).
+    pub tokens: u64,
+    /// The prompt-cache prefix hash (0 when no candidate caches prompts).
+    pub prefix_hash: u64,
+    /// How long the request may take to find an answer.
+    pub deadline_ms: u64,
+    /// Whether the quota ledger may book it (its answers say how).
+    pub booked: bool,
+}
+
+/// The client's request, parsed once and adapted again for each choice.
+#[derive(Debug)]
+pub enum Payload {
+    Chat(ChatRequest),
+    Embeddings(EmbeddingsRequest),
+}
+
+impl Payload {
+    /// The upstream body for `choice`.
+    pub fn body_for(&mut self, choice: &Choice<'_>) -> Result<Vec<u8>, RouterError> {
+        match self {
+            Payload::Chat(req) => adapt::chat(req, choice.provider, &choice.target.model),
+            Payload::Embeddings(req) => adapt::embeddings(req, &choice.target.model),
+        }
+    }
+}
+
+/// The headers of the client's request the router reads, as sent.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ClientHeaders<'a> {
+    pub accept: Option<&'a str>,
+    /// [`classify::PATH_HEADER`].
+    pub path: Option<&'a str>,
+    /// [`classify::BUDGET_HEADER`].
+    pub latency_budget_ms: Option<&'a str>,
+}
+
+/// A request ready for the attempt loop.
+#[derive(Debug)]
+pub struct Prepared<'c> {
+    /// The candidates, in order.
+    pub targets: Vec<&'c Target>,
+    pub job: Job,
+    pub payload: Payload,
+    /// The routing decision's headers (`x-router-path`, `x-router-reason`).
+    pub explain: report::Headers,
+}
+
+/// Parses, checks and routes the body of a chat or embeddings request.
+pub fn prepare<'c>(
+    config: &'c Config,
+    endpoint: Endpoint,
+    body: &[u8],
+    headers: ClientHeaders<'_>,
+) -> Result<Prepared<'c>, RouterError> {
+    let deadline_ms = deadline_ms(config, headers.latency_budget_ms);
+    let accept = headers.accept.map(str::to_owned);
+    match endpoint {
+        Endpoint::ChatCompletions => {
+            let request = ChatRequest::parse(body)?;
+            let hints = classify::Hints {
+                path: headers.path,
+                latency_budget_ms: headers.latency_budget_ms,
+            };
+            let decision = classify::classify(config, &request, hints)?;
+            let output = request
+                .requested_output_tokens()
+                .unwrap_or(config.classifier.default_output_tokens);
+            // Only models with prompt caching use the prefix; hashing it costs a serialization.
+            let caching = decision
+                .targets
+                .iter()
+                .any(|t| quota::caches_prompts(&t.model));
+            let prefix_hash = if caching {
+                quota::prefix_hash(&request)
+            } else {
+                0
+            };
+            Ok(Prepared {
+                explain: vec![
+                    ("x-router-path", decision.path.name().to_owned()),
+                    ("x-router-reason", decision.reason_header()),
+                ],
+                targets: decision.targets,
+                job: Job {
+                    endpoint: "/chat/completions",
+                    accept,
+                    tokens: request.prompt_tokens.saturating_add(output),
+                    prefix_hash,
+                    deadline_ms,
+                    booked: true,
+                },
+                payload: Payload::Chat(request),
+            })
+        }
+        Endpoint::Embeddings => {
+            let request = EmbeddingsRequest::parse(body)?;
+            Ok(Prepared {
+                targets: route::embeddings(config, &request)?,
+                job: Job {
+                    endpoint: "/embeddings",
+                    accept,
+                    tokens: 0,
+                    prefix_hash: 0,
+                    deadline_ms,
+                    booked: false,
+                },
+                payload: Payload::Embeddings(request),
+                explain: Vec::new(),
+            })
+        }
+        other => Err(RouterError::Internal {
+            detail: format!("{other:?} has no body to prepare"),
+        }),
+    }
+}
+
+/// The request's deadline: the configured one, shortened by the client's latency budget.
+pub fn deadline_ms(config: &Config, budget_header: Option<&str>) -> u64 {
+    let deadline = config.failover.deadline_ms;
+    classify::latency_budget_ms(budget_header)
+        .filter(|b| *b > 0)
+        .map_or(deadline, |b| b.min(deadline))
+}
+
+/// Checks a request body's `Content-Type` (JSON or nothing: 415 otherwise) and its declared
+/// length against the limit (413). Returns the declared length when there is one.
+pub fn check_body(
+    config: &Config,
+    content_type: Option<&str>,
+    content_length: Option<&str>,
+) -> Result<Option<u64>, RouterError> {
+    if let Some(ct) = content_type {
+        let media = ct.split(';').next().unwrap_or_default().trim();
+        if !media.eq_ignore_ascii_case("application/json") {
+            return Err(RouterError::UnsupportedMediaType {
+                content_type: media.chars().take(100).collect(),
+            });
+        }
+    }
+    let limit = config.gateway.max_body_bytes;
+    let declared = content_length.and_then(|l| l.trim().parse::<u64>().ok());
+    if declared.is_some_and(|l| l > limit) {
+        return Err(RouterError::BodyTooLarge { limit });
+    }
+    Ok(declared)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn config() -> Config {
+        let doc = json!({
+            "providers": {
+                "groq": {"keys": [{"id": "g", "secret": "G"}]},
+                "mistral": {"keys": [{"id": "m", "secret": "M"}]}
+            },
+            "routes": {"fast": ["groq/llama-3.1-8b-instant"], "embed": ["mistral/mistral-embed"]},
+            "failover": {"deadline_ms": 5000}
+        });
+        Config::parse(&doc.to_string(), |n| {
+            (!n.ends_with("_HASHES")).then(|| "k".to_owned())
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn a_chat_request_is_classified_and_its_tokens_booked() {
+        let c = config();
+        let body =
+            br#"{"model":"fast","max_tokens":50,"messages":[{"role":"user","content":"hi"}]}"#;
+        let headers = ClientHeaders {
+            accept: Some("text/event-stream"),
+            latency_budget_ms: Some("800"),
+            ..ClientHeaders::default()
+        };
+        let mut p = prepare(&c, Endpoint::ChatCompletions, body, headers).unwrap();
+        assert_eq!(p.explain[0], ("x-router-path", "fast".to_owned()));
+        assert_eq!(p.job.deadline_ms, 800);
+        assert_eq!(p.job.accept.as_deref(), Some("text/event-stream"));
+        assert!(p.job.booked);
+        assert!(p.job.tokens > 50);
+        let choice = route::usable_keys(&c, &p.targets).next().unwrap();
+        let sent: serde_json::Value =
+            serde_json::from_slice(&p.payload.body_for(&choice).unwrap()).unwrap();
+        assert_eq!(sent["model"], "llama-3.1-8b-instant");
+    }
+
+    #[test]
+    fn an_embeddings_request_is_routed_by_its_model_and_not_booked() {
+        let c = config();
+        let body = br#"{"model":"embed","input":"hi"}"#;
+        let p = prepare(&c, Endpoint::Embeddings, body, ClientHeaders::default()).unwrap();
+        assert!(!p.job.booked);
+        assert_eq!(p.job.deadline_ms, 5000);
+        assert!(p.explain.is_empty());
+        assert_eq!(p.targets.len(), 1);
+    }
+
+    #[test]
+    fn bodies_are_checked_before_they_are_read() {
+        let c = config();
+        assert_eq!(check_body(&c, None, Some("12")).unwrap(), Some(12));
+        assert_eq!(
+            check_body(&c, Some("application/json; charset=utf-8"), None).unwrap(),
+            None
+        );
+        assert!(matches!(
+            check_body(&c, Some("text/plain"), None),
+            Err(RouterError::UnsupportedMediaType { .. })
+        ));
+        let over = (c.gateway.max_body_bytes + 1).to_string();
+        assert!(matches!(
+            check_body(&c, None, Some(&over)),
+            Err(RouterError::BodyTooLarge { .. })
+        ));
+    }
+}

@@ -1,0 +1,189 @@
+//! Step 13: what the client and the operator see of a request's journey: the response headers
+//! that explain it (`x-router-*`, `Server-Timing`) and the one JSON log line per request.
+
+use serde_json::json;
+
+use super::error::RouterError;
+use super::failover::{self, Attempt, Booked};
+
+/// What the attempt loop did, for the response headers and the log line.
+#[derive(Debug, Default)]
+pub struct Trace {
+    /// When the request arrived.
+    pub started_ms: u64,
+    /// Time to the routing decision; `None` until the request reaches the attempt loop.
+    pub classify_ms: Option<u64>,
+    /// Synchronous calls to the quota bank.
+    pub quota_calls: u32,
+    pub quota_ms: u64,
+    pub upstream_ms: u64,
+    pub attempts: Vec<Attempt>,
+    /// How the last attempt was booked.
+    pub booked: Booked,
+}
+
+/// Headers as the router adds them to a response.
+pub type Headers = Vec<(&'static str, String)>;
+
+/// After the attempt loop: who answered (`x-router-provider`, `x-router-model`; for an error,
+/// who was tried last) and, for requests the quota ledger may book (`quota`), how it booked
+/// them (`x-router-quota`, `x-router-quota-calls`).
+pub fn served(trace: &Trace, quota: bool) -> Headers {
+    let mut out = Headers::new();
+    if let Some(last) = trace.attempts.last() {
+        out.push(("x-router-provider", last.provider.clone()));
+        out.push(("x-router-model", last.model.clone()));
+    }
+    if quota {
+        out.push(("x-router-quota", trace.booked.name().to_owned()));
+        out.push(("x-router-quota-calls", trace.quota_calls.to_string()));
+    }
+    out
+}
+
+/// `x-router-attempts`, `x-router-failover` and `Server-Timing` (the router's phases, for
+/// browser devtools) for a request that reached the attempt loop; none for one that did not.
+pub fn timing(trace: &Trace, total_ms: u64) -> Headers {
+    let Some(classify_ms) = trace.classify_ms else {
+        return Headers::new();
+    };
+    let mut out = vec![
+        ("x-router-attempts", trace.attempts.len().to_string()),
+        (
+            "server-timing",
+            format!(
+                "classify;dur={classify_ms}, quota;dur={}, upstream;dur={}, router;dur={total_ms}",
+                trace.quota_ms, trace.upstream_ms
+            ),
+        ),
+    ];
+    if let Some(failover) = failover::failover_header(&trace.attempts) {
+        out.push(("x-router-failover", failover));
+    }
+    out
+}
+
+/// What a request was, as the log line reports it.
+pub struct Request<'a> {
+    pub method: &'a str,
+    pub path: &'a str,
+    pub status: u16,
+    pub failure: Option<&'a RouterError>,
+    pub total_ms: u64,
+}
+
+/// The request's JSON log line, and whether it is an error's (status 500 and up): what was
+/// asked, how it was routed (from the response headers in `explain`), each attempt (provider,
+/// model, key id, outcome, time) and the answer. Never a key, a prompt or a body; the
+/// operator's own mistakes (configuration, secrets) carry the message that says how to fix
+/// them.
+pub fn log_line(
+    request: &Request<'_>,
+    explain: &[(&'static str, String)],
+    trace: &Trace,
+) -> (String, bool) {
+    let header = |name: &str| {
+        explain
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let failure = request.failure;
+    let message = match failure {
+        Some(err @ (RouterError::InvalidConfig { .. } | RouterError::MissingSecret { .. })) => {
+            Some(err.message())
+        }
+        _ => None,
+    };
+    let line = json!({
+        "event": "request",
+        "quota": header("x-router-quota"),
+        "method": request.method,
+        "path": request.path,
+        "status": request.status,
+        "code": failure.and_then(RouterError::code),
+        "message": message,
+        "route": header("x-router-path"),
+        "reason": header("x-router-reason"),
+        "attempts": trace.attempts,
+        "quota_calls": trace.quota_calls,
+        "ms": request.total_ms,
+    });
+    (line.to_string(), request.status >= 500)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    fn attempt(provider: &str, outcome: &'static str) -> Attempt {
+        Attempt {
+            provider: provider.to_owned(),
+            model: "m".to_owned(),
+            key_id: "k1".to_owned(),
+            outcome,
+            ms: 3,
+        }
+    }
+
+    #[test]
+    fn headers_name_who_answered_and_how_it_was_booked() {
+        let trace = Trace {
+            classify_ms: Some(1),
+            attempts: vec![
+                attempt("groq", "rate_limited"),
+                attempt("together", "success"),
+            ],
+            booked: Booked::Lease,
+            ..Trace::default()
+        };
+        let served = served(&trace, true);
+        assert_eq!(
+            served,
+            [
+                ("x-router-provider", "together".to_owned()),
+                ("x-router-model", "m".to_owned()),
+                ("x-router-quota", "lease".to_owned()),
+                ("x-router-quota-calls", "0".to_owned()),
+            ]
+        );
+        let timing = timing(&trace, 9);
+        assert_eq!(timing[0], ("x-router-attempts", "2".to_owned()));
+        assert!(timing[1].1.ends_with("router;dur=9"));
+        assert_eq!(timing[2].0, "x-router-failover");
+        // A request refused before the attempt loop has no timing headers.
+        assert!(super::timing(&Trace::default(), 9).is_empty());
+    }
+
+    #[test]
+    fn the_log_line_reports_the_route_and_the_attempts_and_flags_errors() {
+        let trace = Trace {
+            attempts: vec![attempt("groq", "success")],
+            ..Trace::default()
+        };
+        let explain = [("x-router-path", "fast".to_owned())];
+        let request = Request {
+            method: "POST",
+            path: "/v1/chat/completions",
+            status: 200,
+            failure: None,
+            total_ms: 4,
+        };
+        let (line, error) = log_line(&request, &explain, &trace);
+        let v: Value = serde_json::from_str(&line).unwrap();
+        assert!(!error);
+        assert_eq!(v["route"], "fast");
+        assert_eq!(v["attempts"][0]["key_id"], "k1");
+        let failed = Request {
+            status: 503,
+            failure: Some(&RouterError::MissingSecret {
+                names: vec!["GROQ_KEY".to_owned()],
+            }),
+            ..request
+        };
+        let (line, error) = log_line(&failed, &[], &trace);
+        assert!(error);
+        assert!(line.contains("GROQ_KEY"), "{line}");
+    }
+}
