@@ -18,26 +18,20 @@ use worker::{
 use super::http;
 use crate::core::config::{Config, CONFIG_VAR};
 use crate::core::error::RouterError;
-use crate::core::quota::bank::{Dirty, ModelBooks};
-use crate::core::quota::{apply, Call, Command, Holdings, OrgLedger, Reply, Shard};
+use crate::core::quota::bank::Dirty;
+use crate::core::quota::upkeep::{After, Upkeep};
+use crate::core::quota::{apply, rows, Call, Command, Holdings, OrgLedger, Reply, Shard};
 
 /// The binding name of the quota banks in wrangler.toml.
 pub const BINDING: &str = "QUOTA";
 /// The header that names a call's shard (`provider/org`), for the object's own use.
 const SHARD_HEADER: &str = "x-quota-shard";
-/// The background work stops after this long, giving its leases back first; the next request
-/// starts it again.
-const MAINTAIN_MS: u64 = 20_000;
-/// A background loop that has not looked for this long was stopped by the runtime.
-const MAINTAIN_DEAD_MS: u64 = 30_000;
-/// The longest the background work sleeps between looks.
-const TICK_MS: u64 = 250;
 
 thread_local! {
     /// This isolate's leases, snapshot and reports, under a random holder id.
     pub static HOLDINGS: RefCell<Holdings> = RefCell::new(Holdings::new(holder_id()));
-    /// When the background work last looked (0: not running).
-    static MAINTAINED_AT: Cell<u64> = const { Cell::new(0) };
+    /// The background work's schedule.
+    static UPKEEP: Cell<Upkeep> = const { Cell::new(Upkeep::new()) };
 }
 
 fn now_ms() -> u64 {
@@ -58,146 +52,58 @@ pub struct QuotaObject {
     ledger: RefCell<Option<OrgLedger>>,
 }
 
-#[derive(serde::Deserialize)]
-struct BooksRow {
-    model: String,
-    state: String,
-}
-
-#[derive(serde::Deserialize)]
-struct OrgRow {
-    state: String,
-}
-
-/// The organization's own row: its key blocks and the next lease id.
-#[derive(serde::Serialize, serde::Deserialize, Default)]
-struct OrgState {
-    blocks: Vec<crate::core::quota::bank::KeyBlock>,
-    next_lease_id: u64,
-    #[serde(default)]
-    applied: std::collections::BTreeMap<String, crate::core::quota::bank::Applied>,
-}
-
-fn log_unreadable(shard: &str, row: &str, err: &serde_json::Error) {
-    let line = serde_json::json!({
-        "event": "quota_state_unreadable",
-        "shard": shard,
-        "row": row,
-        "error": err.to_string(),
-    });
-    worker::console_error!("{line}");
-}
-
 impl QuotaObject {
-    /// Loads the books from storage: a row that cannot be read is logged and rebuilt empty
-    /// (the providers' headers restore its counts), and what the configuration no longer
-    /// names is pruned.
+    /// Loads the books from storage ([`rows::decode`]): an unreadable row is logged and rebuilt,
+    /// and what the configuration no longer names is pruned.
     fn load(&self, shard: &str) -> Result<(OrgLedger, Dirty)> {
-        self.sql.exec(
-            "CREATE TABLE IF NOT EXISTS books (model TEXT PRIMARY KEY, state TEXT NOT NULL)",
-            None,
-        )?;
-        self.sql.exec(
-            "CREATE TABLE IF NOT EXISTS org (id INTEGER PRIMARY KEY, state TEXT NOT NULL)",
-            None,
-        )?;
-        let mut ledger = OrgLedger::default();
-        let mut dirty = Dirty::default();
-        let rows: Vec<BooksRow> = self
-            .sql
-            .exec("SELECT model, state FROM books", None)?
-            .to_array()?;
-        for row in rows {
-            let books = serde_json::from_str::<ModelBooks>(&row.state).unwrap_or_else(|e| {
-                log_unreadable(shard, &row.model, &e);
-                dirty.models.insert(row.model.clone());
-                ModelBooks::default()
-            });
-            ledger.models.insert(row.model, books);
+        for create in rows::CREATE {
+            self.sql.exec(create, None)?;
         }
-        let rows: Vec<OrgRow> = self
-            .sql
-            .exec("SELECT state FROM org WHERE id = 1", None)?
-            .to_array()?;
-        if let Some(row) = rows.first() {
-            let org = serde_json::from_str::<OrgState>(&row.state).unwrap_or_else(|e| {
-                log_unreadable(shard, "org", &e);
-                dirty.meta = true;
-                OrgState::default()
+        let books: Vec<rows::BooksRow> = self.sql.exec(rows::SELECT_BOOKS, None)?.to_array()?;
+        let org: Vec<rows::OrgRow> = self.sql.exec(rows::SELECT_ORG, None)?.to_array()?;
+        let (mut ledger, mut dirty, unreadable) = rows::decode(books, org.into_iter().next());
+        for row in unreadable {
+            let line = serde_json::json!({
+                "event": "quota_state_unreadable",
+                "shard": shard,
+                "row": row.row,
+                "error": row.error,
             });
-            ledger.blocks = org.blocks;
-            ledger.next_lease_id = org.next_lease_id;
-            ledger.applied = org.applied;
+            worker::console_error!("{line}");
         }
-        let (models, keys) = self.configured(shard).unzip();
+        let configured = http::config_text(&self.env, CONFIG_VAR)
+            .ok()
+            .flatten()
+            .and_then(|text| {
+                Config::parse(&text, |name| {
+                    self.env.secret(name).ok().map(|v| v.to_string())
+                })
+                .ok()
+            })
+            .and_then(|config| rows::configured(&config, shard));
+        let (models, keys) = configured.unzip();
         ledger.prune(models.as_deref(), keys.as_deref(), now_ms(), &mut dirty);
         Ok((ledger, dirty))
     }
 
-    /// The models with limits and the key ids this shard's organization has in the
-    /// configuration this object sees; `None` when it has none to read.
-    fn configured(&self, shard: &str) -> Option<(Vec<String>, Vec<String>)> {
-        let (provider, org) = shard.split_once('/')?;
-        let text = http::config_text(&self.env, CONFIG_VAR).ok()??;
-        let config = Config::parse(&text, |name| {
-            self.env.secret(name).ok().map(|v| v.to_string())
-        })
-        .ok()?;
-        let Some(p) = config.providers.iter().find(|p| p.name == provider) else {
-            return Some((Vec::new(), Vec::new()));
-        };
-        let keys: Vec<String> = p
-            .keys
-            .iter()
-            .filter(|k| k.org == org)
-            .map(|k| k.id.clone())
-            .collect();
-        let models = if keys.is_empty() {
-            Vec::new()
-        } else {
-            p.limits.keys().cloned().collect()
-        };
-        Some((models, keys))
-    }
-
     /// Stores the rows `dirty` names.
     fn store(&self, ledger: &OrgLedger, dirty: &Dirty) -> Result<()> {
-        for model in &dirty.models {
-            match ledger.models.get(model) {
-                Some(books) => {
-                    self.sql.exec(
-                        "INSERT INTO books (model, state) VALUES (?, ?) \
-                         ON CONFLICT(model) DO UPDATE SET state = excluded.state",
-                        vec![model.as_str().into(), text(books)?.into()],
-                    )?;
+        let writes = rows::encode(ledger, dirty).map_err(|e| worker::Error::from(e.to_string()))?;
+        for write in writes {
+            match write {
+                rows::Write::Books { model, state } => self
+                    .sql
+                    .exec(rows::UPSERT_BOOKS, vec![model.into(), state.into()])?,
+                rows::Write::Delete { model } => {
+                    self.sql.exec(rows::DELETE_BOOKS, vec![model.into()])?
                 }
-                None => {
-                    self.sql.exec(
-                        "DELETE FROM books WHERE model = ?",
-                        vec![model.as_str().into()],
-                    )?;
+                rows::Write::Org { state } => {
+                    self.sql.exec(rows::UPSERT_ORG, vec![state.into()])?
                 }
-            }
-        }
-        if dirty.meta {
-            let org = OrgState {
-                blocks: ledger.blocks.clone(),
-                next_lease_id: ledger.next_lease_id,
-                applied: ledger.applied.clone(),
             };
-            self.sql.exec(
-                "INSERT INTO org (id, state) VALUES (1, ?) \
-                 ON CONFLICT(id) DO UPDATE SET state = excluded.state",
-                vec![text(&org)?.into()],
-            )?;
         }
         Ok(())
     }
-}
-
-/// A row's JSON text.
-fn text<T: serde::Serialize>(value: &T) -> Result<String> {
-    serde_json::to_string(value).map_err(|e| worker::Error::from(e.to_string()))
 }
 
 impl DurableObject for QuotaObject {
@@ -341,45 +247,43 @@ async fn exchange(env: &Env, calls: Vec<Call>) {
 
 fn needs_maintenance() -> bool {
     let now = now_ms();
-    let running = MAINTAINED_AT.get();
-    // A loop that has not looked for a while was stopped by the runtime.
-    if running != 0 && now < running.saturating_add(MAINTAIN_DEAD_MS) {
-        return false;
-    }
-    HOLDINGS.with(|h| h.borrow().next_wake(now).is_some())
+    let work = HOLDINGS.with(|h| h.borrow().next_wake(now).is_some());
+    UPKEEP.get().should_start(now, work)
 }
 
-/// The background work itself, run inside some request's `wait_until`: what is due is sent,
-/// the replies taken in, until nothing is held or [`MAINTAIN_MS`] has passed.
+/// The background work itself ([`Upkeep`] keeps its schedule), run inside some request's
+/// `wait_until`: what is due is sent and the replies taken in, until nothing is held or its
+/// run is over.
 pub async fn maintenance(env: &Env) {
     if !needs_maintenance() {
         return;
     }
-    let started = now_ms();
-    MAINTAINED_AT.set(started);
+    let mut upkeep = UPKEEP.get();
+    upkeep.start(now_ms());
+    UPKEEP.set(upkeep);
     loop {
-        MAINTAINED_AT.set(now_ms());
         let calls = HOLDINGS.with(|h| h.borrow_mut().due(now_ms()));
         exchange(env, calls).await;
         let now = now_ms();
-        MAINTAINED_AT.set(now);
         let wake = HOLDINGS.with(|h| h.borrow().next_wake(now));
-        let Some(wake) = wake else { break };
-        if now.saturating_sub(started) > MAINTAIN_MS {
-            // Nothing would return the leases on time once this loop stops: give them back
-            // now (a busy isolate asks for new ones with its next request).
-            let calls = HOLDINGS.with(|h| {
-                let mut h = h.borrow_mut();
-                h.surrender(now);
-                h.due(now)
-            });
-            exchange(env, calls).await;
-            break;
+        let mut upkeep = UPKEEP.get();
+        let after = upkeep.after_look(now, wake);
+        UPKEEP.set(upkeep);
+        match after {
+            After::Sleep(ms) => Delay::from(Duration::from_millis(ms)).await,
+            After::Stop => break,
+            After::Surrender => {
+                let calls = HOLDINGS.with(|h| {
+                    let mut h = h.borrow_mut();
+                    h.surrender(now);
+                    h.due(now)
+                });
+                exchange(env, calls).await;
+                break;
+            }
         }
-        let sleep = wake.saturating_sub(now).clamp(5, TICK_MS);
-        Delay::from(Duration::from_millis(sleep)).await;
     }
-    MAINTAINED_AT.set(0);
+    UPKEEP.set(Upkeep::new());
 }
 
 fn log_quota(event: &str, shard: &Shard, err: Option<&RouterError>) {

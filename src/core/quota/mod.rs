@@ -20,7 +20,9 @@ pub mod effect;
 pub mod holdings;
 pub mod lease;
 pub mod ledger;
+pub mod rows;
 pub mod status;
+pub mod upkeep;
 pub mod wire;
 
 pub use bank::OrgLedger;
