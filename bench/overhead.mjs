@@ -395,16 +395,18 @@ const jsonOut = (() => {
 // The targets' keys (also those of the JSON output) and labels. `router` is the router's slow
 // path (model "slow": Together, a provider without tracked limits, so no quota work at all),
 // `router_groq` its fast path (model "fast": Groq with the quota ledger).
-const TARGETS = ["fake", "baseline", "router", "router_groq"];
+const TARGETS = ["fake", "baseline", "rewrite", "router", "router_groq"];
 const LABELS = {
   fake: "fake upstream, direct",
   baseline: "pass-through Worker",
+  rewrite: "rewriting Worker",
   router: "router slow",
   router_groq: "router fast",
 };
 /** What each target's label means, printed under the tables. */
 const LEGEND =
-  "router slow: model \"slow\", Together (no tracked limits: x-router-quota: none); router fast: model \"fast\", " +
+  "rewriting Worker: the floor for any router, JavaScript that parses the body, renames the model, re-serializes it and " +
+  "sends it, and returns a JSON answer read whole (bench/rewrite-worker.mjs); router slow: model \"slow\", Together (no tracked limits: x-router-quota: none); router fast: model \"fast\", " +
   "Groq with the quota ledger (limits far above the load, so leases are granted)";
 const total = TARGETS.length * SCENARIOS.reduce((sum, sc) => sum + WARMUP + sc.requests + sc.serial, 0);
 const fake = await startFake(total + 10);
@@ -468,6 +470,12 @@ try {
     bindings: { UPSTREAM: fake.origin },
   });
   cleanups.push(() => baseline.dispose());
+  const rewrite = await startWorker({
+    modules: [{ type: "ESModule", path: path.join(HERE, "rewrite-worker.mjs") }],
+    modulesRoot: HERE,
+    bindings: { UPSTREAM: fake.origin },
+  });
+  cleanups.push(() => rewrite.dispose());
 
   const auth = { "content-type": "application/json", authorization: `Bearer ${GATEWAY_KEY}` };
   // Cold start: workerd up, then the first request (the configuration is parsed; a quiet
@@ -490,6 +498,7 @@ try {
   const plan = {
     fake: { url: `${fake.origin}/v1/chat/completions`, model: "fast", headers: { "content-type": "application/json" }, pids: [] },
     baseline: { url: `${baseline.origin}/v1/chat/completions`, model: "fast", headers: auth, pids: baseline.pids },
+    rewrite: { url: `${rewrite.origin}/v1/chat/completions`, model: "fast", headers: auth, pids: rewrite.pids },
     router: { url: `${router.origin}/v1/chat/completions`, model: "slow", headers: auth, pids: router.pids, provider: "together" },
     router_groq: { url: `${router.origin}/v1/chat/completions`, model: "fast", headers: auth, pids: router.pids, provider: "groq" },
   };
@@ -620,7 +629,7 @@ try {
     }
     // Overhead of each Worker over the fake, and of the router over the pass-through Worker.
     const s = out.scenarios[mode];
-    for (const target of ["baseline", "router", "router_groq"]) {
+    for (const target of ["baseline", "rewrite", "router", "router_groq"]) {
       const over = (key) => ({
         p50_ms: s[target][key].p50 - s.fake[key].p50,
         p99_ms: s[target][key].p99 - s.fake[key].p99,
