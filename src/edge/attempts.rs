@@ -5,7 +5,7 @@
 
 use std::cell::RefCell;
 
-use worker::wasm_bindgen::{JsCast, JsValue};
+use worker::wasm_bindgen::JsValue;
 use worker::{js_sys, web_sys, Context, Env};
 
 use super::quota::{self as bank, HOLDINGS};
@@ -200,35 +200,27 @@ async fn attempt(
         return (Outcome::Transport, None, Answer::Nothing);
     };
     let clock = http::Clock::start(&controller, timeout_ms);
-    let failed = |clock: &http::Clock| {
+    let opened = stream::call(&outbound, &body, &controller).await;
+    drop(body);
+    let Some(mut opened) = opened else {
         let outcome = if clock.ran_out() {
             Outcome::Timeout
         } else {
             Outcome::Transport
         };
-        (outcome, None, Answer::Nothing)
+        return (outcome, None, Answer::Nothing);
     };
-    let Some(sent) = http::send(&outbound, &body, &controller.signal()) else {
-        return failed(&clock);
-    };
-    drop(body);
-    let resp: web_sys::Response = match sent.await {
-        Ok(resp) => resp.unchecked_into(),
-        Err(_) => return failed(&clock),
-    };
-    let status = resp.status();
-    let lines = http::lines_of(&resp.headers());
+    let lines = std::mem::take(&mut opened.headers);
     let headers = Lines(&lines);
     let report = ratelimit::report(choice.provider.dialect, |name| headers.get(name));
+    let status = opened.status;
 
     if !outcome::is_success(status) {
         // Only the start of a failure's body is read (a message is capped at 2 KB anyway),
         // within what is left of the attempt's time.
-        let read = http::read_capped(resp.body(), MAX_FAILURE_BODY, MAX_FAILURE_BODY).await;
-        let failure_body = match read {
-            Ok(Ok(bytes)) => bytes,
-            _ => Vec::new(),
-        };
+        opened.read_on(MAX_FAILURE_BODY).await;
+        let failure_body = opened.first_bytes(MAX_FAILURE_BODY).unwrap_or_default();
+        opened.cancel();
         let verdict = outcome::classify(status, headers.get("retry-after"), &failure_body);
         return (verdict, None, Answer::Headers(report));
     }
@@ -241,12 +233,13 @@ async fn attempt(
         headers: headers.to_client(),
         body: JsValue::UNDEFINED,
     };
-    let Some(body) = resp.body() else {
+    if !opened.has_body() {
         // No body at all (a 204): nothing to read, nothing to learn.
         return (Outcome::Success, Some(reply), Answer::Headers(report));
-    };
-    let whole = if kind == Body::Json { WHOLE_JSON } else { 0 };
-    let opened = stream::open(&body, whole).await;
+    }
+    if kind == Body::Json {
+        opened.read_on(WHOLE_JSON).await;
+    }
     if opened
         .first_bytes(FIRST_CHUNK_READ)
         .is_none_or(|start| kind.start_fails(&start))

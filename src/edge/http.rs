@@ -7,19 +7,9 @@ use worker::wasm_bindgen::{self, prelude::wasm_bindgen, JsCast, JsValue};
 use worker::{js_sys, web_sys, Env};
 
 use crate::core::error::RouterError;
-use crate::core::upstream::UpstreamRequest;
 
 #[wasm_bindgen(module = "/src/edge/runtime.js")]
 extern "C" {
-    #[wasm_bindgen(js_name = headerLines)]
-    fn header_lines(headers: &web_sys::Headers) -> String;
-    #[wasm_bindgen(js_name = send, catch)]
-    fn send_js(
-        url: &str,
-        lines: &str,
-        body: &js_sys::Uint8Array,
-        signal: &web_sys::AbortSignal,
-    ) -> Result<js_sys::Promise, JsValue>;
     #[wasm_bindgen(js_name = respond, catch)]
     fn respond_js(
         status: u16,
@@ -73,22 +63,9 @@ pub fn internal(what: &str) -> RouterError {
     }
 }
 
-/// All of `headers`, as [`Lines`] text.
-pub fn lines_of(headers: &web_sys::Headers) -> String {
-    header_lines(headers)
-}
-
 /// One header of a request or response.
 pub fn header(headers: &web_sys::Headers, name: &str) -> Option<String> {
     headers.get(name).ok().flatten()
-}
-
-/// Sends the upstream call: the core's URL and headers, the body bytes as they are (copied
-/// into the runtime here); `None` when the runtime refuses to (a malformed URL).
-pub fn send(out: &UpstreamRequest, body: &[u8], signal: &web_sys::AbortSignal) -> Option<JsFuture> {
-    send_js(&out.url, &out.header_lines(), &body.into(), signal)
-        .ok()
-        .map(JsFuture::from)
 }
 
 /// The client's response: the upstream's headers that pass (`upstream`, [`Lines`] text), the
@@ -203,18 +180,6 @@ mod tests {
         assert_eq!(header(&h, "x-router-path").as_deref(), Some("fast"));
         assert_eq!(header(&h, "vary").as_deref(), Some("Accept, Origin"));
         assert_eq!(text_of(resp).await, "{\"id\":\"x\"}");
-    }
-
-    #[wasm_bindgen_test]
-    async fn headers_cross_as_lines() {
-        let h = web_sys::Headers::new().unwrap();
-        h.set("Content-Type", "text/event-stream").unwrap();
-        h.set("x-ratelimit-remaining-tokens", "99").unwrap();
-        let text = lines_of(&h);
-        let lines = crate::core::upstream::Lines(&text);
-        assert_eq!(lines.get("content-type"), Some("text/event-stream"));
-        assert_eq!(lines.get("x-ratelimit-remaining-tokens"), Some("99"));
-        assert_eq!(lines.iter().count(), 2);
     }
 
     #[wasm_bindgen_test]

@@ -19,16 +19,59 @@ function headersOf(lines, into) {
   return into;
 }
 
-// The upstream call: a POST of `body` (bytes) with the headers in `lines`. A redirect is not
+// The upstream call, up to the start of its answer, in one step: a POST of `body` (bytes) with
+// the headers in `lines`, aborted through `abort` (its AbortController). A redirect is not
 // followed (it would turn the POST into a GET and could drop the key across origins).
-export function send(url, lines, body, signal) {
-  return fetch(url, {
-    method: "POST",
-    headers: headersOf(lines, new Headers()),
-    body,
-    redirect: "manual",
-    signal,
-  });
+// Resolves to [status, headerLines, body, reader, first, done]: the answer's first chunk
+// (undefined when the body ended or failed before it), and whether that is all of it (the
+// stream ended, or the first chunk holds all `content-length` announced); to null when the
+// call failed before its headers.
+export async function call(url, lines, body, abort) {
+  let resp;
+  try {
+    resp = await fetch(url, {
+      method: "POST",
+      headers: headersOf(lines, new Headers()),
+      body,
+      redirect: "manual",
+      signal: abort.signal,
+    });
+  } catch {
+    return null;
+  }
+  const head = headerLines(resp.headers);
+  const stream = resp.body;
+  if (!stream) return [resp.status, head, null, undefined, undefined, true];
+  const reader = stream.getReader();
+  let first;
+  try {
+    const r = await reader.read();
+    if (r.done) return [resp.status, head, stream, reader, undefined, true];
+    first = r.value;
+  } catch {
+    return [resp.status, head, stream, reader, undefined, false];
+  }
+  const length = Number(resp.headers.get("content-length") ?? NaN);
+  return [resp.status, head, stream, reader, first, first.byteLength === length];
+}
+
+// Reads on from `first` until the body ends, while it stays within `whole` bytes: resolves to
+// [bytes, done], with undefined bytes when the body fails.
+export async function readOn(reader, first, whole) {
+  const chunks = [first];
+  let size = first.byteLength;
+  while (size <= whole) {
+    let r;
+    try {
+      r = await reader.read();
+    } catch {
+      return [undefined, false];
+    }
+    if (r.done) return [join(chunks, size), true];
+    chunks.push(r.value);
+    size += r.value.byteLength;
+  }
+  return [join(chunks, size), false];
 }
 
 // The client's response: `upstream` lines are appended as they are; `ours` (the router's own)
@@ -41,38 +84,6 @@ export function respond(status, upstream, ours, body) {
     else headers.set(parts[i], parts[i + 1]);
   }
   return new Response(body === undefined ? null : body, { status, headers });
-}
-
-// Reads the start of an upstream body: resolves to [reader, bytes, done]. `bytes` is the first
-// chunk, or when `whole` is over 0 every chunk up to the end while they stay within `whole`
-// bytes (then `done` is true and nothing is left to hand on); it is undefined when the body
-// ended or failed before its first byte, or failed before its end while it was being read
-// whole.
-export async function openBody(body, whole) {
-  const reader = body.getReader();
-  let first;
-  try {
-    const r = await reader.read();
-    if (r.done) return [reader, undefined, true];
-    first = r.value;
-  } catch {
-    return [reader, undefined, false];
-  }
-  if (whole <= 0 || first.byteLength > whole) return [reader, first, false];
-  const chunks = [first];
-  let size = first.byteLength;
-  while (size <= whole) {
-    let r;
-    try {
-      r = await reader.read();
-    } catch {
-      return [reader, undefined, false];
-    }
-    if (r.done) return [reader, join(chunks, size), true];
-    chunks.push(r.value);
-    size += r.value.byteLength;
-  }
-  return [reader, join(chunks, size), false];
 }
 
 // Cancels an upstream body that will not be handed on (a failover after its first chunk).

@@ -1,21 +1,30 @@
-//! Successful answers at the edge, read in `runtime.js`: the start of the body before anything
-//! is sent (so that an answer that is no answer still fails over; a JSON answer, whole when it
-//! is short), then the rest handed to the client at its own pace with only the last bytes kept
-//! for the usage, so a long answer costs the isolate one chunk and 16 KiB, not its length.
+//! Upstream answers at the edge, read in `runtime.js`: the call and the start of its answer in
+//! one step (so that an answer that is no answer still fails over; a short JSON answer whole),
+//! then the rest handed to the client by the runtime, with only its last bytes kept for the
+//! usage, so a long answer costs the isolate a few blocks, not its length.
 
 use wasm_bindgen_futures::JsFuture;
 use worker::wasm_bindgen::{self, prelude::wasm_bindgen, JsCast, JsValue};
 use worker::{js_sys, web_sys};
 
+use crate::core::upstream::UpstreamRequest;
+
 #[wasm_bindgen(module = "/src/edge/runtime.js")]
 extern "C" {
-    #[wasm_bindgen(js_name = openBody)]
-    fn open_body(body: &web_sys::ReadableStream, whole: f64) -> js_sys::Promise;
+    #[wasm_bindgen(js_name = call, catch)]
+    fn call_js(
+        url: &str,
+        lines: &str,
+        body: &js_sys::Uint8Array,
+        abort: &web_sys::AbortController,
+    ) -> Result<js_sys::Promise, JsValue>;
+    #[wasm_bindgen(js_name = readOn)]
+    fn read_on_js(reader: &JsValue, first: &js_sys::Uint8Array, whole: f64) -> js_sys::Promise;
     #[wasm_bindgen(js_name = cancelBody)]
     fn cancel_body(reader: &JsValue);
     #[wasm_bindgen(js_name = handOn)]
     fn hand_on_body(
-        body: &web_sys::ReadableStream,
+        body: &JsValue,
         reader: &JsValue,
         start: &JsValue,
         interrupted: Option<String>,
@@ -23,12 +32,15 @@ extern "C" {
     ) -> js_sys::Array;
 }
 
-/// An upstream body whose start has been read, and nothing sent yet.
+/// An upstream answer whose headers and start have been read, and nothing sent yet.
 pub struct Opened {
-    body: web_sys::ReadableStream,
+    pub status: u16,
+    /// Its headers, as [`Lines`](crate::core::upstream::Lines) text.
+    pub headers: String,
+    body: JsValue,
     reader: JsValue,
     start: Option<js_sys::Uint8Array>,
-    /// Whether `start` is the whole body.
+    /// Whether `start` is the whole body (or there is no body).
     pub whole: bool,
 }
 
@@ -43,30 +55,49 @@ pub struct Ended {
     pub client_gone: bool,
 }
 
-/// Reads the start of `body`: its first chunk, or with `whole` over 0 the whole body when it
-/// ends within `whole` bytes (a longer one is handed on from what was read).
-pub async fn open(body: &web_sys::ReadableStream, whole: usize) -> Opened {
-    let parts = JsFuture::from(open_body(body, whole as f64))
-        .await
-        .ok()
-        .map(|v| v.unchecked_into::<js_sys::Array>());
-    match parts {
-        Some(parts) => Opened {
-            body: body.clone(),
-            reader: parts.get(0),
-            start: parts.get(1).dyn_into::<js_sys::Uint8Array>().ok(),
-            whole: parts.get(2).as_bool().unwrap_or(false),
-        },
-        None => Opened {
-            body: body.clone(),
-            reader: JsValue::UNDEFINED,
-            start: None,
-            whole: false,
-        },
-    }
+/// Sends the upstream call (the core's URL and headers, the body bytes as they are, copied into
+/// the runtime here), aborted through `abort`, and reads its headers and first chunk; `None`
+/// when it failed before its headers.
+pub async fn call(
+    out: &UpstreamRequest,
+    body: &[u8],
+    abort: &web_sys::AbortController,
+) -> Option<Opened> {
+    let promise = call_js(&out.url, &out.header_lines(), &body.into(), abort).ok()?;
+    let parts: js_sys::Array = JsFuture::from(promise).await.ok()?.dyn_into().ok()?;
+    Some(Opened {
+        status: parts.get(0).as_f64().map_or(0, |s| s as u16),
+        headers: parts.get(1).as_string().unwrap_or_default(),
+        body: parts.get(2),
+        reader: parts.get(3),
+        start: parts.get(4).dyn_into::<js_sys::Uint8Array>().ok(),
+        whole: parts.get(5).as_bool().unwrap_or(false),
+    })
 }
 
 impl Opened {
+    /// Whether the answer has a body at all (a 204 has none).
+    pub fn has_body(&self) -> bool {
+        !self.body.is_null() && !self.body.is_undefined()
+    }
+
+    /// Reads on until the body ends, while it stays within `whole` bytes: then `start` is all
+    /// of it. A body that fails meanwhile is left with nothing read.
+    pub async fn read_on(&mut self, whole: usize) {
+        let Some(first) = self.start.as_ref().filter(|_| !self.whole) else {
+            return;
+        };
+        let read = JsFuture::from(read_on_js(&self.reader, first, whole as f64)).await;
+        let parts = read.ok().and_then(|v| v.dyn_into::<js_sys::Array>().ok());
+        match parts {
+            Some(parts) => {
+                self.start = parts.get(0).dyn_into::<js_sys::Uint8Array>().ok();
+                self.whole = parts.get(1).as_bool().unwrap_or(false);
+            }
+            None => self.start = None,
+        }
+    }
+
     /// A copy of the first `max` bytes read; `None` when the body ended or failed before them.
     pub fn first_bytes(&self, max: usize) -> Option<Vec<u8>> {
         self.start.as_ref().map(|chunk| {
@@ -91,9 +122,9 @@ impl Opened {
             .map_or(JsValue::UNDEFINED, |b| b.clone().into())
     }
 
-    /// Drops the stream: the upstream is told to stop.
+    /// Drops the rest of the body: the upstream is told to stop.
     pub fn cancel(self) {
-        if !self.reader.is_undefined() {
+        if !self.whole && !self.reader.is_undefined() && !self.reader.is_null() {
             cancel_body(&self.reader);
         }
     }
@@ -145,14 +176,7 @@ mod tests {
     use crate::core::stream::INTERRUPTED_EVENT;
     use wasm_bindgen_test::wasm_bindgen_test;
 
-    fn body(text: &str) -> web_sys::ReadableStream {
-        web_sys::Response::new_with_opt_str(Some(text))
-            .unwrap()
-            .body()
-            .unwrap()
-    }
-
-    /// A body of several chunks, as an upstream sends a stream.
+    /// A body of several chunks, as an upstream sends one.
     fn chunked(chunks: &[&str]) -> web_sys::ReadableStream {
         let parts = js_sys::Array::new();
         for c in chunks {
@@ -163,6 +187,22 @@ mod tests {
             .unwrap()
             .body()
             .unwrap()
+    }
+
+    /// What `call` gives for an answer with `body`: its first chunk read.
+    async fn opened(body: web_sys::ReadableStream) -> Opened {
+        let reader: web_sys::ReadableStreamDefaultReader = body.get_reader().unchecked_into();
+        let read = JsFuture::from(reader.read()).await.unwrap();
+        let done = js_sys::Reflect::get(&read, &"done".into()).unwrap();
+        let value = js_sys::Reflect::get(&read, &"value".into()).unwrap();
+        Opened {
+            status: 200,
+            headers: String::new(),
+            body: body.into(),
+            reader: reader.into(),
+            start: value.dyn_into::<js_sys::Uint8Array>().ok(),
+            whole: done.as_bool().unwrap_or(false),
+        }
     }
 
     fn abort() -> web_sys::AbortController {
@@ -178,7 +218,7 @@ mod tests {
     #[wasm_bindgen_test]
     async fn a_complete_stream_is_handed_on_unchanged() {
         let sent = "data: {\"choices\":[]}\n\ndata: [DONE]\n\n";
-        let opened = open(&body(sent), 0).await;
+        let opened = opened(chunked(&[sent])).await;
         assert!(!opened.whole);
         assert_eq!(opened.first_bytes(8).unwrap(), b"data: {\"");
         let (readable, finished) = opened.hand_on(Some(INTERRUPTED_EVENT), &abort());
@@ -191,7 +231,7 @@ mod tests {
     #[wasm_bindgen_test]
     async fn a_stream_without_done_gets_the_interrupted_event() {
         let sent = "data: {\"choices\":[]}\n\n";
-        let (readable, finished) = open(&body(sent), 0)
+        let (readable, finished) = opened(chunked(&[sent]))
             .await
             .hand_on(Some(INTERRUPTED_EVENT), &abort());
         assert_eq!(
@@ -202,9 +242,10 @@ mod tests {
     }
 
     #[wasm_bindgen_test]
-    async fn a_short_json_body_is_read_whole() {
+    async fn a_short_json_body_is_read_on_to_its_end() {
         let sent = r#"{"id":"c","usage":{"prompt_tokens":3}}"#;
-        let opened = open(&body(sent), 1024).await;
+        let mut opened = opened(chunked(&[sent])).await;
+        opened.read_on(1024).await;
         assert!(opened.whole);
         assert_eq!(opened.last_bytes(8), &sent.as_bytes()[sent.len() - 8..]);
         let bytes = opened.bytes().dyn_into::<js_sys::Uint8Array>().unwrap();
@@ -213,8 +254,10 @@ mod tests {
 
     #[wasm_bindgen_test]
     async fn a_json_body_longer_than_whole_is_handed_on_from_what_was_read() {
-        let chunks = ["{\"a\":\"", &"x".repeat(3000), "\",", "\"b\":1}"];
-        let opened = open(&chunked(&chunks), 100).await;
+        let long = "x".repeat(3000);
+        let chunks = ["{\"a\":\"", long.as_str(), "\",", "\"b\":1}"];
+        let mut opened = opened(chunked(&chunks)).await;
+        opened.read_on(100).await;
         assert!(!opened.whole);
         let (readable, finished) = opened.hand_on(None, &abort());
         assert_eq!(text_of(readable).await, chunks.concat());
@@ -230,20 +273,21 @@ mod tests {
         let chunks: Vec<&str> = std::iter::repeat_n(chunk.as_str(), 10)
             .chain(["data: [DONE]\n\n"])
             .collect();
-        let (readable, finished) = open(&chunked(&chunks), 0)
+        let (readable, finished) = opened(chunked(&chunks))
             .await
             .hand_on(Some(INTERRUPTED_EVENT), &abort());
         assert_eq!(text_of(readable).await.len(), 100_000 + 14);
         let end = ended(finished).await.unwrap();
         assert!(end.complete);
-        assert_eq!(end.tail.len(), crate::core::stream::TAIL_BYTES);
+        assert!(end.tail.len() >= crate::core::stream::TAIL_BYTES);
         assert!(end.tail.ends_with(b"data: [DONE]\n\n"));
     }
 
     #[wasm_bindgen_test]
     async fn an_empty_body_has_no_first_chunk() {
-        let opened = open(&body(""), 0).await;
+        let opened = opened(chunked(&[])).await;
         assert_eq!(opened.first_bytes(10), None);
+        assert!(opened.whole);
         opened.cancel();
     }
 }
