@@ -78,6 +78,16 @@ impl Outcome {
     }
 }
 
+/// A call that failed: a timeout when its clock had run out (which aborted it), otherwise
+/// `cause`.
+pub fn failed(ran_out: bool, cause: Outcome) -> Outcome {
+    if ran_out {
+        Outcome::Timeout
+    } else {
+        cause
+    }
+}
+
 /// Whether a status is a success, which is handed through without its body being read.
 pub fn is_success(status: u16) -> bool {
     (200..=299).contains(&status)
@@ -224,6 +234,12 @@ fn truncate(mut s: String, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failure_after_the_clock_ran_out_is_a_timeout() {
+        assert_eq!(failed(true, Outcome::Transport), Outcome::Timeout);
+        assert_eq!(failed(false, Outcome::BadAnswer), Outcome::BadAnswer);
+    }
 
     #[test]
     fn classify_table() {

@@ -203,36 +203,62 @@ async fn attempt(
     let opened = stream::call(&outbound, &body, &controller).await;
     drop(body);
     let Some(mut opened) = opened else {
-        let outcome = if clock.ran_out() {
-            Outcome::Timeout
-        } else {
-            Outcome::Transport
-        };
+        let outcome = outcome::failed(clock.ran_out(), Outcome::Transport);
         return (outcome, None, Answer::Nothing);
     };
     let lines = std::mem::take(&mut opened.headers);
     let headers = Lines(&lines);
     let report = ratelimit::report(choice.provider.dialect, |name| headers.get(name));
-    let status = opened.status;
-
-    if !outcome::is_success(status) {
-        // Only the start of a failure's body is read (a message is capped at 2 KB anyway),
-        // within what is left of the attempt's time.
-        opened.read_on(MAX_FAILURE_BODY).await;
-        let failure_body = opened.first_bytes(MAX_FAILURE_BODY).unwrap_or_default();
-        opened.cancel();
-        let verdict = outcome::classify(status, headers.get("retry-after"), &failure_body);
-        return (verdict, None, Answer::Headers(report));
+    if outcome::is_success(opened.status) {
+        let kind = Body::of(headers.get("content-type").unwrap_or_default());
+        let reply = Reply {
+            status: opened.status,
+            headers: headers.to_client(),
+            body: JsValue::UNDEFINED,
+        };
+        let success = Success {
+            opened,
+            kind,
+            reply,
+            report,
+            reserved,
+        };
+        return take(success, clock, &controller).await;
     }
+    // Only the start of a failure's body is read (a message is capped at 2 KB anyway), within
+    // what is left of the attempt's time.
+    opened.read_on(MAX_FAILURE_BODY).await;
+    let failure_body = opened.first_bytes(MAX_FAILURE_BODY).unwrap_or_default();
+    let status = opened.status;
+    opened.cancel();
+    let verdict = outcome::classify(status, headers.get("retry-after"), &failure_body);
+    (verdict, None, Answer::Headers(report))
+}
 
-    // A success: its start is read before anything is sent, so that an answer that is no
-    // answer still fails over.
-    let kind = Body::of(headers.get("content-type").unwrap_or_default());
-    let mut reply = Reply {
-        status,
-        headers: headers.to_client(),
-        body: JsValue::UNDEFINED,
-    };
+/// A successful status, its answer not yet read.
+struct Success {
+    opened: stream::Opened,
+    kind: Body,
+    reply: Reply,
+    report: Report,
+    reserved: bool,
+}
+
+/// Takes a successful answer: its start is read before anything is sent, so that an answer
+/// that is no answer still fails over; then it is sent whole (a short JSON answer) or handed
+/// on.
+async fn take(
+    success: Success,
+    clock: http::Clock,
+    controller: &web_sys::AbortController,
+) -> (Outcome, Option<Reply>, Answer) {
+    let Success {
+        mut opened,
+        kind,
+        mut reply,
+        report,
+        reserved,
+    } = success;
     if !opened.has_body() {
         // No body at all (a 204): nothing to read, nothing to learn.
         return (Outcome::Success, Some(reply), Answer::Headers(report));
@@ -244,13 +270,8 @@ async fn attempt(
         .first_bytes(FIRST_CHUNK_READ)
         .is_none_or(|start| kind.start_fails(&start))
     {
-        let ran_out = clock.ran_out();
+        let outcome = outcome::failed(clock.ran_out(), Outcome::BadAnswer);
         opened.cancel();
-        let outcome = if ran_out {
-            Outcome::Timeout
-        } else {
-            Outcome::BadAnswer
-        };
         return (outcome, None, Answer::Nothing);
     }
     // Decided: from here on the answer is the client's, whatever its length.
@@ -268,17 +289,14 @@ async fn attempt(
         );
     }
     let interrupted = (kind == Body::Events).then_some(INTERRUPTED_EVENT);
-    let (readable, finished) = opened.hand_on(interrupted, &controller);
+    let (readable, finished) = opened.hand_on(interrupted, controller);
     reply.body = readable.into();
-    (
-        Outcome::Success,
-        Some(reply),
-        Answer::Streamed {
-            report,
-            finished,
-            kind,
-        },
-    )
+    let answer = Answer::Streamed {
+        report,
+        finished,
+        kind,
+    };
+    (Outcome::Success, Some(reply), answer)
 }
 
 /// Waits for a handed-on answer to end and reads its usage; an answer that did not end properly

@@ -121,39 +121,65 @@ async fn serve(
         }
         Endpoint::ChatCompletions | Endpoint::Embeddings => {
             auth::check(&config.gateway.auth, authorization.as_deref())?;
-            let declared = job::check_body(
-                config,
-                header("content-type").as_deref(),
-                header("content-length").as_deref(),
-            )?;
-            let body = read_body(req, declared, config).await?;
-            let (accept, path_hint, budget) = (
-                header("accept"),
-                header(classify::PATH_HEADER),
-                header(classify::BUDGET_HEADER),
-            );
-            let client = ClientHeaders {
-                accept: accept.as_deref(),
-                path: path_hint.as_deref(),
-                latency_budget_ms: budget.as_deref(),
+            let request = Incoming {
+                req,
+                endpoint,
+                headers: &headers,
             };
-            let Prepared {
-                targets,
-                job,
-                mut payload,
-                explain: decision,
-            } = job::prepare(config, endpoint, &body, client)?;
-            drop(body);
-            explain.extend(decision);
-            trace.classify_ms = Some(now_ms().saturating_sub(trace.started_ms));
-            let result = attempts::run(env, ctx, config, &targets, &job, trace, |c| {
-                payload.body_for(c)
-            })
-            .await;
-            explain.extend(report::served(trace, job.booked));
-            result
+            forward(request, config, env, ctx, explain, trace).await
         }
     }
+}
+
+/// A request with a body to forward.
+struct Incoming<'r> {
+    req: &'r web_sys::Request,
+    endpoint: Endpoint,
+    headers: &'r web_sys::Headers,
+}
+
+/// Reads, prepares and forwards a chat or embeddings request: the core prepares it, the
+/// attempt loop finds it an answer.
+async fn forward(
+    incoming: Incoming<'_>,
+    config: &Config,
+    env: &Env,
+    ctx: &Context,
+    explain: &mut Headers,
+    trace: &mut Trace,
+) -> Result<Reply, RouterError> {
+    let header = |name: &str| http::header(incoming.headers, name);
+    let declared = job::check_body(
+        config,
+        header("content-type").as_deref(),
+        header("content-length").as_deref(),
+    )?;
+    let body = read_body(incoming.req, declared, config).await?;
+    let (accept, path_hint, budget) = (
+        header("accept"),
+        header(classify::PATH_HEADER),
+        header(classify::BUDGET_HEADER),
+    );
+    let client = ClientHeaders {
+        accept: accept.as_deref(),
+        path: path_hint.as_deref(),
+        latency_budget_ms: budget.as_deref(),
+    };
+    let Prepared {
+        targets,
+        job,
+        mut payload,
+        explain: decision,
+    } = job::prepare(config, incoming.endpoint, &body, client)?;
+    drop(body);
+    explain.extend(decision);
+    trace.classify_ms = Some(now_ms().saturating_sub(trace.started_ms));
+    let result = attempts::run(env, ctx, config, &targets, &job, trace, |c| {
+        payload.body_for(c)
+    })
+    .await;
+    explain.extend(report::served(trace, job.booked));
+    result
 }
 
 /// A reply of the router's own (its headers are the router's, in `explain`).
