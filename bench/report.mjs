@@ -94,7 +94,7 @@ if (overhead) {
     if (r.own_cpu_ms_per_request !== undefined) {
       const own = r.own_cpu_ms_per_request;
       value +=
-        `; router's own ${ms(own)} (user ${ms(r.own_cpu_user_ms_per_request)}) = ` +
+        `; over the pass-through Worker ${ms(own)} (user ${ms(r.own_cpu_user_ms_per_request)}) = ` +
         `${((own / o.free_plan_cpu_ms) * 100).toFixed(0)} % of ${o.free_plan_cpu_ms} ms`;
     }
     add("workerd CPU per request", `${r.scenario}, ${r.label}`, value);

@@ -14,6 +14,8 @@
 //! 6. [`core::classify`]: fast path or slow path, the ordered candidates, the reasons;
 //! 7. [`core::route`]: the targets that can serve the request, and the choice of one target and
 //!    key;
+//!    ([`core::job`] runs steps 5 to 7 for a request with a body, and hands the loop a payload
+//!    that adapts itself to each choice);
 //! 8. [`core::adapt`]: the body as that provider wants it;
 //! 9. [`core::upstream`]: the outbound request, built from scratch (client credentials stay here);
 //! 10. [`core::outcome`]: the upstream's answer, classified once; [`core::ratelimit`] reads
@@ -25,6 +27,7 @@
 //! 12. [`core::stream`]: the answer, handed on once its first chunk shows it is one (an event
 //!     stream that opens with an error event still fails over), and read at its end for the
 //!     usage;
+//! 13. [`core::report`]: the response headers that explain the journey, and its log line;
 //!
 //! and [`core::error`]: every failure, rendered in the OpenAI error format.
 //!
