@@ -24,8 +24,8 @@ function headersOf(lines, into) {
 // followed (it would turn the POST into a GET and could drop the key across origins).
 // Resolves to [status, headerLines, body, reader, first, done]: the answer's first chunk
 // (undefined when the body ended or failed before it), and whether that is all of it (the
-// stream ended, or the first chunk holds all `content-length` announced); to null when the
-// call failed before its headers.
+// stream ended, or the first chunk holds all the `content-length` of an unencoded body); to
+// null when the call failed before its headers.
 export async function call(url, lines, body, abort) {
   let resp;
   try {
@@ -51,7 +51,10 @@ export async function call(url, lines, body, abort) {
   } catch {
     return [resp.status, head, stream, reader, undefined, false];
   }
-  const length = Number(resp.headers.get("content-length") ?? NaN);
+  // The announced length counts the bytes as sent: only an unencoded body's chunks add up to it.
+  const length = resp.headers.has("content-encoding")
+    ? NaN
+    : Number(resp.headers.get("content-length") ?? NaN);
   return [resp.status, head, stream, reader, first, first.byteLength === length];
 }
 

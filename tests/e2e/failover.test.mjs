@@ -220,6 +220,25 @@ test("a stream cut after its first byte ends with an explicit error event, and t
   assert.equal(got[0], "Hel");
 });
 
+test("a JSON answer sent in parts reaches the client whole, as one piece", async () => {
+  const whole = JSON.stringify({ id: "groq", object: "chat.completion", choices: [{ index: 0, message: { role: "assistant", content: "x".repeat(5000) } }], usage: { prompt_tokens: 5, completion_tokens: 1, total_tokens: 6 } });
+  const parts = [whole.slice(0, 10), whole.slice(10, 3000), whole.slice(3000)];
+  groq.answer(() => ({ status: 200, headers: { "content-type": "application/json" }, body: parts }));
+  const res = await chat();
+  assert.equal(res.status, 200);
+  assert.equal(await res.text(), whole);
+  assert.equal(together.calls.length, 0);
+});
+
+test("a JSON answer the upstream cuts before its end fails over: nothing of it was sent", async () => {
+  const whole = JSON.stringify({ id: "groq", object: "chat.completion", choices: [{ index: 0, message: { role: "assistant", content: "partial" } }] });
+  groq.answer(() => ({ status: 200, headers: { "content-type": "application/json" }, body: [whole.slice(0, 20), whole.slice(20, 40)], cut: true }));
+  const res = await chat();
+  assert.equal(res.status, 200);
+  assert.equal(await servedBy(res), "together");
+  assert.match(res.headers.get("x-router-failover"), /=bad_answer/);
+});
+
 test("a complete stream whose [DONE] arrives byte by byte gets nothing appended", async () => {
   const sent = [...events(chunk("a"), chunk("b")), ..."data: [DONE]\n\n".split("")];
   groq.answer(() => sse(sent));
