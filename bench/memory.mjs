@@ -7,9 +7,10 @@
 // chunks of MEM_JSON_CHUNK_BYTES (its `usage` last, as OpenAI's format puts it).
 //
 // Each answer goes, one request at a time, to the pass-through Worker, to the router's slow path
-// (model "slow": Together, no tracked limits, so no quota booking: an event stream is still
-// copied for its end, a JSON answer is not) and to its fast path (model "fast": Groq with the
-// quota ledger, so the booking waits for the usage in the last bytes: both are copied), read by a
+// (model "slow": Together, no tracked limits, so no quota booking) and to its fast path (model
+// "fast": Groq with the quota ledger, whose booking waits for the usage in the last bytes).
+// Either way the router hands a body this long on through the runtime's pipe and reads a copy
+// of its first MiB for its end (src/edge/runtime.js), read by a
 // client that reads as fast as it can ("fast") and by one that reads MEM_SLOW_READ_BYTES every
 // MEM_SLOW_INTERVAL_MS ("slow"). For each run the Worker's workerd process and its isolate are
 // measured:

@@ -1,7 +1,7 @@
 // A V8 CPU profile of the router's isolate in workerd under load, wasm frames included, and
 // where the time goes: per function (self and inclusive) and per bucket (JS glue, wasm, runtime
 // natives, GC, idle; and the router's concerns: the Rust `fetch` handler, serde, the log line,
-// Headers, Response construction, stream.js, Date.now, timers, AbortController).
+// Headers, Response construction, runtime.js, Date.now, timers, AbortController).
 //
 // The release build (build/) runs in workerd through Miniflare, as in bench/overhead.mjs, with
 // workerd's inspector on (127.0.0.1, a free port). After a warm-up the script attaches to the
@@ -22,7 +22,7 @@
 // from the module's name section (worker-build keeps it: it runs wasm-opt with --debuginfo).
 // JS names in build/index.js are minified unless it was built with NO_MINIFY=1; the script
 // labels the wasm-bindgen shims (`__wbg_*`) with the Rust import they serve, read from the
-// name section, and stream.js's functions by its export map, so both builds read alike.
+// name section, and runtime.js's functions by its export map, so both builds read alike.
 import { fork, execFileSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import fs from "node:fs";
@@ -95,7 +95,7 @@ function parseArgs(argv) {
 
 // ---------------------------------------------------------------------------------------------
 // Names: the wasm name section (function names, and for the wasm-bindgen imports the Rust
-// path of the binding they serve), and index.js (stream.js's exports, minified or not).
+// path of the binding they serve), and index.js (runtime.js's exports, minified or not).
 
 function readLeb(buf, pos) {
   let result = 0;
@@ -165,7 +165,7 @@ function shimMap(wasmNames) {
   return map;
 }
 
-/** index.js: its text, where stream.js's code lies in it, and its minified export names. */
+/** index.js: its text, where runtime.js's code lies in it, and its minified export names. */
 function glueInfo(file) {
   const text = fs.existsSync(file) ? fs.readFileSync(file, "utf8") : "";
   const lineStarts = [0];
@@ -173,19 +173,20 @@ function glueInfo(file) {
   // Unminified, esbuild marks each module with a `// path` comment; minified, the snippet
   // module comes first, before wasm-bindgen's glue (which starts with `__worker_init_state`).
   let streamRange = null;
-  const marker = text.match(/^\/\/ .*stream\.js$/m);
+  const marker = text.match(/^\/\/ .*runtime\.js$/m);
   if (marker) {
     const rest = text.slice(marker.index + marker[0].length);
     const nextMod = rest.search(/^\/\/ \S+\.(m?js|ts)$/m);
     streamRange = [marker.index, nextMod < 0 ? text.length : marker.index + marker[0].length + nextMod];
   } else {
     const initAt = text.indexOf("__worker_init_state");
-    if (initAt > 0 && /openBody/.test(text.slice(0, initAt))) streamRange = [0, initAt];
+    if (initAt > 0 && /handOn/.test(text.slice(0, initAt))) streamRange = [0, initAt];
   }
-  // Minified: `{cancelBody:()=>be,handOn:()=>D,openBody:()=>ue}`.
+  // Minified: `{call:()=>ue,cancelBody:()=>be,handOn:()=>D,...}`.
   const renamed = new Map();
   for (const m of text.matchAll(/([A-Za-z_$][\w$]*):\(\)=>([A-Za-z_$][\w$]*)/g)) {
-    if (["openBody", "handOn", "cancelBody"].includes(m[1])) renamed.set(m[2], m[1]);
+    const exported = ["call", "readOn", "respond", "headerLines", "handOn", "cancelBody", "readCapped", "startClock", "stopClock"];
+    if (exported.includes(m[1])) renamed.set(m[2], m[1]);
   }
   return {
     text,
@@ -222,7 +223,7 @@ function describer(names) {
       if (glue.inStream(off)) {
         const name = glue.renamed.get(fn) ?? fn;
         const snippet = glue.text.slice(off, off + 48).replace(/\s+/g, " ");
-        d = { kind: "stream", label: `stream.js ${name || "(anonymous)"} @${cf.lineNumber + 1}:${cf.columnNumber + 1} ${JSON.stringify(snippet)}`, match: `stream.js ${name}` };
+        d = { kind: "stream", label: `runtime.js ${name || "(anonymous)"} @${cf.lineNumber + 1}:${cf.columnNumber + 1} ${JSON.stringify(snippet)}`, match: `runtime.js ${name}` };
       } else if (fn.startsWith("__wbg_")) {
         const rust = shims.get(fn);
         const body = glue.text.slice(off, off + 90).replace(/\s+/g, " ");
@@ -248,7 +249,7 @@ const CONCERNS = [
   ["log line (log_request, console.log)", (d) => (d.kind === "wasm" && /log_request|console_log|console::log/.test(d.match)) || (d.kind === "glue" && /console::log|console\.log|log_1|log_/.test(d.match) && /console/.test(d.match))],
   ["Headers (web_sys Headers, worker::headers)", (d) => (d.kind === "wasm" && /worker::headers::|gen_Headers|add_headers|Headers/.test(d.match)) || (d.kind === "glue" && /gen_Headers|Headers::|new Headers/.test(d.match)) || (d.kind === "glue" && /::headers(::|$| )/.test(d.match))],
   ["Response construction (Response::new*, worker::response)", (d) => (d.kind === "wasm" && /worker::response::|Response::from|Response::ok|Response::error|json_response/.test(d.match)) || (d.kind === "glue" && /gen_Response::Response::new|new Response/.test(d.match))],
-  ["stream.js (openBody/handOn/pipe/tee)", (d) => d.kind === "stream"],
+  ["runtime.js (call, readOn, respond, handOn, the clock)", (d) => d.kind === "stream"],
   ["Date.now", (d) => (d.kind === "glue" && /Date::now|Date\.now/.test(d.match)) || (d.kind === "wasm" && /now_ms/.test(d.match))],
   ["setTimeout / Delay", (d) => (d.kind === "glue" && /set_timeout|setTimeout|clear_timeout|clearTimeout/.test(d.match)) || (d.kind === "wasm" && /worker::delay::|Delay/.test(d.match))],
   ["AbortController / AbortSignal", (d) => (d.kind === "glue" && /AbortController|AbortSignal|new AbortController/.test(d.match)) || (d.kind === "wasm" && /worker::abort::|AbortController|AbortSignal/.test(d.match))],
@@ -338,7 +339,7 @@ function analyze(profile, names) {
 const KIND_LABELS = {
   wasm: "wasm (Rust)",
   glue: "JS glue (index.js: wasm-bindgen shims, worker-build wrapper)",
-  stream: "JS stream.js (openBody/handOn/pipe/tee)",
+  stream: "JS runtime.js (call, readOn, respond, handOn, the clock)",
   otherjs: "JS, other scripts (runtime internals)",
   native: "runtime natives / V8 builtins called from JS",
   program: "(program): runtime C++ outside JS",
