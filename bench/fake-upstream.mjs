@@ -7,6 +7,7 @@
 //
 //   fork("bench/fake-upstream.mjs", [maxRequests, lifetimeMs])
 import http from "node:http";
+import { RATE_HEADERS } from "./common.mjs";
 
 const maxRequests = Number(process.argv[2] ?? 50_000);
 const lifetimeMs = Number(process.argv[3] ?? 600_000);
@@ -53,15 +54,6 @@ function stream(chunks) {
   return parts;
 }
 
-// What Groq sends on every answer (its dialect: requests per day, tokens per minute).
-const RATE_HEADERS = {
-  "x-ratelimit-limit-requests": "14400",
-  "x-ratelimit-remaining-requests": "14370",
-  "x-ratelimit-reset-requests": "2m59.56s",
-  "x-ratelimit-limit-tokens": "6000",
-  "x-ratelimit-remaining-tokens": "5997",
-  "x-ratelimit-reset-tokens": "30ms",
-};
 
 let served = 0;
 const server = http.createServer((req, res) => {

@@ -40,6 +40,7 @@ import fs from "node:fs";
 import http from "node:http";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { GATEWAY_KEY, RATE_HEADERS, ROUTER_SECRETS, routerConfig, workerdPids } from "./common.mjs";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const ROOT = path.resolve(HERE, "..");
@@ -68,14 +69,6 @@ const list = (name, fallback, allowed) => {
 const SMALL_MAX_TOKENS = 16;
 const BIG_MAX_TOKENS = 4096;
 
-const RATE_HEADERS = {
-  "x-ratelimit-limit-requests": "14400",
-  "x-ratelimit-remaining-requests": "14370",
-  "x-ratelimit-reset-requests": "2m59.56s",
-  "x-ratelimit-limit-tokens": "6000",
-  "x-ratelimit-remaining-tokens": "5997",
-  "x-ratelimit-reset-tokens": "30ms",
-};
 
 const TEXT = "The churn trend is real and it started well before the pricing change in March. ";
 /** `n` characters of plain text (no character JSON would escape). */
@@ -212,7 +205,6 @@ if (process.argv[2] === "--fake") {
 
 async function main() {
   const { Miniflare, convertV4MiniflareOptions } = await import("miniflare");
-  const { createHash } = await import("node:crypto");
 
   const SIZE = int("MEM_SIZE_MB", 50) * MiB;
   const EVENT_BYTES = int("MEM_EVENT_BYTES", 1024);
@@ -235,8 +227,6 @@ async function main() {
 
   const LABELS = { baseline: "pass-through Worker", router_slow: "router slow", router_fast: "router fast" };
   const ANSWER_LABELS = { sse: "event stream", json: "JSON" };
-  const GATEWAY_KEY = "sk-bench-gateway-0123456789";
-  const GATEWAY_HASH = createHash("sha256").update(GATEWAY_KEY).digest("hex");
   const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
   const expected = {};
@@ -273,31 +263,6 @@ async function main() {
   // -------------------------------------------------------------------------------------------
   // workerd: its processes from /proc, its isolate through the V8 inspector.
 
-  const ppidOf = (pid) => {
-    try {
-      const text = fs.readFileSync(`/proc/${pid}/stat`, "utf8");
-      return { comm: text.slice(text.indexOf("(") + 1, text.lastIndexOf(")")), ppid: Number(text.slice(text.lastIndexOf(")") + 2).split(" ")[1]) };
-    } catch {
-      return null;
-    }
-  };
-  function workerdPids() {
-    const children = new Map();
-    for (const d of fs.readdirSync("/proc")) {
-      if (!/^\d+$/.test(d)) continue;
-      const s = ppidOf(Number(d));
-      if (s) children.set(s.ppid, [...(children.get(s.ppid) ?? []), { pid: Number(d), comm: s.comm }]);
-    }
-    const found = [];
-    const queue = [process.pid];
-    while (queue.length) {
-      for (const child of children.get(queue.shift()) ?? []) {
-        if (child.comm.startsWith("workerd")) found.push(child.pid);
-        queue.push(child.pid);
-      }
-    }
-    return found;
-  }
   /** VmRSS and VmHWM of a process, in bytes. */
   function rss(pid) {
     const text = fs.readFileSync(`/proc/${pid}/status`, "utf8");
@@ -378,17 +343,7 @@ async function main() {
 
   let exitCode = 0;
   try {
-    const config = {
-      providers: {
-        together: { base_url: `${fake.origin}/v1`, keys: [{ id: "together-1", secret: "TOGETHER_API_KEY" }] },
-        groq: {
-          base_url: `${fake.origin}/v1`,
-          keys: [{ id: "groq-1", secret: "GROQ_KEY_1", org: "org-a" }],
-          limits: { "llama-3.1-8b-instant": { rpm: 1_000_000, rpd: 100_000_000, tpm: 1_000_000_000, tpd: 100_000_000_000 } },
-        },
-      },
-      routes: { fast: ["groq/llama-3.1-8b-instant"], slow: ["together/meta-llama/Llama-3.3-70B-Instruct-Turbo"] },
-    };
+    const config = routerConfig(fake.origin);
     const startRouter = () =>
       startWorker({
         modules: [
@@ -398,9 +353,7 @@ async function main() {
         modulesRoot: ROOT,
         bindings: {
           ROUTER_CONFIG: config,
-          GATEWAY_KEY_HASHES: GATEWAY_HASH,
-          TOGETHER_API_KEY: "tg-bench-key",
-          GROQ_KEY_1: "gsk-bench-key-1",
+          ...ROUTER_SECRETS,
         },
         durableObjects: { QUOTA: { className: "QuotaObject", useSQLite: true } },
         handleStructuredLogs: routerLog,

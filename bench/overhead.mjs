@@ -24,7 +24,6 @@
 // machine's load lands on every target alike; the load that was there is reported. Every
 // request must succeed, and each router target must be served by the provider it is meant to
 // measure; any failure stops the run with a non-zero exit.
-import { execFileSync, fork } from "node:child_process";
 import { createHash } from "node:crypto";
 import fs from "node:fs";
 import http from "node:http";
@@ -32,6 +31,7 @@ import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { Miniflare, convertV4MiniflareOptions } from "miniflare";
+import { CLK_TCK, GATEWAY_KEY, ROUTER_SECRETS, chatBody, procStat, routerConfig, startFake, workerdPids } from "./common.mjs";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const ROOT = path.resolve(HERE, "..");
@@ -88,8 +88,6 @@ const SETTLE_MS = 300;
 /** The free plan's CPU time per request. */
 const FREE_PLAN_CPU_MS = 10;
 
-const GATEWAY_KEY = "sk-bench-gateway-0123456789";
-const GATEWAY_HASH = createHash("sha256").update(GATEWAY_KEY).digest("hex");
 /** For the status page (`GET /v1/router/status`), read once after each scenario, outside the
  * measured batches. */
 const ADMIN_KEY = "sk-bench-admin-0123456789";
@@ -101,88 +99,8 @@ const GOAL_FAST_MINUS_SLOW_MS = 0.1;
 const GOAL_FAST_RPS_SHARE = 0.95;
 const GOAL_NO_SYNC_SHARE = 0.95;
 
-/** A typical small chat request (a system prompt, one question, a token limit). */
-function chatBody(model, stream, maxTokens) {
-  return JSON.stringify({
-    model,
-    messages: [
-      { role: "system", content: "You are a careful analyst. Answer in two sentences." },
-      {
-        role: "user",
-        content:
-          "Could you look at the numbers from last quarter and tell me whether the trend in churn is real, " +
-          "or just noise from the pricing change in March?",
-      },
-    ],
-    max_tokens: maxTokens,
-    temperature: 0.2,
-    ...(stream ? { stream: true } : {}),
-  });
-}
-
 // ---------------------------------------------------------------------------------------------
 // Processes: the fake upstream, and workerd's CPU time from /proc.
-
-function startFake(maxRequests) {
-  return new Promise((resolve, reject) => {
-    const child = fork(path.join(HERE, "fake-upstream.mjs"), [String(maxRequests), "600000"], {
-      stdio: ["ignore", "inherit", "inherit", "ipc"],
-    });
-    child.once("error", reject);
-    child.once("exit", (code) => reject(new Error(`the fake upstream exited early (${code})`)));
-    child.once("message", ({ port }) => {
-      resolve({
-        origin: `http://127.0.0.1:${port}`,
-        stop() {
-          child.removeAllListeners("exit");
-          if (child.connected) child.disconnect();
-        },
-      });
-    });
-  });
-}
-
-const CLK_TCK = (() => {
-  try {
-    return Number(execFileSync("getconf", ["CLK_TCK"], { encoding: "utf8" }).trim()) || 100;
-  } catch {
-    return 100;
-  }
-})();
-
-/** `/proc/<pid>/stat`: parent pid, and user + system CPU time in clock ticks. */
-function procStat(pid) {
-  try {
-    const text = fs.readFileSync(`/proc/${pid}/stat`, "utf8");
-    const comm = text.slice(text.indexOf("(") + 1, text.lastIndexOf(")"));
-    const fields = text.slice(text.lastIndexOf(")") + 2).split(" ");
-    // After the name: state(3) ppid(4) ... utime(14) stime(15), counted from 1 in proc(5).
-    const [user, sys] = [Number(fields[11]), Number(fields[12])];
-    return { pid, comm, ppid: Number(fields[1]), user, sys, ticks: user + sys };
-  } catch {
-    return null;
-  }
-}
-
-/** The workerd processes below this one in the process tree. */
-function workerdPids() {
-  const all = fs
-    .readdirSync("/proc")
-    .filter((d) => /^\d+$/.test(d))
-    .map((d) => procStat(Number(d)))
-    .filter(Boolean);
-  const children = new Map();
-  for (const p of all) children.set(p.ppid, [...(children.get(p.ppid) ?? []), p]);
-  const found = [];
-  const queue = [process.pid];
-  while (queue.length) {
-    for (const child of children.get(queue.shift()) ?? []) {
-      if (child.comm.startsWith("workerd")) found.push(child.pid);
-      queue.push(child.pid);
-    }
-  }
-  return found;
-}
 
 /** User and system CPU time of `pids`, in milliseconds. */
 function cpuMs(pids) {
@@ -427,25 +345,7 @@ function routerLog(log) {
 const cleanups = [() => fake.stop()];
 let exitCode = 0;
 try {
-  const config = {
-    providers: {
-      // The slow path: no tracked limits, so the first key and no quota work at all.
-      together: { base_url: `${fake.origin}/v1`, keys: [{ id: "together-1", secret: "TOGETHER_API_KEY" }] },
-      // The fast path: Groq's dialect and limits, raised so far above the load that the run
-      // never nears them and leases are always granted (a lease is at most 1/16 of a window's
-      // limit and needs room for 2 requests). Requests are admitted from the isolate's lease
-      // with no call to the bank; leases are renewed and usage reported in the background.
-      groq: {
-        base_url: `${fake.origin}/v1`,
-        keys: [
-          { id: "groq-1", secret: "GROQ_KEY_1", org: "org-a" },
-          { id: "groq-2", secret: "GROQ_KEY_2", org: "org-b" },
-        ],
-        limits: { "llama-3.1-8b-instant": { rpm: 1_000_000, rpd: 100_000_000, tpm: 1_000_000_000, tpd: 100_000_000_000 } },
-      },
-    },
-    routes: { fast: ["groq/llama-3.1-8b-instant"], slow: ["together/meta-llama/Llama-3.3-70B-Instruct-Turbo"] },
-  };
+  const config = routerConfig(fake.origin);
   const router = await startWorker({
     modules: [
       { type: "ESModule", path: path.join(ROOT, "build/index.js") },
@@ -454,11 +354,8 @@ try {
     modulesRoot: ROOT,
     bindings: {
       ROUTER_CONFIG: config,
-      GATEWAY_KEY_HASHES: GATEWAY_HASH,
+      ...ROUTER_SECRETS,
       ADMIN_KEY_HASHES: ADMIN_HASH,
-      TOGETHER_API_KEY: "tg-bench-key",
-      GROQ_KEY_1: "gsk-bench-key-1",
-      GROQ_KEY_2: "gsk-bench-key-2",
     },
     durableObjects: { QUOTA: { className: "QuotaObject", useSQLite: true } },
     handleStructuredLogs: routerLog,

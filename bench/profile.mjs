@@ -23,12 +23,11 @@
 // JS names in build/index.js are minified unless it was built with NO_MINIFY=1; the script
 // labels the wasm-bindgen shims (`__wbg_*`) with the Rust import they serve, read from the
 // name section, and runtime.js's functions by its export map, so both builds read alike.
-import { fork, execFileSync } from "node:child_process";
-import { createHash } from "node:crypto";
 import fs from "node:fs";
 import http from "node:http";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { CLK_TCK, GATEWAY_KEY, ROUTER_SECRETS, chatBody, procStat, routerConfig, startFake, workerdPids } from "./common.mjs";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const ROOT = path.resolve(HERE, "..");
@@ -398,81 +397,7 @@ function printReport(a, o, extra = {}) {
 // ---------------------------------------------------------------------------------------------
 // The run: the fake upstream, the router in workerd with its inspector, the load.
 
-const GATEWAY_KEY = "sk-bench-gateway-0123456789";
-const GATEWAY_HASH = createHash("sha256").update(GATEWAY_KEY).digest("hex");
 
-/** The same request as bench/overhead.mjs sends. */
-function chatBody(model, stream, maxTokens) {
-  return JSON.stringify({
-    model,
-    messages: [
-      { role: "system", content: "You are a careful analyst. Answer in two sentences." },
-      {
-        role: "user",
-        content:
-          "Could you look at the numbers from last quarter and tell me whether the trend in churn is real, " +
-          "or just noise from the pricing change in March?",
-      },
-    ],
-    max_tokens: maxTokens,
-    temperature: 0.2,
-    ...(stream ? { stream: true } : {}),
-  });
-}
-
-function startFake(maxRequests, lifetimeMs) {
-  return new Promise((resolve, reject) => {
-    const child = fork(path.join(HERE, "fake-upstream.mjs"), [String(maxRequests), String(lifetimeMs)], {
-      stdio: ["ignore", "inherit", "inherit", "ipc"],
-    });
-    child.once("error", reject);
-    child.once("exit", (code) => reject(new Error(`the fake upstream exited early (${code})`)));
-    child.once("message", ({ port }) =>
-      resolve({
-        origin: `http://127.0.0.1:${port}`,
-        stop() {
-          child.removeAllListeners("exit");
-          if (child.connected) child.disconnect();
-        },
-      }),
-    );
-  });
-}
-
-const CLK_TCK = (() => {
-  try {
-    return Number(execFileSync("getconf", ["CLK_TCK"], { encoding: "utf8" }).trim()) || 100;
-  } catch {
-    return 100;
-  }
-})();
-
-function procStat(pid) {
-  try {
-    const text = fs.readFileSync(`/proc/${pid}/stat`, "utf8");
-    const comm = text.slice(text.indexOf("(") + 1, text.lastIndexOf(")"));
-    const fields = text.slice(text.lastIndexOf(")") + 2).split(" ");
-    return { pid, comm, ppid: Number(fields[1]), ticks: Number(fields[11]) + Number(fields[12]) };
-  } catch {
-    return null;
-  }
-}
-
-/** The workerd processes below this one. */
-function workerdPids() {
-  const all = fs.readdirSync("/proc").filter((d) => /^\d+$/.test(d)).map((d) => procStat(Number(d))).filter(Boolean);
-  const children = new Map();
-  for (const q of all) children.set(q.ppid, [...(children.get(q.ppid) ?? []), q]);
-  const found = [];
-  const queue = [process.pid];
-  while (queue.length) {
-    for (const c of children.get(queue.shift()) ?? []) {
-      if (c.comm.startsWith("workerd")) found.push(c.pid);
-      queue.push(c.pid);
-    }
-  }
-  return found;
-}
 const cpuMs = (pids) => pids.map(procStat).filter(Boolean).reduce((s, q) => s + q.ticks, 0) * (1000 / CLK_TCK);
 
 function once(agent, url, body, headers) {
@@ -543,20 +468,7 @@ async function run(o, names) {
     // Lifetime: the fake stops by itself well after a slow run would end.
     const fake = await startFake(o.warmup + o.requests * (o.compare ? 2 : 1) + 50, 15 * 60_000);
     cleanups.push(() => fake.stop());
-    const config = {
-      providers: {
-        together: { base_url: `${fake.origin}/v1`, keys: [{ id: "together-1", secret: "TOGETHER_API_KEY" }] },
-        groq: {
-          base_url: `${fake.origin}/v1`,
-          keys: [
-            { id: "groq-1", secret: "GROQ_KEY_1", org: "org-a" },
-            { id: "groq-2", secret: "GROQ_KEY_2", org: "org-b" },
-          ],
-          limits: { "llama-3.1-8b-instant": { rpm: 1_000_000, rpd: 100_000_000, tpm: 1_000_000_000, tpd: 100_000_000_000 } },
-        },
-      },
-      routes: { fast: ["groq/llama-3.1-8b-instant"], slow: ["together/meta-llama/Llama-3.3-70B-Instruct-Turbo"] },
-    };
+    const config = routerConfig(fake.origin);
     const before = new Set(workerdPids());
     const mf = new Miniflare(
       convertV4MiniflareOptions({
@@ -568,10 +480,7 @@ async function run(o, names) {
         compatibilityDate: "2026-11-01",
         bindings: {
           ROUTER_CONFIG: config,
-          GATEWAY_KEY_HASHES: GATEWAY_HASH,
-          TOGETHER_API_KEY: "tg-bench-key",
-          GROQ_KEY_1: "gsk-bench-key-1",
-          GROQ_KEY_2: "gsk-bench-key-2",
+          ...ROUTER_SECRETS,
         },
         durableObjects: { QUOTA: { className: "QuotaObject", useSQLite: true } },
         // workerd's inspector, on 127.0.0.1 and a free port.
