@@ -51,6 +51,7 @@ function parseArgs(argv) {
     topSelf: 40,
     topTotal: 30,
     compare: true,
+    worker: null,
   };
   const num = (name, v) => {
     const n = Number(v);
@@ -78,6 +79,7 @@ function parseArgs(argv) {
       case "--top-self": o.topSelf = num(a, next()); break;
       case "--top-total": o.topTotal = num(a, next()); break;
       case "--no-compare": o.compare = false; break;
+      case "--worker": o.worker = path.resolve(next()); break;
       case "-h":
       case "--help":
         console.log(fs.readFileSync(fileURLToPath(import.meta.url), "utf8").split("\nimport ")[0]);
@@ -88,7 +90,8 @@ function parseArgs(argv) {
     }
   }
   if (!["slow", "fast"].includes(o.model)) throw new Error(`--model must be slow or fast, not '${o.model}'`);
-  o.out ??= path.join(ROOT, "target/profile", `${o.model}-${o.stream ? `stream${o.chunks}` : "json"}.cpuprofile`);
+  const who = o.worker ? path.basename(o.worker, ".mjs") : o.model;
+  o.out ??= path.join(ROOT, "target/profile", `${who}-${o.stream ? `stream${o.chunks}` : "json"}.cpuprofile`);
   return o;
 }
 
@@ -423,7 +426,7 @@ async function batch(agent, url, body, headers, n, concurrency, stream, provider
       const r = await once(agent, url, body, headers);
       const complete = stream ? r.text.trimEnd().endsWith("data: [DONE]") : r.text.includes('"choices"');
       if (r.status !== 200 || !complete) throw new Error(`HTTP ${r.status}: ${JSON.stringify(r.text.slice(0, 300))}`);
-      if (r.provider !== provider) throw new Error(`served by '${r.provider}', not '${provider}'`);
+      if (provider && r.provider !== provider) throw new Error(`served by '${r.provider}', not '${provider}'`);
     }
   };
   const start = process.hrtime.bigint();
@@ -470,19 +473,27 @@ async function run(o, names) {
     cleanups.push(() => fake.stop());
     const config = routerConfig(fake.origin);
     const before = new Set(workerdPids());
+    // The router, or with --worker a plain Worker (the pass-through or the rewriting one) that
+    // sends to the fake, for a profile to set beside the router's.
+    const loaded = o.worker
+      ? {
+          modules: [{ type: "ESModule", path: o.worker }],
+          modulesRoot: path.dirname(o.worker),
+          bindings: { UPSTREAM: fake.origin },
+        }
+      : {
+          modules: [
+            { type: "ESModule", path: path.join(o.build, "index.js") },
+            { type: "CompiledWasm", path: path.join(o.build, "index_bg.wasm") },
+          ],
+          modulesRoot: path.dirname(o.build),
+          bindings: { ROUTER_CONFIG: config, ...ROUTER_SECRETS },
+          durableObjects: { QUOTA: { className: "QuotaObject", useSQLite: true } },
+        };
     const mf = new Miniflare(
       convertV4MiniflareOptions({
-        modules: [
-          { type: "ESModule", path: path.join(o.build, "index.js") },
-          { type: "CompiledWasm", path: path.join(o.build, "index_bg.wasm") },
-        ],
-        modulesRoot: path.dirname(o.build),
+        ...loaded,
         compatibilityDate: "2026-11-01",
-        bindings: {
-          ROUTER_CONFIG: config,
-          ...ROUTER_SECRETS,
-        },
-        durableObjects: { QUOTA: { className: "QuotaObject", useSQLite: true } },
         // workerd's inspector, on 127.0.0.1 and a free port.
         inspectorPort: 0,
         handleStructuredLogs: () => {},
@@ -497,7 +508,7 @@ async function run(o, names) {
     const target = targets.find((t) => t.id === "core:user:") ?? targets.find((t) => t.id.startsWith("core:user:"));
     if (!target) throw new Error(`no router target among ${targets.map((t) => t.id).join(", ")}`);
 
-    const provider = o.model === "slow" ? "together" : "groq";
+    const provider = o.worker ? null : o.model === "slow" ? "together" : "groq";
     const endpoint = `${url.origin}/v1/chat/completions`;
     const headers = { "content-type": "application/json", authorization: `Bearer ${GATEWAY_KEY}` };
     const body = chatBody(o.model, o.stream, o.stream ? o.chunks : 128);

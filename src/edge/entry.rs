@@ -65,8 +65,8 @@ async fn fetch(req: web_sys::Request, env: Env, ctx: Context) -> worker::Result<
         total_ms,
     };
     match report::log_line(&request, &explain, &trace) {
-        (line, true) => worker::console_error!("{line}"),
-        (line, false) => worker::console_log!("{line}"),
+        (line, true) => web_sys::console::error_1(&line.into()),
+        (line, false) => web_sys::console::log_1(&line.into()),
     }
     http::respond(reply.status, &reply.headers, &explain, &reply.body)
         .map_err(|e| worker::Error::RustError(e.message()))
