@@ -17,6 +17,7 @@ use crate::core::error::RouterError;
 use crate::core::job::{self, ClientHeaders, Prepared};
 use crate::core::quota::{self, status as quota_status, Command, Reply as BankReply, Shard};
 use crate::core::report::{self, Headers, Trace};
+use crate::core::upstream::Lines;
 use crate::core::{auth, classify, cors, models};
 
 thread_local! {
@@ -32,8 +33,12 @@ async fn fetch(req: web_sys::Request, env: Env, ctx: Context) -> worker::Result<
     let path = endpoint::path_of(&url);
     // The body, if the router refuses the request before reading it (see `http::drain`).
     let unread_body = req.body();
-    let declared_len =
-        http::header(&req.headers(), "content-length").and_then(|l| l.trim().parse::<usize>().ok());
+    // The request's headers, read in one call.
+    let lines = http::lines_of(&req.headers());
+    let headers = Lines(&lines);
+    let declared_len = headers
+        .get("content-length")
+        .and_then(|l| l.trim().parse::<usize>().ok());
     // Headers every response gets once the router knows them (CORS, the routing decision),
     // errors included.
     let mut explain = Headers::new();
@@ -41,7 +46,13 @@ async fn fetch(req: web_sys::Request, env: Env, ctx: Context) -> worker::Result<
         started_ms: started,
         ..Trace::default()
     };
-    let result = serve(&req, &method, path, &env, &ctx, &mut explain, &mut trace).await;
+    let incoming = Incoming {
+        req: &req,
+        method: &method,
+        path,
+        headers,
+    };
+    let result = serve(&incoming, &env, &ctx, &mut explain, &mut trace).await;
     let (reply, failure) = match result {
         Ok(reply) => (reply, None),
         Err(err) => {
@@ -73,9 +84,7 @@ async fn fetch(req: web_sys::Request, env: Env, ctx: Context) -> worker::Result<
 }
 
 async fn serve(
-    req: &web_sys::Request,
-    method: &str,
-    path: &str,
+    incoming: &Incoming<'_>,
     env: &Env,
     ctx: &Context,
     explain: &mut Headers,
@@ -83,8 +92,8 @@ async fn serve(
 ) -> Result<Reply, RouterError> {
     let config = config(env);
     let config = config.as_ref().as_ref().map_err(Clone::clone)?;
-    let headers = req.headers();
-    let header = |name: &str| http::header(&headers, name);
+    let (method, path) = (incoming.method, incoming.path);
+    let header = |name: &str| incoming.headers.get(name).map(str::to_owned);
     let origin = header("origin");
     let allowed_origin = cors::check(&config.gateway.cors, origin.as_deref())?;
     // Every answer to an allowed origin, errors such as 404 and 405 included, is readable by
@@ -121,56 +130,44 @@ async fn serve(
         }
         Endpoint::ChatCompletions | Endpoint::Embeddings => {
             auth::check(&config.gateway.auth, authorization.as_deref())?;
-            let request = Incoming {
-                req,
-                endpoint,
-                headers: &headers,
-            };
-            forward(request, config, env, ctx, explain, trace).await
+            forward(incoming, endpoint, config, env, ctx, explain, trace).await
         }
     }
 }
 
-/// A request with a body to forward.
+/// A client's request, as the handler reads it.
 struct Incoming<'r> {
     req: &'r web_sys::Request,
-    endpoint: Endpoint,
-    headers: &'r web_sys::Headers,
+    method: &'r str,
+    path: &'r str,
+    headers: Lines<'r>,
 }
 
 /// Reads, prepares and forwards a chat or embeddings request: the core prepares it, the
 /// attempt loop finds it an answer.
 async fn forward(
-    incoming: Incoming<'_>,
+    incoming: &Incoming<'_>,
+    endpoint: Endpoint,
     config: &Config,
     env: &Env,
     ctx: &Context,
     explain: &mut Headers,
     trace: &mut Trace,
 ) -> Result<Reply, RouterError> {
-    let header = |name: &str| http::header(incoming.headers, name);
-    let declared = job::check_body(
-        config,
-        header("content-type").as_deref(),
-        header("content-length").as_deref(),
-    )?;
+    let header = |name: &str| incoming.headers.get(name);
+    let declared = job::check_body(config, header("content-type"), header("content-length"))?;
     let body = read_body(incoming.req, declared, config).await?;
-    let (accept, path_hint, budget) = (
-        header("accept"),
-        header(classify::PATH_HEADER),
-        header(classify::BUDGET_HEADER),
-    );
     let client = ClientHeaders {
-        accept: accept.as_deref(),
-        path: path_hint.as_deref(),
-        latency_budget_ms: budget.as_deref(),
+        accept: header("accept"),
+        path: header(classify::PATH_HEADER),
+        latency_budget_ms: header(classify::BUDGET_HEADER),
     };
     let Prepared {
         targets,
         job,
         mut payload,
         explain: decision,
-    } = job::prepare(config, incoming.endpoint, &body, client)?;
+    } = job::prepare(config, endpoint, &body, client)?;
     drop(body);
     explain.extend(decision);
     trace.classify_ms = Some(now_ms().saturating_sub(trace.started_ms));

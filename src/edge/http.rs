@@ -10,6 +10,8 @@ use crate::core::error::RouterError;
 
 #[wasm_bindgen(module = "/src/edge/runtime.js")]
 extern "C" {
+    #[wasm_bindgen(js_name = headerLines)]
+    fn header_lines(headers: &web_sys::Headers) -> String;
     #[wasm_bindgen(js_name = respond, catch)]
     fn respond_js(
         status: u16,
@@ -63,9 +65,10 @@ pub fn internal(what: &str) -> RouterError {
     }
 }
 
-/// One header of a request or response.
-pub fn header(headers: &web_sys::Headers, name: &str) -> Option<String> {
-    headers.get(name).ok().flatten()
+/// All of a request's or response's headers, as [`Lines`](crate::core::upstream::Lines) text,
+/// in one call.
+pub fn lines_of(headers: &web_sys::Headers) -> String {
+    header_lines(headers)
 }
 
 /// The client's response: the upstream's headers that pass (`upstream`, [`Lines`] text), the
@@ -175,10 +178,11 @@ mod tests {
         let body = JsValue::from(js_sys::Uint8Array::from(&b"{\"id\":\"x\"}"[..]));
         let resp = respond(201, &upstream, &ours, &body).unwrap();
         assert_eq!(resp.status(), 201);
-        let h = resp.headers();
-        assert_eq!(header(&h, "x-request-id").as_deref(), Some("req_1"));
-        assert_eq!(header(&h, "x-router-path").as_deref(), Some("fast"));
-        assert_eq!(header(&h, "vary").as_deref(), Some("Accept, Origin"));
+        let lines = lines_of(&resp.headers());
+        let h = crate::core::upstream::Lines(&lines);
+        assert_eq!(h.get("x-request-id"), Some("req_1"));
+        assert_eq!(h.get("x-router-path"), Some("fast"));
+        assert_eq!(h.get("vary"), Some("Accept, Origin"));
         assert_eq!(text_of(resp).await, "{\"id\":\"x\"}");
     }
 
@@ -186,7 +190,11 @@ mod tests {
     async fn an_empty_answer_and_a_string_body() {
         let resp = respond(204, "", &[("allow", "GET".to_owned())], &JsValue::UNDEFINED).unwrap();
         assert_eq!(resp.status(), 204);
-        assert_eq!(header(&resp.headers(), "allow").as_deref(), Some("GET"));
+        let lines = lines_of(&resp.headers());
+        assert_eq!(
+            crate::core::upstream::Lines(&lines).get("allow"),
+            Some("GET")
+        );
         assert_eq!(text_of(resp).await, "");
         let resp = respond(429, "", &[], &JsValue::from_str("{}")).unwrap();
         assert_eq!(text_of(resp).await, "{}");
