@@ -76,7 +76,8 @@ fn benches(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("classify");
     for (label, size) in sizes {
-        let req = ChatRequest::parse(&body(size)).unwrap();
+        let bytes = body(size);
+        let req = ChatRequest::parse(&bytes).unwrap();
         group.bench_with_input(BenchmarkId::from_parameter(label), &req, |b, req| {
             b.iter(|| classify(black_box(&config), black_box(req), Hints::default()).unwrap())
         });

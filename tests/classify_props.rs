@@ -133,7 +133,8 @@ proptest! {
     #[test]
     fn total_and_deterministic(body in request_body(MODELS), (path, budget) in hints()) {
         let config = config();
-        let req = ChatRequest::parse(body.to_string().as_bytes()).unwrap();
+        let text = body.to_string();
+        let req = ChatRequest::parse(text.as_bytes()).unwrap();
         let h = Hints { path: path.as_deref(), latency_budget_ms: budget.as_deref() };
         let first = classify(&config, &req, h);
         let second = classify(&config, &req, h);
@@ -151,7 +152,8 @@ proptest! {
     #[test]
     fn honours_a_pinned_model(body in request_body(PINNED), (path, budget) in hints()) {
         let config = config();
-        let req = ChatRequest::parse(body.to_string().as_bytes()).unwrap();
+        let text = body.to_string();
+        let req = ChatRequest::parse(text.as_bytes()).unwrap();
         let h = Hints { path: path.as_deref(), latency_budget_ms: budget.as_deref() };
         match classify(&config, &req, h) {
             Ok(d) => {

@@ -75,7 +75,8 @@ mod tests {
     fn adapt(provider: &str, body: Value) -> Value {
         let c = providers();
         let p = c.providers.iter().find(|p| p.name == provider).unwrap();
-        let mut req = ChatRequest::parse(body.to_string().as_bytes()).unwrap();
+        let text = body.to_string();
+        let mut req = ChatRequest::parse(text.as_bytes()).unwrap();
         serde_json::from_slice(&chat(&mut req, p, "their-model").unwrap()).unwrap()
     }
 
@@ -131,13 +132,13 @@ mod tests {
         let together = c.providers.iter().find(|p| p.name == "together").unwrap();
         let body = json!({"model": "fast", "max_completion_tokens": 50, "max_tokens": 70,
                           "messages": [{"role": "user", "content": "hi", "name": "ann"}]});
-        let mut req = ChatRequest::parse(body.to_string().as_bytes()).unwrap();
+        let text = body.to_string();
+        let mut req = ChatRequest::parse(text.as_bytes()).unwrap();
         let first: Value =
             serde_json::from_slice(&chat(&mut req, groq, "g-model").unwrap()).unwrap();
         let second: Value =
             serde_json::from_slice(&chat(&mut req, together, "t-model").unwrap()).unwrap();
-        let fresh = ChatRequest::parse(body.to_string().as_bytes()).unwrap();
-        let mut fresh = fresh;
+        let mut fresh = ChatRequest::parse(text.as_bytes()).unwrap();
         let direct: Value =
             serde_json::from_slice(&chat(&mut fresh, together, "t-model").unwrap()).unwrap();
         assert_eq!(first["model"], "g-model");

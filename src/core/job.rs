@@ -30,12 +30,12 @@ pub struct Job {
 
 /// The client's request, parsed once and adapted again for each choice.
 #[derive(Debug)]
-pub enum Payload {
-    Chat(ChatRequest),
+pub enum Payload<'a> {
+    Chat(ChatRequest<'a>),
     Embeddings(EmbeddingsRequest),
 }
 
-impl Payload {
+impl Payload<'_> {
     /// The upstream body for `choice`.
     pub fn body_for(&mut self, choice: &Choice<'_>) -> Result<Vec<u8>, RouterError> {
         match self {
@@ -57,22 +57,23 @@ pub struct ClientHeaders<'a> {
 
 /// A request ready for the attempt loop.
 #[derive(Debug)]
-pub struct Prepared<'c> {
+pub struct Prepared<'c, 'a> {
     /// The candidates, in order.
     pub targets: Vec<&'c Target>,
     pub job: Job,
-    pub payload: Payload,
+    /// The request, borrowing from the body it was parsed from.
+    pub payload: Payload<'a>,
     /// The routing decision's headers (`x-router-path`, `x-router-reason`).
     pub explain: report::Headers,
 }
 
 /// Parses, checks and routes the body of a chat or embeddings request.
-pub fn prepare<'c>(
+pub fn prepare<'c, 'a>(
     config: &'c Config,
     endpoint: Endpoint,
-    body: &[u8],
+    body: &'a [u8],
     headers: ClientHeaders<'_>,
-) -> Result<Prepared<'c>, RouterError> {
+) -> Result<Prepared<'c, 'a>, RouterError> {
     let deadline_ms = deadline_ms(config, headers.latency_budget_ms);
     let accept = headers.accept.map(str::to_owned);
     match endpoint {

@@ -5,6 +5,7 @@
 //! say what is wrong and where (`param` is a path such as `messages[2].role`), in the OpenAI
 //! error format, never as a 500.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use serde::de::{self, Deserializer, MapAccess, Visitor};
@@ -19,12 +20,12 @@ use super::tokens;
 /// `POST /v1/chat/completions`.
 ///
 /// Message contents and every field the router does not decide on stay as the client wrote
-/// them ([`Raw`]): checked as JSON, never decoded into a tree, and written back byte for byte,
-/// so parsing a long prompt costs about a scan of it.
+/// them ([`Raw`]): checked as JSON, never decoded into a tree nor copied (they borrow the body's
+/// bytes), and written back byte for byte, so parsing a long prompt costs about a scan of it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ChatRequest {
+pub struct ChatRequest<'a> {
     pub model: String,
-    pub messages: Vec<Message>,
+    pub messages: Vec<Message<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stream: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -40,12 +41,12 @@ pub struct ChatRequest {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub logit_bias: Option<Map<String, Value>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub tools: Option<Vec<Json>>,
+    pub tools: Option<Vec<Json<'a>>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub response_format: Option<ResponseFormat>,
     /// Every other field, passed on unchanged.
     #[serde(flatten)]
-    pub extra: Raw,
+    pub extra: Raw<'a>,
     /// Estimated prompt tokens of the whole body (messages, tools, schemas), set by
     /// [`ChatRequest::parse`] from the bytes it parsed.
     #[serde(skip)]
@@ -54,48 +55,48 @@ pub struct ChatRequest {
 
 /// One chat message: its role and name typed, its `content` and everything else as written.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Message {
+pub struct Message<'a> {
     pub role: Role,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// The content as written (a string, an array of parts, or `null`); `None` when absent.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub content: Option<Json>,
+    pub content: Option<Json<'a>>,
     #[serde(flatten)]
-    pub extra: Raw,
+    pub extra: Raw<'a>,
 }
 
-/// A JSON value kept as the client wrote it.
+/// A JSON value kept as the client wrote it, borrowed from the body.
 #[derive(Debug, Clone, Serialize)]
 #[serde(transparent)]
-pub struct Json(pub Box<RawValue>);
+pub struct Json<'a>(pub &'a RawValue);
 
-impl Json {
+impl<'a> Json<'a> {
     /// The value's JSON text.
-    pub fn text(&self) -> &str {
+    pub fn text(&self) -> &'a str {
         self.0.get()
     }
 }
 
-impl PartialEq for Json {
+impl PartialEq for Json<'_> {
     fn eq(&self, other: &Self) -> bool {
         self.text() == other.text()
     }
 }
 
-impl<'de> Deserialize<'de> for Json {
+impl<'de> Deserialize<'de> for Json<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        Box::<RawValue>::deserialize(d).map(Json)
+        <&'de RawValue>::deserialize(d).map(Json)
     }
 }
 
 /// Fields kept as the client wrote them, in its order.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Raw(pub Vec<(String, Json)>);
+pub struct Raw<'a>(pub Vec<(Cow<'a, str>, Json<'a>)>);
 
-impl Raw {
+impl<'a> Raw<'a> {
     /// The field `key`, if present.
-    pub fn get(&self, key: &str) -> Option<&Json> {
+    pub fn get(&self, key: &str) -> Option<&Json<'a>> {
         self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v)
     }
 
@@ -104,7 +105,7 @@ impl Raw {
     }
 }
 
-impl Serialize for Raw {
+impl Serialize for Raw<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut map = s.serialize_map(Some(self.0.len()))?;
         for (k, v) in &self.0 {
@@ -147,7 +148,7 @@ enum Key<'de> {
     Owned(String),
 }
 
-impl Key<'_> {
+impl<'de> Key<'de> {
     fn as_str(&self) -> &str {
         match self {
             Key::Borrowed(k) => k,
@@ -155,10 +156,10 @@ impl Key<'_> {
         }
     }
 
-    fn into_owned(self) -> String {
+    fn into_cow(self) -> Cow<'de, str> {
         match self {
-            Key::Borrowed(k) => k.to_owned(),
-            Key::Owned(k) => k,
+            Key::Borrowed(k) => Cow::Borrowed(k),
+            Key::Owned(k) => Cow::Owned(k),
         }
     }
 }
@@ -194,15 +195,18 @@ fn once<T, E: de::Error>(slot: &mut Option<T>, value: T, name: &'static str) -> 
     Ok(())
 }
 
-impl<'de> Deserialize<'de> for ChatRequest {
+impl<'de> Deserialize<'de> for ChatRequest<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct ChatVisitor;
         impl<'de> Visitor<'de> for ChatVisitor {
-            type Value = ChatRequest;
+            type Value = ChatRequest<'de>;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("a chat completion request object")
             }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ChatRequest, A::Error> {
+            fn visit_map<A: MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<ChatRequest<'de>, A::Error> {
                 let (mut model, mut messages) = (None, None);
                 let (mut stream, mut max_tokens, mut max_completion_tokens) = (None, None, None);
                 let (mut n, mut logprobs, mut top_logprobs) = (None, None, None);
@@ -231,7 +235,7 @@ impl<'de> Deserialize<'de> for ChatRequest {
                         }
                         _ => {
                             let value = map.next_value()?;
-                            extra.0.push((key.into_owned(), value));
+                            extra.0.push((key.into_cow(), value));
                         }
                     }
                 }
@@ -256,15 +260,15 @@ impl<'de> Deserialize<'de> for ChatRequest {
     }
 }
 
-impl<'de> Deserialize<'de> for Message {
+impl<'de> Deserialize<'de> for Message<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct MessageVisitor;
         impl<'de> Visitor<'de> for MessageVisitor {
-            type Value = Message;
+            type Value = Message<'de>;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("a message object")
             }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Message, A::Error> {
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Message<'de>, A::Error> {
                 let (mut role, mut name, mut content) = (None, None, None);
                 let mut extra = Raw::default();
                 while let Some(key) = map.next_key::<Key<'de>>()? {
@@ -274,7 +278,7 @@ impl<'de> Deserialize<'de> for Message {
                         "content" => once(&mut content, map.next_value()?, "content")?,
                         _ => {
                             let value = map.next_value()?;
-                            extra.0.push((key.into_owned(), value));
+                            extra.0.push((key.into_cow(), value));
                         }
                     }
                 }
@@ -299,9 +303,9 @@ pub struct EmbeddingsRequest {
     pub extra: Map<String, Value>,
 }
 
-impl ChatRequest {
-    /// Parses and checks a chat request body.
-    pub fn parse(body: &[u8]) -> Result<Self, RouterError> {
+impl<'a> ChatRequest<'a> {
+    /// Parses and checks a chat request body; the request borrows from it.
+    pub fn parse(body: &'a [u8]) -> Result<Self, RouterError> {
         let mut req: ChatRequest = parse_json(body)?;
         check_model(&req.model)?;
         req.prompt_tokens = tokens::estimate(body);
@@ -403,7 +407,7 @@ fn check_model(model: &str) -> Result<(), RouterError> {
 
 /// Deserializes one JSON object, mapping syntax errors to `invalid_json` and shape errors to
 /// `invalid_request_error` with the path of the offending field.
-fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, RouterError> {
+fn parse_json<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, RouterError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(RouterError::InvalidJson {
             detail: "the body is empty".to_owned(),
@@ -475,7 +479,7 @@ fn shape_error(err: serde_path_to_error::Error<serde_json::Error>) -> RouterErro
 mod tests {
     use super::*;
 
-    fn chat(body: &str) -> Result<ChatRequest, RouterError> {
+    fn chat(body: &str) -> Result<ChatRequest<'_>, RouterError> {
         ChatRequest::parse(body.as_bytes())
     }
 

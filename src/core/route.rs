@@ -179,12 +179,13 @@ mod tests {
         .unwrap()
     }
 
-    fn req(extra: serde_json::Value) -> ChatRequest {
+    fn req(extra: serde_json::Value) -> ChatRequest<'static> {
         let mut body = json!({"model": "fast", "messages": [{"role": "user", "content": "hi"}]});
         for (k, v) in extra.as_object().unwrap() {
             body[k] = v.clone();
         }
-        ChatRequest::parse(body.to_string().as_bytes()).unwrap()
+        // The request borrows its body; a test's may live as long as the test run.
+        ChatRequest::parse(Box::leak(body.to_string().into_boxed_str()).as_bytes()).unwrap()
     }
 
     fn chat<'c>(c: &'c Config, r: &ChatRequest) -> Result<Choice<'c>, RouterError> {

@@ -168,7 +168,8 @@ async fn forward(
         mut payload,
         explain: decision,
     } = job::prepare(config, endpoint, &body, client)?;
-    drop(body);
+    // The payload borrows the body's bytes (message contents are never copied): both live
+    // until the answer is found.
     explain.extend(decision);
     trace.classify_ms = Some(now_ms().saturating_sub(trace.started_ms));
     let result = attempts::run(env, ctx, config, &targets, &job, trace, |c| {

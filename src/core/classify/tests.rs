@@ -36,13 +36,14 @@ fn words(n: usize) -> String {
     "word ".repeat(n * 10 / 14)
 }
 
-fn request(model: &str, extra: Value) -> ChatRequest {
+fn request(model: &str, extra: Value) -> ChatRequest<'static> {
     let mut body =
         json!({"model": model, "messages": [{"role": "user", "content": "What is 2+2?"}]});
     for (k, v) in extra.as_object().unwrap() {
         body[k] = v.clone();
     }
-    ChatRequest::parse(body.to_string().as_bytes()).unwrap()
+    // The request borrows its body; a test's may live as long as the test run.
+    ChatRequest::parse(Box::leak(body.to_string().into_boxed_str()).as_bytes()).unwrap()
 }
 
 fn image() -> Value {

@@ -1227,7 +1227,7 @@ fn prefix_hash_follows_the_static_prefix_only() {
     let req = |system: &str, user: &str| {
         let body = serde_json::json!({"model": "m", "messages": [
             {"role": "system", "content": system}, {"role": "user", "content": user}]});
-        ChatRequest::parse(body.to_string().as_bytes()).unwrap()
+        ChatRequest::parse(Box::leak(body.to_string().into_boxed_str()).as_bytes()).unwrap()
     };
     assert_eq!(
         prefix_hash(&req("be brief", "hi")),
