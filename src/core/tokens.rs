@@ -158,6 +158,11 @@ const fn lanes_equal(word: u64, c: u8) -> u64 {
     !(((y & !HIGH) + !HIGH) | y | !HIGH)
 }
 
+/// The high bit of each byte of `word` (plain ASCII) under `n`.
+const fn lanes_below(word: u64, n: u8) -> u64 {
+    !((word | HIGH) - LANES * n as u64) & HIGH
+}
+
 /// The high bit of each byte of `word` (plain ASCII) in `lo..=hi`.
 const fn lanes_within(word: u64, lo: u8, hi: u8) -> u64 {
     ((word | HIGH) - LANES * lo as u64) & ((LANES * (hi as u64 | 0x80)) - word) & HIGH
@@ -189,8 +194,16 @@ impl Lanes {
     fn add(&mut self, word: u64, in_word: bool) -> bool {
         let letters = lanes_within(word | (LANES * 0x20), b'a', b'z');
         let digits = lanes_within(word, b'0', b'9');
-        let spaces = lanes_equal(word, b' ') | lanes_equal(word, b'\t');
-        let newlines = lanes_equal(word, b'\n') | lanes_equal(word, b'\r');
+        // Control bytes (tabs, line breaks) are rare in a body: only a word that has one pays
+        // for telling them apart.
+        let (spaces, newlines) = if lanes_below(word, 0x20) == 0 {
+            (lanes_equal(word, b' '), 0)
+        } else {
+            (
+                lanes_equal(word, b' ') | lanes_equal(word, b'\t'),
+                lanes_equal(word, b'\n') | lanes_equal(word, b'\r'),
+            )
+        };
         // A letter whose previous byte (the lane below, or the word before) is not one starts a
         // word.
         let before = (letters << 8) | if in_word { 0x80 } else { 0 };
