@@ -1,5 +1,5 @@
 //! The attempt loop at the edge: asks the core's [`Planner`] what to do next, does it (a quota
-//! call, or an upstream call raced against its timeout), reports the outcome back, and hands
+//! call, or an upstream call aborted when its clock runs out), reports the outcome back, and hands
 //! the first success to the client. Nothing reaches the client before an attempt succeeds, so
 //! every failover happens before the first byte.
 

@@ -4,12 +4,11 @@
 //!
 //! - [`entry`]: the `fetch` event handler, the request's journey end to end;
 //! - [`attempts`]: the attempt loop: quota calls and upstream calls as the core's planner says,
-//!   each raced against its timeout;
+//!   each with its clock;
 //! - [`stream`]: successful answers: a short JSON answer read whole, any other body piped to
 //!   the client by the runtime, its last bytes read from a copy;
-//! - [`http`]: the runtime calls of the request path (headers, the upstream call, the client's
-//!   response, capped reads, the attempt's clock), one crossing each; with `stream`, the Rust
-//!   side of `runtime.js`;
+//! - [`http`]: the runtime calls around the request: its headers and body, the client's
+//!   response, capped reads, the attempt's clock; with `stream`, the Rust side of `runtime.js`;
 //! - [`quota`]: the quota ledger's Durable Object, and the Worker's calls to it.
 
 mod attempts;
