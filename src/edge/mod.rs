@@ -5,8 +5,8 @@
 //! - [`entry`]: the `fetch` event handler, the request's journey end to end;
 //! - [`attempts`]: the attempt loop: quota calls and upstream calls as the core's planner says,
 //!   each with its clock;
-//! - [`stream`]: successful answers: a short JSON answer read whole, any other body piped to
-//!   the client by the runtime, its last bytes read from a copy;
+//! - [`stream`]: the upstream call and its answer: a short JSON answer read whole, any other
+//!   body piped to the client by the runtime, its last bytes read from a copy;
 //! - [`http`]: the runtime calls around the request: its headers and body, the client's
 //!   response, capped reads, the attempt's clock; with `stream`, the Rust side of `runtime.js`;
 //! - [`quota`]: the quota ledger's Durable Object, and the Worker's calls to it.
