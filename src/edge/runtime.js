@@ -64,7 +64,11 @@ export async function call(url, lines, body, abort) {
   const length = resp.headers.has("content-encoding")
     ? NaN
     : Number(resp.headers.get("content-length") ?? NaN);
-  return [resp.status, head, stream, reader, first, first.byteLength === length];
+  const whole = first.byteLength === length;
+  // The body's end is read without waiting for it, so the runtime sees it finished (and may
+  // keep the connection) rather than abandoned.
+  if (whole) reader.read().catch(() => {});
+  return [resp.status, head, stream, reader, first, whole];
 }
 
 // Reads on from `first` until the body ends, while it stays within `whole` bytes: resolves to

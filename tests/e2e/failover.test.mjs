@@ -230,6 +230,18 @@ test("a JSON answer sent in parts reaches the client whole, as one piece", async
   assert.equal(together.calls.length, 0);
 });
 
+test("a JSON answer with its content-length arrives whole, one part or several", async () => {
+  const whole = JSON.stringify({ id: "groq", object: "chat.completion", choices: [{ index: 0, message: { role: "assistant", content: "y".repeat(4000) } }], usage: { prompt_tokens: 5, completion_tokens: 1, total_tokens: 6 } });
+  const length = { "content-type": "application/json", "content-length": String(Buffer.byteLength(whole)) };
+  for (const body of [whole, [whole.slice(0, 7), whole.slice(7, 2000), whole.slice(2000)]]) {
+    groq.answer(() => ({ status: 200, headers: length, body }));
+    const res = await chat();
+    assert.equal(res.status, 200);
+    assert.equal(await res.text(), whole);
+  }
+  assert.equal(together.calls.length, 0);
+});
+
 test("a JSON answer the upstream cuts before its end fails over: nothing of it was sent", async () => {
   const whole = JSON.stringify({ id: "groq", object: "chat.completion", choices: [{ index: 0, message: { role: "assistant", content: "partial" } }] });
   groq.answer(() => ({ status: 200, headers: { "content-type": "application/json" }, body: [whole.slice(0, 20), whole.slice(20, 40)], cut: true }));
