@@ -138,11 +138,7 @@ pub fn estimate(text: &[u8]) -> u64 {
             break;
         }
         let (class, len) = special(text, i);
-        if class == Class::Letter && !in_word {
-            milli += WORD;
-        }
-        in_word = class == Class::Letter;
-        milli += weight(class);
+        milli += count(class, &mut in_word);
         i += len;
     }
     milli.div_ceil(1_000)
@@ -233,6 +229,15 @@ const fn lanes_sum(acc: u64) -> u64 {
     pairs.wrapping_mul(0x0001_0001_0001_0001) >> 48
 }
 
+/// The weight of one character of `class`, with the word bonus when it starts a word (after
+/// a character that is not a letter: `in_word`, which it updates).
+fn count(class: Class, in_word: &mut bool) -> u64 {
+    let letter = class == Class::Letter;
+    let start = if letter && !*in_word { WORD } else { 0 };
+    *in_word = letter;
+    weight(class) + start
+}
+
 /// The class and length of the character at `i`: an escape or a multi-byte character (or
 /// any byte, which is what the reference in the tests reads with it).
 fn special(text: &[u8], i: usize) -> (Class, usize) {
@@ -292,11 +297,7 @@ mod tests {
         let mut i = 0;
         while i < text.len() {
             let (class, len) = special(text, i);
-            if class == Class::Letter && !in_word {
-                milli += WORD;
-            }
-            in_word = class == Class::Letter;
-            milli += weight(class);
+            milli += count(class, &mut in_word);
             i += len;
         }
         milli.div_ceil(1_000)

@@ -11,7 +11,7 @@ use worker::{event, web_sys, Context, Env};
 use super::attempts::{self, now_ms, Reply};
 use super::http;
 use super::quota as bank;
-use crate::core::config::{Config, CONFIG_VAR};
+use crate::core::config::Config;
 use crate::core::endpoint::{self, Endpoint};
 use crate::core::error::RouterError;
 use crate::core::job::{self, ClientHeaders, Prepared};
@@ -93,9 +93,9 @@ async fn serve(
     let config = config(env);
     let config = config.as_ref().as_ref().map_err(Clone::clone)?;
     let (method, path) = (incoming.method, incoming.path);
-    let header = |name: &str| incoming.headers.get(name).map(str::to_owned);
+    let header = |name: &str| incoming.headers.get(name);
     let origin = header("origin");
-    let allowed_origin = cors::check(&config.gateway.cors, origin.as_deref())?;
+    let allowed_origin = cors::check(&config.gateway.cors, origin)?;
     // Every answer to an allowed origin, errors such as 404 and 405 included, is readable by
     // the page; a preflight carries its own CORS headers.
     if method != "OPTIONS" {
@@ -109,8 +109,8 @@ async fn serve(
         Endpoint::Preflight => {
             let requested = header("access-control-request-headers");
             // The preflight headers already carry the origin.
-            explain.extend(match &origin {
-                Some(o) => cors::preflight_headers(o, requested.as_deref()),
+            explain.extend(match origin {
+                Some(o) => cors::preflight_headers(o, requested),
                 None => vec![("allow", "GET, POST, OPTIONS".to_owned())],
             });
             Ok(Reply {
@@ -121,15 +121,15 @@ async fn serve(
         }
         Endpoint::Health => Ok(json(r#"{"status":"ok"}"#, explain)),
         Endpoint::Status => {
-            auth::check(&config.gateway.admin, authorization.as_deref())?;
+            auth::check(&config.gateway.admin, authorization)?;
             Ok(json(&status(env, config).await?, explain))
         }
         Endpoint::Models => {
-            auth::check(&config.gateway.auth, authorization.as_deref())?;
+            auth::check(&config.gateway.auth, authorization)?;
             Ok(json(&models::list_json(config), explain))
         }
         Endpoint::ChatCompletions | Endpoint::Embeddings => {
-            auth::check(&config.gateway.auth, authorization.as_deref())?;
+            auth::check(&config.gateway.auth, authorization)?;
             forward(incoming, endpoint, config, env, ctx, explain, trace).await
         }
     }
@@ -255,7 +255,7 @@ fn config(env: &Env) -> Rc<Result<Config, RouterError>> {
         if let Some(cached) = cell.borrow().as_ref() {
             return Rc::clone(cached);
         }
-        let parsed = Rc::new(load_config(env));
+        let parsed = Rc::new(http::load_config(env));
         if let Err(err) = parsed.as_ref() {
             let line = serde_json::json!({
                 "event": "configuration_invalid",
@@ -266,19 +266,5 @@ fn config(env: &Env) -> Rc<Result<Config, RouterError>> {
         }
         *cell.borrow_mut() = Some(Rc::clone(&parsed));
         parsed
-    })
-}
-
-fn load_config(env: &Env) -> Result<Config, RouterError> {
-    let text = http::config_text(env, CONFIG_VAR)?.ok_or_else(|| RouterError::InvalidConfig {
-        path: CONFIG_VAR.to_owned(),
-        detail: "it is not set; define it in wrangler.toml [vars] (see docs/configuration.md)"
-            .to_owned(),
-    })?;
-    Config::parse(&text, |name| env.secret(name).ok().map(|v| v.to_string())).map_err(|e| {
-        RouterError::InvalidConfig {
-            path: e.path,
-            detail: e.detail,
-        }
     })
 }

@@ -6,6 +6,7 @@ use wasm_bindgen_futures::JsFuture;
 use worker::wasm_bindgen::{self, prelude::wasm_bindgen, JsCast, JsValue};
 use worker::{js_sys, web_sys, Env};
 
+use crate::core::config::{Config, CONFIG_VAR};
 use crate::core::error::RouterError;
 
 #[wasm_bindgen(module = "/src/edge/runtime.js")]
@@ -122,6 +123,22 @@ pub async fn drain(body: web_sys::ReadableStream, cap: usize) {
     if !body.locked() {
         let _ = read_capped(Some(body), cap, cap).await;
     }
+}
+
+/// The router's configuration (`ROUTER_CONFIG`) and the secrets it names, parsed and checked;
+/// an unset or broken one is the operator's error, saying how to fix it.
+pub fn load_config(env: &Env) -> Result<Config, RouterError> {
+    let text = config_text(env, CONFIG_VAR)?.ok_or_else(|| RouterError::InvalidConfig {
+        path: CONFIG_VAR.to_owned(),
+        detail: "it is not set; define it in wrangler.toml [vars] (see docs/configuration.md)"
+            .to_owned(),
+    })?;
+    Config::parse(&text, |name| env.secret(name).ok().map(|v| v.to_string())).map_err(|e| {
+        RouterError::InvalidConfig {
+            path: e.path,
+            detail: e.detail,
+        }
+    })
 }
 
 /// A var as JSON text: a string var as it is, an object var (a TOML table in wrangler.toml)

@@ -16,7 +16,6 @@ use worker::{
 };
 
 use super::http;
-use crate::core::config::{Config, CONFIG_VAR};
 use crate::core::error::RouterError;
 use crate::core::quota::bank::Dirty;
 use crate::core::quota::upkeep::{After, Upkeep};
@@ -71,15 +70,8 @@ impl QuotaObject {
             });
             worker::console_error!("{line}");
         }
-        let configured = http::config_text(&self.env, CONFIG_VAR)
+        let configured = http::load_config(&self.env)
             .ok()
-            .flatten()
-            .and_then(|text| {
-                Config::parse(&text, |name| {
-                    self.env.secret(name).ok().map(|v| v.to_string())
-                })
-                .ok()
-            })
             .and_then(|config| rows::configured(&config, shard));
         let (models, keys) = configured.unzip();
         ledger.prune(models.as_deref(), keys.as_deref(), now_ms(), &mut dirty);

@@ -13,19 +13,20 @@ export function headerLines(headers) {
   return out;
 }
 
+// Calls `f(name, value)` for each header of `lines`.
+function eachHeader(lines, f) {
+  const parts = lines.split("\n");
+  for (let i = 0; i + 1 < parts.length; i += 2) f(parts[i], parts[i + 1]);
+}
+
 // The router's own request headers (each name once) as a plain object, the cheapest form for
 // the runtime to take.
 function plainHeaders(lines) {
   const out = {};
-  const parts = lines.split("\n");
-  for (let i = 0; i + 1 < parts.length; i += 2) out[parts[i]] = parts[i + 1];
+  eachHeader(lines, (name, value) => {
+    out[name] = value;
+  });
   return out;
-}
-
-function headersOf(lines, into) {
-  const parts = lines.split("\n");
-  for (let i = 0; i + 1 < parts.length; i += 2) into.append(parts[i], parts[i + 1]);
-  return into;
 }
 
 // The upstream call, up to the start of its answer, in one step: a POST of `body` (bytes) with
@@ -93,12 +94,12 @@ export async function readOn(reader, first, whole) {
 // The client's response: `upstream` lines are appended as they are; `ours` (the router's own)
 // replace an upstream header of the same name, except `vary`, which is added to.
 export function respond(status, upstream, ours, body) {
-  const headers = headersOf(upstream, new Headers());
-  const parts = ours.split("\n");
-  for (let i = 0; i + 1 < parts.length; i += 2) {
-    if (parts[i] === "vary") headers.append(parts[i], parts[i + 1]);
-    else headers.set(parts[i], parts[i + 1]);
-  }
+  const headers = new Headers();
+  eachHeader(upstream, (name, value) => headers.append(name, value));
+  eachHeader(ours, (name, value) => {
+    if (name === "vary") headers.append(name, value);
+    else headers.set(name, value);
+  });
   return new Response(body === undefined ? null : body, { status, headers });
 }
 
@@ -115,8 +116,8 @@ export function cancelBody(reader) {
 // most and then dropped: while both branches are read, the one the client reads holds what it
 // lags behind, so the limit bounds what a slow client can make the isolate hold; past it, the
 // client's branch alone pulls the upstream, at the client's pace. Returns [readable, finished]:
-// the client's body, and a promise of {tail, complete, clientGone, cut} once the body is over
-// (`cut`: the copy was dropped, so the last bytes are not known).
+// the client's body, and a promise of {tail, complete, clientGone} once the body is over (an
+// empty tail when the copy was dropped and the last bytes are not known).
 //
 // For an event stream (`interrupted` given, an SSE error event), when the upstream fails or
 // (its end known) ends without `data: [DONE]`, `interrupted` is written before the client's
@@ -138,8 +139,8 @@ const Identity = globalThis.IdentityTransformStream ?? TransformStream;
 // How much of a handed-on body the copy reads for its end before it is dropped.
 const COPY_LIMIT = 1 << 20;
 
-// Reads the copy to its end in blocks: resolves to {blocks, size, cut} (the last two blocks),
-// or null when the body fails.
+// Reads the copy to its end in blocks: resolves to {blocks, cut} (the last two blocks, and
+// whether the copy was dropped before the end), or null when the body fails.
 async function readTail(copy) {
   const reader = copy.getReader({ mode: "byob" });
   const blocks = [];
@@ -148,7 +149,7 @@ async function readTail(copy) {
     for (;;) {
       if (size >= COPY_LIMIT) {
         reader.cancel().catch(() => {});
-        return { blocks, size, cut: true };
+        return { blocks, cut: true };
       }
       const view = new Uint8Array(TAIL_BYTES);
       const r = reader.readAtLeast
@@ -159,7 +160,7 @@ async function readTail(copy) {
         if (blocks.length > 2) blocks.shift();
         size += r.value.byteLength;
       }
-      if (r.done) return { blocks, size, cut: false };
+      if (r.done) return { blocks, cut: false };
     }
   } catch {
     return null;
@@ -194,12 +195,12 @@ async function pipe(start, source, writable, tail, interrupted, abort) {
   if (end === null || (pipeFailed && dropped)) upstreamFailed = true;
   else if (pipeFailed) clientGone = true;
   const known = end !== null && end !== "pending" && !dropped;
-  const last = known ? lastBytes([start, ...end.blocks]) : start;
+  const last = known ? lastBytes([start, ...end.blocks]) : new Uint8Array(0);
   const ended = !clientGone && !upstreamFailed;
   const complete = ended && (interrupted === null || !known || endsWithDone(last));
   const closing = writable.getWriter();
   if (clientGone || upstreamFailed) abort.abort();
-  const report = { tail: known ? last : new Uint8Array(0), complete, clientGone, cut: !known };
+  const report = { tail: last, complete, clientGone };
   if (clientGone || (interrupted === null && upstreamFailed)) {
     closing.abort(new Error("the upstream answer was cut")).catch(() => {});
     return report;
