@@ -133,3 +133,21 @@ export const ROUTER_SECRETS = {
   GROQ_KEY_1: "gsk-bench-key-1",
   GROQ_KEY_2: "gsk-bench-key-2",
 };
+
+/** Runs each cleanup, the last added first; one that fails (its process already gone) does not
+ * stop the others. */
+export async function disposeAll(cleanups) {
+  for (const c of cleanups.reverse()) {
+    try {
+      await c();
+    } catch {
+      // Already gone.
+    }
+  }
+}
+
+/** Writes `out` as JSON to `file`, making its folder. */
+export function writeJson(file, out) {
+  fs.mkdirSync(path.dirname(path.resolve(file)), { recursive: true });
+  fs.writeFileSync(file, JSON.stringify(out, null, 2));
+}

@@ -40,7 +40,7 @@ import fs from "node:fs";
 import http from "node:http";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { GATEWAY_KEY, RATE_HEADERS, ROUTER_SECRETS, routerConfig, workerdPids } from "./common.mjs";
+import { GATEWAY_KEY, RATE_HEADERS, ROUTER_SECRETS, disposeAll, routerConfig, workerdPids, writeJson } from "./common.mjs";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const ROOT = path.resolve(HERE, "..");
@@ -592,21 +592,14 @@ async function main() {
       router_other_log_lines: routerOther.slice(0, 20),
     };
     if (jsonOut) {
-      fs.mkdirSync(path.dirname(path.resolve(jsonOut)), { recursive: true });
-      fs.writeFileSync(jsonOut, JSON.stringify(out, null, 2));
+      writeJson(jsonOut, out);
     }
     printTable(out);
   } catch (err) {
     console.error(`memory: ${err.stack ?? err}`);
     exitCode = 1;
   } finally {
-    for (const c of cleanups.reverse()) {
-      try {
-        await c();
-      } catch {
-        // Already gone.
-      }
-    }
+    await disposeAll(cleanups);
   }
   process.exit(exitCode);
 

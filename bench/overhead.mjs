@@ -31,7 +31,7 @@ import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { Miniflare, convertV4MiniflareOptions } from "miniflare";
-import { CLK_TCK, GATEWAY_KEY, ROUTER_SECRETS, chatBody, procStat, routerConfig, startFake, workerdPids } from "./common.mjs";
+import { CLK_TCK, GATEWAY_KEY, ROUTER_SECRETS, chatBody, disposeAll, procStat, routerConfig, startFake, workerdPids, writeJson } from "./common.mjs";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const ROOT = path.resolve(HERE, "..");
@@ -111,7 +111,7 @@ function cpuMs(pids) {
 
 /** Busy clock ticks of the whole machine, from the first line of /proc/stat. */
 function machineBusyTicks() {
-  const [, user, nice, system, , , irq, softirq, steal] = fs
+  const [, user, nice, system, , irq, softirq, steal] = fs
     .readFileSync("/proc/stat", "utf8")
     .split("\n")[0]
     .trim()
@@ -580,21 +580,14 @@ try {
     started_noisy: noisy,
   };
   if (jsonOut) {
-    fs.mkdirSync(path.dirname(jsonOut), { recursive: true });
-    fs.writeFileSync(jsonOut, JSON.stringify(out, null, 2));
+    writeJson(jsonOut, out);
   }
   printTable(out);
 } catch (err) {
   console.error(`overhead: ${err.stack ?? err}`);
   exitCode = 1;
 } finally {
-  for (const c of cleanups.reverse()) {
-    try {
-      await c();
-    } catch {
-      // Already gone.
-    }
-  }
+  await disposeAll(cleanups);
 }
 process.exit(exitCode);
 

@@ -27,7 +27,7 @@ import fs from "node:fs";
 import http from "node:http";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { CLK_TCK, GATEWAY_KEY, ROUTER_SECRETS, chatBody, procStat, routerConfig, startFake, workerdPids } from "./common.mjs";
+import { CLK_TCK, GATEWAY_KEY, ROUTER_SECRETS, chatBody, disposeAll, procStat, routerConfig, startFake, workerdPids } from "./common.mjs";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const ROOT = path.resolve(HERE, "..");
@@ -545,13 +545,7 @@ async function run(o, names) {
       extra: { workerdCpuMsPerRequest: (cpuAfter - cpuBefore) / o.requests, reqPerSec: o.requests / seconds, seconds, unprofiled },
     };
   } finally {
-    for (const c of cleanups.reverse()) {
-      try {
-        await c();
-      } catch {
-        // Already gone.
-      }
-    }
+    await disposeAll(cleanups);
   }
 }
 
