@@ -31,10 +31,7 @@ thread_local! {
 /// How much of an upstream failure's body is read.
 const MAX_FAILURE_BODY: usize = 64 * 1024;
 
-/// Milliseconds since the epoch, from the runtime's clock.
-pub fn now_ms() -> u64 {
-    js_sys::Date::now() as u64
-}
+pub use super::http::now_ms;
 
 /// What a successful attempt gives the client.
 pub struct Reply {

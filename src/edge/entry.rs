@@ -27,6 +27,7 @@ thread_local! {
 
 #[event(fetch)]
 async fn fetch(req: web_sys::Request, env: Env, ctx: Context) -> worker::Result<web_sys::Response> {
+    http::sync_test_clock(&env).await;
     let started = now_ms();
     let method = req.method();
     let url = req.url();

@@ -24,12 +24,31 @@ extern "C" {
     fn start_clock(abort: &web_sys::AbortController, ms: f64) -> JsValue;
     #[wasm_bindgen(js_name = stopClock)]
     fn stop_clock(id: &JsValue);
+    #[wasm_bindgen(js_name = now)]
+    fn now_js() -> f64;
+    #[wasm_bindgen(js_name = readTestClock)]
+    fn read_test_clock(env: &JsValue) -> Option<js_sys::Promise>;
     #[wasm_bindgen(js_name = readCapped)]
     fn read_capped_js(
         body: Option<web_sys::ReadableStream>,
         cap: f64,
         drain_to: f64,
     ) -> js_sys::Promise;
+}
+
+/// Milliseconds since the epoch, from the router's clock: the runtime's, moved forward by a
+/// `TEST_CLOCK` binding when one is bound (tests only).
+pub fn now_ms() -> u64 {
+    now_js() as u64
+}
+
+/// Takes in the test clock's offset when a `TEST_CLOCK` binding exists; without one (in
+/// production) nothing is awaited.
+pub async fn sync_test_clock(env: &Env) {
+    let env: &JsValue = env.as_ref();
+    if let Some(read) = read_test_clock(env) {
+        let _ = JsFuture::from(read).await;
+    }
 }
 
 /// An attempt's clock, kept by the runtime: when the time is up it aborts the call through its

@@ -33,9 +33,7 @@ thread_local! {
     static UPKEEP: Cell<Upkeep> = const { Cell::new(Upkeep::new()) };
 }
 
-fn now_ms() -> u64 {
-    js_sys::Date::now() as u64
-}
+use super::http::now_ms;
 
 /// A random id for this isolate, as the bank knows it.
 fn holder_id() -> String {
@@ -108,6 +106,7 @@ impl DurableObject for QuotaObject {
     }
 
     async fn fetch(&self, mut req: Request) -> Result<Response> {
+        http::sync_test_clock(&self.env).await;
         let shard = req.headers().get(SHARD_HEADER)?.unwrap_or_default();
         let command: Command = match req.json().await {
             Ok(c) => c,

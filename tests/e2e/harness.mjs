@@ -77,10 +77,14 @@ export async function startTwoProviders({ gateway = {}, asJsonString = false } =
 /**
  * Starts the built Worker (build/index.js + build/index_bg.wasm) in workerd with the given vars
  * and secrets, exactly as `wrangler deploy` would ship it. Everything the Worker logs is kept
- * in `logs`. `persistDir` keeps the Durable Objects' storage on disk there.
+ * in `logs`. `persistDir` keeps the Durable Objects' storage on disk there. `clock` binds the
+ * router's test clock (`TEST_CLOCK`): the returned router's `advance(ms)` then moves the router's
+ * time forward, so a test passes a cooldown or a minute window without waiting for it.
  */
-export async function startRouter(bindings, { persistDir } = {}) {
+export async function startRouter(bindings, { persistDir, clock = false } = {}) {
   const logs = [];
+  let offsetMs = 0;
+  const serviceBindings = clock ? { TEST_CLOCK: () => new Response(String(offsetMs)) } : {};
   const mf = new Miniflare(
     convertV4MiniflareOptions({
       modules: [
@@ -90,6 +94,7 @@ export async function startRouter(bindings, { persistDir } = {}) {
       modulesRoot: ROOT,
       compatibilityDate: "2026-11-01",
       bindings,
+      serviceBindings,
       // As in wrangler.toml; with `persistDir`, the objects' SQLite state survives a restart.
       durableObjects: { QUOTA: { className: "QuotaObject", useSQLite: true } },
       ...(persistDir ? { resourcePersistencePath: persistDir } : {}),
@@ -104,6 +109,16 @@ export async function startRouter(bindings, { persistDir } = {}) {
     url: url.href.replace(/\/$/, ""),
     logs,
     seen,
+    /** Moves the router's clock `ms` forward (with `clock` only). */
+    advance(ms) {
+      if (!clock) throw new Error("startRouter was not given { clock: true }");
+      offsetMs += ms;
+    },
+    /** Moves the router's clock to `atMs` past the start of its next minute (with `clock`). */
+    toNextMinute(atMs = 100) {
+      const now = Date.now() + offsetMs;
+      this.advance(60_000 - (now % 60_000) + atMs);
+    },
     /** Calls the router over HTTP as a client would. */
     async fetch(p, init) {
       const res = await mf.dispatchFetch(new URL(p, "http://router.test").href, init);
