@@ -83,8 +83,8 @@ export async function startTwoProviders({ gateway = {}, asJsonString = false } =
  */
 export async function startRouter(bindings, { persistDir, clock = false } = {}) {
   const logs = [];
-  let offsetMs = 0;
-  const serviceBindings = clock ? { TEST_CLOCK: () => new Response(String(offsetMs)) } : {};
+  const testClock = new TestClock(clock);
+  const serviceBindings = testClock.bindings();
   const mf = new Miniflare(
     convertV4MiniflareOptions({
       modules: [
@@ -110,15 +110,11 @@ export async function startRouter(bindings, { persistDir, clock = false } = {}) 
     logs,
     seen,
     /** Moves the router's clock `ms` forward (with `clock` only). */
-    advance(ms) {
-      if (!clock) throw new Error("startRouter was not given { clock: true }");
-      offsetMs += ms;
-    },
+    advance: (ms) => testClock.advance(ms),
     /** Moves the router's clock to `atMs` past the start of its next minute (with `clock`). */
-    toNextMinute(atMs = 100) {
-      const now = Date.now() + offsetMs;
-      this.advance(60_000 - (now % 60_000) + atMs);
-    },
+    toNextMinute: (atMs) => testClock.toNextMinute(atMs),
+    /** The router's time now (the test clock's, else the runtime's). */
+    now: () => testClock.now(),
     /** Calls the router over HTTP as a client would. */
     async fetch(p, init) {
       const res = await mf.dispatchFetch(new URL(p, "http://router.test").href, init);
@@ -131,6 +127,37 @@ export async function startRouter(bindings, { persistDir, clock = false } = {}) 
       assertNoSecrets([...seen, ...logs]);
     },
   };
+}
+
+/**
+ * The routers' test clock: bound as `TEST_CLOCK`, a function that answers with how far the
+ * test has moved time forward, in milliseconds. The router adds it to the runtime's clock.
+ */
+class TestClock {
+  constructor(enabled) {
+    this.enabled = enabled;
+    this.offsetMs = 0;
+  }
+
+  bindings() {
+    return this.enabled ? { TEST_CLOCK: () => new Response(String(this.offsetMs)) } : {};
+  }
+
+  advance(ms) {
+    if (!this.enabled) throw new Error("the routers were not started with { clock: true }");
+    if (!(ms >= 0)) throw new RangeError("time only moves forward");
+    this.offsetMs += ms;
+  }
+
+  /** Moves time to `atMs` past the start of the next minute. */
+  toNextMinute(atMs = 100) {
+    this.advance(60_000 - (this.now() % 60_000) + atMs);
+  }
+
+  /** The routers' time now, in milliseconds since the epoch. */
+  now() {
+    return Date.now() + this.offsetMs;
+  }
 }
 
 /**
@@ -230,7 +257,7 @@ function keyValuesOf(bindings) {
 export async function startRouters(
   n,
   bindingsFor,
-  { bank = "direct", bankState = {}, bankBindings, persistDir, secrets = [], buildDir = path.join(ROOT, "build") } = {},
+  { bank = "direct", bankState = {}, bankBindings, persistDir, secrets = [], buildDir = path.join(ROOT, "build"), clock = false } = {},
 ) {
   if (!["direct", "proxy"].includes(bank)) throw new TypeError(`bank: "direct" or "proxy", not ${bank}`);
   const logs = [];
@@ -242,7 +269,9 @@ export async function startRouters(
     { type: "ESModule", path: path.join(buildDir, "index.js") },
     { type: "CompiledWasm", path: path.join(buildDir, "index_bg.wasm") },
   ];
-  const common = { compatibilityDate: "2026-11-01" };
+  const testClock = new TestClock(clock);
+  // Every Worker (routers and bank) reads the same test clock.
+  const common = { compatibilityDate: "2026-11-01", serviceBindings: testClock.bindings() };
   let proxyState = { delayMs: 0, fail: null, ...bankState };
 
   const options = () => {
@@ -317,6 +346,12 @@ export async function startRouters(
     routers,
     logs,
     seen,
+    /** Moves every router's clock `ms` forward (with `clock` only). */
+    advance: (ms) => testClock.advance(ms),
+    /** Moves every router's clock to `atMs` past the start of its next minute (with `clock`). */
+    toNextMinute: (atMs) => testClock.toNextMinute(atMs),
+    /** The router's time now (the test clock's, else the runtime's). */
+    now: () => testClock.now(),
     bank: {
       /** Sets the proxy's delay and failure from now on: `{delayMs, fail}`. */
       async set(next) {

@@ -44,7 +44,7 @@ async function setup(limits, { persistDir, fake } = {}) {
   };
   const router = await startRouter(
     { ROUTER_CONFIG: config, GATEWAY_KEY_HASHES: GATEWAY_HASH, ADMIN_KEY_HASHES: ADMIN_HASH, ...KEYS },
-    { persistDir },
+    { persistDir, clock: true },
   );
   return { groq, router };
 }
@@ -78,6 +78,10 @@ const keyOf = (call) => Object.entries(KEYS).find(([, v]) => call.headers.author
 test("requests spread by headroom across organizations, one key per organization, then 429 with retry-after", async () => {
   const { groq, router } = await setup({ rpd: 3, rpm: 1000, tpm: 100000, tpd: 1000000 });
   cleanups.push(() => router.dispose(), () => groq.close());
+  // Two minutes before midnight UTC on the router's clock, when the day windows end.
+  const DAY = 86_400_000;
+  router.advance(DAY - (router.now() % DAY) - 120_000);
+  const dayEnd = router.now() - (router.now() % DAY) + DAY;
   const results = [];
   for (let i = 0; i < 6; i++) {
     const { res } = await chat(router);
@@ -87,16 +91,25 @@ test("requests spread by headroom across organizations, one key per organization
   }
   // Headroom alternates the organizations; k2 shares org-a's quota with k1, so it is not used.
   assert.deepEqual(results, ["GROQ_K1", "GROQ_K3", "GROQ_K1", "GROQ_K3", "GROQ_K1", "GROQ_K3"]);
+  const sent = router.now();
   const { res, body } = await chat(router);
+  const answered = router.now();
   assert.equal(res.status, 429);
   const err = JSON.parse(body).error;
   assert.equal(err.code, "quota_exhausted");
+  // The daily window is what is full: retry at midnight UTC, in whole seconds rounded up.
   const retry = Number(res.headers.get("retry-after"));
-  assert.ok(retry >= 1 && retry <= 86400, `retry-after ${retry}`);
+  const [soonest, latest] = [Math.ceil((dayEnd - answered) / 1000), Math.ceil((dayEnd - sent) / 1000)];
+  assert.ok(retry >= soonest && retry <= latest, `retry-after ${retry}, expected ${soonest}..${latest}`);
   assert.equal(groq.calls.length, 6, "the seventh request never reached Groq");
   const s = await status(router);
   assert.equal(s.organizations["org-a"][MODEL].requests_per_day.used, 3);
   assert.equal(s.organizations["org-b"][MODEL].requests_per_day.limit, 3);
+  assert.equal(s.organizations["org-a"][MODEL].requests_per_day.resets_at_ms, dayEnd);
+  // A new day, a new window.
+  router.advance(dayEnd - router.now() + 1_000);
+  assert.equal((await chat(router)).res.status, 200);
+  assert.equal(groq.calls.length, 7);
 });
 
 test("a 429 moves the request to the other organization, which cools down the first for the next ones", async () => {
@@ -153,13 +166,12 @@ test("a 401 disables the key; the organization's other key serves the next reque
 });
 
 test("50 concurrent requests against an RPM of 10 per organization: exactly 10 reach each", async () => {
-  // Stay inside one minute window: start early in a minute.
-  const intoMinute = Date.now() % 60_000;
-  if (intoMinute > 45_000) await new Promise((r) => setTimeout(r, 60_000 - intoMinute + 50));
   const groq = await startFakeUpstream({ maxRequests: 200 });
   // Tokens are plentiful here: only the request windows bind.
   const { router } = await setup({ rpm: 10, tpm: 10_000_000 }, { fake: groq });
   cleanups.push(() => router.dispose(), () => groq.close());
+  // All in one minute window: the router's clock starts it at the start of a minute.
+  router.toNextMinute();
   const statuses = await Promise.all(
     Array.from({ length: 50 }, async () => {
       const res = await router.fetch("/v1/chat/completions", {
