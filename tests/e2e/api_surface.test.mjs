@@ -2,7 +2,6 @@
 import { after, before, beforeEach, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import {
-  assertNoSecrets,
   GATEWAY_KEY,
   readError,
   startTwoProviders,
@@ -236,8 +235,3 @@ describe("bad input gets a 4xx in the OpenAI format and never reaches a provider
   });
 });
 
-test("no response and no log line contains a key", () => {
-  assert.ok(router.seen.length > 30);
-  assert.ok(router.logs.length > 0, "the worker logged its failures");
-  assertNoSecrets([...router.seen, ...router.logs]);
-});

@@ -5,7 +5,7 @@ import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import http from "node:http";
 import { chromium } from "playwright-core";
-import { GATEWAY_KEY, startTwoProviders } from "./harness.mjs";
+import { GATEWAY_KEY, gate, startTwoProviders } from "./harness.mjs";
 
 const CHROMIUM = process.env.CHROMIUM_BIN || "/usr/bin/chromium";
 const EVENTS = [
@@ -56,10 +56,14 @@ after(async () => {
   await denied?.close();
 });
 
-/** Runs a streaming chat call with fetch inside a page of `origin`. */
-async function callFrom(origin, key) {
+/**
+ * Runs a streaming chat call with fetch inside a page of `origin`; the page calls `onFirst`
+ * (in Node) once it has read its first chunk, and waits for it before reading on.
+ */
+async function callFrom(origin, key, onFirst = () => {}) {
   const page = await browser.newPage();
   try {
+    await page.exposeFunction("firstChunkRead", onFirst);
     await page.goto(`${origin}/`);
     const result = await page.evaluate(
       async ({ url, key }) => {
@@ -72,12 +76,15 @@ async function callFrom(origin, key) {
           const reader = res.body.getReader();
           const decoder = new TextDecoder();
           let text = "";
-          let reads = 0;
+          let first = null;
           for (;;) {
             const { done, value } = await reader.read();
             if (done) break;
-            reads += 1;
             text += decoder.decode(value, { stream: true });
+            if (first === null) {
+              first = text;
+              await window.firstChunkRead();
+            }
           }
           const headers = JSON.stringify([...res.headers]);
           return {
@@ -85,7 +92,7 @@ async function callFrom(origin, key) {
             provider: res.headers.get("x-router-provider"),
             quota: res.headers.get("x-router-quota"),
             text,
-            reads,
+            first,
             headers,
           };
         } catch (e) {
@@ -104,13 +111,17 @@ async function callFrom(origin, key) {
 
 test("an allowed origin streams a completion and reads the router's headers", async () => {
   groq.reset();
-  const got = await callFrom(allowed.origin, GATEWAY_KEY);
+  // The fake sends the rest only once the page has read the first event.
+  const held = gate();
+  groq.answer(() => ({ status: 200, headers: { "content-type": "text/event-stream" }, body: [EVENTS[0], held.part(EVENTS[1]), EVENTS[2]] }));
+  const got = await callFrom(allowed.origin, GATEWAY_KEY, () => held.open());
   assert.equal(got.failed, undefined, got.failed);
   assert.equal(got.status, 200);
   assert.equal(got.provider, "groq", "x-router-provider is exposed to scripts");
   assert.match(got.quota ?? "", /^(lease|bank)$/, "x-router-quota is exposed to scripts");
   assert.equal(got.text, EVENTS.join(""));
-  assert.ok(got.reads >= 1);
+  assert.equal(got.first, EVENTS[0], "the page read the first event on its own");
+  assert.equal(held.openedInTime, true, "the page had the first event while the upstream held the rest");
   assert.equal(groq.calls.length, 1);
 });
 

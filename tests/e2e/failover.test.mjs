@@ -50,7 +50,7 @@ before(async () => {
       ADMIN_KEY_HASHES: createHash("sha256").update(ADMIN_KEY).digest("hex"),
       ...KEYS,
     },
-    { clock: true },
+    { clock: true, secrets: [ADMIN_KEY] },
   );
 });
 
@@ -129,6 +129,24 @@ test("a 413 on the fast path goes to the slow path", async () => {
   assert.equal(groq.calls.length, 1, "the other Groq organization has the same per-model limit");
   assert.equal(res.headers.get("x-router-path"), "fast");
   assert.match(res.headers.get("x-router-failover"), new RegExp(`^groq/${FAST}@groq-[ab]=too_large$`));
+});
+
+test("a redirect is not followed: the router's key never reaches the other origin, and the next provider serves", async (t) => {
+  const elsewhere = await startFakeUpstream({ maxRequests: 10 });
+  t.after(() => elsewhere.close());
+  elsewhere.answer(() => answer("elsewhere"));
+  for (const status of [301, 302, 307, 308]) {
+    groq.reset();
+    groq.answer(() => ({ status, headers: { location: `${elsewhere.baseUrl}/chat/completions` }, body: "" }));
+    const res = await chat();
+    assert.equal(res.status, 200);
+    assert.equal(await servedBy(res), "together");
+    // A 3xx counts as a server error: the provider is skipped for this request.
+    assert.equal(groq.calls.length, 1);
+    assert.match(res.headers.get("x-router-failover"), new RegExp(`^groq/${FAST}@groq-[ab]=server_error$`));
+    assert.equal(res.headers.get("location"), null);
+  }
+  assert.equal(elsewhere.calls.length, 0, "nothing, and no key, went to the redirect's target");
 });
 
 test("a 200 whose body is not JSON, or is an error object, fails over", async () => {

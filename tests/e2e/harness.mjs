@@ -8,6 +8,8 @@ import { fileURLToPath } from "node:url";
 import { Miniflare, convertV4MiniflareOptions } from "miniflare";
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
+/** The build under test: `build/`, or `ROUTER_BUILD_DIR` (to show a test fails on a broken build). */
+const BUILD = process.env.ROUTER_BUILD_DIR ? path.resolve(process.env.ROUTER_BUILD_DIR) : path.join(ROOT, "build");
 
 /** The keys the router holds for the fake upstreams; tests assert they never leak. */
 export const GROQ_KEY = "gsk-test-groq-0123456789";
@@ -77,21 +79,23 @@ export async function startTwoProviders({ gateway = {}, asJsonString = false } =
 /**
  * Starts the built Worker (build/index.js + build/index_bg.wasm) in workerd with the given vars
  * and secrets, exactly as `wrangler deploy` would ship it. Everything the Worker logs is kept
- * in `logs`. `persistDir` keeps the Durable Objects' storage on disk there. `clock` binds the
+ * in `logs`. `persistDir` keeps the Durable Objects' storage on disk there. `secrets` are the
+ * gateway and admin keys the test sends, for the leak check at `dispose()` (the bindings' keys
+ * and key hashes are in it already). `clock` binds the
  * router's test clock (`TEST_CLOCK`): the returned router's `advance(ms)` then moves the router's
  * time forward, so a test passes a cooldown or a minute window without waiting for it.
  */
-export async function startRouter(bindings, { persistDir, clock = false } = {}) {
+export async function startRouter(bindings, { persistDir, clock = false, secrets = [] } = {}) {
   const logs = [];
   const testClock = new TestClock(clock);
   const serviceBindings = testClock.bindings();
   const mf = new Miniflare(
     convertV4MiniflareOptions({
       modules: [
-        { type: "ESModule", path: path.join(ROOT, "build/index.js") },
-        { type: "CompiledWasm", path: path.join(ROOT, "build/index_bg.wasm") },
+        { type: "ESModule", path: path.join(BUILD, "index.js") },
+        { type: "CompiledWasm", path: path.join(BUILD, "index_bg.wasm") },
       ],
-      modulesRoot: ROOT,
+      modulesRoot: BUILD,
       compatibilityDate: "2026-11-01",
       bindings,
       serviceBindings,
@@ -104,6 +108,7 @@ export async function startRouter(bindings, { persistDir, clock = false } = {}) 
   const url = await mf.ready;
   // What clients saw through `fetch` below, checked for keys when the router is disposed.
   const seen = [];
+  const pending = [];
   return {
     /** The router's real HTTP address on 127.0.0.1, for SDKs and browsers. */
     url: url.href.replace(/\/$/, ""),
@@ -118,13 +123,14 @@ export async function startRouter(bindings, { persistDir, clock = false } = {}) 
     /** Calls the router over HTTP as a client would. */
     async fetch(p, init) {
       const res = await mf.dispatchFetch(new URL(p, "http://router.test").href, init);
-      seen.push(JSON.stringify([...res.headers]), await res.clone().text());
+      seenLater(seen, pending, res);
       return res;
     },
     /** Stops workerd, then fails if any response or log line carried a secret value. */
     async dispose() {
+      await Promise.all(pending);
       await mf.dispose();
-      assertNoSecrets([...seen, ...logs]);
+      assertNoSecrets([...seen, ...logs], [...secrets, ...keyValuesOf(bindings)]);
     },
   };
 }
@@ -218,15 +224,19 @@ export default {
 
 /** The secret values a router's bindings hold: every provider key's secret named in its config. */
 function keyValuesOf(bindings) {
+  // Every secret-like binding (keys, key hashes): any string other than the configuration that
+  // is long enough not to occur by chance.
+  const values = Object.entries(bindings)
+    .filter(([name, value]) => name !== "ROUTER_CONFIG" && typeof value === "string" && value.length >= 12)
+    .map(([, value]) => value);
   let config = bindings.ROUTER_CONFIG;
   if (typeof config === "string") {
     try {
       config = JSON.parse(config);
     } catch {
-      return [];
+      return values;
     }
   }
-  const values = [];
   for (const provider of Object.values(config?.providers ?? {})) {
     for (const key of provider?.keys ?? []) {
       const value = bindings[key?.secret];
@@ -257,11 +267,12 @@ function keyValuesOf(bindings) {
 export async function startRouters(
   n,
   bindingsFor,
-  { bank = "direct", bankState = {}, bankBindings, persistDir, secrets = [], buildDir = path.join(ROOT, "build"), clock = false } = {},
+  { bank = "direct", bankState = {}, bankBindings, persistDir, secrets = [], buildDir = BUILD, clock = false } = {},
 ) {
   if (!["direct", "proxy"].includes(bank)) throw new TypeError(`bank: "direct" or "proxy", not ${bank}`);
   const logs = [];
   const seen = [];
+  const pending = [];
   const routerBindings = Array.from({ length: n }, (_, i) => bindingsFor(i + 1));
   const realBankBindings = bankBindings ?? routerBindings[0];
   const leakChecked = [...secrets, ...routerBindings.flatMap(keyValuesOf), ...keyValuesOf(realBankBindings)];
@@ -329,7 +340,7 @@ export async function startRouters(
       /** Calls this router as a client would. */
       async fetch(p, init) {
         const res = await mf.dispatchFetch(new URL(p, `http://${name}.test`).href, init);
-        seen.push(JSON.stringify([...res.headers]), await res.clone().text());
+        seenLater(seen, pending, res);
         return res;
       },
     };
@@ -371,10 +382,26 @@ export async function startRouters(
     },
     /** Stops workerd, then fails if any response or log line carried a secret value. */
     async dispose() {
+      await Promise.all(pending);
       await mf.dispose();
       assertNoSecrets([...seen, ...logs], leakChecked);
     },
   };
+}
+
+/**
+ * Records what the client got (headers, and the body read from a copy alongside the test's own
+ * reading, so the test sees the answer arrive as the router sends it) for the leak check.
+ */
+function seenLater(seen, pending, res) {
+  seen.push(JSON.stringify([...res.headers]));
+  const copy = res.clone();
+  pending.push(
+    copy.text().then(
+      (text) => seen.push(text),
+      () => {},
+    ),
+  );
 }
 
 /**
@@ -391,8 +418,34 @@ export function assertNoSecrets(texts, extra = []) {
 }
 
 /**
+ * Holds part of a fake's answer until the client shows it has what came before: `part(text)` is
+ * a chunk for the fake's body that is written once `open()` is called, or after `maxWaitMs` so
+ * that a router that buffers cannot hang the test. `openedInTime` then says which it was: true
+ * when the client had the earlier chunks while the fake still held this one.
+ */
+export function gate(maxWaitMs = 5_000) {
+  let open;
+  const opened = new Promise((resolve) => (open = resolve));
+  const g = {
+    openedInTime: null,
+    open: () => open(),
+    part(text) {
+      return async () => {
+        let timer;
+        const late = new Promise((resolve) => (timer = setTimeout(() => resolve(false), maxWaitMs)));
+        g.openedInTime = await Promise.race([opened.then(() => true), late]);
+        clearTimeout(timer);
+        return text;
+      };
+    },
+  };
+  return g;
+}
+
+/**
  * A fake upstream on 127.0.0.1. `respond(call)` returns `{status, headers, body}` (body a string
- * or an array of chunks written with a pause between them). Faults: `hang: true` never answers
+ * or an array of chunks written with a pause between them; a chunk may be an async function,
+ * whose result is written once it resolves: see [gate]). Faults: `hang: true` never answers
  * (until the caller gives up or the fake closes); `delayMs` waits before answering; `cut: true`
  * destroys the connection after the chunks instead of ending the response. Each call records
  * `aborted` when the caller closed the connection before the answer was complete. It stops by
@@ -428,7 +481,7 @@ export async function startFakeUpstream({ maxRequests = 100, lifetimeMs = 120_00
       res.writeHead(status, headers);
       if (Array.isArray(body)) {
         for (const part of body) {
-          res.write(part);
+          res.write(typeof part === "function" ? await part() : part);
           await new Promise((r) => setTimeout(r, 10));
         }
         if (cut) res.socket?.destroy();

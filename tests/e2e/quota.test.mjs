@@ -44,7 +44,7 @@ async function setup(limits, { persistDir, fake } = {}) {
   };
   const router = await startRouter(
     { ROUTER_CONFIG: config, GATEWAY_KEY_HASHES: GATEWAY_HASH, ADMIN_KEY_HASHES: ADMIN_HASH, ...KEYS },
-    { persistDir, clock: true },
+    { persistDir, clock: true, secrets: [ADMIN_KEY] },
   );
   return { groq, router };
 }
