@@ -19,9 +19,9 @@ trap 'rm -rf "$logs"' EXIT
 
 # The fewest tests each layer must run. Raise them as tests are added; lower one only with the
 # tests it no longer has.
-declare -A MINIMUM=([native] 180 [wasm] 8 [e2e] 120 [load] 1)
+declare -A MINIMUM=([native]=180 [wasm]=8 [e2e]=120 [load]=1)
 # Time limits (seconds) for running each layer's tests, compilation not included.
-declare -A LIMIT=([native] 900 [wasm] 600 [e2e] 1500 [load] 900)
+declare -A LIMIT=([native]=900 [wasm]=600 [e2e]=1500 [load]=900)
 
 names=() passed=() failed=() skipped=() notes=() total_passed=0 total_failed=0 status=0
 
@@ -46,9 +46,9 @@ record() {
   fi
   p=${p:-0} f=${f:-0} s=${s:-0}
   if [ "$code" -eq 124 ]; then note="over its ${LIMIT[$name]} s limit"; fi
-  if [ "$code" -ne 0 ] && [ "$f" -eq 0 ]; then f=1; fi
   if [ "$p" -lt "${MINIMUM[$name]}" ]; then note="${note:+$note; }fewer than ${MINIMUM[$name]} tests"; code=1; fi
   if [ "$s" -ne 0 ]; then note="${note:+$note; }tests skipped"; code=1; fi
+  if [ "$code" -ne 0 ] && [ "$f" -eq 0 ]; then f=1; fi
   if [ "$code" -ne 0 ]; then status=1; fi
   names+=("$name") passed+=("$p") failed+=("$f") skipped+=("$s") notes+=("$note")
   total_passed=$((total_passed + p)) total_failed=$((total_failed + f))
