@@ -62,6 +62,13 @@ impl Body {
         }
     }
 
+    /// Whether a body read whole is no answer: for JSON, a body that does not parse (cut short
+    /// by the upstream yet ended cleanly). Its start was checked by [`Body::start_fails`].
+    pub fn whole_fails(self, body: &[u8]) -> bool {
+        self == Body::Json
+            && serde_json::from_slice::<serde::de::IgnoredAny>(body.trim_ascii()).is_err()
+    }
+
     /// The usage reported in a body's last bytes.
     pub fn usage(self, tail: &[u8]) -> Option<Usage> {
         match self {
@@ -72,23 +79,38 @@ impl Body {
     }
 }
 
+/// An event stream's first chunk fails when its first data event is an error or `[DONE]`, or
+/// when any complete event in it (one the chunk holds up to its blank line) carries data that is
+/// not JSON. An event cut by the chunk's end is not judged.
 fn events_start_fails(chunk: &[u8]) -> bool {
     let text = String::from_utf8_lossy(chunk);
-    for line in text.lines() {
-        let line = line.trim();
-        let Some(data) = line.strip_prefix("data:") else {
-            // Comments (keep-alives), `event:` and `id:` lines, blank lines.
-            continue;
-        };
-        let data = data.trim_start();
-        if data == "[DONE]" {
-            // Done before any answer: nothing to hand on.
-            return true;
+    let text = text.replace("\r\n", "\n");
+    let mut first = true;
+    let mut events = text.split("\n\n").peekable();
+    while let Some(event) = events.next() {
+        // The last piece has no blank line after it: an event still on its way.
+        let complete = events.peek().is_some();
+        for line in event.lines() {
+            let Some(data) = line.trim().strip_prefix("data:") else {
+                // Comments (keep-alives), `event:` and `id:` lines.
+                continue;
+            };
+            let data = data.trim_start();
+            if data == "[DONE]" {
+                // Done before any answer: nothing to hand on.
+                if first {
+                    return true;
+                }
+                continue;
+            }
+            match serde_json::from_str::<Value>(data) {
+                Ok(v) if first && is_error(&v) => return true,
+                Ok(_) => {}
+                Err(_) if complete => return true,
+                Err(_) => {}
+            }
+            first = false;
         }
-        // A first event cut by the chunk's end is not an error by itself.
-        return serde_json::from_str::<Value>(data)
-            .ok()
-            .is_some_and(|v| is_error(&v));
     }
     // Only comments so far: the stream is alive.
     false
@@ -213,6 +235,17 @@ mod tests {
             ("data: [DONE]\n\n", true),
             ("data: {\"id\":\"c\",\"choi", false),
             ("", false),
+            // A malformed event the chunk holds whole, first or later: no answer.
+            ("data: {\"id\":\"c\",\"choi\n\n", true),
+            ("data: {\"choices\":[]}\n\ndata: {oops}\n\n", true),
+            ("data: {\"choices\":[]}\r\n\r\ndata: not json\r\n\r\n", true),
+            // A later error event is the stream's own business once it has begun.
+            (
+                "data: {\"choices\":[]}\n\ndata: {\"error\":{\"message\":\"x\"}}\n\n",
+                false,
+            ),
+            ("data: {\"choices\":[]}\n\ndata: [DONE]\n\n", false),
+            ("data: {\"choices\":[]}\n\ndata: {\"choi", false),
         ];
         for (chunk, fails) in cases {
             assert_eq!(
@@ -250,6 +283,17 @@ mod tests {
                 "{start:?}"
             );
         }
+    }
+
+    #[test]
+    fn whole_json_bodies_that_do_not_parse_fail() {
+        let whole = "{\"id\":\"c\",\"choices\":[{\"message\":{\"content\":\"hi\"}}]}\n";
+        assert!(!Body::Json.whole_fails(whole.as_bytes()));
+        assert!(Body::Json.whole_fails(&whole.as_bytes()[..30]));
+        assert!(Body::Json.whole_fails(b""));
+        assert!(Body::Json.whole_fails(b"{\"a\":1} trailing"));
+        // Other kinds are not read whole.
+        assert!(!Body::Events.whole_fails(b"data: {"));
     }
 
     #[test]

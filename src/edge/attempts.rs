@@ -263,10 +263,15 @@ async fn take(
     if kind == Body::Json {
         opened.read_on(WHOLE_JSON).await;
     }
-    if opened
-        .first_bytes(FIRST_CHUNK_READ)
-        .is_none_or(|start| kind.start_fails(&start))
-    {
+    // A JSON answer read whole is checked whole (one that was cut yet ended cleanly fails over).
+    let whole = (opened.whole && kind == Body::Json).then(|| opened.last_bytes(WHOLE_JSON));
+    let fails = match &whole {
+        Some(body) => kind.start_fails(body) || kind.whole_fails(body),
+        None => opened
+            .first_bytes(FIRST_CHUNK_READ)
+            .is_none_or(|start| kind.start_fails(&start)),
+    };
+    if fails {
         let outcome = outcome::failed(clock.ran_out(), Outcome::BadAnswer);
         opened.cancel();
         return (outcome, None, Answer::Nothing);
@@ -274,10 +279,12 @@ async fn take(
     // Decided: from here on the answer is the client's, whatever its length.
     drop(clock);
     if opened.whole {
-        // A short JSON answer, read whole: sent as bytes, its usage read at once.
-        let usage = reserved
-            .then(|| kind.usage(&opened.last_bytes(TAIL_BYTES)))
-            .flatten();
+        // A short answer, read whole: sent as bytes, its usage read at once.
+        let usage = match &whole {
+            _ if !reserved => None,
+            Some(body) => kind.usage(&body[body.len().saturating_sub(TAIL_BYTES)..]),
+            None => kind.usage(&opened.last_bytes(TAIL_BYTES)),
+        };
         reply.body = opened.bytes();
         return (
             Outcome::Success,

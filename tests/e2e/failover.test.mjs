@@ -270,6 +270,29 @@ test("a JSON answer the upstream cuts before its end fails over: nothing of it w
   assert.match(res.headers.get("x-router-failover"), /=bad_answer/);
 });
 
+test("a JSON answer truncated yet ended cleanly fails over, every time, to the other organization first", async () => {
+  const whole = JSON.stringify({ id: "groq", object: "chat.completion", choices: [{ index: 0, message: { role: "assistant", content: "partial" } }] });
+  for (const headers of [{}, { "content-length": "40" }]) {
+    groq.reset();
+    groq.answer((call) => (keyOf(call) === "GROQ_A" ? { status: 200, headers: { "content-type": "application/json", ...headers }, body: whole.slice(0, 40) } : answer("groq-b")));
+    const res = await chat();
+    assert.equal(res.status, 200);
+    const body = await res.text();
+    assert.doesNotThrow(() => JSON.parse(body), body);
+    assert.notEqual(JSON.parse(body).id, "groq", "the truncated answer never reached the client");
+  }
+});
+
+test("an event stream whose first chunk holds a malformed event fails over", async () => {
+  groq.answer(() => sse([`${events(chunk("Hel")).join("")}data: {"id":"s","choi\n\n`, ...events(chunk("lo")), "data: [DONE]\n\n"]));
+  together.answer(() => sse([...events(chunk("fine")), "data: [DONE]\n\n"]));
+  const res = await chat({ stream: true });
+  assert.equal(res.status, 200);
+  assert.equal(res.headers.get("x-router-provider"), "together");
+  assert.equal(await res.text(), [...events(chunk("fine")), "data: [DONE]\n\n"].join(""));
+  assert.match(res.headers.get("x-router-failover"), new RegExp(`^groq/${FAST}@groq-[ab]=bad_answer$`));
+});
+
 test("a complete stream whose [DONE] arrives byte by byte gets nothing appended", async () => {
   const sent = [...events(chunk("a"), chunk("b")), ..."data: [DONE]\n\n".split("")];
   groq.answer(() => sse(sent));
