@@ -23,6 +23,17 @@ const GROQ_ORGS = ["org-1", "org-2", "org-3"];
 const GROQ_DAILY_LIMIT = 60;
 const ATTEMPT_TIMEOUT_MS = 1_000;
 const DEADLINE_MS = 8_000;
+// The router promises the answer's headers (and first chunk) within DEADLINE_MS of its first
+// attempt. The client's clock also runs before that (workerd's HTTP front, parsing,
+// classification, the first quota booking) and while the answer crosses back, with 32 requests
+// in flight on a machine of 2 cores that may be busy with other work. Those are milliseconds
+// here, so a quarter of the deadline is a generous allowance that no wall-clock jitter of a
+// healthy run comes near, while an answer later than that is the router breaking its promise.
+const DEADLINE_MARGIN_MS = 2_000;
+// The client gives up well after that bound, so that a router answering late, after its
+// deadline but before the client's own cut-off, is measured and caught as late rather than
+// hidden: with a cut-off at the bound itself the check could never fail.
+const CLIENT_ABORT_MS = 2 * DEADLINE_MS;
 const FAST = "llama-3.1-8b-instant";
 const KEYS = {
   LOAD_GROQ_1: "gsk-load-1-aaaaaaaa",
@@ -232,15 +243,17 @@ test(`${TOTAL} requests, ${CONCURRENCY} in flight, under injected faults: every 
       const t0 = Date.now();
       if (kind !== "slow") lastFastSentAt = t0;
       const groqLeft = GROQ_ORGS.length * GROQ_DAILY_LIMIT - Object.values(groqServed).reduce((a, b) => a + b, 0);
-      const r = { kind, status: 0, verdict: "lost", ms: 0, provider: null, attempts: 0, failed: [], groqLeft };
+      const r = { kind, status: 0, verdict: "lost", ms: 0, headersMs: null, provider: null, attempts: 0, failed: [], groqLeft };
       try {
         const res = await fetch(`${router.url}/v1/chat/completions`, {
           method: "POST",
           headers: { "content-type": "application/json", authorization: `Bearer ${GATEWAY_KEY}` },
           body: JSON.stringify(body),
-          // Past the router's deadline, plus the time to read the answer: a hang is a loss.
-          signal: AbortSignal.timeout(DEADLINE_MS + 5_000),
+          // Far past the router's deadline plus its margin: a hang is a loss, a late answer is
+          // still seen (and fails the deadline check below).
+          signal: AbortSignal.timeout(CLIENT_ABORT_MS),
         });
+        r.headersMs = Date.now() - t0;
         r.status = res.status;
         r.provider = res.headers.get("x-router-provider");
         r.attempts = Number(res.headers.get("x-router-attempts") ?? 0);
@@ -271,6 +284,8 @@ test(`${TOTAL} requests, ${CONCURRENCY} in flight, under injected faults: every 
 
   const by = (f) => results.reduce((m, r) => ((m[f(r)] = (m[f(r)] ?? 0) + 1), m), {});
   const latencies = results.map((r) => r.ms).sort((a, b) => a - b);
+  const headerTimes = results.filter((r) => r.headersMs !== null).map((r) => r.headersMs).sort((a, b) => a - b);
+  const late = results.filter((r) => r.headersMs !== null && r.headersMs > DEADLINE_MS + DEADLINE_MARGIN_MS);
   const verdicts = by((r) => r.verdict);
   const statuses = by((r) => r.status);
   const servedBy = by((r) => r.provider ?? "-");
@@ -316,6 +331,7 @@ test(`${TOTAL} requests, ${CONCURRENCY} in flight, under injected faults: every 
     `  client saw: statuses ${JSON.stringify(statuses)}, verdicts ${JSON.stringify(verdicts)}`,
     `  client-visible error rate: ${((100 * clientErrors) / TOTAL).toFixed(2)} % (streams cut after their first byte, reported as error events)`,
     `  latency ms: p50 ${percentile(latencies, 50)}, p90 ${percentile(latencies, 90)}, p99 ${percentile(latencies, 99)}, max ${latencies.at(-1)}`,
+    `  headers within ms: p99 ${percentile(headerTimes, 99)}, max ${headerTimes.at(-1)}; bound ${DEADLINE_MS + DEADLINE_MARGIN_MS} (router deadline ${DEADLINE_MS} + margin ${DEADLINE_MARGIN_MS}), ${late.length} later; the client gives up at ${CLIENT_ABORT_MS}`,
     `  served by: ${JSON.stringify(servedBy)} (fast ${JSON.stringify(servedByKind.fast)}, stream ${JSON.stringify(servedByKind.stream)}, slow ${JSON.stringify(servedByKind.slow)}); attempts per request: mean ${(results.reduce((a, r) => a + r.attempts, 0) / TOTAL).toFixed(2)}, max ${Math.max(...results.map((r) => r.attempts))}`,
     `  router 5xx: ${fiveXX} (Fireworks always had capacity)`,
     `  groq: free capacity ${capacity} requests/day, used ${groqServedTotal} (${((100 * groqServedTotal) / capacity).toFixed(0)} %), over-admitted ${groqOverAdmitted}; fake answers ${JSON.stringify(groq.stats.answers)}`,
@@ -327,7 +343,12 @@ test(`${TOTAL} requests, ${CONCURRENCY} in flight, under injected faults: every 
   ];
   console.log(lines.join("\n"));
 
-  assert.equal((verdicts.lost ?? 0) + (verdicts.hung ?? 0), 0, "every request got a definite answer in time");
+  assert.equal((verdicts.lost ?? 0) + (verdicts.hung ?? 0), 0, `every request got a definite answer before the client gave up (${CLIENT_ABORT_MS} ms)`);
+  assert.deepEqual(
+    late.map((r) => r.headersMs),
+    [],
+    `every answer's headers arrived within the router's deadline (${DEADLINE_MS} ms) plus ${DEADLINE_MARGIN_MS} ms for the machine`,
+  );
   // Fireworks always answers, within the attempt cap and far within the deadline, so nothing
   // but a 200 is right: a 429, a 400 or a 5xx to any client is a fault of the router.
   assert.deepEqual(statuses, { 200: TOTAL }, "every request was answered 200 (Fireworks always had capacity)");
@@ -368,5 +389,4 @@ test(`${TOTAL} requests, ${CONCURRENCY} in flight, under injected faults: every 
   assert.equal(groqAnswered, capacity - coolingLeft, `Groq served its capacity (${capacity}) less what cooling organizations had left (${coolingLeft})`);
   assert.equal(groqOverAdmitted, 0, "no organization was sent more than its limit");
   assert.deepEqual(lost, [], "the free capacity was used up, but by organizations still cooling down at the end");
-  assert.ok(latencies.at(-1) < DEADLINE_MS + 5_000);
 });
