@@ -17,13 +17,13 @@ use std::hint::black_box;
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion};
 use edge_router::core::classify::{classify, Hints};
 use edge_router::core::config::{Config, Limits, RateLimitDialect};
-use edge_router::core::outcome::parse_retry_after;
 use edge_router::core::quota::bank::Dirty;
 use edge_router::core::quota::lease::Want;
 use edge_router::core::quota::{
     apply, Admission, Command, Effect, Holdings, KeyCard, ModelOption, Offer, OrgLedger, Reply,
     Shard, Usage,
 };
+use edge_router::core::ratelimit::retry_after_ms;
 use edge_router::core::ratelimit::{go_duration_ms, refusal, report};
 use edge_router::core::request::ChatRequest;
 use serde_json::json;
@@ -357,8 +357,8 @@ fn header_benches(c: &mut Criterion) {
     group.bench_function("refusal_groq_429", |b| {
         b.iter(|| refusal(black_box(Some("7")), black_box(GROQ_429)))
     });
-    group.bench_function("parse_retry_after", |b| {
-        b.iter(|| parse_retry_after(black_box("6.78")))
+    group.bench_function("retry_after_ms", |b| {
+        b.iter(|| retry_after_ms(black_box("6.78")))
     });
     group.bench_function("go_duration", |b| {
         b.iter(|| go_duration_ms(black_box("2m59.56s")))

@@ -6,10 +6,10 @@
 #![no_main]
 
 use edge_router::core::config::{Limits, RateLimitDialect};
-use edge_router::core::outcome::{parse_retry_after, MAX_RETRY_AFTER_S};
+use edge_router::core::outcome::MAX_RETRY_AFTER_S;
 use edge_router::core::quota::ledger::{cooldown_until, Books, BILLING_COOLDOWN_MS};
 use edge_router::core::ratelimit::{
-    go_duration_ms, refusal, report, seconds_ms, Refusal, Report, WindowReport,
+    go_duration_ms, refusal, report, retry_after_ms, seconds_ms, Refusal, Report, WindowReport,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -71,21 +71,17 @@ fn check_value(value: &str) {
     if let Some(ms) = ms {
         assert!(ms <= MAX_DURATION_MS, "seconds {value:?} -> {ms} ms");
     }
-    let secs = parse_retry_after(value);
-    if let Some(secs) = secs {
+    let wait = retry_after_ms(value);
+    if let Some(wait) = wait {
         assert!(
-            secs <= MAX_RETRY_AFTER_S,
-            "retry-after {value:?} -> {secs} s"
+            wait <= MAX_RETRY_AFTER_S * 1_000,
+            "retry-after {value:?} -> {wait} ms"
         );
     }
-    // The seconds a client is told and the milliseconds the ledger waits differ by rounding
-    // only (the client's figure is capped at a day).
-    if let (Some(ms), Some(secs)) = (ms, secs) {
-        if secs < MAX_RETRY_AFTER_S {
-            assert!(
-                ms.abs_diff(secs * 1_000) <= 1_000,
-                "{value:?}: {ms} ms for the ledger, {secs} s for the client"
-            );
+    // Below the cap, retry-after is the same reading of seconds as a reset.
+    if let (Some(ms), Some(wait)) = (ms, wait) {
+        if wait < MAX_RETRY_AFTER_S * 1_000 {
+            assert_eq!(ms, wait, "{value:?}: {ms} ms as a reset, {wait} ms as retry-after");
         }
     }
 }
@@ -127,7 +123,7 @@ fn check_refusal(retry_after: Option<&str>, body: &[u8], r: &Refusal) {
         assert!(ms <= MAX_DURATION_MS, "wait {ms} ms");
     }
     // The header wins over the body whenever it gives a time.
-    if let Some(ms) = retry_after.and_then(seconds_ms) {
+    if let Some(ms) = retry_after.and_then(retry_after_ms) {
         assert_eq!(
             r.retry_after_ms,
             Some(ms),

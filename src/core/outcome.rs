@@ -119,14 +119,6 @@ pub fn classify(status: u16, retry_after: Option<&str>, body: &[u8]) -> Outcome 
     }
 }
 
-/// Parses `retry-after` given in seconds (integer or fractional, rounded up), capped at
-/// [`MAX_RETRY_AFTER_S`]. HTTP dates are not used by the providers the router talks to and
-/// yield `None`.
-pub fn parse_retry_after(raw: &str) -> Option<u64> {
-    // Bounded above, so the cast is exact.
-    ratelimit::seconds(raw, 32).map(|secs| secs.ceil().min(MAX_RETRY_AFTER_S as f64) as u64)
-}
-
 /// Seconds from `now_ms` until `until_ms`, rounded up, as a `retry-after` value: at least 1,
 /// at most [`MAX_RETRY_AFTER_S`].
 pub fn retry_after_s(until_ms: u64, now_ms: u64) -> u64 {
@@ -307,31 +299,6 @@ mod tests {
         assert_eq!(retry_after_s(10_001, 0), 11);
         assert_eq!(retry_after_s(5, 10), 1);
         assert_eq!(retry_after_s(u64::MAX, 0), MAX_RETRY_AFTER_S);
-    }
-
-    #[test]
-    fn retry_after_table() {
-        let cases: &[(&str, Option<u64>)] = &[
-            ("0", Some(0)),
-            ("7", Some(7)),
-            (" 12 ", Some(12)),
-            ("6.78", Some(7)),
-            ("0.1", Some(1)),
-            ("86400", Some(86_400)),
-            ("999999999", Some(86_400)),
-            ("", None),
-            ("-1", None),
-            ("abc", None),
-            ("1e3", None),
-            ("NaN", None),
-            ("inf", None),
-            ("1.2.3", None),
-            ("Wed, 21 Oct 2015 07:28:00 GMT", None),
-            ("123456789012345678901234567890123", None),
-        ];
-        for (raw, want) in cases {
-            assert_eq!(parse_retry_after(raw), *want, "{raw:?}");
-        }
     }
 
     #[test]

@@ -7,6 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::config::RateLimitDialect;
+use super::outcome::MAX_RETRY_AFTER_S;
 
 /// The longest duration accepted from a provider (one week); anything longer is refused.
 const MAX_DURATION_MS: u64 = 7 * 24 * 3_600_000;
@@ -55,8 +56,16 @@ pub fn go_duration_ms(raw: &str) -> Option<u64> {
     to_ms(total_ns / 1e6)
 }
 
-/// Parses seconds given as a number (`60`, `6.78`, `0.5`), as `retry-after` and Cerebras'
-/// resets are sent, rounded up to whole milliseconds.
+/// The one parser of `retry-after`: seconds given as a number (integer or fractional), rounded
+/// up to whole milliseconds and capped at a day ([`MAX_RETRY_AFTER_S`]). HTTP dates are not
+/// used by the providers the router talks to and yield `None`.
+pub fn retry_after_ms(raw: &str) -> Option<u64> {
+    let secs = seconds(raw, 32)?;
+    to_ms(secs.min(MAX_RETRY_AFTER_S as f64) * 1_000.0)
+}
+
+/// Parses seconds given as a number (`60`, `6.78`, `0.5`), as Cerebras' resets are sent,
+/// rounded up to whole milliseconds.
 pub fn seconds_ms(raw: &str) -> Option<u64> {
     to_ms(seconds(raw, 32)? * 1_000.0)
 }
@@ -313,7 +322,7 @@ pub fn refusal(retry_after: Option<&str>, body: &[u8]) -> Refusal {
         });
     Refusal {
         window,
-        retry_after_ms: retry_after.and_then(seconds_ms).or(body_wait),
+        retry_after_ms: retry_after.and_then(retry_after_ms).or(body_wait),
         billing: text.contains("insufficient_quota"),
     }
 }

@@ -258,3 +258,33 @@ fn openai_billing_and_foreign_bodies() {
         Refusal::default()
     );
 }
+
+#[test]
+fn retry_after_is_read_in_seconds_rounded_up_to_the_millisecond_and_capped_at_a_day() {
+    let cases: &[(&str, Option<u64>)] = &[
+        ("0", Some(0)),
+        ("7", Some(7_000)),
+        (" 12 ", Some(12_000)),
+        ("6.78", Some(6_780)),
+        ("0.0001", Some(1)),
+        ("86400", Some(86_400_000)),
+        ("999999999", Some(86_400_000)),
+        ("", None),
+        ("-1", None),
+        ("abc", None),
+        ("1e3", None),
+        ("NaN", None),
+        ("inf", None),
+        ("1.2.3", None),
+        ("Wed, 21 Oct 2015 07:28:00 GMT", None),
+        ("123456789012345678901234567890123", None),
+    ];
+    for (raw, want) in cases {
+        assert_eq!(retry_after_ms(raw), *want, "{raw:?}");
+    }
+    // A refusal's wait comes from the same parser, cap included.
+    assert_eq!(
+        refusal(Some("999999999"), b"").retry_after_ms,
+        Some(86_400_000)
+    );
+}
