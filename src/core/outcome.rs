@@ -190,25 +190,34 @@ const KNOWN_TYPES: &[&str] = &[
     "api_error",
 ];
 
-/// Replaces account identifiers in a provider's message (`org_01abc…`, `proj_…`, `user-…`):
-/// Groq names the organization in its 413 and 429 texts.
+/// Prefixes of account ids (Groq names the organization in its 413 and 429 texts) and of API
+/// keys (a provider may echo a key it refused); a word starting with one and going on for more
+/// than three characters is replaced.
+const REDACTED_PREFIXES: [&str; 10] = [
+    "org_", "org-", "proj_", "user-", "sk-", "sk_", "gsk_", "gsk-", "fw_", "tgp_",
+];
+
+/// Replaces account identifiers and key-shaped strings in a provider's message wherever they
+/// stand: a word is a run of letters, digits, `_` and `-`, so `[org_…]`, `organization=org_…`
+/// and `key: gsk_…` are all caught.
 fn scrub_accounts(message: &str) -> String {
-    message
-        .split_inclusive(|c: char| c.is_whitespace() || "`'\",.:;()".contains(c))
-        .map(|piece| {
-            let word =
-                piece.trim_end_matches(|c: char| c.is_whitespace() || "`'\",.:;()".contains(c));
-            let tail = &piece[word.len()..];
-            let account = ["org_", "org-", "proj_", "user-"]
-                .iter()
-                .any(|p| word.starts_with(p) && word.len() > p.len() + 3);
-            if account {
-                format!("[redacted]{tail}")
-            } else {
-                piece.to_owned()
-            }
-        })
-        .collect()
+    let is_word = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while !rest.is_empty() {
+        let end = rest.find(|c: char| !is_word(c)).unwrap_or(rest.len());
+        let (word, after) = rest.split_at(end);
+        let lower = word.to_ascii_lowercase();
+        let redacted = REDACTED_PREFIXES
+            .iter()
+            .any(|p| lower.starts_with(p) && word.len() > p.len() + 3);
+        out.push_str(if redacted { "[redacted]" } else { word });
+        // Then the run of other characters up to the next word.
+        let gap = after.find(is_word).unwrap_or(after.len());
+        out.push_str(&after[..gap]);
+        rest = &after[gap..];
+    }
+    out
 }
 
 fn truncate(mut s: String, max: usize) -> String {
@@ -356,6 +365,32 @@ mod tests {
             "project [redacted], [redacted]."
         );
         assert_eq!(scrub_accounts("résumé ünïcode"), "résumé ünïcode");
+        assert_eq!(
+            scrub_accounts("a task-oriented user-x skill"),
+            "a task-oriented user-x skill"
+        );
+    }
+
+    #[test]
+    fn scrubbing_catches_ids_and_keys_inside_words() {
+        let cases: &[(&str, &str)] = &[
+            ("limit for [org_01jabcdef]", "limit for [[redacted]]"),
+            ("organization=org_01jabcdef;", "organization=[redacted];"),
+            (
+                "Invalid API Key gsk_abcdef0123456789",
+                "Invalid API Key [redacted]",
+            ),
+            (
+                "key 'sk-proj-abc123def456' refused",
+                "key '[redacted]' refused",
+            ),
+            ("Bearer SK-ABCDEF123456", "Bearer [redacted]"),
+            ("(fw_3ZsecretKey)", "([redacted])"),
+            ("ünï org_12345 ü", "ünï [redacted] ü"),
+        ];
+        for (raw, want) in cases {
+            assert_eq!(scrub_accounts(raw), *want, "{raw:?}");
+        }
     }
 
     #[test]
