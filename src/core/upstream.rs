@@ -97,25 +97,23 @@ pub fn lines<'a>(headers: impl IntoIterator<Item = (&'a str, &'a str)>) -> Strin
     out
 }
 
-/// Whether an upstream response header may be passed on to the client. Hop-by-hop headers
-/// belong to the upstream connection and cookies to the upstream's domain.
+/// The upstream response headers a client gets, and only these: what the answer is, and the ids
+/// a provider's support asks for. Everything else stays behind: the upstream's server, proxies
+/// and cookies, the connection's own headers, its `content-length` and `content-encoding` (the
+/// runtime hands on the decoded body and frames it anew), and the provider's
+/// `x-ratelimit-*` and account headers, which describe the router's organizations, not the
+/// client's.
+const TO_CLIENT: &[&str] = &[
+    "content-type",
+    "cache-control",
+    "x-request-id",
+    "openai-processing-ms",
+    "openai-version",
+];
+
+/// Whether an upstream response header may be passed on to the client ([`TO_CLIENT`]).
 pub fn passes_to_client(name: &str) -> bool {
-    const DROPPED: &[&str] = &[
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-        "set-cookie",
-        "alt-svc",
-        // The provider account behind the router's key.
-        "openai-organization",
-        "openai-project",
-    ];
-    !DROPPED.iter().any(|d| d.eq_ignore_ascii_case(name))
+    TO_CLIENT.iter().any(|d| d.eq_ignore_ascii_case(name))
 }
 
 #[cfg(test)]
@@ -134,10 +132,7 @@ mod tests {
         assert_eq!(headers.iter().count(), 4);
         assert_eq!(headers.get("X-RateLimit-Remaining-Requests"), Some("9"));
         assert_eq!(headers.get("retry-after"), None);
-        assert_eq!(
-            headers.to_client(),
-            "content-type\napplication/json\nx-ratelimit-remaining-requests\n9\n"
-        );
+        assert_eq!(headers.to_client(), "content-type\napplication/json\n");
         assert_eq!(Lines("").iter().count(), 0);
     }
     use crate::core::config::Config;
@@ -192,13 +187,7 @@ mod tests {
 
     #[test]
     fn response_header_filter() {
-        for kept in [
-            "content-type",
-            "x-request-id",
-            "openai-processing-ms",
-            "x-ratelimit-remaining-tokens",
-            "retry-after",
-        ] {
+        for kept in ["content-type", "X-Request-Id", "openai-processing-ms"] {
             assert!(passes_to_client(kept), "{kept}");
         }
         for dropped in [
@@ -208,6 +197,17 @@ mod tests {
             "alt-svc",
             "openai-organization",
             "OpenAI-Project",
+            "server",
+            "via",
+            "cf-ray",
+            "access-control-allow-credentials",
+            "access-control-allow-origin",
+            "x-ratelimit-remaining-tokens",
+            "x-ratelimit-limit-requests",
+            "retry-after",
+            "content-length",
+            "content-encoding",
+            "x-groq-region",
         ] {
             assert!(!passes_to_client(dropped), "{dropped}");
         }

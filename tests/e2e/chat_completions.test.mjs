@@ -142,11 +142,35 @@ describe("forwarding", () => {
     assert.equal(groq.calls.length + together.calls.length, 0);
   });
 
-  test("upstream cookies are not passed to the client", async () => {
-    answerOk(groq, COMPLETION, { "set-cookie": "__cf_bm=upstream" });
-    const res = await post(REQUEST);
-    assert.equal(res.status, 200);
-    assert.equal(res.headers.get("set-cookie"), null);
+  test("only the upstream headers on the allowlist reach the client: no cookie, server, proxy, CORS or rate-limit header", async () => {
+    const upstream = {
+      "set-cookie": "__cf_bm=upstream",
+      server: "cloudflare",
+      via: "1.1 upstream-proxy",
+      "cf-ray": "8f1e2d3c4b5a6978-SJC",
+      "access-control-allow-origin": "*",
+      "access-control-allow-credentials": "true",
+      "x-ratelimit-limit-requests": "14400",
+      "x-ratelimit-remaining-tokens": "5000",
+      "openai-organization": "org-router-account",
+      "x-groq-region": "us-west-1",
+      "openai-processing-ms": "42",
+    };
+    for (const stream of [false, true]) {
+      if (stream) {
+        groq.answer(() => ({ status: 200, headers: { "content-type": "text/event-stream", "x-request-id": "req_abc", ...upstream }, body: ['data: {"choices":[]}\n\n', "data: [DONE]\n\n"] }));
+      } else {
+        answerOk(groq, COMPLETION, upstream);
+      }
+      const res = await post({ ...REQUEST, stream });
+      assert.equal(res.status, 200);
+      await res.arrayBuffer();
+      for (const name of Object.keys(upstream).filter((n) => n !== "openai-processing-ms")) {
+        assert.equal(res.headers.get(name), null, `${name} reached the client (stream: ${stream})`);
+      }
+      assert.equal(res.headers.get("x-request-id"), "req_abc");
+      assert.equal(res.headers.get("openai-processing-ms"), "42");
+    }
   });
 
   test("a streamed answer is handed through chunk by chunk, unchanged", async () => {
