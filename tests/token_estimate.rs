@@ -102,16 +102,33 @@ fn check_and_print(label: &str, encode: impl Fn(&str) -> String) {
             rs[rs.len() - 1]
         );
     }
-    assert!(all.len() >= 200);
+    // The bounds are the figures measured on the corpus (both encodings alike: 344 prompts,
+    // 10 under-estimated (2.9 %), min 0.867, median 1.342, p95 1.769, max 2.932), each with a
+    // small margin: one more under-estimated prompt, 0.85 for the worst under-estimate, 0.06
+    // either side of the median, 0.08 above p95 and max. A change to the weights that moves
+    // any of them past that changes what docs/token-estimate.md reports: update both.
+    let under_count = all.iter().filter(|r| **r < 1.0).count();
+    assert_eq!(all.len(), 344, "{label}: the corpus changed size");
     assert!(
-        under <= 0.05,
-        "{label}: {:.1} % under-estimated",
-        under * 100.0
+        under_count <= 11,
+        "{label}: {under_count} prompts under-estimated (measured 10)"
     );
-    assert!(all[0] >= 0.7, "{label}: worst under-estimate {:.2}", all[0]);
     assert!(
-        percentile(&all, 0.5) <= 1.6,
-        "{label}: median over-estimate too large"
+        all[0] >= 0.85,
+        "{label}: worst under-estimate {:.3} (measured 0.867)",
+        all[0]
+    );
+    let median = percentile(&all, 0.5);
+    assert!(
+        (1.28..=1.40).contains(&median),
+        "{label}: median {median:.3} (measured 1.342)"
+    );
+    let p95 = percentile(&all, 0.95);
+    assert!(p95 <= 1.85, "{label}: p95 {p95:.3} (measured 1.769)");
+    let max = all[all.len() - 1];
+    assert!(
+        max <= 3.01,
+        "{label}: worst over-estimate {max:.3} (measured 2.932)"
     );
 }
 
@@ -125,4 +142,21 @@ fn rarely_underestimates_json_with_raw_unicode() {
 #[test]
 fn rarely_underestimates_json_with_ascii_escapes() {
     check_and_print("JSON with \\u escapes (Python clients)", ascii_json);
+}
+
+/// The doc reports one table for both encodings: a prompt gets the same estimate whether the
+/// client sent its non-ASCII text raw or as `\u` escapes.
+#[test]
+fn both_encodings_give_every_prompt_the_same_estimate() {
+    for (line, row) in corpus().iter().enumerate() {
+        let raw = estimate(serde_json::to_string(&row.text).unwrap().as_bytes());
+        let escaped = estimate(ascii_json(&row.text).as_bytes());
+        assert_eq!(
+            raw,
+            escaped,
+            "line {} of the corpus ({}): raw UTF-8 and \\u escapes differ",
+            line + 1,
+            row.kind
+        );
+    }
 }
