@@ -223,17 +223,45 @@ mod tests {
     }
 
     #[wasm_bindgen_test]
-    async fn an_empty_answer_and_a_string_body() {
+    async fn a_preflight_has_no_body_and_a_refusal_its_json() {
+        // The router's 204 (a CORS preflight) carries no body at all: the runtime refuses to
+        // build a 204 with one, even an empty one.
         let resp = respond(204, "", &[("allow", "GET".to_owned())], &JsValue::UNDEFINED).unwrap();
         assert_eq!(resp.status(), 204);
+        assert!(resp.body().is_none());
         let lines = lines_of(&resp.headers());
+        assert_eq!(lines, "allow\nGET\n");
+        // An error of the router's own: its headers only, its JSON as the body.
+        let body = r#"{"error":{"message":"m","type":"t","param":null,"code":"c"}}"#;
+        let ours = [
+            ("content-type", "application/json".to_owned()),
+            ("retry-after", "3".to_owned()),
+        ];
+        let resp = respond(429, "", &ours, &JsValue::from_str(body)).unwrap();
+        assert_eq!(resp.status(), 429);
         assert_eq!(
-            crate::core::upstream::Lines(&lines).get("allow"),
-            Some("GET")
+            lines_of(&resp.headers()),
+            "content-type\napplication/json\nretry-after\n3\n"
         );
-        assert_eq!(text_of(resp).await, "");
-        let resp = respond(429, "", &[], &JsValue::from_str("{}")).unwrap();
-        assert_eq!(text_of(resp).await, "{}");
+        assert_eq!(text_of(resp).await, body);
+    }
+
+    #[wasm_bindgen_test]
+    fn lines_of_gives_the_core_lower_case_names_and_one_line_per_name() {
+        // As the runtime hands them over: any case, a header sent twice.
+        let headers = web_sys::Headers::new().unwrap();
+        headers.append("X-Request-Id", "req_1").unwrap();
+        headers.append("Vary", "Accept").unwrap();
+        headers.append("vary", "Origin").unwrap();
+        headers.append("Content-Type", "text/event-stream").unwrap();
+        let lines = lines_of(&headers);
+        assert_eq!(
+            lines,
+            "content-type\ntext/event-stream\nvary\nAccept, Origin\nx-request-id\nreq_1\n"
+        );
+        let h = crate::core::upstream::Lines(&lines);
+        assert_eq!(h.get("Content-Type"), Some("text/event-stream"));
+        assert_eq!(h.iter().count(), 3);
     }
 
     #[wasm_bindgen_test]
@@ -250,20 +278,80 @@ mod tests {
         assert_eq!(none.unwrap(), b"");
     }
 
+    /// A configuration as wrangler.toml gives it, and the environment around it.
+    const CONFIG: &str = r#"{"providers":{"groq":{"keys":[
+        {"id":"g1","secret":"GROQ_KEY_1"},{"id":"g2","secret":"GROQ_KEY_2"}]}},
+        "routes":{"fast":["groq/llama-3.1-8b-instant"],"slow":["groq/llama-3.3-70b-versatile"]}}"#;
+    const HASH: &str = "6b86b273ff34fce19d6b804eff5a3f5747ada4eaa22f1d49c01e52ddb7875b4b";
+
+    /// An `Env` as the runtime gives one: vars (strings, or objects for TOML tables) and
+    /// secrets (strings), by name.
+    fn env_with(bindings: &[(&str, JsValue)]) -> Env {
+        let env = js_sys::Object::new();
+        for (name, value) in bindings {
+            js_sys::Reflect::set(&env, &JsValue::from_str(name), value).unwrap();
+        }
+        env.unchecked_into()
+    }
+
+    fn invalid(result: Result<Config, RouterError>) -> (String, String) {
+        match result {
+            Err(RouterError::InvalidConfig { path, detail }) => (path, detail),
+            other => panic!("expected an invalid configuration, got {other:?}"),
+        }
+    }
+
     #[wasm_bindgen_test]
-    fn config_text_reads_strings_and_objects() {
-        let env: Env = js_sys::Object::new().unchecked_into();
-        let obj = js_sys::JSON::parse(r#"{"routes":{"fast":["groq/m"]}}"#).unwrap();
-        js_sys::Reflect::set(&env, &"OBJ".into(), &obj).unwrap();
-        js_sys::Reflect::set(&env, &"TEXT".into(), &r#"{"a":1}"#.into()).unwrap();
-        assert_eq!(
-            config_text(&env, "OBJ").unwrap().as_deref(),
-            Some(r#"{"routes":{"fast":["groq/m"]}}"#)
-        );
-        assert_eq!(
-            config_text(&env, "TEXT").unwrap().as_deref(),
-            Some(r#"{"a":1}"#)
-        );
-        assert_eq!(config_text(&env, "MISSING").unwrap(), None);
+    fn a_config_loads_alike_from_a_json_string_and_from_a_table() {
+        let secrets = || {
+            [
+                ("GROQ_KEY_1", JsValue::from_str("gsk_one")),
+                ("GATEWAY_KEY_HASHES", JsValue::from_str(HASH)),
+            ]
+        };
+        let [s1, s2] = secrets();
+        let text = env_with(&[(CONFIG_VAR, JsValue::from_str(CONFIG)), s1, s2]);
+        let [s1, s2] = secrets();
+        let table = js_sys::JSON::parse(CONFIG).unwrap();
+        let table = env_with(&[(CONFIG_VAR, table), s1, s2]);
+        let from_text = load_config(&text).unwrap();
+        assert_eq!(load_config(&table).unwrap(), from_text);
+        // The secrets the configuration names come from the environment.
+        let keys = &from_text.providers[0].keys;
+        assert_eq!(keys[0].value.as_ref().map(|v| v.expose()), Some("gsk_one"));
+        assert_eq!(keys[1].value, None, "GROQ_KEY_2 is not set");
+        match &from_text.gateway.auth {
+            crate::core::config::GatewayAuth::Keys { hashes, .. } => assert_eq!(hashes.len(), 1),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[wasm_bindgen_test]
+    fn an_unset_config_names_the_var_and_where_to_set_it() {
+        for env in [env_with(&[]), env_with(&[(CONFIG_VAR, JsValue::NULL)])] {
+            let (path, detail) = invalid(load_config(&env));
+            assert_eq!(path, CONFIG_VAR);
+            assert!(detail.contains("not set"), "{detail}");
+            assert!(detail.contains("wrangler.toml"), "{detail}");
+        }
+    }
+
+    #[wasm_bindgen_test]
+    fn a_broken_config_names_the_field_or_the_secret() {
+        // A field of the wrong shape, in a table.
+        let table = js_sys::JSON::parse(r#"{"routes":{"fast":5}}"#).unwrap();
+        let (path, _) = invalid(load_config(&env_with(&[(CONFIG_VAR, table)])));
+        assert_eq!(path, "routes.fast");
+        // Text that is not JSON: the var itself.
+        let text = JsValue::from_str("providers = {}");
+        let (path, _) = invalid(load_config(&env_with(&[(CONFIG_VAR, text)])));
+        assert_eq!(path, CONFIG_VAR);
+        // A secret the configuration reads, broken.
+        let env = env_with(&[
+            (CONFIG_VAR, JsValue::from_str(CONFIG)),
+            ("GATEWAY_KEY_HASHES", JsValue::from_str("not-a-hash")),
+        ]);
+        let (path, _) = invalid(load_config(&env));
+        assert_eq!(path, "secrets.GATEWAY_KEY_HASHES[0]");
     }
 }
