@@ -283,11 +283,48 @@ mod tests {
         assert!(end.tail.ends_with(b"data: [DONE]\n\n"));
     }
 
+    /// The upstream call, to a `data:` URL (the one kind of answer Node's fetch gives offline):
+    /// its status, its headers and body as `call` reads them.
+    async fn call_to(url: &str) -> Option<Opened> {
+        let out = UpstreamRequest {
+            url: url.to_owned(),
+            headers: vec![("content-type", "application/json".to_owned())],
+        };
+        call(&out, b"{}", &abort()).await
+    }
+
     #[wasm_bindgen_test]
-    async fn an_empty_body_has_no_first_chunk() {
-        let opened = opened(chunked(&[])).await;
-        assert_eq!(opened.first_bytes(10), None);
+    async fn call_reads_the_status_headers_and_first_chunk() {
+        let sent = "data: {}\n\ndata: [DONE]\n\n";
+        let opened = call_to(&format!(
+            "data:text/event-stream,{}",
+            String::from(js_sys::encode_uri_component(sent))
+        ))
+        .await
+        .unwrap();
+        assert_eq!(opened.status, 200);
+        assert_eq!(opened.headers, "content-type\ntext/event-stream\n");
+        assert!(opened.has_body());
+        assert!(!opened.whole, "no content-length: the end is not known yet");
+        assert_eq!(opened.first_bytes(6).unwrap(), b"data: ");
+        let (readable, finished) = opened.hand_on(Some(INTERRUPTED_EVENT), &abort());
+        assert_eq!(text_of(readable).await, sent);
+        assert!(ended(finished).await.unwrap().complete);
+    }
+
+    #[wasm_bindgen_test]
+    async fn an_empty_answer_has_no_first_chunk_and_is_whole() {
+        // What the attempt then takes for an answer that is no answer (it fails over).
+        let opened = call_to("data:application/json,").await.unwrap();
+        assert_eq!(opened.status, 200);
+        assert!(opened.has_body());
         assert!(opened.whole);
+        assert_eq!(opened.first_bytes(10), None);
         opened.cancel();
+    }
+
+    #[wasm_bindgen_test]
+    async fn a_call_that_fails_before_its_headers_is_none() {
+        assert!(call_to("ftp://upstream.invalid/").await.is_none());
     }
 }
