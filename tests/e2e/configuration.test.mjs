@@ -118,3 +118,50 @@ test("upstreams that cannot be reached are a 502 upstream_unreachable", async ()
     },
   );
 });
+
+test("the example gateway key from .dev.vars.example works only where ROUTER_LOCAL_DEV=1", async () => {
+  // The hash of the published key `sk-local-dev`, as .dev.vars.example ships it.
+  const exampleHash = "39f9742666377d1b2d177efec3c73c95112c6c70f9ffe9b49abd1a2523295b86";
+  const request = { ...AUTHED, headers: { ...AUTHED.headers, authorization: "Bearer sk-local-dev" } };
+  for (const localDev of [false, true]) {
+    await withRouter(
+      (groq, together) => ({
+        ROUTER_CONFIG: twoProviderConfig(groq, together),
+        ...ALL_SECRETS,
+        GATEWAY_KEY_HASHES: exampleHash,
+        ...(localDev ? { ROUTER_LOCAL_DEV: "1" } : {}),
+      }),
+      async (router, groq) => {
+        groq.answer(() => ({ status: 200, headers: { "content-type": "application/json" }, body: '{"id":"ok","choices":[]}' }));
+        const res = await router.fetch("/v1/chat/completions", request);
+        if (localDev) {
+          assert.equal(res.status, 200);
+          await res.arrayBuffer();
+        } else {
+          assert.equal(res.status, 503);
+          const err = await readError(assert, res);
+          assert.equal(err.code, "invalid_config");
+          assert.match(err.message, /example hash from \.dev\.vars\.example/);
+          assert.equal(groq.calls.length, 0);
+        }
+      },
+    );
+  }
+});
+
+test("a provider reached over plain http on a host other than loopback is refused", async () => {
+  await withRouter(
+    (groq, together) => {
+      const config = twoProviderConfig(groq, together);
+      config.providers.together.base_url = "http://api.together.example/v1";
+      return { ROUTER_CONFIG: config, ...ALL_SECRETS };
+    },
+    async (router) => {
+      const res = await router.fetch("/v1/chat/completions", AUTHED);
+      assert.equal(res.status, 503);
+      const err = await readError(assert, res);
+      assert.equal(err.code, "invalid_config");
+      assert.match(err.message, /providers\.together\.base_url/);
+    },
+  );
+});

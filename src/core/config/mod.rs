@@ -436,6 +436,8 @@ fn build_gateway(
 ) -> Result<Gateway, ConfigError> {
     check_secret_name("gateway.keys_secret", &raw.keys_secret)?;
     check_secret_name("gateway.admin_keys_secret", &raw.admin_keys_secret)?;
+    let local_dev = secret(LOCAL_DEV_VAR).is_some_and(|v| v.trim() == "1");
+    let parse_hashes = |name: &str, value: &str| parse_hashes(name, value, local_dev);
     // A broken admin secret only closes the status page; client traffic goes on.
     let admin =
         match secret(&raw.admin_keys_secret).map(|v| parse_hashes(&raw.admin_keys_secret, &v)) {
@@ -548,17 +550,43 @@ fn build_failover(raw: &RawFailover) -> Result<Failover, ConfigError> {
 /// The longest timeout or cooldown the configuration accepts (one hour).
 const MAX_WAIT_MS: u64 = 3_600_000;
 
-/// Parses the gateway-key secret: SHA-256 hashes in hex, separated by commas or whitespace.
-/// Errors never quote the secret's content.
-fn parse_hashes(secret_name: &str, value: &str) -> Result<Vec<[u8; 32]>, ConfigError> {
+/// The var that marks a local-development run (`.dev.vars`, read by `wrangler dev` only): the
+/// example key hashes of `.dev.vars.example` are accepted only there.
+pub const LOCAL_DEV_VAR: &str = "ROUTER_LOCAL_DEV";
+
+/// The hashes `.dev.vars.example` ships, of the published keys `sk-local-dev` and
+/// `sk-local-admin`: anyone could present those keys to a deployment that kept them.
+const EXAMPLE_HASHES: [&str; 2] = [
+    "39f9742666377d1b2d177efec3c73c95112c6c70f9ffe9b49abd1a2523295b86",
+    "dd64c8e8eaafa1abb74fd2a2ccad64f4dcb9f2bd6fae158f50e000958395a29e",
+];
+
+/// Parses a key-hash secret: SHA-256 hashes in hex, separated by commas or whitespace. The
+/// example hashes are refused unless `local_dev`. Errors never quote the secret's content.
+fn parse_hashes(
+    secret_name: &str,
+    value: &str,
+    local_dev: bool,
+) -> Result<Vec<[u8; 32]>, ConfigError> {
     value
         .split(|c: char| c == ',' || c.is_whitespace())
         .filter(|s| !s.is_empty())
         .enumerate()
         .map(|(i, hex)| {
+            let at = || format!("secrets.{secret_name}[{i}]");
+            if !local_dev && EXAMPLE_HASHES.iter().any(|e| e.eq_ignore_ascii_case(hex)) {
+                return Err(ConfigError::at(
+                    at(),
+                    format!(
+                        "the example hash from .dev.vars.example, of a published key: store the \
+                         hash of a key of your own (allowed only with {LOCAL_DEV_VAR}=1, for \
+                         local development)"
+                    ),
+                ));
+            }
             decode_hex32(hex).ok_or_else(|| {
                 ConfigError::at(
-                    format!("secrets.{secret_name}[{i}]"),
+                    at(),
                     "not a SHA-256 hash in hex (64 hex digits); store hashes, not keys",
                 )
             })
@@ -839,16 +867,27 @@ fn parse_target(path: &str, raw: &str, providers: &[Provider]) -> Result<Target,
     })
 }
 
-/// Accepts an absolute http(s) URL without query or fragment and drops a trailing slash.
+/// Accepts an absolute https URL without query or fragment and drops a trailing slash; plain
+/// http only to a loopback host (a local fake or proxy), since the key would cross in the clear.
 fn validate_base_url(path: &str, raw: &str) -> Result<String, ConfigError> {
     let invalid = |detail: &str| ConfigError::at(path, detail);
     let url = raw.trim();
-    let rest = url
-        .strip_prefix("https://")
-        .or_else(|| url.strip_prefix("http://"))
-        .ok_or_else(|| invalid("it must start with https:// or http://"))?;
+    let (rest, plain) = match url.strip_prefix("https://") {
+        Some(rest) => (rest, false),
+        None => (
+            url.strip_prefix("http://")
+                .ok_or_else(|| invalid("it must start with https://"))?,
+            true,
+        ),
+    };
     if rest.is_empty() || rest.starts_with('/') {
         return Err(invalid("it has no host"));
+    }
+    if plain && !is_loopback(rest) {
+        return Err(invalid(
+            "http:// would send the provider key in the clear: use https:// (plain http is \
+             accepted only for a loopback host: localhost, 127.0.0.1, [::1])",
+        ));
     }
     if rest.contains(['?', '#']) || rest.contains(char::is_whitespace) {
         return Err(invalid(
@@ -856,6 +895,24 @@ fn validate_base_url(path: &str, raw: &str) -> Result<String, ConfigError> {
         ));
     }
     Ok(url.trim_end_matches('/').to_owned())
+}
+
+/// Whether the authority at the start of `rest` (up to its path) is a loopback host.
+fn is_loopback(rest: &str) -> bool {
+    let authority = rest.split('/').next().unwrap_or_default();
+    // No user info: `http://127.0.0.1@evil.example` is evil.example.
+    if authority.contains('@') {
+        return false;
+    }
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => authority.split(':').next().unwrap_or_default(),
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host == "::1"
+        || host
+            .parse::<std::net::Ipv4Addr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 #[cfg(test)]

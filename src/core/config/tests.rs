@@ -392,3 +392,57 @@ fn a_broken_admin_secret_closes_only_the_status_page() {
     let err = crate::core::auth::check(&c.gateway.admin, Some("Bearer x")).unwrap_err();
     assert_eq!((err.status(), err.code()), (503, Some("invalid_config")));
 }
+
+#[test]
+fn plain_http_is_accepted_for_loopback_hosts_only() {
+    for (url, ok) in [
+        ("https://api.example.com/v1", true),
+        ("http://127.0.0.1:8080/v1", true),
+        ("http://127.9.0.1/v1", true),
+        ("http://localhost:9999", true),
+        ("http://LOCALHOST/v1", true),
+        ("http://[::1]:8080/v1", true),
+        ("http://api.example.com/v1", false),
+        ("http://10.0.0.1/v1", false),
+        ("http://127.0.0.1.evil.example/v1", false),
+        ("http://127.0.0.1@evil.example/v1", false),
+        ("http://localhost.evil.example/v1", false),
+        ("ftp://127.0.0.1/v1", false),
+    ] {
+        let mut v = minimal();
+        v["providers"]["together"]["base_url"] = json!(url);
+        match parse(&v) {
+            Ok(_) => assert!(ok, "{url} was accepted"),
+            Err(e) => {
+                assert!(!ok, "{url} was refused: {e:?}");
+                assert_eq!(e.path, "providers.together.base_url", "{url}");
+            }
+        }
+    }
+}
+
+#[test]
+fn the_example_key_hashes_are_refused_outside_local_development() {
+    let example = "39f9742666377d1b2d177efec3c73c95112c6c70f9ffe9b49abd1a2523295b86";
+    let admin_example = "dd64c8e8eaafa1abb74fd2a2ccad64f4dcb9f2bd6fae158f50e000958395a29e";
+    let with = |local_dev: bool, gateway: &str, admin: &str| {
+        let (gateway, admin) = (gateway.to_owned(), admin.to_owned());
+        Config::parse(&minimal().to_string(), move |name| match name {
+            "GATEWAY_KEY_HASHES" => Some(gateway.clone()),
+            "ADMIN_KEY_HASHES" => Some(admin.clone()),
+            LOCAL_DEV_VAR if local_dev => Some("1".into()),
+            other => secrets(other),
+        })
+    };
+    // A deployment that kept the example gateway hash does not start.
+    let err = with(false, &format!("{HASH_A},{example}"), HASH_A).unwrap_err();
+    assert_eq!(err.path, "secrets.GATEWAY_KEY_HASHES[1]");
+    assert!(err.detail.contains("example"), "{}", err.detail);
+    assert!(!err.detail.contains(example), "the hash is not quoted");
+    // The example admin hash closes the status page only.
+    let c = with(false, HASH_A, admin_example).unwrap();
+    assert!(matches!(c.gateway.admin, GatewayAuth::Broken { .. }));
+    // Local development (`.dev.vars`) takes both.
+    let c = with(true, example, admin_example).unwrap();
+    assert!(matches!(c.gateway.admin, GatewayAuth::Keys { ref hashes, .. } if hashes.len() == 1));
+}
