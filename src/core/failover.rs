@@ -188,6 +188,10 @@ pub struct Planner<'c> {
     subrequests: u32,
     /// The timeout the last attempt was given.
     last_timeout_ms: u64,
+    /// The timeout an attempt is given (as the deadline allows).
+    attempt_timeout_ms: u64,
+    /// Whether an attempt that times out counts against its provider's circuit breaker.
+    timeout_blames_provider: bool,
     booked: Booked,
     tried: Vec<KeyOnModel<'c>>,
     /// Keys refused with 401 (every model) ...
@@ -239,6 +243,8 @@ impl<'c> Planner<'c> {
             deadline_at_ms: now_ms.saturating_add(deadline_ms),
             subrequests: 0,
             last_timeout_ms: 0,
+            attempt_timeout_ms: config.failover.attempt_timeout_ms,
+            timeout_blames_provider: true,
             booked: Booked::None,
             tried: Vec::new(),
             refused_keys: Vec::new(),
@@ -571,6 +577,18 @@ impl<'c> Planner<'c> {
         }
     }
 
+    /// Each attempt waits at most `timeout_ms` for the upstream's headers and first chunk (the
+    /// job's: shorter on the fast path); `timeout_blames_provider` says whether one that runs
+    /// out counts towards the provider's circuit breaker. A non-streamed request on the slow
+    /// path waits for its whole answer before the first byte, so its timeout may only mean the
+    /// answer is long, and a few clients asking for long answers must not open the circuit for
+    /// everyone.
+    pub fn with_attempts(mut self, timeout_ms: u64, timeout_blames_provider: bool) -> Self {
+        self.attempt_timeout_ms = timeout_ms;
+        self.timeout_blames_provider = timeout_blames_provider;
+        self
+    }
+
     /// Records an attempt's outcome (after `ms`) and says what to do with it.
     pub fn record(
         &mut self,
@@ -595,11 +613,13 @@ impl<'c> Planner<'c> {
         });
         // A timeout counts against the provider only when it had the whole attempt timeout: one
         // cut short by the deadline (or a client's latency budget) says nothing of it.
-        let cut_short =
-            *outcome == Outcome::Timeout && self.last_timeout_ms < self.settings.attempt_timeout_ms;
+        // Nor does one of a request whose answer may simply be long (see `with_attempts`).
+        let timeout = *outcome == Outcome::Timeout;
+        let cut_short = timeout && self.last_timeout_ms < self.attempt_timeout_ms;
+        let blamed = !timeout || (self.timeout_blames_provider && !cut_short);
         breakers.record(
             provider,
-            outcome.is_provider_failure() && !cut_short,
+            outcome.is_provider_failure() && blamed,
             now_ms,
             &self.settings,
         );
@@ -678,7 +698,7 @@ impl<'c> Planner<'c> {
             Some(Source::Bank) => Booked::Bank,
             Some(Source::Advisory) => Booked::Advisory,
         };
-        self.last_timeout_ms = self.settings.attempt_timeout_ms.min(self.time_left(now_ms));
+        self.last_timeout_ms = self.attempt_timeout_ms.min(self.time_left(now_ms));
         Next::Send {
             choice,
             ticket,

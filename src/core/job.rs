@@ -24,6 +24,14 @@ pub struct Job {
     pub prefix_hash: u64,
     /// How long the request may take to find an answer.
     pub deadline_ms: u64,
+    /// How long one attempt may wait for the upstream's headers and first chunk: shorter on
+    /// the fast path.
+    pub attempt_timeout_ms: u64,
+    /// Whether an attempt that times out says the provider is slow to start (and so counts
+    /// towards its circuit breaker): true for a stream (the wait is for its first event) and on
+    /// the fast path (short answers); false for a non-streamed slow-path request, whose answer
+    /// may simply be long.
+    pub timeout_blames_provider: bool,
     /// Whether the quota ledger may book it (its answers say how).
     pub booked: bool,
 }
@@ -84,6 +92,14 @@ pub fn prepare<'c, 'a>(
                 latency_budget_ms: headers.latency_budget_ms,
             };
             let decision = classify::classify(config, &request, hints)?;
+            let fast = decision.path == classify::Path::Fast;
+            let attempt_timeout_ms = if fast {
+                let f = &config.failover;
+                f.attempt_timeout_ms.min(f.fast_attempt_timeout_ms)
+            } else {
+                config.failover.attempt_timeout_ms
+            };
+            let timeout_blames_provider = fast || request.streams();
             let output = request
                 .requested_output_tokens()
                 .unwrap_or(config.classifier.default_output_tokens);
@@ -109,6 +125,8 @@ pub fn prepare<'c, 'a>(
                     tokens: request.prompt_tokens.saturating_add(output),
                     prefix_hash,
                     deadline_ms,
+                    attempt_timeout_ms,
+                    timeout_blames_provider,
                     booked: true,
                 },
                 payload: Payload::Chat(request),
@@ -124,6 +142,9 @@ pub fn prepare<'c, 'a>(
                     tokens: 0,
                     prefix_hash: 0,
                     deadline_ms,
+                    attempt_timeout_ms: config.failover.attempt_timeout_ms,
+                    // An embedding's answer is short.
+                    timeout_blames_provider: true,
                     booked: false,
                 },
                 payload: Payload::Embeddings(request),
@@ -207,6 +228,43 @@ mod tests {
         let sent: serde_json::Value =
             serde_json::from_slice(&p.payload.body_for(&choice).unwrap()).unwrap();
         assert_eq!(sent["model"], "llama-3.1-8b-instant");
+    }
+
+    #[test]
+    fn the_fast_path_gets_the_short_attempt_timeout_and_only_long_answers_spare_the_breaker() {
+        let doc = json!({
+            "providers": {
+                "groq": {"keys": [{"id": "g", "secret": "G"}]},
+                "mistral": {"keys": [{"id": "m", "secret": "M"}]}
+            },
+            "routes": {"fast": ["groq/llama-3.1-8b-instant"], "slow": ["mistral/mistral-large-latest"]},
+            "failover": {"attempt_timeout_ms": 30000, "fast_attempt_timeout_ms": 4000}
+        });
+        let c = Config::parse(&doc.to_string(), |n| {
+            (!n.ends_with("_HASHES")).then(|| "k".to_owned())
+        })
+        .unwrap();
+        for (model, stream, timeout, blames) in [
+            ("fast", false, 4_000, true),
+            ("fast", true, 4_000, true),
+            ("slow", false, 30_000, false),
+            ("slow", true, 30_000, true),
+        ] {
+            let body = json!({"model": model, "stream": stream, "messages": [{"role": "user", "content": "hi"}]})
+                .to_string();
+            let p = prepare(
+                &c,
+                Endpoint::ChatCompletions,
+                body.as_bytes(),
+                ClientHeaders::default(),
+            )
+            .unwrap();
+            assert_eq!(p.job.attempt_timeout_ms, timeout, "{model} stream={stream}");
+            assert_eq!(
+                p.job.timeout_blames_provider, blames,
+                "{model} stream={stream}"
+            );
+        }
     }
 
     #[test]

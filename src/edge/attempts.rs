@@ -60,7 +60,8 @@ pub async fn run<'c>(
         job.tokens,
         now_ms(),
         job.deadline_ms,
-    );
+    )
+    .with_attempts(job.attempt_timeout_ms, job.timeout_blames_provider);
     let result = loop {
         let next = BREAKERS.with(|b| {
             HOLDINGS.with(|h| planner.next(now_ms(), &mut b.borrow_mut(), &mut h.borrow_mut()))

@@ -177,6 +177,53 @@ test("a hanging upstream is aborted after the attempt timeout and the next one s
   assert.ok(Number(/upstream;dur=(\d+)/.exec(timing)[1]) >= ATTEMPT_TIMEOUT_MS, timing);
 });
 
+/** A router of the test's own over the three fakes, with `failover` settings; stopped when the test ends. */
+async function ownRouter(t, failover) {
+  const config = {
+    failover,
+    providers: {
+      groq: { base_url: groq.baseUrl, keys: [{ id: "groq-a", secret: "GROQ_A", org: "org-a" }], limits: { [FAST]: { rpm: 10_000, rpd: 100_000, tpm: 10_000_000, tpd: 100_000_000 } } },
+      together: { base_url: together.baseUrl, keys: [{ id: "together-1", secret: "TOGETHER_KEY" }] },
+      fireworks: { base_url: fireworks.baseUrl, keys: [{ id: "fireworks-1", secret: "FIREWORKS_KEY" }] },
+    },
+    routes: { fast: [`groq/${FAST}`], slow: ["together/m-t", "fireworks/m-f"] },
+  };
+  const own = await startRouter({ ROUTER_CONFIG: config, GATEWAY_KEY_HASHES: GATEWAY_HASH, ...KEYS });
+  t.after(() => own.dispose());
+  return (body = {}) =>
+    own.fetch("/v1/chat/completions", {
+      method: "POST",
+      headers: { "content-type": "application/json", authorization: `Bearer ${GATEWAY_KEY}` },
+      body: JSON.stringify({ model: "fast", messages: [{ role: "user", content: "hi" }], ...body }),
+    });
+}
+
+test("the fast path's attempts time out at fast_attempt_timeout_ms, well within a deadline the slow path's timeout would fill", async (t) => {
+  // With the 30 s attempt timeout, Groq's hang would use up the 3 s deadline: a 504.
+  const post = await ownRouter(t, { attempt_timeout_ms: 30_000, fast_attempt_timeout_ms: 400, deadline_ms: 3_000 });
+  groq.answer(() => ({ hang: true }));
+  const res = await post();
+  assert.equal(res.status, 200);
+  assert.equal(await servedBy(res), "together");
+  assert.equal(res.headers.get("x-router-failover"), `groq/${FAST}@groq-a=timeout`);
+});
+
+test("a non-streamed slow-path answer that outlasts the attempt timeout does not open the provider's circuit; a stream's slow start does", async (t) => {
+  const post = await ownRouter(t, { attempt_timeout_ms: 300, breaker_failures: 1, breaker_cooldown_ms: 60_000 });
+  together.answer(() => ({ hang: true }));
+  for (let i = 1; i <= 2; i++) {
+    const res = await post({ model: "slow" });
+    assert.equal(await servedBy(res), "fireworks");
+    assert.equal(together.calls.length, i, "Together is still tried: a long answer is no provider failure");
+  }
+  // A stream that has not started within the timeout is the provider's failure: the circuit opens.
+  const streamed = await post({ model: "slow", stream: true });
+  await streamed.arrayBuffer();
+  assert.equal(together.calls.length, 3);
+  await (await post({ model: "slow" })).arrayBuffer();
+  assert.equal(together.calls.length, 3, "the open circuit skips Together");
+});
+
 test("the client's latency budget caps the deadline: 504 when nothing answers in time", async () => {
   groq.answer(() => ({ hang: true }));
   together.answer(() => ({ hang: true }));

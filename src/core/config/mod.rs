@@ -286,6 +286,9 @@ pub struct Failover {
     /// How long one attempt may wait for the upstream's response headers (for a stream, its
     /// first event) before it is aborted and the next candidate is tried.
     pub attempt_timeout_ms: u64,
+    /// The same for a request on the fast path, whose callers are latency-critical and whose
+    /// answers are short: the shorter of this and `attempt_timeout_ms`.
+    pub fast_attempt_timeout_ms: u64,
     /// How long the router may spend on a request before it must have an answer to send.
     pub deadline_ms: u64,
     /// Consecutive failures (5xx, 498, timeouts after the whole attempt timeout, transport
@@ -307,6 +310,7 @@ impl Default for Failover {
         Failover {
             max_attempts: 6,
             attempt_timeout_ms: 30_000,
+            fast_attempt_timeout_ms: 5_000,
             deadline_ms: 60_000,
             breaker_failures: 5,
             breaker_cooldown_ms: 30_000,
@@ -517,6 +521,9 @@ fn build_failover(raw: &RawFailover) -> Result<Failover, ConfigError> {
     let f = Failover {
         max_attempts: raw.max_attempts.unwrap_or(d.max_attempts),
         attempt_timeout_ms: raw.attempt_timeout_ms.unwrap_or(d.attempt_timeout_ms),
+        fast_attempt_timeout_ms: raw
+            .fast_attempt_timeout_ms
+            .unwrap_or(d.fast_attempt_timeout_ms),
         deadline_ms: raw.deadline_ms.unwrap_or(d.deadline_ms),
         breaker_failures: raw.breaker_failures.unwrap_or(d.breaker_failures),
         breaker_cooldown_ms: raw.breaker_cooldown_ms.unwrap_or(d.breaker_cooldown_ms),
@@ -533,6 +540,7 @@ fn build_failover(raw: &RawFailover) -> Result<Failover, ConfigError> {
     // choice, but one of zero would refuse every request.
     for (name, value) in [
         ("attempt_timeout_ms", f.attempt_timeout_ms),
+        ("fast_attempt_timeout_ms", f.fast_attempt_timeout_ms),
         ("deadline_ms", f.deadline_ms),
         ("breaker_cooldown_ms", f.breaker_cooldown_ms),
         ("quota_timeout_ms", f.quota_timeout_ms),

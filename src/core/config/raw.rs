@@ -84,6 +84,7 @@ pub struct RawClassifier {
 pub struct RawFailover {
     pub max_attempts: Option<u32>,
     pub attempt_timeout_ms: Option<u64>,
+    pub fast_attempt_timeout_ms: Option<u64>,
     pub deadline_ms: Option<u64>,
     pub breaker_failures: Option<u32>,
     pub breaker_cooldown_ms: Option<u64>,

@@ -687,6 +687,35 @@ fn timeouts_cut_short_by_the_deadline_do_not_count_against_the_provider() {
 }
 
 #[test]
+fn the_job_sets_the_attempt_timeout_and_whether_a_timeout_blames_the_provider() {
+    let c = config_with(serde_json::json!({"breaker_failures": 1, "attempt_timeout_ms": 5_000}));
+    let t = targets(&c);
+    for (blames, open) in [(false, false), (true, true)] {
+        let mut b = Breakers::default();
+        let mut w = World::new();
+        let mut p = Planner::new(&c, &t, 0, 10, T0, 60_000).with_attempts(2_000, blames);
+        loop {
+            match p.next(T0, &mut b, &mut w.holdings) {
+                Next::Reserve(call) => {
+                    let reply = w.reserve(*call, T0);
+                    p.on_reply(reply, &mut w.holdings, T0);
+                }
+                Next::Send {
+                    choice, timeout_ms, ..
+                } => {
+                    assert_eq!(timeout_ms, 2_000);
+                    let _ = p.record(&choice, &Outcome::Timeout, 2_000, T0 + 2_000, &mut b);
+                    break;
+                }
+                Next::GiveUp(err) => panic!("{err:?}"),
+            }
+        }
+        // A long non-streamed answer (blames = false) leaves the circuit closed.
+        assert_eq!(b.is_open("groq", T0 + 2_001), open, "blames: {blames}");
+    }
+}
+
+#[test]
 fn no_quota_call_when_every_organization_is_already_refused() {
     let doc = serde_json::json!({
         "providers": {"groq": {"keys": [{"id": "g1", "secret": "G1", "org": "a"},
