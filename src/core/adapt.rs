@@ -4,7 +4,7 @@
 //! back (`logprobs: true`, a non-empty `logit_bias`, `n > 1`) are never stripped: `core::route`
 //! sends such requests to a provider that supports them.
 
-use super::config::{Capability, MaxTokensField, Provider};
+use super::config::{Capability, MaxTokensField, Provider, GUARDED_FIELDS};
 use super::error::RouterError;
 use super::request::{ChatRequest, EmbeddingsRequest};
 
@@ -40,7 +40,21 @@ pub fn chat(
     if !caps.has(Capability::MultipleChoices) && req.n == Some(1) {
         req.n = None;
     }
-    to_vec(req)
+    // Guarded fields the provider may not get are held back for this body only: the next
+    // provider may take them.
+    let (held, kept) = std::mem::take(&mut req.extra.0)
+        .into_iter()
+        .partition(|(k, _)| withheld(provider, k));
+    req.extra.0 = kept;
+    let body = to_vec(req);
+    req.extra.0.extend(held);
+    body
+}
+
+/// Whether a client's field `name` is kept from `provider`: a guarded field
+/// ([`GUARDED_FIELDS`]) its `pass_fields` does not name.
+fn withheld(provider: &Provider, name: &str) -> bool {
+    GUARDED_FIELDS.contains(&name) && !provider.pass_fields.iter().any(|f| f == name)
 }
 
 /// The embeddings body for `provider`'s model name.
@@ -145,5 +159,49 @@ mod tests {
         assert_eq!(second, direct);
         assert_eq!(second["model"], "t-model");
         assert_eq!(second["max_tokens"], 50);
+    }
+
+    #[test]
+    fn guarded_fields_reach_only_the_providers_that_take_them() {
+        let doc = json!({
+            "providers": {
+                "groq": {"keys": [{"id": "g", "secret": "G"}], "pass_fields": ["service_tier"]},
+                "together": {"keys": [{"id": "t", "secret": "T"}]}
+            },
+            "routes": {"fast": ["groq/x"]}
+        });
+        let c = Config::parse(&doc.to_string(), |_| None).unwrap();
+        let groq = c.providers.iter().find(|p| p.name == "groq").unwrap();
+        let together = c.providers.iter().find(|p| p.name == "together").unwrap();
+        let body = json!({"model": "fast", "messages": [{"role": "user", "content": "hi"}],
+                          "service_tier": "flex", "store": true, "metadata": {"a": "b"},
+                          "models": ["x", "y"], "provider": {"order": ["z"]}, "route": "fallback",
+                          "transforms": [], "plugins": [], "seed": 7, "user": "u1"});
+        let text = body.to_string();
+        let mut req = ChatRequest::parse(text.as_bytes()).unwrap();
+        let to_together: Value =
+            serde_json::from_slice(&chat(&mut req, together, "t").unwrap()).unwrap();
+        let to_groq: Value = serde_json::from_slice(&chat(&mut req, groq, "g").unwrap()).unwrap();
+        for field in GUARDED_FIELDS {
+            assert!(to_together.get(field).is_none(), "{field} reached together");
+        }
+        // Fields that are not guarded pass; groq takes the service tier it is allowed, after
+        // the body for together held it back.
+        assert_eq!(
+            (to_together["seed"].clone(), to_together["user"].clone()),
+            (json!(7), json!("u1"))
+        );
+        assert_eq!(to_groq["service_tier"], "flex");
+        assert!(to_groq.get("store").is_none());
+    }
+
+    #[test]
+    fn pass_fields_name_guarded_fields_only() {
+        let doc = json!({
+            "providers": {"groq": {"keys": [{"id": "g", "secret": "G"}], "pass_fields": ["seed"]}},
+            "routes": {"fast": ["groq/x"]}
+        });
+        let err = Config::parse(&doc.to_string(), |_| None).unwrap_err();
+        assert_eq!(err.path, "providers.groq.pass_fields[0]");
     }
 }

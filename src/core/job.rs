@@ -87,6 +87,7 @@ pub fn prepare<'c, 'a>(
     match endpoint {
         Endpoint::ChatCompletions => {
             let request = ChatRequest::parse(body)?;
+            check_bounds(config, &request)?;
             let hints = classify::Hints {
                 path: headers.path,
                 latency_budget_ms: headers.latency_budget_ms,
@@ -122,7 +123,10 @@ pub fn prepare<'c, 'a>(
                 job: Job {
                     endpoint: "/chat/completions",
                     accept,
-                    tokens: request.prompt_tokens.saturating_add(output),
+                    // Every choice is an answer of its own.
+                    tokens: request
+                        .prompt_tokens
+                        .saturating_add(output.saturating_mul(request.n.unwrap_or(1))),
                     prefix_hash,
                     deadline_ms,
                     attempt_timeout_ms,
@@ -155,6 +159,33 @@ pub fn prepare<'c, 'a>(
             detail: format!("{other:?} has no body to prepare"),
         }),
     }
+}
+
+/// The gateway's bounds on what one chat request may ask for: `n` choices and an output-token
+/// limit, each refused with a 400 naming the field when over.
+fn check_bounds(config: &Config, request: &ChatRequest<'_>) -> Result<(), RouterError> {
+    let gateway = &config.gateway;
+    let over = |param: &str, limit: u64, what: &str| RouterError::InvalidRequest {
+        message: format!("`{param}` must be at most {limit} ({what} this router allows)."),
+        param: Some(param.to_owned()),
+        code: "invalid_value",
+    };
+    if request.n.is_some_and(|n| n > gateway.max_n) {
+        return Err(over("n", gateway.max_n, "the most choices"));
+    }
+    for (param, value) in [
+        ("max_tokens", request.max_tokens),
+        ("max_completion_tokens", request.max_completion_tokens),
+    ] {
+        if value.is_some_and(|v| v > gateway.max_output_tokens) {
+            return Err(over(
+                param,
+                gateway.max_output_tokens,
+                "the largest output-token limit",
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The request's deadline: the configured one, shortened by the client's latency budget.
@@ -264,6 +295,56 @@ mod tests {
                 p.job.timeout_blames_provider, blames,
                 "{model} stream={stream}"
             );
+        }
+    }
+
+    #[test]
+    fn n_and_the_output_limit_are_bounded_and_every_choice_is_booked() {
+        let doc = json!({
+            "gateway": {"max_n": 4, "max_output_tokens": 1000},
+            "providers": {"together": {"keys": [{"id": "t", "secret": "T"}]}},
+            "routes": {"slow": ["together/m"]},
+        });
+        let c = Config::parse(&doc.to_string(), |n| {
+            (!n.ends_with("_HASHES")).then(|| "k".to_owned())
+        })
+        .unwrap();
+        let prepare_with = |extra: serde_json::Value| {
+            let mut body =
+                json!({"model": "slow", "messages": [{"role": "user", "content": "hi"}]});
+            for (k, v) in extra.as_object().unwrap() {
+                body[k] = v.clone();
+            }
+            let text = body.to_string();
+            prepare(
+                &c,
+                Endpoint::ChatCompletions,
+                text.as_bytes(),
+                ClientHeaders::default(),
+            )
+            .map(|p| p.job.tokens)
+        };
+        let one = prepare_with(json!({"max_tokens": 100, "n": 1})).unwrap();
+        let four = prepare_with(json!({"max_tokens": 100, "n": 4})).unwrap();
+        assert_eq!(four - one, 300, "each of the four choices books its output");
+        for (extra, param) in [
+            (json!({"n": 5}), "n"),
+            (json!({"max_tokens": 1001}), "max_tokens"),
+            (
+                json!({"max_completion_tokens": 5000}),
+                "max_completion_tokens",
+            ),
+        ] {
+            match prepare_with(extra.clone()) {
+                Err(RouterError::InvalidRequest {
+                    param: Some(p),
+                    code,
+                    ..
+                }) => {
+                    assert_eq!((p.as_str(), code), (param, "invalid_value"), "{extra}");
+                }
+                other => panic!("{extra}: {other:?}"),
+            }
         }
     }
 

@@ -306,3 +306,28 @@ async function ownScenario(t) {
   t.after(() => own.close());
   return own;
 }
+
+describe("what reaches the provider", () => {
+  test("billing, storage and routing fields a client sends are withheld from the provider; other fields pass", async () => {
+    const res = await post({ ...REQUEST, service_tier: "flex", store: true, metadata: { team: "x" }, models: ["a", "b"], provider: { order: ["c"] }, route: "fallback", seed: 7, user: "u-1" });
+    assert.equal(res.status, 200);
+    await res.arrayBuffer();
+    const sent = JSON.parse(groq.calls[0].body);
+    for (const field of ["service_tier", "store", "metadata", "models", "provider", "route"]) {
+      assert.equal(sent[field], undefined, `${field} reached the provider`);
+    }
+    assert.equal(sent.seed, 7);
+    assert.equal(sent.user, "u-1");
+  });
+
+  test("n and max_tokens over the gateway's bounds are refused before anything is sent", async () => {
+    for (const [extra, param] of [[{ n: 9, model: "slow" }, "n"], [{ max_tokens: 200_000 }, "max_tokens"]]) {
+      const res = await post({ ...REQUEST, ...extra });
+      assert.equal(res.status, 400);
+      const err = await readError(assert, res);
+      assert.equal(err.code, "invalid_value");
+      assert.equal(err.param, param);
+    }
+    assert.equal(groq.calls.length + together.calls.length, 0);
+  });
+});

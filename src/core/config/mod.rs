@@ -198,6 +198,8 @@ pub struct Provider {
     pub keys: Vec<Key>,
     /// Per model id.
     pub limits: BTreeMap<String, Limits>,
+    /// Guarded request fields this provider may receive from clients.
+    pub pass_fields: Vec<String>,
 }
 
 impl Provider {
@@ -326,6 +328,10 @@ pub struct Gateway {
     pub admin: GatewayAuth,
     pub cors: CorsOrigins,
     pub max_body_bytes: u64,
+    /// The most choices (`n`) one chat request may ask for.
+    pub max_n: u64,
+    /// The largest output-token limit a chat request may ask for.
+    pub max_output_tokens: u64,
 }
 
 /// The validated configuration.
@@ -477,11 +483,25 @@ fn build_gateway(
             format!("must be between 1 and {MAX_BODY_LIMIT}"),
         ));
     }
+    if !(1..=MAX_N).contains(&raw.max_n) {
+        return Err(ConfigError::at(
+            "gateway.max_n",
+            format!("must be between 1 and {MAX_N}"),
+        ));
+    }
+    if !(1..=MAX_OUTPUT_TOKENS_LIMIT).contains(&raw.max_output_tokens) {
+        return Err(ConfigError::at(
+            "gateway.max_output_tokens",
+            format!("must be between 1 and {MAX_OUTPUT_TOKENS_LIMIT}"),
+        ));
+    }
     Ok(Gateway {
         auth,
         admin,
         cors,
         max_body_bytes: raw.max_body_bytes,
+        max_n: raw.max_n,
+        max_output_tokens: raw.max_output_tokens,
     })
 }
 
@@ -554,6 +574,26 @@ fn build_failover(raw: &RawFailover) -> Result<Failover, ConfigError> {
     }
     Ok(f)
 }
+
+/// Request fields that change what a provider bills, stores or routes to (OpenAI's
+/// `service_tier`, `store` and `metadata`; OpenRouter's `models`, `provider`, `route`,
+/// `transforms` and `plugins`). A client's are withheld from every provider whose
+/// `pass_fields` does not name them; any other field passes as the client wrote it.
+pub const GUARDED_FIELDS: [&str; 8] = [
+    "service_tier",
+    "store",
+    "metadata",
+    "models",
+    "provider",
+    "route",
+    "transforms",
+    "plugins",
+];
+
+/// The highest `gateway.max_n` accepted.
+const MAX_N: u64 = 128;
+/// The highest `gateway.max_output_tokens` accepted.
+const MAX_OUTPUT_TOKENS_LIMIT: u64 = 10_000_000;
 
 /// The longest timeout or cooldown the configuration accepts (one hour).
 const MAX_WAIT_MS: u64 = 3_600_000;
@@ -779,6 +819,18 @@ fn build_provider(
         entry.tpd = tpd.or(entry.tpd);
         entry.max_output_tokens = max_output_tokens.or(entry.max_output_tokens);
     }
+    for (i, field) in raw.pass_fields.iter().enumerate() {
+        if !GUARDED_FIELDS.contains(&field.as_str()) {
+            return Err(ConfigError::at(
+                at(&format!(".pass_fields[{i}]")),
+                format!(
+                    "`{}` is not a guarded field (fields other than these pass anyway): {}",
+                    field.chars().take(64).collect::<String>(),
+                    GUARDED_FIELDS.join(", ")
+                ),
+            ));
+        }
+    }
     Ok(Provider {
         dialect: preset.map_or(RateLimitDialect::OpenAi, |p| p.dialect),
         name,
@@ -787,6 +839,7 @@ fn build_provider(
         max_tokens_field,
         keys,
         limits,
+        pass_fields: raw.pass_fields,
     })
 }
 

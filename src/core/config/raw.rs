@@ -36,6 +36,13 @@ pub struct RawGateway {
     /// The largest request body accepted, in bytes.
     #[serde(default = "default_max_body")]
     pub max_body_bytes: u64,
+    /// The most choices (`n`) one chat request may ask for.
+    #[serde(default = "default_max_n")]
+    pub max_n: u64,
+    /// The largest output-token limit (`max_tokens`, `max_completion_tokens`) a chat request
+    /// may ask for.
+    #[serde(default = "default_max_output_tokens")]
+    pub max_output_tokens: u64,
 }
 
 impl Default for RawGateway {
@@ -46,6 +53,8 @@ impl Default for RawGateway {
             admin_keys_secret: default_admin_secret(),
             cors_origins: Vec::new(),
             max_body_bytes: default_max_body(),
+            max_n: default_max_n(),
+            max_output_tokens: default_max_output_tokens(),
         }
     }
 }
@@ -65,6 +74,14 @@ fn default_admin_secret() -> String {
 /// 1 MiB: far above any chat request a browser or SDK sends, far below the runtime's limit.
 fn default_max_body() -> u64 {
     1 << 20
+}
+
+fn default_max_n() -> u64 {
+    8
+}
+
+fn default_max_output_tokens() -> u64 {
+    131_072
 }
 
 /// Thresholds of the fast/slow classifier; each defaults as `Classifier::default` says.
@@ -106,6 +123,10 @@ pub struct RawProvider {
     /// Per-model rate limits, overriding the preset's defaults.
     #[serde(default)]
     pub limits: BTreeMap<String, RawLimits>,
+    /// Guarded request fields (billing, storage, routing: see `adapt::GUARDED`) that this
+    /// provider may receive from clients.
+    #[serde(default)]
+    pub pass_fields: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
