@@ -28,6 +28,8 @@ pub enum RouterError {
     },
     /// The body is larger than the configured limit.
     BodyTooLarge { limit: u64 },
+    /// The body did not arrive within the configured time.
+    BodyTimeout { ms: u64 },
     /// The body is declared as something other than JSON.
     UnsupportedMediaType { content_type: String },
     /// No gateway key, or one that is not accepted.
@@ -93,6 +95,7 @@ impl RouterError {
             | RouterError::InvalidRequest { .. }
             | RouterError::Unsupported { .. } => 400,
             RouterError::BodyTooLarge { .. } => 413,
+            RouterError::BodyTimeout { .. } => 408,
             RouterError::UnsupportedMediaType { .. } => 415,
             RouterError::Unauthorized { .. } => 401,
             RouterError::OriginNotAllowed { .. } => 403,
@@ -117,6 +120,7 @@ impl RouterError {
             | RouterError::InvalidJson { .. }
             | RouterError::InvalidRequest { .. }
             | RouterError::BodyTooLarge { .. }
+            | RouterError::BodyTimeout { .. }
             | RouterError::UnsupportedMediaType { .. }
             | RouterError::Unauthorized { .. }
             | RouterError::ModelNotFound { .. }
@@ -144,6 +148,7 @@ impl RouterError {
             RouterError::InvalidJson { .. } => "invalid_json",
             RouterError::InvalidRequest { code, .. } => code,
             RouterError::BodyTooLarge { .. } => "request_too_large",
+            RouterError::BodyTimeout { .. } => "request_timeout",
             RouterError::UnsupportedMediaType { .. } => "unsupported_media_type",
             RouterError::Unauthorized { presented: false } => "missing_api_key",
             RouterError::Unauthorized { presented: true } => "invalid_api_key",
@@ -191,6 +196,9 @@ impl RouterError {
             RouterError::InvalidRequest { message, .. } => message.clone(),
             RouterError::BodyTooLarge { limit } => {
                 format!("The request body is larger than this router accepts ({limit} bytes).")
+            }
+            RouterError::BodyTimeout { ms } => {
+                format!("The request body did not arrive within {ms} ms.")
             }
             RouterError::UnsupportedMediaType { content_type } => format!(
                 "Unsupported content-type `{content_type}`; send the body as application/json."
@@ -334,6 +342,7 @@ mod tests {
                 code: "invalid_type",
             },
             RouterError::BodyTooLarge { limit: 10 },
+            RouterError::BodyTimeout { ms: 10 },
             RouterError::UnsupportedMediaType {
                 content_type: "text/plain".into(),
             },

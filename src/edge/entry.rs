@@ -59,7 +59,7 @@ async fn fetch(req: web_sys::Request, env: Env, ctx: Context) -> worker::Result<
         Err(err) => {
             if let Some(body) = unread_body {
                 if declared_len.is_none_or(|l| l <= DRAIN_LIMIT) {
-                    http::drain(body, DRAIN_LIMIT).await;
+                    http::drain(body, DRAIN_LIMIT, DRAIN_MS).await;
                 }
             }
             explain.push(("content-type", "application/json".to_owned()));
@@ -205,19 +205,26 @@ async fn read_body(
     declared: Option<u64>,
     config: &Config,
 ) -> Result<Vec<u8>, RouterError> {
+    let ms = config.gateway.body_timeout_ms;
     if declared.is_some() {
-        return http::read_whole(req).await;
+        return http::read_whole(req, ms).await;
     }
     let limit = config.gateway.max_body_bytes;
     let cap = usize::try_from(limit).unwrap_or(usize::MAX);
-    http::read_capped(req.body(), cap, cap.max(DRAIN_LIMIT))
+    http::read_capped(req.body(), cap, cap.max(DRAIN_LIMIT), ms)
         .await?
-        .map_err(|()| RouterError::BodyTooLarge { limit })
+        .map_err(|unread| match unread {
+            http::Unread::TooLarge => RouterError::BodyTooLarge { limit },
+            http::Unread::Late => RouterError::BodyTimeout { ms },
+        })
 }
 
 /// The largest unread request body drained before an error answer; a larger one (a 413 by
 /// `content-length`) is left to the connection.
 const DRAIN_LIMIT: usize = 1 << 20;
+/// How long an unread body is drained at most: a client that trickles it (one without a key
+/// included) holds the invocation no longer.
+const DRAIN_MS: u64 = 1_000;
 
 /// `GET /v1/router/status`: the books of every organization of every provider that tracks
 /// limits (one call to each bank), the leases out, and what this isolate holds.

@@ -33,7 +33,10 @@ extern "C" {
         body: Option<web_sys::ReadableStream>,
         cap: f64,
         drain_to: f64,
+        ms: f64,
     ) -> js_sys::Promise;
+    #[wasm_bindgen(js_name = readWhole)]
+    fn read_whole_js(req: &web_sys::Request, ms: f64) -> js_sys::Promise;
 }
 
 /// Milliseconds since the epoch, from the router's clock: the runtime's, moved forward by a
@@ -104,43 +107,62 @@ pub fn respond(
     respond_js(status, upstream, &ours, body).map_err(|_| internal("building a response"))
 }
 
-/// Reads a body stream until its end or until more than `cap` bytes arrived: `Ok(bytes)`, or
-/// `Err(())` when the body is longer than `cap`. Past `cap`, nothing more is kept, but the rest
-/// is read and discarded until `drain_to` bytes in all (see [`drain`]); with `drain_to` at
-/// `cap` the rest is left unread. A missing body reads as empty.
+/// Why a body was not read whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unread {
+    /// It is longer than the cap.
+    TooLarge,
+    /// It did not arrive within the time given.
+    Late,
+}
+
+/// Reads a body while it stays within `cap` bytes and arrives within `ms`: its bytes, or why
+/// not. Past the cap, the rest is read and dropped up to `drain_to` bytes in all (see
+/// [`drain`]).
 pub async fn read_capped(
     body: Option<web_sys::ReadableStream>,
     cap: usize,
     drain_to: usize,
-) -> Result<Result<Vec<u8>, ()>, RouterError> {
-    let read = JsFuture::from(read_capped_js(body, cap as f64, drain_to as f64))
+    ms: u64,
+) -> Result<Result<Vec<u8>, Unread>, RouterError> {
+    let read = JsFuture::from(read_capped_js(body, cap as f64, drain_to as f64, ms as f64))
         .await
         .map_err(|_| internal("reading a body"))?;
+    bytes_of(read)
+}
+
+/// Reads a request body whose `content-length` is known to be within the limit, in one call,
+/// if it arrives within `ms`.
+pub async fn read_whole(req: &web_sys::Request, ms: u64) -> Result<Vec<u8>, RouterError> {
+    let read = JsFuture::from(read_whole_js(req, ms as f64))
+        .await
+        .map_err(|_| internal("reading the body"))?;
+    match bytes_of(read)? {
+        Ok(bytes) => Ok(bytes),
+        Err(_) => Err(RouterError::BodyTimeout { ms }),
+    }
+}
+
+/// A body read's result, from the runtime: bytes, `null` (too large) or `"late"`.
+fn bytes_of(read: JsValue) -> Result<Result<Vec<u8>, Unread>, RouterError> {
     if read.is_null() {
-        return Ok(Err(()));
+        return Ok(Err(Unread::TooLarge));
+    }
+    if read.is_string() {
+        return Ok(Err(Unread::Late));
     }
     read.dyn_into::<js_sys::Uint8Array>()
         .map(|bytes| Ok(bytes.to_vec()))
         .map_err(|_| internal("reading a body"))
 }
 
-/// Reads a request body whose `content-length` is known to be within the limit, in one call.
-pub async fn read_whole(req: &web_sys::Request) -> Result<Vec<u8>, RouterError> {
-    let promise = req
-        .array_buffer()
-        .map_err(|_| internal("reading the body"))?;
-    let buffer = JsFuture::from(promise)
-        .await
-        .map_err(|_| internal("reading the body"))?;
-    Ok(js_sys::Uint8Array::new(&buffer).to_vec())
-}
-
-/// Reads and discards an unread request body of up to `cap` bytes. Answering a POST before
-/// its body is read can close the connection under the client while it is still sending
-/// (EPIPE instead of the error); draining lets the client read the answer.
-pub async fn drain(body: web_sys::ReadableStream, cap: usize) {
+/// Reads and discards an unread request body of up to `cap` bytes, for at most `ms`.
+/// Answering a POST before its body is read can close the connection under the client while it
+/// is still sending (EPIPE instead of the error); draining lets the client read the answer. A
+/// client that trickles its body gets no more than `ms` of the invocation.
+pub async fn drain(body: web_sys::ReadableStream, cap: usize, ms: u64) {
     if !body.locked() {
-        let _ = read_capped(Some(body), cap, cap).await;
+        let _ = read_capped(Some(body), cap, cap, ms).await;
     }
 }
 
@@ -266,16 +288,20 @@ mod tests {
 
     #[wasm_bindgen_test]
     async fn read_capped_keeps_at_most_the_cap() {
-        let all = read_capped(Some(stream_of("0123456789")), 10, 10)
+        let all = read_capped(Some(stream_of("0123456789")), 10, 10, 1_000)
             .await
             .unwrap();
         assert_eq!(all.unwrap(), b"0123456789");
-        let over = read_capped(Some(stream_of("0123456789")), 9, 9)
+        let over = read_capped(Some(stream_of("0123456789")), 9, 9, 1_000)
             .await
             .unwrap();
-        assert_eq!(over, Err(()));
-        let none = read_capped(None, 9, 9).await.unwrap();
+        assert_eq!(over, Err(Unread::TooLarge));
+        let none = read_capped(None, 9, 9, 1_000).await.unwrap();
         assert_eq!(none.unwrap(), b"");
+        // A body that never ends is given up after its time.
+        let never = web_sys::ReadableStream::new().unwrap();
+        let late = read_capped(Some(never), 9, 9, 20).await.unwrap();
+        assert_eq!(late, Err(Unread::Late));
     }
 
     /// A configuration as wrangler.toml gives it, and the environment around it.

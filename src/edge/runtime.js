@@ -241,13 +241,42 @@ function endsWithDone(bytes) {
   return text.endsWith("data: [DONE]") || text.endsWith("data:[DONE]");
 }
 
-// Reads a body to its end while it stays within `cap` bytes: resolves to its bytes; to null
-// when it is longer (the rest is then read and dropped up to `drainTo` bytes in all, so that a
-// client still sending can read the answer on a connection in order); to undefined when it
-// cannot be read. No body reads as empty.
-export async function readCapped(body, cap, drainTo) {
-  if (!body) return new Uint8Array(0);
+// What a body read resolves to when the body has not arrived by its time limit.
+const LATE = "late";
+
+// `read` (a promise), or LATE once `ms` have passed, when `giveUp` is called.
+function within(read, ms, giveUp) {
+  let timer;
+  const late = new Promise((resolve) => {
+    timer = setTimeout(() => {
+      giveUp();
+      resolve(LATE);
+    }, ms);
+  });
+  return Promise.race([read, late]).finally(() => clearTimeout(timer));
+}
+
+// A request body whose length is known, in one call: its bytes, or LATE when it has not
+// arrived within `ms` (a client trickling it holds no invocation longer than that).
+export function readWhole(req, ms) {
+  return within(
+    req.arrayBuffer().then((b) => new Uint8Array(b)),
+    ms,
+    () => req.body?.cancel().catch(() => {}),
+  );
+}
+
+// Reads a body to its end while it stays within `cap` bytes, within `ms`: resolves to its
+// bytes; to null when it is longer (the rest is then read and dropped up to `drainTo` bytes in
+// all, so that a client still sending can read the answer on a connection in order); to LATE
+// when it has not ended in time; to undefined when it cannot be read. No body reads as empty.
+export function readCapped(body, cap, drainTo, ms) {
+  if (!body) return Promise.resolve(new Uint8Array(0));
   const reader = body.getReader();
+  return within(readUpTo(reader, cap, drainTo), ms, () => reader.cancel().catch(() => {}));
+}
+
+async function readUpTo(reader, cap, drainTo) {
   const chunks = [];
   let size = 0;
   try {

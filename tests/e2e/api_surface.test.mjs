@@ -1,6 +1,7 @@
 // The router's face: models, embeddings, health, preflight, auth, and every kind of bad input.
 import { after, before, beforeEach, describe, test } from "node:test";
 import assert from "node:assert/strict";
+import http from "node:http";
 import {
   GATEWAY_KEY,
   readError,
@@ -217,6 +218,44 @@ describe("bad input gets a 4xx in the OpenAI format and never reaches a provider
       }
     }
     noUpstreamCalls();
+  });
+
+  test("a body that trickles in is cut off: 408 for a client with a key, the refusal at once for one without", async (t) => {
+    const own = await startTwoProviders({ gateway: { body_timeout_ms: 300 } });
+    t.after(() => own.close());
+    // Sends the headers and the first bytes of a body that never ends, over a raw connection;
+    // resolves with the status the router answers (or "none" if it never does).
+    const trickle = (headers) =>
+      new Promise((resolve, reject) => {
+        const url = new URL(`${own.router.url}/v1/chat/completions`);
+        const req = http.request({ host: url.hostname, port: url.port, path: url.pathname, method: "POST", headers: { "content-type": "application/json", ...headers } });
+        const giveUp = setTimeout(() => {
+          req.destroy();
+          resolve("none");
+        }, 8_000);
+        req.on("response", (res) => {
+          clearTimeout(giveUp);
+          const parts = [];
+          res.on("data", (c) => parts.push(c));
+          res.on("end", () => {
+            req.destroy();
+            resolve({ status: res.statusCode, body: Buffer.concat(parts).toString() });
+          });
+        });
+        req.on("error", (e) => (e.code === "ECONNRESET" ? null : reject(e)));
+        req.write('{"model":"fast","messages":[');
+      });
+    const withKey = await trickle({ authorization: `Bearer ${GATEWAY_KEY}`, "content-length": "100" });
+    assert.notEqual(withKey, "none", "the router never answered a client with a key trickling its body");
+    assert.equal(withKey.status, 408);
+    assert.equal(JSON.parse(withKey.body).error.code, "request_timeout");
+    const chunked = await trickle({ authorization: `Bearer ${GATEWAY_KEY}`, "transfer-encoding": "chunked" });
+    assert.equal(chunked.status, 408);
+    // Without a key: the 401 comes once the drain's own time is up, whatever the client does.
+    const noKey = await trickle({ "transfer-encoding": "chunked" });
+    assert.notEqual(noKey, "none", "the router never answered a client without a key trickling its body");
+    assert.equal(noKey.status, 401);
+    assert.equal(own.groq.calls.length + own.together.calls.length, 0);
   });
 
   test("an unknown path is a 404 and a wrong method a 405 with allow", async () => {

@@ -328,6 +328,8 @@ pub struct Gateway {
     pub admin: GatewayAuth,
     pub cors: CorsOrigins,
     pub max_body_bytes: u64,
+    /// How long a request body may take to arrive.
+    pub body_timeout_ms: u64,
     /// The most choices (`n`) one chat request may ask for.
     pub max_n: u64,
     /// The largest output-token limit a chat request may ask for.
@@ -483,6 +485,12 @@ fn build_gateway(
             format!("must be between 1 and {MAX_BODY_LIMIT}"),
         ));
     }
+    if !(1..=MAX_WAIT_MS).contains(&raw.body_timeout_ms) {
+        return Err(ConfigError::at(
+            "gateway.body_timeout_ms",
+            format!("must be between 1 and {MAX_WAIT_MS}"),
+        ));
+    }
     if !(1..=MAX_N).contains(&raw.max_n) {
         return Err(ConfigError::at(
             "gateway.max_n",
@@ -500,6 +508,7 @@ fn build_gateway(
         admin,
         cors,
         max_body_bytes: raw.max_body_bytes,
+        body_timeout_ms: raw.body_timeout_ms,
         max_n: raw.max_n,
         max_output_tokens: raw.max_output_tokens,
     })

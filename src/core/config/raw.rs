@@ -36,6 +36,9 @@ pub struct RawGateway {
     /// The largest request body accepted, in bytes.
     #[serde(default = "default_max_body")]
     pub max_body_bytes: u64,
+    /// How long a request body may take to arrive, in milliseconds.
+    #[serde(default = "default_body_timeout_ms")]
+    pub body_timeout_ms: u64,
     /// The most choices (`n`) one chat request may ask for.
     #[serde(default = "default_max_n")]
     pub max_n: u64,
@@ -53,6 +56,7 @@ impl Default for RawGateway {
             admin_keys_secret: default_admin_secret(),
             cors_origins: Vec::new(),
             max_body_bytes: default_max_body(),
+            body_timeout_ms: default_body_timeout_ms(),
             max_n: default_max_n(),
             max_output_tokens: default_max_output_tokens(),
         }
@@ -74,6 +78,10 @@ fn default_admin_secret() -> String {
 /// 1 MiB: far above any chat request a browser or SDK sends, far below the runtime's limit.
 fn default_max_body() -> u64 {
     1 << 20
+}
+
+fn default_body_timeout_ms() -> u64 {
+    10_000
 }
 
 fn default_max_n() -> u64 {
