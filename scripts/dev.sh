@@ -9,7 +9,7 @@ bash scripts/setup.sh
 
 port="${PORT:-8787}"
 if [ ! -f .dev.vars ]; then
-  step "no .dev.vars: the router starts, and requests will name the secret to set"
+  step "no .dev.vars: the router starts; requests answer 503 and its log names the secret to set"
   echo "    cp .dev.vars.example .dev.vars   # then put your provider keys in it"
 fi
 step "starting the router on http://127.0.0.1:$port (Ctrl-C stops it); try:"

@@ -4,7 +4,7 @@
 
 use sha2::{Digest, Sha256};
 
-use super::config::GatewayAuth;
+use super::config::{decode_hex32, GatewayAuth};
 use super::error::RouterError;
 
 /// Checks the client's `Authorization` header against the configured gateway keys.
@@ -37,6 +37,25 @@ pub fn check(auth: &GatewayAuth, authorization: Option<&str>) -> Result<(), Rout
     } else {
         Err(RouterError::Unauthorized { presented: true })
     }
+}
+
+/// Whether `authorization` carries a key whose SHA-256 is among `hashes` (hex, separated by
+/// commas or whitespace; unreadable entries are skipped): the admin check for when the
+/// configuration itself could not be read.
+pub fn admits(hashes: &str, authorization: Option<&str>) -> bool {
+    let hashes: Vec<[u8; 32]> = hashes
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .filter_map(decode_hex32)
+        .collect();
+    !hashes.is_empty()
+        && check(
+            &GatewayAuth::Keys {
+                secret: String::new(),
+                hashes,
+            },
+            authorization,
+        )
+        .is_ok()
 }
 
 /// The token of `Bearer <token>` (scheme case-insensitive), if non-empty.
@@ -118,6 +137,16 @@ mod tests {
         for (header, want) in cases {
             assert_eq!(&check(&auth, *header), want, "{header:?}");
         }
+    }
+
+    #[test]
+    fn admits_reads_hashes_as_the_secret_holds_them() {
+        let hashes = format!("junk, {}\n{}", hash_hex("sk-a"), hash_hex("sk-b"));
+        assert!(admits(&hashes, Some("Bearer sk-a")));
+        assert!(admits(&hashes, Some("Bearer sk-b")));
+        assert!(!admits(&hashes, Some("Bearer sk-c")));
+        assert!(!admits(&hashes, None));
+        assert!(!admits("", Some("Bearer sk-a")));
     }
 
     #[test]

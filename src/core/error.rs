@@ -282,12 +282,55 @@ impl RouterError {
         }
     }
 
+    /// Whether the message speaks of the operator's setup (the configuration's paths, the names
+    /// of the router's secrets): told in full only to admin callers and in local development,
+    /// and always in the log.
+    pub fn is_operators(&self) -> bool {
+        matches!(
+            self,
+            RouterError::InvalidConfig { .. }
+                | RouterError::MissingSecret { .. }
+                | RouterError::UpstreamAuth { .. }
+        )
+    }
+
+    /// The message anyone may read: for the operator's errors, one that says where the detail
+    /// is without giving it.
+    pub fn public_message(&self) -> String {
+        match self {
+            RouterError::InvalidConfig { .. } => "The router's configuration is invalid; its \
+                operator finds where in the router's log (or in this answer with an admin key)."
+                .to_owned(),
+            RouterError::MissingSecret { .. } => "The router is missing a secret; its operator \
+                finds which in the router's log (or in this answer with an admin key)."
+                .to_owned(),
+            RouterError::UpstreamAuth { status, .. } => format!(
+                "The upstream provider refused the router's own API key (HTTP {status}); its \
+                 operator finds which in the router's log."
+            ),
+            _ => self.message(),
+        }
+    }
+
+    /// The OpenAI-format JSON body, with the full message when `detailed` (see
+    /// [`RouterError::is_operators`]).
+    pub fn to_json_for(&self, detailed: bool) -> String {
+        if detailed {
+            self.to_json()
+        } else {
+            self.render(&self.public_message())
+        }
+    }
+
     /// The OpenAI-format JSON body.
     pub fn to_json(&self) -> String {
-        let message = self.message();
+        self.render(&self.message())
+    }
+
+    fn render(&self, message: &str) -> String {
         let envelope = Envelope {
             error: Body {
-                message: &message,
+                message,
                 kind: self.kind(),
                 param: self.param(),
                 code: self.code(),
@@ -459,6 +502,37 @@ mod tests {
             allow: "POST",
         };
         assert_eq!(e.headers(), vec![("allow", "POST".to_owned())]);
+    }
+
+    #[test]
+    fn the_operators_errors_say_where_the_detail_is_without_giving_it() {
+        for err in [
+            RouterError::InvalidConfig {
+                path: "providers.groq.keys[0].secret".into(),
+                detail: "GROQ_KEY_1 is odd".into(),
+            },
+            RouterError::MissingSecret {
+                names: vec!["GROQ_KEY_1".into()],
+            },
+            RouterError::UpstreamAuth {
+                status: 401,
+                secret: "GROQ_KEY_1".into(),
+            },
+        ] {
+            assert!(err.is_operators());
+            let public = err.to_json_for(false);
+            assert!(!public.contains("GROQ_KEY_1"), "{public}");
+            assert!(!public.contains("providers."), "{public}");
+            assert!(public.contains("log"), "{public}");
+            assert_eq!(err.to_json_for(true), err.to_json());
+            assert!(err.to_json().contains("GROQ_KEY_1"));
+            // Same status and code either way: a client can still tell what went wrong.
+            let v: serde_json::Value = serde_json::from_str(&public).unwrap();
+            assert_eq!(v["error"]["code"], err.code().unwrap());
+        }
+        let other = RouterError::UpstreamTimeout;
+        assert!(!other.is_operators());
+        assert_eq!(other.to_json_for(false), other.to_json());
     }
 
     #[test]

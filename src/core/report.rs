@@ -90,9 +90,7 @@ pub fn log_line(
     };
     let failure = request.failure;
     let message = match failure {
-        Some(err @ (RouterError::InvalidConfig { .. } | RouterError::MissingSecret { .. })) => {
-            Some(err.message())
-        }
+        Some(err) if err.is_operators() => Some(err.message()),
         _ => None,
     };
     let line = Line {

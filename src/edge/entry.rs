@@ -11,7 +11,7 @@ use worker::{event, web_sys, Context, Env};
 use super::attempts::{self, now_ms, Reply};
 use super::http;
 use super::quota as bank;
-use crate::core::config::Config;
+use crate::core::config::{Config, ADMIN_KEYS_SECRET, LOCAL_DEV_VAR};
 use crate::core::endpoint::{self, Endpoint};
 use crate::core::error::RouterError;
 use crate::core::job::{self, ClientHeaders, Prepared};
@@ -64,7 +64,8 @@ async fn fetch(req: web_sys::Request, env: Env, ctx: Context) -> worker::Result<
             }
             explain.push(("content-type", "application/json".to_owned()));
             explain.extend(err.headers());
-            (fixed(err.status(), &err.to_json()), Some(err))
+            let detailed = !err.is_operators() || operator_asks(&env, headers);
+            (fixed(err.status(), &err.to_json_for(detailed)), Some(err))
         }
     };
     let total_ms = now_ms().saturating_sub(started);
@@ -217,6 +218,21 @@ async fn read_body(
             http::Unread::TooLarge => RouterError::BodyTooLarge { limit },
             http::Unread::Late => RouterError::BodyTimeout { ms },
         })
+}
+
+/// Whether the caller may read the operator's own errors in full: in local development
+/// (`ROUTER_LOCAL_DEV=1`), or with an admin key (checked against the admin secret as stored
+/// even when the configuration itself is broken). Anyone else reads where to find them.
+fn operator_asks(env: &Env, headers: Lines<'_>) -> bool {
+    let var = |name: &str| env.secret(name).ok().map(|v| v.to_string());
+    if var(LOCAL_DEV_VAR).is_some_and(|v| v.trim() == "1") {
+        return true;
+    }
+    let authorization = headers.get("authorization");
+    match config(env).as_ref() {
+        Ok(config) => auth::check(&config.gateway.admin, authorization).is_ok(),
+        Err(_) => var(ADMIN_KEYS_SECRET).is_some_and(|h| auth::admits(&h, authorization)),
+    }
 }
 
 /// The largest unread request body drained before an error answer; a larger one (a 413 by

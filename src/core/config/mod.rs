@@ -607,6 +607,9 @@ const MAX_OUTPUT_TOKENS_LIMIT: u64 = 10_000_000;
 /// The longest timeout or cooldown the configuration accepts (one hour).
 const MAX_WAIT_MS: u64 = 3_600_000;
 
+/// The admin keys' secret unless `gateway.admin_keys_secret` names another.
+pub const ADMIN_KEYS_SECRET: &str = "ADMIN_KEY_HASHES";
+
 /// The var that marks a local-development run (`.dev.vars`, read by `wrangler dev` only): the
 /// example key hashes of `.dev.vars.example` are accepted only there.
 pub const LOCAL_DEV_VAR: &str = "ROUTER_LOCAL_DEV";
@@ -651,7 +654,7 @@ fn parse_hashes(
         .collect()
 }
 
-fn decode_hex32(hex: &str) -> Option<[u8; 32]> {
+pub(crate) fn decode_hex32(hex: &str) -> Option<[u8; 32]> {
     let bytes = hex.as_bytes();
     if bytes.len() != 64 {
         return None;

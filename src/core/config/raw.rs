@@ -72,7 +72,7 @@ fn default_keys_secret() -> String {
 }
 
 fn default_admin_secret() -> String {
-    "ADMIN_KEY_HASHES".to_owned()
+    super::ADMIN_KEYS_SECRET.to_owned()
 }
 
 /// 1 MiB: far above any chat request a browser or SDK sends, far below the runtime's limit.
