@@ -1,0 +1,280 @@
+// Behaviours that README.md and docs/*.md promise, each checked from outside: what a client got
+// and what the fake upstreams received. Each test is named after the promise and starts its own
+// router (and fakes), so none depends on another's state or on their order. Nothing sleeps past
+// a timer: the router's test clock moves time forward, and effects that come after a response
+// (`wait_until`) are polled for, in bounded loops.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
+import { GATEWAY_HASH, GATEWAY_KEY, readError, startFakeUpstream, startRouter } from "./harness.mjs";
+
+const ADMIN_KEY = "sk-admin-documented-4242";
+const ADMIN_HASH = createHash("sha256").update(ADMIN_KEY).digest("hex");
+/** The provider keys of this file's routers, by secret name. */
+const KEYS = {
+  GROQ_A: "gsk-documented-a-1111",
+  GROQ_B: "gsk-documented-b-2222",
+  GROQ_C: "gsk-documented-c-3333",
+  TOGETHER_KEY: "tg-documented-4444",
+  FIREWORKS_KEY: "fw-documented-5555",
+};
+const FAST = "llama-3.1-8b-instant";
+
+const json = (body, status = 200, headers = {}) => ({
+  status,
+  headers: { "content-type": "application/json", ...headers },
+  body: typeof body === "string" ? body : JSON.stringify(body),
+});
+const completion = (who, usage = { prompt_tokens: 5, completion_tokens: 1, total_tokens: 6 }) =>
+  json({ id: who, object: "chat.completion", choices: [{ index: 0, message: { role: "assistant", content: who }, finish_reason: "stop" }], usage });
+const serverError = () => json({ error: { message: "The server had an error" } }, 500);
+const tooMany = (seconds) =>
+  json({ error: { message: "Rate limit reached on requests per minute (RPM)", type: "requests", code: "rate_limit_exceeded" } }, 429, { "retry-after": String(seconds) });
+const sse = (body, extra = {}) => ({ status: 200, headers: { "content-type": "text/event-stream" }, body, ...extra });
+const event = (data) => `data: ${typeof data === "string" ? data : JSON.stringify(data)}\n\n`;
+const chunk = (content) => ({ id: "s", object: "chat.completion.chunk", choices: [{ index: 0, delta: { content } }], usage: null });
+
+/** The secret name of the key a call carried. */
+const keyOf = (call) => Object.entries(KEYS).find(([, v]) => call.headers.authorization === `Bearer ${v}`)?.[0];
+
+/** Starts a router on `config` with this file's keys and the gateway and admin hashes; stopped (with the leak check) when the test ends. */
+async function routerFor(t, config, { clock = false, persistDir, extra = {} } = {}) {
+  const router = await startRouter(
+    { ROUTER_CONFIG: config, GATEWAY_KEY_HASHES: GATEWAY_HASH, ADMIN_KEY_HASHES: ADMIN_HASH, ...KEYS, ...extra },
+    { clock, persistDir, secrets: [ADMIN_KEY] },
+  );
+  let disposed = false;
+  t.after(() => (disposed ? undefined : router.dispose()));
+  return Object.assign(router, {
+    /** Disposes now (for a restart); the test's end then leaves it alone. */
+    async stop() {
+      disposed = true;
+      await router.dispose();
+    },
+  });
+}
+
+/** A fake upstream, closed when the test ends. */
+async function fake(t, answer) {
+  const f = await startFakeUpstream({ maxRequests: 200 });
+  if (answer) f.answer(answer);
+  t.after(() => f.close());
+  return f;
+}
+
+function post(router, path, body, headers = {}) {
+  return router.fetch(path, {
+    method: "POST",
+    headers: { "content-type": "application/json", authorization: `Bearer ${GATEWAY_KEY}`, ...headers },
+    body: JSON.stringify(body),
+  });
+}
+
+const chat = (router, body = {}, headers = {}) =>
+  post(router, "/v1/chat/completions", { model: "fast", messages: [{ role: "user", content: "hi" }], ...body }, headers);
+
+async function status(router) {
+  const res = await router.fetch("/v1/router/status", { headers: { authorization: `Bearer ${ADMIN_KEY}` } });
+  assert.equal(res.status, 200, await res.clone().text());
+  return res.json();
+}
+
+/**
+ * Polls `probe` (sync or async) until it returns a truthy value, at most `tries` times 20 ms
+ * apart: for what the router does after its response (`wait_until`). Fails with `label`.
+ */
+async function eventually(label, probe, { tries = 250 } = {}) {
+  let last;
+  for (let i = 0; i < tries; i++) {
+    last = await probe();
+    if (last) return last;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  assert.fail(`${label}: never happened`);
+}
+
+/**
+ * The router's own JSON log lines among `logs`, as objects. Miniflare may wrap a line in a
+ * log record (or its text in an array of arguments): the line is unwrapped from it.
+ */
+function logEvents(logs, name) {
+  const out = [];
+  for (const raw of logs) {
+    let v;
+    try {
+      v = JSON.parse(raw);
+    } catch {
+      continue;
+    }
+    for (let i = 0; i < 4 && v && typeof v === "object" && v.event === undefined; i++) {
+      const inner = v.message ?? v.msg ?? v.args?.[0] ?? v.data;
+      try {
+        v = typeof inner === "string" ? JSON.parse(inner) : inner;
+      } catch {
+        v = undefined;
+      }
+    }
+    if (v && typeof v === "object" && (name === undefined || v.event === name)) out.push(v);
+  }
+  return out;
+}
+
+// 1. docs/failover.md ("An embeddings response carries the same ..."), README.md ("POST
+//    /v1/embeddings goes to the providers on the model's route that have embeddings, in order,
+//    with the same failover").
+test("embeddings fail over like chat: a 5xx or 429 from the first provider, the next one serves, and the x-router-* headers say so", async (t) => {
+  const together = await fake(t);
+  const fireworks = await fake(t);
+  const vector = (who) => json({ object: "list", model: who, data: [{ object: "embedding", index: 0, embedding: [0.5, 0.25] }] });
+  fireworks.answer(() => vector("fireworks"));
+  const router = await routerFor(t, {
+    providers: {
+      together: { base_url: together.baseUrl, keys: [{ id: "together-1", secret: "TOGETHER_KEY" }] },
+      fireworks: { base_url: fireworks.baseUrl, keys: [{ id: "fireworks-1", secret: "FIREWORKS_KEY" }] },
+    },
+    routes: { embed: ["together/BAAI/bge-base-en-v1.5", "fireworks/nomic-ai/nomic-embed-text-v1.5"] },
+  });
+  const embed = () => post(router, "/v1/embeddings", { model: "embed", input: ["hello", "world"] });
+
+  for (const [failure, outcome] of [
+    [() => json({ error: { message: "overloaded" } }, 503), "server_error"],
+    [() => tooMany(5), "rate_limited"],
+  ]) {
+    together.reset();
+    fireworks.reset();
+    together.answer(failure);
+    const res = await embed();
+    assert.equal(res.status, 200, outcome);
+    assert.equal((await res.json()).model, "fireworks");
+    assert.equal(together.calls.length, 1);
+    assert.equal(fireworks.calls.length, 1);
+    // Each provider got the body with its own model id, the input as the client sent it.
+    assert.deepEqual(JSON.parse(together.calls[0].body), { model: "BAAI/bge-base-en-v1.5", input: ["hello", "world"] });
+    assert.deepEqual(JSON.parse(fireworks.calls[0].body), { model: "nomic-ai/nomic-embed-text-v1.5", input: ["hello", "world"] });
+    assert.equal(together.calls[0].path, "/v1/embeddings");
+    assert.equal(fireworks.calls[0].path, "/v1/embeddings");
+    assert.equal(res.headers.get("x-router-provider"), "fireworks");
+    assert.equal(res.headers.get("x-router-model"), "nomic-ai/nomic-embed-text-v1.5");
+    assert.equal(res.headers.get("x-router-attempts"), "2");
+    assert.equal(res.headers.get("x-router-failover"), `together/BAAI/bge-base-en-v1.5@together-1=${outcome}`);
+    assert.match(res.headers.get("server-timing"), /^classify;dur=\d+, quota;dur=\d+, upstream;dur=\d+, router;dur=\d+$/);
+    // Not the classifier's headers, nor the quota ledger's: embeddings have neither.
+    for (const name of ["x-router-path", "x-router-reason", "x-router-quota", "x-router-quota-calls"]) {
+      assert.equal(res.headers.get(name), null, name);
+    }
+  }
+
+  // When both fail, the error carries the same headers: who was tried last, and every failure.
+  together.reset();
+  fireworks.reset();
+  together.answer(() => json({ error: { message: "overloaded" } }, 503));
+  fireworks.answer(() => json({ error: { message: "overloaded" } }, 502));
+  const res = await embed();
+  assert.equal(res.status, 502);
+  assert.equal((await readError(assert, res)).code, "upstream_failed");
+  assert.equal(res.headers.get("x-router-provider"), "fireworks");
+  assert.equal(res.headers.get("x-router-attempts"), "2");
+  assert.equal(
+    res.headers.get("x-router-failover"),
+    "together/BAAI/bge-base-en-v1.5@together-1=server_error, fireworks/nomic-ai/nomic-embed-text-v1.5@fireworks-1=server_error",
+  );
+});
+
+// 2. docs/failover.md and docs/quota.md: `x-router-quota` is `none` when "the provider tracks
+//    no limits for the model", and `x-router-quota-calls` counts the synchronous bank calls.
+test("a provider without tracked limits is booked nowhere: x-router-quota none, x-router-quota-calls 0, in the log line too", async (t) => {
+  const together = await fake(t, () => completion("together"));
+  const router = await routerFor(t, {
+    providers: { together: { base_url: together.baseUrl, keys: [{ id: "together-1", secret: "TOGETHER_KEY" }] } },
+    routes: { slow: ["together/meta-llama/Llama-3.3-70B-Instruct-Turbo"] },
+  });
+  for (let i = 0; i < 3; i++) {
+    const before = router.logs.length;
+    const res = await chat(router, { model: "slow" });
+    assert.equal(res.status, 200);
+    assert.equal((await res.json()).id, "together");
+    assert.equal(res.headers.get("x-router-quota"), "none");
+    assert.equal(res.headers.get("x-router-quota-calls"), "0");
+    const line = await eventually("the request's log line", () => logEvents(router.logs.slice(before), "request")[0]);
+    assert.equal(line.quota, "none");
+    assert.equal(line.quota_calls, 0);
+  }
+  assert.equal(together.calls.length, 3);
+  // Nothing to show on the status page: no provider tracks limits.
+  assert.deepEqual((await status(router)).providers, {});
+});
+
+// 3. docs/failover.md, "Circuit breaker": after `breaker_failures` failures in a row the circuit
+//    opens for `breaker_cooldown_ms`; then one request probes the provider: a success (or any
+//    answer that is no provider failure) closes it, another failure opens it again.
+test("after the breaker's cooldown one request probes the provider: a success closes the circuit, a failed probe opens it again at once", async (t) => {
+  const COOLDOWN = 10_000;
+  const together = await fake(t, serverError);
+  const router = await routerFor(
+    t,
+    {
+      failover: { breaker_failures: 2, breaker_cooldown_ms: COOLDOWN },
+      providers: { together: { base_url: together.baseUrl, keys: [{ id: "together-1", secret: "TOGETHER_KEY" }] } },
+      routes: { slow: ["together/m-t"] },
+    },
+    { clock: true },
+  );
+  const slow = () => chat(router, { model: "slow" });
+  const openCircuit = async () => {
+    const res = await slow();
+    assert.equal(res.status, 503);
+    assert.equal((await readError(assert, res)).code, "upstream_unavailable");
+    assert.equal(res.headers.get("x-router-attempts"), "0");
+    return Number(res.headers.get("retry-after"));
+  };
+
+  // Two failures in a row open the circuit; then the provider is skipped without a call.
+  for (let i = 0; i < 2; i++) assert.equal((await slow()).status, 502);
+  assert.equal(together.calls.length, 2);
+  const retry = await openCircuit();
+  assert.ok(retry >= 1 && retry <= COOLDOWN / 1000, `retry-after ${retry}`);
+  router.advance(COOLDOWN - 1_000);
+  await openCircuit();
+  assert.equal(together.calls.length, 2, "no call while the circuit is open");
+
+  // Past the cooldown one request probes. While the probe is out, others are still skipped.
+  router.advance(1_001);
+  let release;
+  const held = new Promise((r) => (release = r));
+  together.answer(() => ({ status: 200, headers: { "content-type": "application/json" }, body: [async () => (await held, completion("probe").body)] }));
+  const probe = slow();
+  await eventually("the probe reached the provider", () => together.calls.length === 3);
+  await openCircuit();
+  release();
+  const probed = await probe;
+  assert.equal(probed.status, 200);
+  assert.equal((await probed.json()).id, "probe");
+  assert.equal(together.calls.length, 3, "one call: the probe");
+
+  // The success closed the circuit: every request is sent again, and one failure no longer
+  // opens it (it takes breaker_failures in a row again).
+  together.answer(() => completion("together"));
+  for (let i = 0; i < 3; i++) assert.equal((await slow()).status, 200);
+  together.answer(serverError);
+  assert.equal((await slow()).status, 502);
+  together.answer(() => completion("together"));
+  assert.equal((await slow()).status, 200);
+  assert.equal(together.calls.length, 8);
+
+  // Open it again, let the cooldown pass, and fail the probe: one failure re-opens it at once,
+  // for another whole cooldown.
+  together.answer(serverError);
+  for (let i = 0; i < 2; i++) assert.equal((await slow()).status, 502);
+  await openCircuit();
+  router.advance(COOLDOWN + 1);
+  const failedProbe = await slow();
+  assert.equal(failedProbe.status, 502);
+  assert.equal(together.calls.length, 11);
+  together.answer(() => completion("together"));
+  const reopened = await openCircuit();
+  assert.ok(reopened > COOLDOWN / 1000 - 2 && reopened <= COOLDOWN / 1000, `retry-after ${reopened}`);
+  assert.equal(together.calls.length, 11, "the failed probe opened the circuit again");
+  router.advance(COOLDOWN + 1);
+  assert.equal((await slow()).status, 200, "the next probe succeeds and closes it");
+  assert.equal(together.calls.length, 12);
+});
