@@ -278,3 +278,50 @@ test("after the breaker's cooldown one request probes the provider: a success cl
   assert.equal((await slow()).status, 200, "the next probe succeeds and closes it");
   assert.equal(together.calls.length, 12);
 });
+
+// 4. docs/failover.md and src/edge/runtime.js (`handOn`): "A client that goes away aborts the
+//    upstream call". A real HTTP client (Node's fetch on the router's address) reads the start
+//    of a stream and aborts; the upstream, still streaming, sees its connection closed.
+test("a client that goes away mid-stream aborts the upstream call", async (t) => {
+  const groq = await fake(t);
+  let written = 0;
+  // A long answer, one chunk every 10 ms (the fake pauses between chunks): 20 s if nobody
+  // stops it. Each chunk counts as written when the fake hands it to its socket. The runtime
+  // learns that the client has gone only when what the router passes on can no longer be
+  // delivered, some tens of KiB later (see docs/failover.md): chunks of 1 KiB keep that short.
+  const TOKENS = 2_000;
+  const PAD = "x".repeat(1_000);
+  groq.answer(() =>
+    sse([
+      event(chunk("first")),
+      ...Array.from({ length: TOKENS }, (_, i) => () => {
+        // Once the router has hung up, the fake stops too (a promise that never settles holds
+        // no timer), so the test does not outlive the answer's 20 s.
+        if (groq.calls[0]?.aborted) return new Promise(() => {});
+        written++;
+        return event(chunk(` t${i} ${PAD}`));
+      }),
+      event("[DONE]"),
+    ]),
+  );
+  const router = await routerFor(t, {
+    providers: { groq: { base_url: groq.baseUrl, keys: [{ id: "groq-a", secret: "GROQ_A", org: "org-a" }], limits: { [FAST]: { rpm: 1000 } } } },
+    routes: { fast: [`groq/${FAST}`] },
+  });
+  const client = new AbortController();
+  const res = await fetch(`${router.url}/v1/chat/completions`, {
+    method: "POST",
+    headers: { "content-type": "application/json", authorization: `Bearer ${GATEWAY_KEY}` },
+    body: JSON.stringify({ model: "fast", stream: true, messages: [{ role: "user", content: "hi" }] }),
+    signal: client.signal,
+  });
+  assert.equal(res.status, 200);
+  const reader = res.body.getReader();
+  const { value } = await reader.read();
+  assert.match(new TextDecoder().decode(value), /^data: /);
+  client.abort();
+  await reader.read().catch(() => {});
+  await eventually("the upstream call was aborted", () => groq.calls[0]?.aborted, { tries: 500 });
+  assert.equal(groq.calls.length, 1);
+  assert.ok(written < TOKENS, `the upstream stopped early (${written} of ${TOKENS} chunks written)`);
+});
