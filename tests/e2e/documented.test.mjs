@@ -325,3 +325,58 @@ test("a client that goes away mid-stream aborts the upstream call", async (t) =>
   assert.equal(groq.calls.length, 1);
   assert.ok(written < TOKENS, `the upstream stopped early (${written} of ${TOKENS} chunks written)`);
 });
+
+// 5. docs/failover.md ("Streaming, and every other answer") and docs/errors.md ("An answer cut
+//    after its first byte"): a JSON answer of up to 256 KiB is read whole, so one the upstream
+//    cuts mid-way is a bad answer and fails over (the request's log line lists it); a longer
+//    one is already handed on, so the client's read fails instead of returning a short body,
+//    and the router logs `{"event":"answer_interrupted","provider":...}`.
+test("a JSON answer cut mid-way: under 256 KiB it fails over, over 256 KiB the client's read fails and answer_interrupted is logged", async (t) => {
+  const together = await fake(t);
+  const fireworks = await fake(t, () => completion("fireworks"));
+  const router = await routerFor(t, {
+    providers: {
+      together: { base_url: together.baseUrl, keys: [{ id: "together-1", secret: "TOGETHER_KEY" }] },
+      fireworks: { base_url: fireworks.baseUrl, keys: [{ id: "fireworks-1", secret: "FIREWORKS_KEY" }] },
+    },
+    routes: { slow: ["together/m-t", "fireworks/m-f"] },
+  });
+  const opening = '{"id":"together","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"';
+  const cutAfter = (parts) => ({ status: 200, headers: { "content-type": "application/json" }, body: parts, cut: true });
+
+  // A short answer, cut: nothing of it reached the client, the next provider served.
+  together.answer(() => cutAfter([opening, "x".repeat(2_000)]));
+  let before = router.logs.length;
+  const short = await chat(router, { model: "slow" });
+  assert.equal(short.status, 200);
+  assert.equal((await short.json()).id, "fireworks");
+  assert.equal(short.headers.get("x-router-failover"), "together/m-t@together-1=bad_answer");
+  const line = await eventually("the request's log line", () => logEvents(router.logs.slice(before), "request")[0]);
+  assert.equal(line.status, 200);
+  assert.deepEqual(
+    line.attempts.map((a) => [a.provider, a.key_id, a.outcome]),
+    [
+      ["together", "together-1", "bad_answer"],
+      ["fireworks", "fireworks-1", "success"],
+    ],
+  );
+  assert.deepEqual(logEvents(router.logs.slice(before), "answer_interrupted"), [], "nothing was handed on");
+
+  // A long answer (300 KiB before the cut): handed on from its start, then aborted.
+  together.reset();
+  fireworks.reset();
+  const KIB_64 = "y".repeat(64 * 1024);
+  together.answer(() => cutAfter([opening, KIB_64, KIB_64, KIB_64, KIB_64, KIB_64]));
+  before = router.logs.length;
+  const long = await chat(router, { model: "slow" });
+  assert.equal(long.status, 200, "the status went out with the answer's start");
+  assert.equal(long.headers.get("x-router-provider"), "together");
+  const read = long.text();
+  await assert.rejects(read, "the client's read fails rather than returning a short body");
+  assert.equal(fireworks.calls.length, 0, "after the first byte there is no failover");
+  const interrupted = await eventually("the answer_interrupted line", () => logEvents(router.logs.slice(before), "answer_interrupted")[0]);
+  assert.deepEqual(interrupted, { event: "answer_interrupted", provider: "together" });
+  const longLine = logEvents(router.logs.slice(before), "request")[0];
+  assert.equal(longLine.status, 200);
+  assert.deepEqual(longLine.attempts.map((a) => [a.provider, a.outcome]), [["together", "success"]]);
+});
