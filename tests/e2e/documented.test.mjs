@@ -6,7 +6,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
-import { GATEWAY_HASH, GATEWAY_KEY, readError, startFakeUpstream, startRouter } from "./harness.mjs";
+import { GATEWAY_HASH, GATEWAY_KEY, readError, startFakeUpstream, startRouter, startRouters } from "./harness.mjs";
 
 const ADMIN_KEY = "sk-admin-documented-4242";
 const ADMIN_HASH = createHash("sha256").update(ADMIN_KEY).digest("hex");
@@ -379,4 +379,111 @@ test("a JSON answer cut mid-way: under 256 KiB it fails over, over 256 KiB the c
   const longLine = logEvents(router.logs.slice(before), "request")[0];
   assert.equal(longLine.status, 200);
   assert.deepEqual(longLine.attempts.map((a) => [a.provider, a.outcome]), [["together", "success"]]);
+});
+
+/**
+ * One router whose quota bank is the harness's proxy (`startRouters`' `bank: "proxy"`), failing
+ * from the start as `fail` says ("throw": the bank cannot be reached; "500": it answers badly).
+ * Groq's fake serves, with one key per organization; stopped when the test ends.
+ */
+async function behindFailingBank(t, fail) {
+  const groq = await fake(t, () => completion("groq"));
+  const config = {
+    providers: {
+      groq: {
+        base_url: groq.baseUrl,
+        keys: [
+          { id: "groq-a", secret: "GROQ_A", org: "org-a" },
+          { id: "groq-b", secret: "GROQ_B", org: "org-b" },
+        ],
+        limits: { [FAST]: { rpm: 1000 } },
+      },
+    },
+    routes: { fast: [`groq/${FAST}`] },
+  };
+  const bindings = { ROUTER_CONFIG: config, GATEWAY_KEY_HASHES: GATEWAY_HASH, ADMIN_KEY_HASHES: ADMIN_HASH, GROQ_A: KEYS.GROQ_A, GROQ_B: KEYS.GROQ_B };
+  const fleet = await startRouters(1, () => bindings, { bank: "proxy", bankState: { fail }, secrets: [ADMIN_KEY] });
+  t.after(() => fleet.dispose());
+  return { groq, fleet, router: fleet.routers[0] };
+}
+
+// 6. docs/quota.md ("The bank slower than failover.quota_timeout_ms or failing: the request
+//    does not wait longer. It is booked on the isolate's own snapshot (x-router-quota:
+//    advisory)") and docs/errors.md ("A quota bank that cannot be reached is logged on its own
+//    line, {"event":"quota_unreachable","shard":"groq/<org>","code":...}; the request itself
+//    goes on").
+test("a quota bank that cannot be reached: the request is still served, booked advisory, and quota_unreachable names the shard", async (t) => {
+  const { groq, fleet, router } = await behindFailingBank(t, "throw");
+  const before = fleet.logs.length;
+  const res = await chat(router);
+  assert.equal(res.status, 200);
+  assert.equal((await res.json()).id, "groq");
+  assert.equal(groq.calls.length, 1);
+  assert.equal(res.headers.get("x-router-quota"), "advisory");
+  assert.equal(res.headers.get("x-router-quota-calls"), "1", "one synchronous booking was tried");
+  const org = keyOf(groq.calls[0]) === "GROQ_A" ? "org-a" : "org-b";
+  const unreachable = await eventually("the quota_unreachable line", () => logEvents(fleet.logs.slice(before), "quota_unreachable")[0]);
+  assert.deepEqual(unreachable, { event: "quota_unreachable", shard: `groq/${org}`, code: "internal_error" });
+  const line = logEvents(fleet.logs.slice(before), "request")[0];
+  assert.equal(line.status, 200);
+  assert.equal(line.quota, "advisory");
+  assert.equal(line.quota_calls, 1);
+  // The bank really was called, and failed: the failure is the proxy's, not a missing binding.
+  assert.ok((await fleet.bank.stats()).calls >= 1);
+});
+
+// 10a. docs/errors.md and docs/routing.md: in a configuration with a `fast` route and no
+//     `slow` route, a chat request whose estimated prompt + requested output tokens exceed
+//     `classifier.fast_context_tokens` is refused: 400 `invalid_request_error` /
+//     `context_length_exceeded`, param `messages`, a message giving the estimate and the limit,
+//     and nothing sent; such a request carries none of the attempt loop's headers.
+test("fast-only configuration: a prompt over classifier.fast_context_tokens is a 400 context_length_exceeded, nothing sent", async (t) => {
+  const LIMIT = 600;
+  const groq = await fake(t, () => completion("groq"));
+  const router = await routerFor(t, {
+    classifier: { fast_context_tokens: LIMIT },
+    providers: { groq: { base_url: groq.baseUrl, keys: [{ id: "groq-a", secret: "GROQ_A", org: "org-a" }], limits: { [FAST]: { rpm: 1000 } } } },
+    routes: { fast: [`groq/${FAST}`] },
+  });
+  // Within the window: served.
+  const small = await chat(router, { model: "auto", max_tokens: 100 });
+  assert.equal(small.status, 200);
+  assert.equal(groq.calls.length, 1);
+  // 100 output tokens plus a prompt of some 2,000 words: over the 600.
+  const long = "lorem ipsum dolor sit amet ".repeat(400);
+  for (const model of ["auto", "fast", "slow"]) {
+    const res = await chat(router, { model, max_tokens: 100, messages: [{ role: "user", content: long }] });
+    assert.equal(res.status, 400, model);
+    const err = await readError(assert, res);
+    assert.equal(err.type, "invalid_request_error");
+    assert.equal(err.code, "context_length_exceeded");
+    assert.equal(err.param, "messages");
+    const numbers = (err.message.match(/\d[\d,]*/g) ?? []).map((n) => Number(n.replaceAll(",", "")));
+    assert.ok(numbers.includes(LIMIT), `the message gives the limit: ${err.message}`);
+    assert.ok(numbers.some((n) => n > LIMIT), `the message gives the estimate: ${err.message}`);
+    for (const name of ["x-router-attempts", "x-router-provider", "x-router-quota", "server-timing"]) {
+      assert.equal(res.headers.get(name), null, name);
+    }
+  }
+  assert.equal(groq.calls.length, 1, "nothing was sent");
+});
+
+// 10b. docs/errors.md: 500 `server_error` / `internal_error` when "on GET /v1/router/status a
+//     quota bank could not be reached or answered badly".
+test("GET /v1/router/status when a quota bank fails: 500 internal_error, whether it cannot be reached or answers badly", async (t) => {
+  const { fleet, router } = await behindFailingBank(t, "throw");
+  const page = () => router.fetch("/v1/router/status", { headers: { authorization: `Bearer ${ADMIN_KEY}` } });
+  for (const fail of ["throw", "500"]) {
+    await fleet.bank.set({ fail });
+    const res = await page();
+    assert.equal(res.status, 500, fail);
+    const err = await readError(assert, res);
+    assert.equal(err.type, "server_error");
+    assert.equal(err.code, "internal_error");
+  }
+  // The same page once the bank answers again: the failure was the bank's.
+  await fleet.bank.set({ fail: null });
+  const res = await page();
+  assert.equal(res.status, 200);
+  assert.deepEqual(Object.keys((await res.json()).providers), ["groq"]);
 });
