@@ -487,3 +487,33 @@ test("GET /v1/router/status when a quota bank fails: 500 internal_error, whether
   assert.equal(res.status, 200);
   assert.deepEqual(Object.keys((await res.json()).providers), ["groq"]);
 });
+
+// 7. docs/failover.md ("The last bytes (up to 16 KiB) of a body handed on, after the end, for
+//    the usage: ... the final usage chunk of stream_options.include_usage") and docs/quota.md
+//    ("the estimate is replaced by the real usage ... read from the answer's last bytes"): a
+//    stream far longer than 16 KiB still settles on its final usage chunk.
+test("a stream whose usage chunk comes after more than 16 KiB of content settles the books on that usage", async (t) => {
+  const groq = await fake(t);
+  const router = await routerFor(t, {
+    providers: { groq: { base_url: groq.baseUrl, keys: [{ id: "groq-a", secret: "GROQ_A", org: "org-a" }], limits: { [FAST]: { rpm: 1000 } } } },
+    routes: { fast: [`groq/${FAST}`] },
+  });
+  // 64 chunks of about 1 KiB (some 70 KiB, several of the copy's 16 KiB blocks), each with
+  // `usage: null` as OpenAI sends them, then the usage chunk and [DONE].
+  const content = Array.from({ length: 64 }, (_, i) => event(chunk(`${i} ${"z".repeat(1_000)}`)));
+  const usage = { prompt_tokens: 321, completion_tokens: 1_234, total_tokens: 1_555, prompt_tokens_details: { cached_tokens: 21 } };
+  const sent = [...content, event({ id: "s", object: "chat.completion.chunk", choices: [], usage }), event("[DONE]")];
+  assert.ok(sent.slice(0, -2).join("").length > 4 * 16 * 1024);
+  groq.answer(() => sse(sent));
+  const res = await chat(router, { stream: true, stream_options: { include_usage: true }, max_tokens: 4_000 });
+  assert.equal(res.status, 200);
+  assert.equal(res.headers.get("x-router-quota"), "bank");
+  assert.equal(await res.text(), sent.join(""), "the client got the stream as it was sent");
+  // The booking was the estimate (over the 4,000 output tokens asked for); once the stream has
+  // ended it is the real usage: 321 - 21 cached + 1,234.
+  const used = () => status(router).then((s) => s.providers.groq.organizations["org-a"]?.[FAST]?.tokens_per_minute.used);
+  await eventually("the books show the stream's real usage", async () => (await used()) === 1_534);
+  const day = (await status(router)).providers.groq.organizations["org-a"][FAST];
+  assert.equal(day.tokens_per_day.used, 1_534);
+  assert.equal(day.requests_per_minute.used, 1);
+});
