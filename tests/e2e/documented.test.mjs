@@ -517,3 +517,66 @@ test("a stream whose usage chunk comes after more than 16 KiB of content settles
   assert.equal(day.tokens_per_day.used, 1_534);
   assert.equal(day.requests_per_minute.used, 1);
 });
+
+// 8. docs/configuration.md ("CORS": an allowed origin's responses get the CORS headers,
+//    "errors included"; "only 503 invalid_config comes before [the origin check] (without a
+//    configuration there is no allowlist); it carries no CORS headers") and docs/errors.md.
+test("an allowed origin gets the CORS headers on 429, 502, 503 and 504 answers; the configuration error's 503 carries none", async (t) => {
+  const ORIGIN = "https://app.example";
+  // One provider per failure, each on a route of its own, so that no failure (a circuit
+  // opened, a cooldown) touches another.
+  const limited = await fake(t, () => tooMany(7));
+  const failing = await fake(t, serverError);
+  const hanging = await fake(t, () => ({ hang: true }));
+  const unset = await fake(t, () => completion("unset"));
+  const provider = (f, secret) => ({ base_url: f.baseUrl, keys: [{ id: `${secret.toLowerCase()}-1`, secret }] });
+  const router = await routerFor(t, {
+    gateway: { cors_origins: [ORIGIN] },
+    failover: { attempt_timeout_ms: 200, breaker_failures: 1, breaker_cooldown_ms: 60_000 },
+    providers: {
+      limited: provider(limited, "TOGETHER_KEY"),
+      failing: provider(failing, "FIREWORKS_KEY"),
+      hanging: provider(hanging, "GROQ_A"),
+      unset: provider(unset, "NOT_SET_ANYWHERE"),
+    },
+    routes: { r429: ["limited/m"], r5xx: ["failing/m"], r504: ["hanging/m"], nokey: ["unset/m"] },
+  });
+  const fromPage = (model) => chat(router, { model }, { origin: ORIGIN });
+  const expectCors = async (res, status, code) => {
+    assert.equal(res.status, status, code);
+    assert.equal((await readError(assert, res)).code, code);
+    assert.equal(res.headers.get("access-control-allow-origin"), ORIGIN, code);
+    assert.match(res.headers.get("access-control-expose-headers") ?? "", /retry-after, .*x-router-attempts/, code);
+    assert.match(res.headers.get("vary") ?? "", /Origin/, code);
+  };
+
+  const limitedRes = await fromPage("r429");
+  await expectCors(limitedRes, 429, "quota_exhausted");
+  assert.equal(limitedRes.headers.get("retry-after"), "7");
+  await expectCors(await fromPage("r5xx"), 502, "upstream_failed");
+  // breaker_failures = 1: the failure opened the circuit, and the provider is now skipped.
+  const open = await fromPage("r5xx");
+  await expectCors(open, 503, "upstream_unavailable");
+  assert.ok(Number(open.headers.get("retry-after")) > 0);
+  await expectCors(await fromPage("nokey"), 503, "missing_secret");
+  await expectCors(await fromPage("r504"), 504, "upstream_timeout");
+  assert.equal(limited.calls.length + failing.calls.length + hanging.calls.length, 3);
+  assert.equal(unset.calls.length, 0);
+
+  // A broken configuration: there is no allowlist to check the origin against, so the 503
+  // goes out without CORS headers, on every path.
+  const broken = await startRouter({ ROUTER_CONFIG: '{"gateway": {"cors_origins": ["https://app.example"]}, "providers": 7}' });
+  t.after(() => broken.dispose());
+  for (const [path, init] of [
+    ["/v1/chat/completions", { method: "POST", headers: { origin: ORIGIN, "content-type": "application/json" }, body: "{}" }],
+    ["/healthz", { headers: { origin: ORIGIN } }],
+    ["/v1/models", { method: "OPTIONS", headers: { origin: ORIGIN, "access-control-request-method": "GET" } }],
+  ]) {
+    const res = await broken.fetch(path, init);
+    assert.equal(res.status, 503, path);
+    assert.equal((await readError(assert, res)).code, "invalid_config");
+    for (const name of ["access-control-allow-origin", "access-control-expose-headers", "access-control-allow-methods"]) {
+      assert.equal(res.headers.get(name), null, `${path}: ${name}`);
+    }
+  }
+});
