@@ -6,6 +6,9 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
 import { GATEWAY_HASH, GATEWAY_KEY, readError, startFakeUpstream, startRouter, startRouters } from "./harness.mjs";
 
 const ADMIN_KEY = "sk-admin-documented-4242";
@@ -579,4 +582,70 @@ test("an allowed origin gets the CORS headers on 429, 502, 503 and 504 answers; 
       assert.equal(res.headers.get(name), null, `${path}: ${name}`);
     }
   }
+});
+
+// 9. docs/quota.md: the bank's books are the truth ("the four windows of every model,
+//    cooldowns, refused keys"), stored in SQLite ("one SQLite row per model (its books and
+//    leases) and one for the organization (blocks, ...)"): a 429's cooldown (until
+//    `retry-after`) and a key blocked by a 401 (15 minutes) outlive a restart on the same storage.
+test("a 429's cooldown and a key blocked by a 401 survive a restart of the router on the same storage", async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "edge-router-documented-"));
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const groq = await fake(t, (call) => {
+    if (keyOf(call) === "GROQ_A") return tooMany(600);
+    if (keyOf(call) === "GROQ_B") return json({ error: { message: "Invalid API Key", code: "invalid_api_key" } }, 401);
+    return completion(keyOf(call));
+  });
+  const config = {
+    providers: {
+      groq: {
+        base_url: groq.baseUrl,
+        keys: [
+          { id: "ka", secret: "GROQ_A", org: "org-a" },
+          { id: "kb1", secret: "GROQ_B", org: "org-b" },
+          { id: "kb2", secret: "GROQ_C", org: "org-b" },
+        ],
+        limits: { [FAST]: { rpm: 1000 } },
+      },
+    },
+    routes: { fast: [`groq/${FAST}`] },
+  };
+  const groqStatus = async (router) => (await status(router)).providers.groq;
+  const books = (s) => ({
+    cooldown: s.organizations["org-a"]?.[FAST]?.cooldown_until_ms ?? null,
+    blocked: s.disabled_keys.map(({ key_id, status, until_ms }) => ({ key_id, status, until_ms })),
+  });
+
+  const first = await routerFor(t, config, { persistDir: dir });
+  // Until both refusals have happened (the order of the organizations is the router's choice),
+  // every request is served by the one key left, org-b's second.
+  const called = (secret) => groq.calls.some((c) => keyOf(c) === secret);
+  for (let i = 0; i < 4 && !(called("GROQ_A") && called("GROQ_B")); i++) {
+    const res = await chat(first);
+    assert.equal(res.status, 200);
+    assert.equal((await res.json()).id, "GROQ_C");
+  }
+  assert.ok(called("GROQ_A") && called("GROQ_B"));
+  const startedAt = Date.now();
+  const before = await eventually("the bank shows the cooldown and the blocked key", async () => {
+    const b = books(await groqStatus(first));
+    return b.cooldown !== null && b.blocked.length === 1 ? b : null;
+  });
+  // 600 s from the 429, 15 minutes from the 401.
+  assert.ok(before.cooldown > startedAt + 590_000 && before.cooldown <= Date.now() + 600_000, JSON.stringify(before));
+  assert.equal(before.blocked[0].key_id, "kb1");
+  assert.equal(before.blocked[0].status, 401);
+  assert.ok(before.blocked[0].until_ms > startedAt + 890_000, JSON.stringify(before));
+  await first.stop();
+
+  const second = await routerFor(t, config, { persistDir: dir });
+  assert.deepEqual(books(await groqStatus(second)), before, "the same cooldown and block, read back from storage");
+  groq.reset();
+  for (let i = 0; i < 4; i++) {
+    const res = await chat(second);
+    assert.equal(res.status, 200);
+    assert.equal((await res.json()).id, "GROQ_C");
+    assert.equal(res.headers.get("x-router-failover"), null, "no refused call: the router knew before sending");
+  }
+  assert.deepEqual(groq.calls.map(keyOf), ["GROQ_C", "GROQ_C", "GROQ_C", "GROQ_C"]);
 });
