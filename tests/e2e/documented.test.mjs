@@ -84,16 +84,16 @@ async function status(router) {
 
 /**
  * Polls `probe` (sync or async) until it returns a truthy value, at most `tries` times 20 ms
- * apart: for what the router does after its response (`wait_until`). Fails with `label`.
+ * apart: for what the router does after its response (`wait_until`). Fails with `label` and
+ * what `seen()` says.
  */
-async function eventually(label, probe, { tries = 250 } = {}) {
-  let last;
+async function eventually(label, probe, { tries = 250, seen = () => "" } = {}) {
   for (let i = 0; i < tries; i++) {
-    last = await probe();
-    if (last) return last;
+    const result = await probe();
+    if (result) return result;
     await new Promise((r) => setTimeout(r, 20));
   }
-  assert.fail(`${label}: never happened`);
+  assert.fail(`${label}: never happened ${seen()}`);
 }
 
 /**
@@ -497,10 +497,17 @@ test("GET /v1/router/status when a quota bank fails: 500 internal_error, whether
 //    stream far longer than 16 KiB still settles on its final usage chunk.
 test("a stream whose usage chunk comes after more than 16 KiB of content settles the books on that usage", async (t) => {
   const groq = await fake(t);
-  const router = await routerFor(t, {
-    providers: { groq: { base_url: groq.baseUrl, keys: [{ id: "groq-a", secret: "GROQ_A", org: "org-a" }], limits: { [FAST]: { rpm: 1000 } } } },
-    routes: { fast: [`groq/${FAST}`] },
-  });
+  const router = await routerFor(
+    t,
+    {
+      providers: { groq: { base_url: groq.baseUrl, keys: [{ id: "groq-a", secret: "GROQ_A", org: "org-a" }], limits: { [FAST]: { rpm: 1000 } } } },
+      routes: { fast: [`groq/${FAST}`] },
+    },
+    { clock: true },
+  );
+  // The booking and its settlement in one minute window, whatever the time of the wall clock:
+  // a minute that ended between them would show neither.
+  router.toNextMinute();
   // 64 chunks of about 1 KiB (some 70 KiB, several of the copy's 16 KiB blocks), each with
   // `usage: null` as OpenAI sends them, then the usage chunk and [DONE].
   const content = Array.from({ length: 64 }, (_, i) => event(chunk(`${i} ${"z".repeat(1_000)}`)));
@@ -514,11 +521,18 @@ test("a stream whose usage chunk comes after more than 16 KiB of content settles
   assert.equal(await res.text(), sent.join(""), "the client got the stream as it was sent");
   // The booking was the estimate (over the 4,000 output tokens asked for); once the stream has
   // ended it is the real usage: 321 - 21 cached + 1,234.
-  const used = () => status(router).then((s) => s.providers.groq.organizations["org-a"]?.[FAST]?.tokens_per_minute.used);
-  await eventually("the books show the stream's real usage", async () => (await used()) === 1_534);
-  const day = (await status(router)).providers.groq.organizations["org-a"][FAST];
-  assert.equal(day.tokens_per_day.used, 1_534);
-  assert.equal(day.requests_per_minute.used, 1);
+  let seen;
+  await eventually(
+    "the books show the stream's real usage",
+    async () => {
+      seen = (await status(router)).providers.groq;
+      return seen.organizations["org-a"]?.[FAST]?.tokens_per_minute.used === 1_534;
+    },
+    { seen: () => JSON.stringify(seen.organizations) },
+  );
+  const books = seen.organizations["org-a"][FAST];
+  assert.equal(books.tokens_per_day.used, 1_534);
+  assert.equal(books.requests_per_minute.used, 1);
 });
 
 // 8. docs/configuration.md ("CORS": an allowed origin's responses get the CORS headers,
@@ -535,7 +549,7 @@ test("an allowed origin gets the CORS headers on 429, 502, 503 and 504 answers; 
   const provider = (f, secret) => ({ base_url: f.baseUrl, keys: [{ id: `${secret.toLowerCase()}-1`, secret }] });
   const router = await routerFor(t, {
     gateway: { cors_origins: [ORIGIN] },
-    failover: { attempt_timeout_ms: 200, breaker_failures: 1, breaker_cooldown_ms: 60_000 },
+    failover: { breaker_failures: 1, breaker_cooldown_ms: 60_000 },
     providers: {
       limited: provider(limited, "TOGETHER_KEY"),
       failing: provider(failing, "FIREWORKS_KEY"),
@@ -544,7 +558,7 @@ test("an allowed origin gets the CORS headers on 429, 502, 503 and 504 answers; 
     },
     routes: { r429: ["limited/m"], r5xx: ["failing/m"], r504: ["hanging/m"], nokey: ["unset/m"] },
   });
-  const fromPage = (model) => chat(router, { model }, { origin: ORIGIN });
+  const fromPage = (model, headers = {}) => chat(router, { model }, { origin: ORIGIN, ...headers });
   const expectCors = async (res, status, code) => {
     assert.equal(res.status, status, code);
     assert.equal((await readError(assert, res)).code, code);
@@ -562,7 +576,8 @@ test("an allowed origin gets the CORS headers on 429, 502, 503 and 504 answers; 
   await expectCors(open, 503, "upstream_unavailable");
   assert.ok(Number(open.headers.get("retry-after")) > 0);
   await expectCors(await fromPage("nokey"), 503, "missing_secret");
-  await expectCors(await fromPage("r504"), 504, "upstream_timeout");
+  // The client's latency budget is the request's deadline: the hanging provider gets 300 ms.
+  await expectCors(await fromPage("r504", { "x-router-latency-budget-ms": "300" }), 504, "upstream_timeout");
   assert.equal(limited.calls.length + failing.calls.length + hanging.calls.length, 3);
   assert.equal(unset.calls.length, 0);
 
@@ -617,6 +632,7 @@ test("a 429's cooldown and a key blocked by a 401 survive a restart of the route
   });
 
   const first = await routerFor(t, config, { persistDir: dir });
+  const startedAt = Date.now();
   // Until both refusals have happened (the order of the organizations is the router's choice),
   // every request is served by the one key left, org-b's second.
   const called = (secret) => groq.calls.some((c) => keyOf(c) === secret);
@@ -626,16 +642,16 @@ test("a 429's cooldown and a key blocked by a 401 survive a restart of the route
     assert.equal((await res.json()).id, "GROQ_C");
   }
   assert.ok(called("GROQ_A") && called("GROQ_B"));
-  const startedAt = Date.now();
   const before = await eventually("the bank shows the cooldown and the blocked key", async () => {
     const b = books(await groqStatus(first));
     return b.cooldown !== null && b.blocked.length === 1 ? b : null;
   });
-  // 600 s from the 429, 15 minutes from the 401.
-  assert.ok(before.cooldown > startedAt + 590_000 && before.cooldown <= Date.now() + 600_000, JSON.stringify(before));
+  // 600 s from the 429, 15 minutes from the 401 (both happened between then and now).
+  const within = (at, ms) => at >= startedAt + ms && at <= Date.now() + ms;
+  assert.ok(within(before.cooldown, 600_000), JSON.stringify(before));
   assert.equal(before.blocked[0].key_id, "kb1");
   assert.equal(before.blocked[0].status, 401);
-  assert.ok(before.blocked[0].until_ms > startedAt + 890_000, JSON.stringify(before));
+  assert.ok(within(before.blocked[0].until_ms, 15 * 60_000), JSON.stringify(before));
   await first.stop();
 
   const second = await routerFor(t, config, { persistDir: dir });
