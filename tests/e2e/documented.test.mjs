@@ -210,7 +210,7 @@ test("a provider without tracked limits is booked nowhere: x-router-quota none, 
 // 3. docs/failover.md, "Circuit breaker": after `breaker_failures` failures in a row the circuit
 //    opens for `breaker_cooldown_ms`; then one request probes the provider: a success (or any
 //    answer that is no provider failure) closes it, another failure opens it again.
-test("after the breaker's cooldown one request probes the provider: a success closes the circuit, a failed probe opens it again at once", async (t) => {
+test("after the breaker's cooldown one request probes the provider: a success or a 400 closes the circuit, a failed probe opens it again at once", async (t) => {
   const COOLDOWN = 10_000;
   const together = await fake(t, serverError);
   const router = await routerFor(
@@ -236,12 +236,14 @@ test("after the breaker's cooldown one request probes the provider: a success cl
   assert.equal(together.calls.length, 2);
   const retry = await openCircuit();
   assert.ok(retry >= 1 && retry <= COOLDOWN / 1000, `retry-after ${retry}`);
-  router.advance(COOLDOWN - 1_000);
+  // (The router's clock is the test clock's offset plus real time: half the cooldown leaves
+  // the real time of a loaded machine plenty of room.)
+  router.advance(COOLDOWN / 2);
   await openCircuit();
   assert.equal(together.calls.length, 2, "no call while the circuit is open");
 
   // Past the cooldown one request probes. While the probe is out, others are still skipped.
-  router.advance(1_001);
+  router.advance(COOLDOWN / 2 + 1);
   let release;
   const held = new Promise((r) => (release = r));
   together.answer(() => ({ status: 200, headers: { "content-type": "application/json" }, body: [async () => (await held, completion("probe").body)] }));
@@ -275,11 +277,22 @@ test("after the breaker's cooldown one request probes the provider: a success cl
   assert.equal(together.calls.length, 11);
   together.answer(() => completion("together"));
   const reopened = await openCircuit();
-  assert.ok(reopened > COOLDOWN / 1000 - 2 && reopened <= COOLDOWN / 1000, `retry-after ${reopened}`);
+  assert.ok(reopened > COOLDOWN / 2 / 1000 && reopened <= COOLDOWN / 1000, `a whole cooldown again: retry-after ${reopened}`);
   assert.equal(together.calls.length, 11, "the failed probe opened the circuit again");
   router.advance(COOLDOWN + 1);
   assert.equal((await slow()).status, 200, "the next probe succeeds and closes it");
   assert.equal(together.calls.length, 12);
+
+  // A probe answered with something that is no provider failure (a 400) closes it as well.
+  together.answer(serverError);
+  for (let i = 0; i < 2; i++) assert.equal((await slow()).status, 502);
+  await openCircuit();
+  router.advance(COOLDOWN + 1);
+  together.answer(() => json({ error: { message: "bad request", type: "invalid_request_error", param: null, code: null } }, 400));
+  assert.equal((await slow()).status, 400);
+  together.answer(serverError);
+  assert.equal((await slow()).status, 502, "closed: one failure is not enough to open it");
+  assert.equal(together.calls.length, 16);
 });
 
 // 4. docs/failover.md and src/edge/runtime.js (`handOn`): "A client that goes away aborts the
