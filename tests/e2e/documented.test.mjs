@@ -41,9 +41,9 @@ const chunk = (content) => ({ id: "s", object: "chat.completion.chunk", choices:
 const keyOf = (call) => Object.entries(KEYS).find(([, v]) => call.headers.authorization === `Bearer ${v}`)?.[0];
 
 /** Starts a router on `config` with this file's keys and the gateway and admin hashes; stopped (with the leak check) when the test ends. */
-async function routerFor(t, config, { clock = false, persistDir, extra = {} } = {}) {
+async function routerFor(t, config, { clock = false, persistDir } = {}) {
   const router = await startRouter(
-    { ROUTER_CONFIG: config, GATEWAY_KEY_HASHES: GATEWAY_HASH, ADMIN_KEY_HASHES: ADMIN_HASH, ...KEYS, ...extra },
+    { ROUTER_CONFIG: config, GATEWAY_KEY_HASHES: GATEWAY_HASH, ADMIN_KEY_HASHES: ADMIN_HASH, ...KEYS },
     { clock, persistDir, secrets: [ADMIN_KEY] },
   );
   let disposed = false;
