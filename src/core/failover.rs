@@ -280,12 +280,17 @@ impl<'c> Planner<'c> {
 }
 
 /// The `x-router-failover` header: the attempts that failed before the answer, in order, as
-/// `provider/model@key=outcome`; `None` when the first attempt answered.
-pub fn failover_header(attempts: &[Attempt]) -> Option<String> {
+/// `provider/model=outcome`, or `provider/model@key=outcome` `with_key_ids` (operators choose
+/// key ids freely, and may put account names in them: clients see them only when the
+/// configuration says so or the caller is an admin); `None` when the first attempt answered.
+pub fn failover_header(attempts: &[Attempt], with_key_ids: bool) -> Option<String> {
     let failed: Vec<String> = attempts
         .iter()
         .filter(|a| a.outcome != "success")
-        .map(|a| format!("{}/{}@{}={}", a.provider, a.model, a.key_id, a.outcome))
+        .map(|a| match with_key_ids {
+            true => format!("{}/{}@{}={}", a.provider, a.model, a.key_id, a.outcome),
+            false => format!("{}/{}={}", a.provider, a.model, a.outcome),
+        })
         .collect();
     (!failed.is_empty()).then(|| failed.join(", "))
 }

@@ -41,9 +41,10 @@ pub fn served(trace: &Trace, quota: bool) -> Headers {
     out
 }
 
-/// `x-router-attempts`, `x-router-failover` and `Server-Timing` (the router's phases, for
-/// browser devtools) for a request that reached the attempt loop; none for one that did not.
-pub fn timing(trace: &Trace, total_ms: u64) -> Headers {
+/// `x-router-attempts`, `x-router-failover` (key ids `with_key_ids`) and `Server-Timing` (the
+/// router's phases, for browser devtools) for a request that reached the attempt loop; none for
+/// one that did not.
+pub fn timing(trace: &Trace, total_ms: u64, with_key_ids: bool) -> Headers {
     let Some(classify_ms) = trace.classify_ms else {
         return Headers::new();
     };
@@ -57,7 +58,7 @@ pub fn timing(trace: &Trace, total_ms: u64) -> Headers {
             ),
         ),
     ];
-    if let Some(failover) = failover::failover_header(&trace.attempts) {
+    if let Some(failover) = failover::failover_header(&trace.attempts, with_key_ids) {
         out.push(("x-router-failover", failover));
     }
     out
@@ -165,12 +166,21 @@ mod tests {
                 ("x-router-quota-calls", "0".to_owned()),
             ]
         );
-        let timing = timing(&trace, 9);
+        let timing = super::timing(&trace, 9, false);
         assert_eq!(timing[0], ("x-router-attempts", "2".to_owned()));
         assert!(timing[1].1.ends_with("router;dur=9"));
-        assert_eq!(timing[2].0, "x-router-failover");
+        // Clients see who failed and how, not which key.
+        assert_eq!(
+            timing[2],
+            ("x-router-failover", "groq/m=rate_limited".to_owned())
+        );
+        let for_admin = super::timing(&trace, 9, true);
+        assert_eq!(
+            for_admin[2],
+            ("x-router-failover", "groq/m@k1=rate_limited".to_owned())
+        );
         // A request refused before the attempt loop has no timing headers.
-        assert!(super::timing(&Trace::default(), 9).is_empty());
+        assert!(super::timing(&Trace::default(), 9, true).is_empty());
     }
 
     #[test]

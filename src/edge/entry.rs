@@ -69,7 +69,9 @@ async fn fetch(req: web_sys::Request, env: Env, ctx: Context) -> worker::Result<
         }
     };
     let total_ms = now_ms().saturating_sub(started);
-    explain.extend(report::timing(&trace, total_ms));
+    let failed = trace.attempts.iter().any(|a| a.outcome != "success");
+    let key_ids = failed && key_ids_shown(&env, headers);
+    explain.extend(report::timing(&trace, total_ms, key_ids));
     let request = report::Request {
         method: &method,
         path,
@@ -218,6 +220,15 @@ async fn read_body(
             http::Unread::TooLarge => RouterError::BodyTooLarge { limit },
             http::Unread::Late => RouterError::BodyTimeout { ms },
         })
+}
+
+/// Whether `x-router-failover` names key ids: when `gateway.expose_key_ids` says so, or for an
+/// admin caller.
+fn key_ids_shown(env: &Env, headers: Lines<'_>) -> bool {
+    config(env).as_ref().as_ref().is_ok_and(|config| {
+        config.gateway.expose_key_ids
+            || auth::check(&config.gateway.admin, headers.get("authorization")).is_ok()
+    })
 }
 
 /// Whether the caller may read the operator's own errors in full: in local development

@@ -159,7 +159,7 @@ test("embeddings fail over like chat: a 5xx or 429 from the first provider, the 
     assert.equal(res.headers.get("x-router-provider"), "fireworks");
     assert.equal(res.headers.get("x-router-model"), "nomic-ai/nomic-embed-text-v1.5");
     assert.equal(res.headers.get("x-router-attempts"), "2");
-    assert.equal(res.headers.get("x-router-failover"), `together/BAAI/bge-base-en-v1.5@together-1=${outcome}`);
+    assert.equal(res.headers.get("x-router-failover"), `together/BAAI/bge-base-en-v1.5=${outcome}`);
     assert.match(res.headers.get("server-timing"), /^classify;dur=\d+, quota;dur=\d+, upstream;dur=\d+, router;dur=\d+$/);
     // Not the classifier's headers, nor the quota ledger's: embeddings have neither.
     for (const name of ["x-router-path", "x-router-reason", "x-router-quota", "x-router-quota-calls"]) {
@@ -179,7 +179,7 @@ test("embeddings fail over like chat: a 5xx or 429 from the first provider, the 
   assert.equal(res.headers.get("x-router-attempts"), "2");
   assert.equal(
     res.headers.get("x-router-failover"),
-    "together/BAAI/bge-base-en-v1.5@together-1=server_error, fireworks/nomic-ai/nomic-embed-text-v1.5@fireworks-1=server_error",
+    "together/BAAI/bge-base-en-v1.5=server_error, fireworks/nomic-ai/nomic-embed-text-v1.5=server_error",
   );
 });
 
@@ -366,7 +366,7 @@ test("a JSON answer cut mid-way: under 256 KiB it fails over, over 256 KiB the c
   const short = await chat(router, { model: "slow" });
   assert.equal(short.status, 200);
   assert.equal((await short.json()).id, "fireworks");
-  assert.equal(short.headers.get("x-router-failover"), "together/m-t@together-1=bad_answer");
+  assert.equal(short.headers.get("x-router-failover"), "together/m-t=bad_answer");
   const line = await eventually("the request's log line", () => logEvents(router.logs.slice(before), "request")[0]);
   assert.equal(line.status, 200);
   assert.deepEqual(

@@ -115,7 +115,7 @@ test("a 5xx from a GPU provider moves to the next GPU provider", async () => {
   assert.equal(groq.calls.length, 0, "the slow path's own candidates come first");
   assert.equal(res.headers.get("x-router-provider"), "fireworks");
   assert.equal(res.headers.get("x-router-attempts"), "2");
-  assert.match(res.headers.get("x-router-failover"), /^together\/.+@together-1=server_error$/);
+  assert.match(res.headers.get("x-router-failover"), /^together\/[^@]+=server_error$/);
   // The body went out adapted for each provider: its own model id.
   assert.equal(JSON.parse(together.calls[0].body).model, "meta-llama/Llama-3.3-70B-Instruct-Turbo");
   assert.equal(JSON.parse(fireworks.calls[0].body).model, "accounts/fireworks/models/llama-v3p3-70b-instruct");
@@ -128,7 +128,7 @@ test("a 413 on the fast path goes to the slow path", async () => {
   assert.equal(await servedBy(res), "together");
   assert.equal(groq.calls.length, 1, "the other Groq organization has the same per-model limit");
   assert.equal(res.headers.get("x-router-path"), "fast");
-  assert.match(res.headers.get("x-router-failover"), new RegExp(`^groq/${FAST}@groq-[ab]=too_large$`));
+  assert.match(res.headers.get("x-router-failover"), new RegExp(`^groq/${FAST}=too_large$`));
 });
 
 test("a redirect is not followed: the router's key never reaches the other origin, and the next provider serves", async (t) => {
@@ -143,7 +143,7 @@ test("a redirect is not followed: the router's key never reaches the other origi
     assert.equal(await servedBy(res), "together");
     // A 3xx counts as a server error: the provider is skipped for this request.
     assert.equal(groq.calls.length, 1);
-    assert.match(res.headers.get("x-router-failover"), new RegExp(`^groq/${FAST}@groq-[ab]=server_error$`));
+    assert.match(res.headers.get("x-router-failover"), new RegExp(`^groq/${FAST}=server_error$`));
     assert.equal(res.headers.get("location"), null);
   }
   assert.equal(elsewhere.calls.length, 0, "nothing, and no key, went to the redirect's target");
@@ -166,7 +166,7 @@ test("a hanging upstream is aborted after the attempt timeout and the next one s
   const res = await chat();
   assert.equal(res.status, 200);
   assert.equal(await servedBy(res), "together");
-  assert.match(res.headers.get("x-router-failover"), new RegExp(`^groq/${FAST}@groq-[ab]=timeout$`));
+  assert.match(res.headers.get("x-router-failover"), new RegExp(`^groq/${FAST}=timeout$`));
   assert.equal(groq.calls.length, 1, "a timeout skips the provider");
   // The router gave up on the connection rather than leaving it running.
   for (let i = 0; i < 50 && !groq.calls[0].aborted; i++) await new Promise((r) => setTimeout(r, 20));
@@ -205,7 +205,7 @@ test("the fast path's attempts time out at fast_attempt_timeout_ms, well within 
   const res = await post();
   assert.equal(res.status, 200);
   assert.equal(await servedBy(res), "together");
-  assert.equal(res.headers.get("x-router-failover"), `groq/${FAST}@groq-a=timeout`);
+  assert.equal(res.headers.get("x-router-failover"), `groq/${FAST}=timeout`);
 });
 
 test("a non-streamed slow-path answer that outlasts the attempt timeout does not open the provider's circuit; a stream's slow start does", async (t) => {
@@ -222,6 +222,40 @@ test("a non-streamed slow-path answer that outlasts the attempt timeout does not
   assert.equal(together.calls.length, 3);
   await (await post({ model: "slow" })).arrayBuffer();
   assert.equal(together.calls.length, 3, "the open circuit skips Together");
+});
+
+test("x-router-failover names key ids only for an admin caller or when the configuration exposes them", async (t) => {
+  const adminHash = createHash("sha256").update(ADMIN_KEY).digest("hex");
+  const start = async (gateway) => {
+    const config = {
+      gateway,
+      providers: {
+        together: { base_url: together.baseUrl, keys: [{ id: "acct-acme-prod", secret: "TOGETHER_KEY" }] },
+        fireworks: { base_url: fireworks.baseUrl, keys: [{ id: "fireworks-1", secret: "FIREWORKS_KEY" }] },
+      },
+      routes: { slow: ["together/m-t", "fireworks/m-f"] },
+    };
+    // The admin key is a gateway key too here, so that it can make a chat request.
+    const own = await startRouter({ ROUTER_CONFIG: config, GATEWAY_KEY_HASHES: `${GATEWAY_HASH},${adminHash}`, ADMIN_KEY_HASHES: adminHash, ...KEYS }, { secrets: [ADMIN_KEY] });
+    t.after(() => own.dispose());
+    return (key) =>
+      own.fetch("/v1/chat/completions", {
+        method: "POST",
+        headers: { "content-type": "application/json", authorization: `Bearer ${key}` },
+        body: JSON.stringify({ model: "slow", messages: [{ role: "user", content: "hi" }] }),
+      });
+  };
+  together.answer(() => json({ error: { message: "boom" } }, 503));
+  const hidden = await start({});
+  const client = await hidden(GATEWAY_KEY);
+  assert.equal(await servedBy(client), "fireworks");
+  assert.equal(client.headers.get("x-router-failover"), "together/m-t=server_error");
+  const admin = await hidden(ADMIN_KEY);
+  await admin.arrayBuffer();
+  assert.equal(admin.headers.get("x-router-failover"), "together/m-t@acct-acme-prod=server_error");
+  const exposed = await (await start({ expose_key_ids: true }))(GATEWAY_KEY);
+  await exposed.arrayBuffer();
+  assert.equal(exposed.headers.get("x-router-failover"), "together/m-t@acct-acme-prod=server_error");
 });
 
 test("the client's latency budget caps the deadline: 504 when nothing answers in time", async () => {
@@ -256,7 +290,7 @@ test("a stream whose first event is an error fails over too", async () => {
   // Nothing of Groq's stream reached the client: Together's answer is all it got.
   assert.equal(await servedBy(res), "together");
   assert.equal(res.headers.get("x-router-provider"), "together");
-  assert.match(res.headers.get("x-router-failover"), new RegExp(`^groq/${FAST}@groq-[ab]=bad_answer$`));
+  assert.match(res.headers.get("x-router-failover"), new RegExp(`^groq/${FAST}=bad_answer$`));
   assert.equal(groq.calls.length, 1);
 });
 
@@ -337,7 +371,7 @@ test("an event stream whose first chunk holds a malformed event fails over", asy
   assert.equal(res.status, 200);
   assert.equal(res.headers.get("x-router-provider"), "together");
   assert.equal(await res.text(), [...events(chunk("fine")), "data: [DONE]\n\n"].join(""));
-  assert.match(res.headers.get("x-router-failover"), new RegExp(`^groq/${FAST}@groq-[ab]=bad_answer$`));
+  assert.match(res.headers.get("x-router-failover"), new RegExp(`^groq/${FAST}=bad_answer$`));
 });
 
 test("a complete stream whose [DONE] arrives byte by byte gets nothing appended", async () => {
@@ -360,7 +394,7 @@ test("every Groq organization refuses with 429 and a GPU provider serves", async
   assert.equal(res.status, 200);
   assert.equal(await servedBy(res), "together");
   assert.deepEqual(groq.calls.map(keyOf).sort(), ["GROQ_A", "GROQ_B"]);
-  assert.match(res.headers.get("x-router-failover"), new RegExp(`^groq/${FAST}@groq-[ab]=rate_limited, groq/${FAST}@groq-[ab]=rate_limited$`));
+  assert.match(res.headers.get("x-router-failover"), new RegExp(`^groq/${FAST}=rate_limited, groq/${FAST}=rate_limited$`));
   // The organizations cool down for the retry-after they sent; until then Groq is not called.
   const next = await chat();
   assert.equal(await servedBy(next), "together");

@@ -130,7 +130,7 @@ test("a 429 moves the request to the other organization, which cools down the fi
   // k2 shares org-a's quota: the retry goes to org-b.
   assert.deepEqual(groq.calls.map(keyOf), ["GROQ_K1", "GROQ_K3"]);
   assert.equal(first.res.headers.get("x-router-attempts"), "2");
-  assert.equal(first.res.headers.get("x-router-failover"), `groq/${MODEL}@k1=rate_limited`);
+  assert.equal(first.res.headers.get("x-router-failover"), `groq/${MODEL}=rate_limited`);
   assert.equal(first.res.headers.get("x-router-quota-calls"), "2");
   await eventually(router, (s) => s.organizations["org-a"]?.[MODEL]?.cooldown_until_ms > s.now_ms);
   const second = await chat(router);
@@ -151,7 +151,7 @@ test("a 401 disables the key; the organization's other key serves the next reque
   const first = await chat(router);
   assert.equal(first.res.status, 200);
   assert.equal(keyOf(groq.calls[0]), "GROQ_K1");
-  assert.equal(first.res.headers.get("x-router-failover"), `groq/${MODEL}@k1=auth`);
+  assert.equal(first.res.headers.get("x-router-failover"), `groq/${MODEL}=auth`);
   await eventually(router, (s) => s.disabled_keys.some((k) => k.key_id === "k1"));
   const s = await status(router);
   assert.deepEqual(

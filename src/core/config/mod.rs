@@ -328,6 +328,8 @@ pub struct Gateway {
     pub admin: GatewayAuth,
     pub cors: CorsOrigins,
     pub max_body_bytes: u64,
+    /// Whether clients see key ids in `x-router-failover` (admins always do).
+    pub expose_key_ids: bool,
     /// How long a request body may take to arrive.
     pub body_timeout_ms: u64,
     /// The most choices (`n`) one chat request may ask for.
@@ -508,6 +510,7 @@ fn build_gateway(
         admin,
         cors,
         max_body_bytes: raw.max_body_bytes,
+        expose_key_ids: raw.expose_key_ids,
         body_timeout_ms: raw.body_timeout_ms,
         max_n: raw.max_n,
         max_output_tokens: raw.max_output_tokens,

@@ -36,6 +36,9 @@ pub struct RawGateway {
     /// The largest request body accepted, in bytes.
     #[serde(default = "default_max_body")]
     pub max_body_bytes: u64,
+    /// Whether clients see key ids in `x-router-failover` (admins always do).
+    #[serde(default)]
+    pub expose_key_ids: bool,
     /// How long a request body may take to arrive, in milliseconds.
     #[serde(default = "default_body_timeout_ms")]
     pub body_timeout_ms: u64,
@@ -56,6 +59,7 @@ impl Default for RawGateway {
             admin_keys_secret: default_admin_secret(),
             cors_origins: Vec::new(),
             max_body_bytes: default_max_body(),
+            expose_key_ids: false,
             body_timeout_ms: default_body_timeout_ms(),
             max_n: default_max_n(),
             max_output_tokens: default_max_output_tokens(),
