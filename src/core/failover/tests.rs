@@ -651,39 +651,32 @@ fn timeouts_cut_short_by_the_deadline_do_not_count_against_the_provider() {
     let mut w = World::new();
     // A client's budget of 300 ms: the attempt gets 300, not the full 5 s.
     let mut p = Planner::new(&c, &t, 0, 10, T0, 300);
+    let (choice, timeout_ms) = first_send(&mut p, &mut b, &mut w);
+    assert_eq!(timeout_ms, 300);
+    let _ = p.record(&choice, &Outcome::Timeout, 300, T0 + 300, &mut b);
+    assert_eq!(b.allows("groq", T0 + 301, &c.failover), Ok(()));
+    // A timeout after the whole attempt timeout does count.
+    let mut p = Planner::new(&c, &t, 0, 10, T0, 60_000);
+    let (choice, _) = first_send(&mut p, &mut b, &mut w);
+    let _ = p.record(&choice, &Outcome::Timeout, 5_000, T0 + 5_000, &mut b);
+    assert!(b.is_open("groq", T0 + 5_001));
+}
+
+/// Plans `p` at `T0` up to its first call (booking with the world's bank on the way): the
+/// choice and the timeout it is sent with.
+fn first_send<'c>(p: &mut Planner<'c>, b: &mut Breakers, w: &mut World) -> (Choice<'c>, u64) {
     loop {
-        match p.next(T0, &mut b, &mut w.holdings) {
+        match p.next(T0, b, &mut w.holdings) {
             Next::Reserve(call) => {
                 let reply = w.reserve(*call, T0);
                 p.on_reply(reply, &mut w.holdings, T0);
             }
             Next::Send {
                 choice, timeout_ms, ..
-            } => {
-                assert_eq!(timeout_ms, 300);
-                let _ = p.record(&choice, &Outcome::Timeout, 300, T0 + 300, &mut b);
-                break;
-            }
+            } => return (choice, timeout_ms),
             Next::GiveUp(err) => panic!("{err:?}"),
         }
     }
-    assert_eq!(b.allows("groq", T0 + 301, &c.failover), Ok(()));
-    // A timeout after the whole attempt timeout does count.
-    let mut p = Planner::new(&c, &t, 0, 10, T0, 60_000);
-    loop {
-        match p.next(T0, &mut b, &mut w.holdings) {
-            Next::Reserve(call) => {
-                let reply = w.reserve(*call, T0);
-                p.on_reply(reply, &mut w.holdings, T0);
-            }
-            Next::Send { choice, .. } => {
-                let _ = p.record(&choice, &Outcome::Timeout, 5_000, T0 + 5_000, &mut b);
-                break;
-            }
-            Next::GiveUp(err) => panic!("{err:?}"),
-        }
-    }
-    assert!(b.is_open("groq", T0 + 5_001));
 }
 
 #[test]
@@ -694,22 +687,9 @@ fn the_job_sets_the_attempt_timeout_and_whether_a_timeout_blames_the_provider() 
         let mut b = Breakers::default();
         let mut w = World::new();
         let mut p = Planner::new(&c, &t, 0, 10, T0, 60_000).with_attempts(2_000, blames);
-        loop {
-            match p.next(T0, &mut b, &mut w.holdings) {
-                Next::Reserve(call) => {
-                    let reply = w.reserve(*call, T0);
-                    p.on_reply(reply, &mut w.holdings, T0);
-                }
-                Next::Send {
-                    choice, timeout_ms, ..
-                } => {
-                    assert_eq!(timeout_ms, 2_000);
-                    let _ = p.record(&choice, &Outcome::Timeout, 2_000, T0 + 2_000, &mut b);
-                    break;
-                }
-                Next::GiveUp(err) => panic!("{err:?}"),
-            }
-        }
+        let (choice, timeout_ms) = first_send(&mut p, &mut b, &mut w);
+        assert_eq!(timeout_ms, 2_000);
+        let _ = p.record(&choice, &Outcome::Timeout, 2_000, T0 + 2_000, &mut b);
         // A long non-streamed answer (blames = false) leaves the circuit closed.
         assert_eq!(b.is_open("groq", T0 + 2_001), open, "blames: {blames}");
     }
