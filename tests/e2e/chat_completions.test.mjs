@@ -231,6 +231,24 @@ describe("upstream errors come back in the OpenAI format", () => {
   });
 
 
+  test("account ids and key-shaped strings in an upstream's message are redacted wherever they stand", async () => {
+    groq.answer(() => ({
+      status: 400,
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({
+        error: {
+          message: "Bad request for [org_01jabcdef] (organization=org_01jabcdef); key gsk_abcdef0123456789 and sk-proj-abc123def456 refused",
+          type: "invalid_request_error",
+          code: "invalid_value",
+        },
+      }),
+    }));
+    const res = await post(REQUEST);
+    assert.equal(res.status, 400);
+    const err = await readError(assert, res);
+    assert.equal(err.message, "Bad request for [[redacted]] (organization=[redacted]); key [redacted] and [redacted] refused");
+  });
+
   // Failures that another provider might not have fail over to the slow path first: these make
   // both fakes fail, to see what the client gets when nothing is left.
   test("a 500 from every provider becomes a 502 upstream error", async () => {

@@ -112,6 +112,27 @@ test("requests spread by headroom across organizations, one key per organization
   assert.equal(groq.calls.length, 7);
 });
 
+test("a retry-after of a week cools an organization down for a day at most", async () => {
+  const { groq, router } = await setup({ rpm: 1000 });
+  cleanups.push(() => router.dispose(), () => groq.close());
+  groq.answer((call) =>
+    keyOf(call) === "GROQ_K1"
+      ? { status: 429, headers: { "content-type": "application/json", "retry-after": "604800" }, body: '{"error":{"message":"slow down","type":"requests","code":"rate_limit_exceeded"}}' }
+      : { status: 200, headers: { "content-type": "application/json" }, body: OK },
+  );
+  const sent = router.now();
+  assert.equal((await chat(router)).res.status, 200);
+  await eventually(router, (s) => s.organizations["org-a"]?.[MODEL]?.cooldown_until_ms > s.now_ms);
+  const until = (await status(router)).organizations["org-a"][MODEL].cooldown_until_ms;
+  assert.ok(until <= router.now() + 86_400_000 && until >= sent + 86_400_000, `cooldown until ${until}, ${until - sent} ms after the request`);
+  // A day later the organization is called again.
+  router.advance(86_400_000 + 1_000);
+  groq.reset();
+  groq.answer(() => ({ status: 200, headers: { "content-type": "application/json" }, body: OK }));
+  for (let i = 0; i < 2 && !groq.calls.some((c) => keyOf(c) === "GROQ_K1"); i++) await chat(router);
+  assert.ok(groq.calls.some((c) => keyOf(c) === "GROQ_K1"), "org-a serves again after a day");
+});
+
 test("a 429 moves the request to the other organization, which cools down the first for the next ones", async () => {
   const { groq, router } = await setup({ rpm: 1000 });
   cleanups.push(() => router.dispose(), () => groq.close());
