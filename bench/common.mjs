@@ -111,6 +111,8 @@ export function workerdPids() {
  * limit), so requests are admitted from the isolate's lease with no call to the bank. */
 export function routerConfig(origin) {
   return {
+    // BENCH_CHECK_EVENTS=1: every event of a stream checked before it is handed on.
+    ...(process.env.BENCH_CHECK_EVENTS === "1" ? { failover: { check_stream_events: true } } : {}),
     providers: {
       together: { base_url: `${origin}/v1`, keys: [{ id: "together-1", secret: "TOGETHER_API_KEY" }] },
       groq: {

@@ -32,6 +32,8 @@ pub struct Job {
     /// the fast path (short answers); false for a non-streamed slow-path request, whose answer
     /// may simply be long.
     pub timeout_blames_provider: bool,
+    /// Whether every event of a stream handed on is checked (`failover.check_stream_events`).
+    pub check_events: bool,
     /// Whether the quota ledger may book it (its answers say how).
     pub booked: bool,
 }
@@ -131,6 +133,7 @@ pub fn prepare<'c, 'a>(
                     deadline_ms,
                     attempt_timeout_ms,
                     timeout_blames_provider,
+                    check_events: config.failover.check_stream_events,
                     booked: true,
                 },
                 payload: Payload::Chat(request),
@@ -149,6 +152,7 @@ pub fn prepare<'c, 'a>(
                     attempt_timeout_ms: config.failover.attempt_timeout_ms,
                     // An embedding's answer is short.
                     timeout_blames_provider: true,
+                    check_events: false,
                     booked: false,
                 },
                 payload: Payload::Embeddings(request),

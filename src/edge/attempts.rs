@@ -220,6 +220,7 @@ async fn attempt(
             reply,
             report,
             reserved,
+            check_events: job.check_events,
         };
         return take(success, clock, &controller).await;
     }
@@ -240,6 +241,8 @@ struct Success {
     reply: Reply,
     report: Report,
     reserved: bool,
+    /// Whether every event of a stream handed on is checked.
+    check_events: bool,
 }
 
 /// Takes a successful answer: its start is read before anything is sent, so that an answer
@@ -256,6 +259,7 @@ async fn take(
         mut reply,
         report,
         reserved,
+        check_events,
     } = success;
     if !opened.has_body() {
         // No body at all (a 204): nothing to read, nothing to learn.
@@ -294,7 +298,7 @@ async fn take(
         );
     }
     let interrupted = (kind == Body::Events).then_some(INTERRUPTED_EVENT);
-    let (readable, finished) = opened.hand_on(interrupted, controller);
+    let (readable, finished) = opened.hand_on(interrupted, check_events, controller);
     reply.body = readable.into();
     let answer = Answer::Streamed {
         report,

@@ -124,13 +124,83 @@ export function cancelBody(reader) {
 // stream closes, so a cut never looks like a clean end. Another body that fails mid-way is
 // aborted, so the client sees the failure rather than a short body. A client that goes away
 // aborts the upstream call through `abort` (its AbortController).
-export function handOn(body, reader, start, interrupted, abort) {
+//
+// With `check` (failover.check_stream_events, event streams only), the client's branch passes
+// through a JavaScript step that forwards only complete events whose data parses: a malformed
+// event is never sent, and ends the stream with `interrupted` instead. It costs a step per
+// chunk, which is why it is an option.
+export function handOn(body, reader, start, interrupted, check, abort) {
   reader.releaseLock();
-  const [toClient, copy] = body.tee();
+  const [branch, copy] = body.tee();
   const { readable, writable } = new Identity();
   const events = typeof interrupted === "string";
+  const checked = { malformed: false };
+  const toClient = events && check ? branch.pipeThrough(eventChecker(start, checked)) : branch;
   const tail = readTail(copy);
-  return [readable, pipe(start, toClient, writable, tail, events ? interrupted : null, abort)];
+  return [readable, pipe(start, toClient, writable, tail, events ? interrupted : null, abort, checked)];
+}
+
+// The step of `check`: holds an event until its end (a blank line) has arrived, then forwards
+// the complete events of each chunk if every `data:` line among them is JSON or [DONE], and
+// errors (`checked.malformed`) at the first that is not. `start`, already sent (its complete
+// events checked by the core), counts as received: its unfinished last event is held back
+// only for the check, not sent again.
+function eventChecker(start, checked) {
+  const decoder = new TextDecoder();
+  let held = unfinished(start);
+  let sent = held.byteLength;
+  return new TransformStream({
+    transform(chunk, controller) {
+      const bytes = held.byteLength > 0 ? join([held, chunk], held.byteLength + chunk.byteLength) : chunk;
+      const end = lastEventEnd(bytes);
+      if (end < 0) {
+        held = bytes;
+        return;
+      }
+      if (!eventsParse(decoder.decode(bytes.subarray(0, end)))) {
+        checked.malformed = true;
+        controller.error(new Error("a malformed event"));
+        return;
+      }
+      if (end > sent) controller.enqueue(bytes.slice(sent, end));
+      held = bytes.slice(end);
+      sent = 0;
+    },
+    flush(controller) {
+      // An unfinished last event: the stream ended without [DONE] (the error event follows).
+      if (held.byteLength > sent) controller.enqueue(held.slice(sent));
+    },
+  });
+}
+
+// The bytes after the last blank line (the event still arriving).
+function unfinished(bytes) {
+  const end = lastEventEnd(bytes);
+  return end < 0 ? bytes.slice() : bytes.slice(end);
+}
+
+// The index just past the last blank line ("\n\n" or "\r\n\r\n") in `bytes`, or -1.
+function lastEventEnd(bytes) {
+  for (let i = bytes.byteLength - 1; i > 0; i--) {
+    if (bytes[i] === 10 && (bytes[i - 1] === 10 || (bytes[i - 1] === 13 && i > 2 && bytes[i - 2] === 10))) return i + 1;
+  }
+  return -1;
+}
+
+// Whether every `data:` line of these complete events is JSON or [DONE].
+function eventsParse(text) {
+  for (const line of text.split("\n")) {
+    const trimmed = line.trim();
+    if (!trimmed.startsWith("data:")) continue;
+    const data = trimmed.slice(5).trim();
+    if (data === "[DONE]") continue;
+    try {
+      JSON.parse(data);
+    } catch {
+      return false;
+    }
+  }
+  return true;
 }
 
 // Workers' native byte stream; elsewhere (the wasm tests under Node) the standard one.
@@ -167,7 +237,7 @@ async function readTail(copy) {
   }
 }
 
-async function pipe(start, source, writable, tail, interrupted, abort) {
+async function pipe(start, source, writable, tail, interrupted, abort, checked) {
   let clientGone = false;
   let upstreamFailed = false;
   let pipeFailed = false;
@@ -192,7 +262,8 @@ async function pipe(start, source, writable, tail, interrupted, abort) {
   // already dropped cannot tell: the failure is taken as the upstream's.
   const end = pipeFailed ? await Promise.race([tail, after(100, "pending")]) : await tail;
   const dropped = end !== null && end !== "pending" && end.cut;
-  if (end === null || (pipeFailed && dropped)) upstreamFailed = true;
+  // A malformed event the check refused is the upstream's failure.
+  if (end === null || (pipeFailed && dropped) || checked.malformed) upstreamFailed = true;
   else if (pipeFailed) clientGone = true;
   const known = end !== null && end !== "pending" && !dropped;
   const last = known ? lastBytes([start, ...end.blocks]) : new Uint8Array(0);

@@ -28,6 +28,7 @@ extern "C" {
         reader: &JsValue,
         start: &JsValue,
         interrupted: Option<String>,
+        check: bool,
         abort: &web_sys::AbortController,
     ) -> js_sys::Array;
 }
@@ -135,6 +136,7 @@ impl Opened {
     pub fn hand_on(
         self,
         interrupted: Option<&str>,
+        check: bool,
         abort: &web_sys::AbortController,
     ) -> (web_sys::ReadableStream, js_sys::Promise) {
         let start: JsValue = self.start.map_or(JsValue::UNDEFINED, Into::into);
@@ -143,6 +145,7 @@ impl Opened {
             &self.reader,
             &start,
             interrupted.map(str::to_owned),
+            check && interrupted.is_some(),
             abort,
         );
         (pair.get(0).unchecked_into(), pair.get(1).unchecked_into())
@@ -221,7 +224,7 @@ mod tests {
         let opened = opened(chunked(&[sent])).await;
         assert!(!opened.whole);
         assert_eq!(opened.first_bytes(8).unwrap(), b"data: {\"");
-        let (readable, finished) = opened.hand_on(Some(INTERRUPTED_EVENT), &abort());
+        let (readable, finished) = opened.hand_on(Some(INTERRUPTED_EVENT), false, &abort());
         assert_eq!(text_of(readable).await, sent);
         let end = ended(finished).await.unwrap();
         assert!(end.complete);
@@ -231,9 +234,10 @@ mod tests {
     #[wasm_bindgen_test]
     async fn a_stream_without_done_gets_the_interrupted_event() {
         let sent = "data: {\"choices\":[]}\n\n";
-        let (readable, finished) = opened(chunked(&[sent]))
-            .await
-            .hand_on(Some(INTERRUPTED_EVENT), &abort());
+        let (readable, finished) =
+            opened(chunked(&[sent]))
+                .await
+                .hand_on(Some(INTERRUPTED_EVENT), false, &abort());
         assert_eq!(
             text_of(readable).await,
             format!("{sent}{INTERRUPTED_EVENT}")
@@ -259,7 +263,7 @@ mod tests {
         let mut opened = opened(chunked(&chunks)).await;
         opened.read_on(100).await;
         assert!(!opened.whole);
-        let (readable, finished) = opened.hand_on(None, &abort());
+        let (readable, finished) = opened.hand_on(None, false, &abort());
         assert_eq!(text_of(readable).await, chunks.concat());
         let end = ended(finished).await.unwrap();
         assert!(end.complete);
@@ -273,9 +277,10 @@ mod tests {
         let chunks: Vec<&str> = std::iter::repeat_n(chunk.as_str(), 10)
             .chain(["data: [DONE]\n\n"])
             .collect();
-        let (readable, finished) = opened(chunked(&chunks))
-            .await
-            .hand_on(Some(INTERRUPTED_EVENT), &abort());
+        let (readable, finished) =
+            opened(chunked(&chunks))
+                .await
+                .hand_on(Some(INTERRUPTED_EVENT), false, &abort());
         assert_eq!(text_of(readable).await.len(), 100_000 + 14);
         let end = ended(finished).await.unwrap();
         assert!(end.complete);
@@ -307,7 +312,7 @@ mod tests {
         assert!(opened.has_body());
         assert!(!opened.whole, "no content-length: the end is not known yet");
         assert_eq!(opened.first_bytes(6).unwrap(), b"data: ");
-        let (readable, finished) = opened.hand_on(Some(INTERRUPTED_EVENT), &abort());
+        let (readable, finished) = opened.hand_on(Some(INTERRUPTED_EVENT), false, &abort());
         assert_eq!(text_of(readable).await, sent);
         assert!(ended(finished).await.unwrap().complete);
     }

@@ -374,6 +374,33 @@ test("an event stream whose first chunk holds a malformed event fails over", asy
   assert.match(res.headers.get("x-router-failover"), new RegExp(`^groq/${FAST}=bad_answer$`));
 });
 
+test("with check_stream_events, a malformed event after the first byte never reaches the client: the error event ends the stream", async (t) => {
+  const post = await ownRouter(t, { check_stream_events: true });
+  const good = [...events(chunk("Hel"))];
+  groq.answer(() => sse([...good, 'data: {"id":"s","choi\n\n', ...events(chunk("lo")), "data: [DONE]\n\n"]));
+  const res = await post({ stream: true });
+  assert.equal(res.status, 200);
+  const text = await res.text();
+  assert.ok(text.startsWith(good.join("")), text);
+  assert.ok(!text.includes('"choi\n'), `the malformed event reached the client: ${text}`);
+  assert.ok(!text.includes("[DONE]"), text);
+  assert.equal(JSON.parse(text.trimEnd().split("\n\n").at(-1).replace(/^data: /, "")).error.code, "upstream_stream_interrupted");
+  // Without the option the stream is piped natively after its first chunk, as it came.
+  const plain = await ownRouter(t, {});
+  const unchecked = await (await plain({ stream: true })).text();
+  assert.ok(unchecked.includes('"choi\n'), unchecked);
+});
+
+test("with check_stream_events, a healthy stream arrives unchanged, events split across chunks included", async (t) => {
+  const post = await ownRouter(t, { check_stream_events: true });
+  const whole = [...events(chunk("a"), chunk("b"), chunk("c")), "data: [DONE]\n\n"].join("");
+  // Cut at odd places: inside an event, inside the blank line, inside [DONE].
+  const parts = [whole.slice(0, 7), whole.slice(7, 60), whole.slice(60, whole.length - 5), whole.slice(whole.length - 5)];
+  groq.answer(() => sse(parts));
+  const res = await post({ stream: true });
+  assert.equal(await res.text(), whole);
+});
+
 test("a complete stream whose [DONE] arrives byte by byte gets nothing appended", async () => {
   const sent = [...events(chunk("a"), chunk("b")), ..."data: [DONE]\n\n".split("")];
   groq.answer(() => sse(sent));

@@ -291,6 +291,10 @@ pub struct Failover {
     /// The same for a request on the fast path, whose callers are latency-critical and whose
     /// answers are short: the shorter of this and `attempt_timeout_ms`.
     pub fast_attempt_timeout_ms: u64,
+    /// Whether every event of a stream handed on is checked before it reaches the client (a
+    /// malformed one ends the stream with the error event instead), at a JavaScript step per
+    /// chunk; off, only the first chunk's events are checked and the rest is piped natively.
+    pub check_stream_events: bool,
     /// How long the router may spend on a request before it must have an answer to send.
     pub deadline_ms: u64,
     /// Consecutive failures (5xx, 498, timeouts after the whole attempt timeout, transport
@@ -313,6 +317,7 @@ impl Default for Failover {
             max_attempts: 6,
             attempt_timeout_ms: 30_000,
             fast_attempt_timeout_ms: 5_000,
+            check_stream_events: false,
             deadline_ms: 60_000,
             breaker_failures: 5,
             breaker_cooldown_ms: 30_000,
@@ -556,6 +561,7 @@ fn build_failover(raw: &RawFailover) -> Result<Failover, ConfigError> {
         fast_attempt_timeout_ms: raw
             .fast_attempt_timeout_ms
             .unwrap_or(d.fast_attempt_timeout_ms),
+        check_stream_events: raw.check_stream_events.unwrap_or(d.check_stream_events),
         deadline_ms: raw.deadline_ms.unwrap_or(d.deadline_ms),
         breaker_failures: raw.breaker_failures.unwrap_or(d.breaker_failures),
         breaker_cooldown_ms: raw.breaker_cooldown_ms.unwrap_or(d.breaker_cooldown_ms),

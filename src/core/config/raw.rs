@@ -114,6 +114,7 @@ pub struct RawFailover {
     pub max_attempts: Option<u32>,
     pub attempt_timeout_ms: Option<u64>,
     pub fast_attempt_timeout_ms: Option<u64>,
+    pub check_stream_events: Option<bool>,
     pub deadline_ms: Option<u64>,
     pub breaker_failures: Option<u32>,
     pub breaker_cooldown_ms: Option<u64>,
