@@ -89,12 +89,17 @@ pub fn prepare<'c, 'a>(
     match endpoint {
         Endpoint::ChatCompletions => {
             let request = ChatRequest::parse(body)?;
-            check_bounds(config, &request)?;
             let hints = classify::Hints {
                 path: headers.path,
                 latency_budget_ms: headers.latency_budget_ms,
             };
             let decision = classify::classify(config, &request, hints)?;
+            // The route the request goes to: for an alias, the path it was given.
+            let route = match request.model.as_str() {
+                "auto" | "fast" | "slow" => decision.path.name(),
+                model => model,
+            };
+            check_bounds(config, &request, route)?;
             let fast = decision.path == classify::Path::Fast;
             let attempt_timeout_ms = if fast {
                 let f = &config.failover;
@@ -165,17 +170,27 @@ pub fn prepare<'c, 'a>(
     }
 }
 
-/// The gateway's bounds on what one chat request may ask for: `n` choices and an output-token
-/// limit, each refused with a 400 naming the field when over.
-fn check_bounds(config: &Config, request: &ChatRequest<'_>) -> Result<(), RouterError> {
+/// The gateway's bounds on what one chat request may ask for: `n` choices (per `route`, the
+/// route it goes to) and an output-token limit, each refused with a 400 naming the field when
+/// over.
+fn check_bounds(
+    config: &Config,
+    request: &ChatRequest<'_>,
+    route: &str,
+) -> Result<(), RouterError> {
     let gateway = &config.gateway;
     let over = |param: &str, limit: u64, what: &str| RouterError::InvalidRequest {
         message: format!("`{param}` must be at most {limit} ({what} this router allows)."),
         param: Some(param.to_owned()),
         code: "invalid_value",
     };
-    if request.n.is_some_and(|n| n > gateway.max_n) {
-        return Err(over("n", gateway.max_n, "the most choices"));
+    let max_n = gateway
+        .max_n_per_route
+        .get(route)
+        .copied()
+        .unwrap_or(gateway.max_n);
+    if request.n.is_some_and(|n| n > max_n) {
+        return Err(over("n", max_n, "the most choices"));
     }
     for (param, value) in [
         ("max_tokens", request.max_tokens),
@@ -305,9 +320,9 @@ mod tests {
     #[test]
     fn n_and_the_output_limit_are_bounded_and_every_choice_is_booked() {
         let doc = json!({
-            "gateway": {"max_n": 4, "max_output_tokens": 1000},
+            "gateway": {"max_n": 4, "max_output_tokens": 1000, "max_n_per_route": {"lite": 2}},
             "providers": {"together": {"keys": [{"id": "t", "secret": "T"}]}},
-            "routes": {"slow": ["together/m"]},
+            "routes": {"slow": ["together/m"], "lite": ["together/m2"]},
         });
         let c = Config::parse(&doc.to_string(), |n| {
             (!n.ends_with("_HASHES")).then(|| "k".to_owned())
@@ -331,7 +346,11 @@ mod tests {
         let one = prepare_with(json!({"max_tokens": 100, "n": 1})).unwrap();
         let four = prepare_with(json!({"max_tokens": 100, "n": 4})).unwrap();
         assert_eq!(four - one, 300, "each of the four choices books its output");
+        // A route of its own caps n lower; the default route keeps the gateway's.
+        assert!(prepare_with(json!({"n": 4})).is_ok());
+        assert!(prepare_with(json!({"n": 2, "model": "lite"})).is_ok());
         for (extra, param) in [
+            (json!({"n": 3, "model": "lite"}), "n"),
             (json!({"n": 5}), "n"),
             (json!({"max_tokens": 1001}), "max_tokens"),
             (

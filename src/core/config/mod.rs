@@ -337,8 +337,10 @@ pub struct Gateway {
     pub expose_key_ids: bool,
     /// How long a request body may take to arrive.
     pub body_timeout_ms: u64,
-    /// The most choices (`n`) one chat request may ask for.
+    /// The most choices (`n`) one chat request may ask for ...
     pub max_n: u64,
+    /// ... or one sent to a route named here.
+    pub max_n_per_route: BTreeMap<String, u64>,
     /// The largest output-token limit a chat request may ask for.
     pub max_output_tokens: u64,
 }
@@ -437,6 +439,16 @@ fn build(raw: RawConfig, secret: &dyn Fn(&str) -> Option<String>) -> Result<Conf
         .into_iter()
         .map(|(name, p)| build_provider(name, p, secret))
         .collect::<Result<Vec<_>, _>>()?;
+    if let Some(route) = gateway
+        .max_n_per_route
+        .keys()
+        .find(|r| !raw.routes.contains_key(*r))
+    {
+        return Err(ConfigError::at(
+            format!("gateway.max_n_per_route.{route}"),
+            "not the name of a route in `routes`",
+        ));
+    }
     let (models, listing, aliases) = build_models(raw.routes, &providers)?;
     Ok(Config {
         gateway,
@@ -504,6 +516,14 @@ fn build_gateway(
             format!("must be between 1 and {MAX_N}"),
         ));
     }
+    for (route, n) in &raw.max_n_per_route {
+        if !(1..=MAX_N).contains(n) {
+            return Err(ConfigError::at(
+                format!("gateway.max_n_per_route.{route}"),
+                format!("must be between 1 and {MAX_N}"),
+            ));
+        }
+    }
     if !(1..=MAX_OUTPUT_TOKENS_LIMIT).contains(&raw.max_output_tokens) {
         return Err(ConfigError::at(
             "gateway.max_output_tokens",
@@ -518,6 +538,7 @@ fn build_gateway(
         expose_key_ids: raw.expose_key_ids,
         body_timeout_ms: raw.body_timeout_ms,
         max_n: raw.max_n,
+        max_n_per_route: raw.max_n_per_route,
         max_output_tokens: raw.max_output_tokens,
     })
 }

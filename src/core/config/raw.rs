@@ -45,6 +45,9 @@ pub struct RawGateway {
     /// The most choices (`n`) one chat request may ask for.
     #[serde(default = "default_max_n")]
     pub max_n: u64,
+    /// `max_n` for the requests of a route, by route name.
+    #[serde(default)]
+    pub max_n_per_route: BTreeMap<String, u64>,
     /// The largest output-token limit (`max_tokens`, `max_completion_tokens`) a chat request
     /// may ask for.
     #[serde(default = "default_max_output_tokens")]
@@ -62,6 +65,7 @@ impl Default for RawGateway {
             expose_key_ids: false,
             body_timeout_ms: default_body_timeout_ms(),
             max_n: default_max_n(),
+            max_n_per_route: BTreeMap::new(),
             max_output_tokens: default_max_output_tokens(),
         }
     }

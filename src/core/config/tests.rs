@@ -446,3 +446,17 @@ fn the_example_key_hashes_are_refused_outside_local_development() {
     let c = with(true, example, admin_example).unwrap();
     assert!(matches!(c.gateway.admin, GatewayAuth::Keys { ref hashes, .. } if hashes.len() == 1));
 }
+
+#[test]
+fn max_n_per_route_names_routes_and_stays_in_range() {
+    let mut v = minimal();
+    v["gateway"] = json!({"max_n_per_route": {"slow": 2}});
+    assert_eq!(parse(&v).unwrap().gateway.max_n_per_route["slow"], 2);
+    v["gateway"] = json!({"max_n_per_route": {"nowhere": 2}});
+    assert_eq!(
+        parse(&v).unwrap_err().path,
+        "gateway.max_n_per_route.nowhere"
+    );
+    v["gateway"] = json!({"max_n_per_route": {"slow": 0}});
+    assert_eq!(parse(&v).unwrap_err().path, "gateway.max_n_per_route.slow");
+}
