@@ -331,7 +331,7 @@ export async function startRouters(
   };
 
   const mf = new Miniflare(options());
-  await mf.ready;
+  const url = await mf.ready;
 
   const routers = routerBindings.map((_, i) => {
     const name = `router-${i + 1}`;
@@ -355,6 +355,13 @@ export async function startRouters(
 
   return {
     routers,
+    /**
+     * The first router's real HTTP address on 127.0.0.1, for clients that need a socket (one
+     * that hangs up mid-stream): a request whose host matches no route goes to the first Worker,
+     * `router-1`. Read at start: `restart()` may move it. What such clients see is not in `seen`
+     * (the leak check) unless they push it there.
+     */
+    url: url.href.replace(/\/$/, ""),
     logs,
     seen,
     /** Moves every router's clock `ms` forward (with `clock` only). */
