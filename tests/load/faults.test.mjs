@@ -16,8 +16,8 @@
 // LOAD_REQUESTS and LOAD_CONCURRENCY change the size (defaults 3000 and 32).
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
-import http from "node:http";
 import os from "node:os";
+import { accountCalls, chunk, completion, events, failedAttempts, fake, json, percentile, rng } from "./common.mjs";
 import { GATEWAY_HASH, GATEWAY_KEY, startRouter } from "../e2e/harness.mjs";
 
 const TOTAL = Number(process.env.LOAD_REQUESTS ?? 3000);
@@ -46,77 +46,9 @@ const KEYS = {
   LOAD_FIREWORKS: "fw-load-eeeeeeee",
 };
 
-/** A small deterministic generator, so that a run's faults can be replayed. */
-function rng(seed) {
-  let s = seed >>> 0;
-  return () => {
-    s ^= s << 13;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    return (s >>> 0) / 4294967296;
-  };
-}
-
-const completion = (who) =>
-  JSON.stringify({
-    id: `chatcmpl-${who}`,
-    object: "chat.completion",
-    model: who,
-    choices: [{ index: 0, message: { role: "assistant", content: '{"ok":true}' }, finish_reason: "stop" }],
-    usage: { prompt_tokens: 20, completion_tokens: 5, total_tokens: 25 },
-  });
-const chunk = (text) => `data: ${JSON.stringify({ id: "s", object: "chat.completion.chunk", choices: [{ index: 0, delta: { content: text } }] })}\n\n`;
 const STREAM = [chunk("Hello"), chunk(", "), chunk("world"), "data: [DONE]\n\n"];
 
-/**
- * A fake upstream whose answer comes from `decide(call)`: `{status, headers, body}` with body a
- * string or an array of chunks; `hang`, `cut`, `delayMs` as faults. Closes by itself after
- * `limit` calls or when the test ends.
- */
-async function fake(name, decide, limit) {
-  const stats = { name, calls: 0, answers: {} };
-  const count = (what) => (stats.answers[what] = (stats.answers[what] ?? 0) + 1);
-  const server = http.createServer((req, res) => {
-    const parts = [];
-    req.on("data", (c) => parts.push(c));
-    req.on("end", async () => {
-      stats.calls += 1;
-      if (stats.calls >= limit) server.close();
-      const call = { headers: req.headers, body: JSON.parse(Buffer.concat(parts).toString("utf8")) };
-      const a = decide(call);
-      count(a.label);
-      if (a.hang) return; // the router's attempt timeout aborts it
-      if (a.delayMs) await new Promise((r) => setTimeout(r, a.delayMs));
-      if (res.destroyed) return;
-      res.writeHead(a.status, a.headers ?? {});
-      if (Array.isArray(a.body)) {
-        for (const part of a.body) {
-          res.write(part);
-          await new Promise((r) => setTimeout(r, 2));
-        }
-        if (a.cut) res.socket?.destroy();
-        else res.end();
-      } else {
-        res.end(a.body ?? "");
-      }
-    });
-  });
-  await new Promise((r) => server.listen(0, "127.0.0.1", r));
-  const timer = setTimeout(() => server.close(), 10 * 60_000);
-  timer.unref();
-  return {
-    stats,
-    baseUrl: `http://127.0.0.1:${server.address().port}/v1`,
-    close() {
-      clearTimeout(timer);
-      server.closeAllConnections();
-      return new Promise((r) => server.close(() => r()));
-    },
-  };
-}
 
-const json = (label, status, body, headers = {}) => ({ label, status, headers: { "content-type": "application/json", ...headers }, body });
-const events = (label, body, extra = {}) => ({ label, status: 200, headers: { "content-type": "text/event-stream" }, body, ...extra });
 
 // Groq: per organization, at most GROQ_DAILY_LIMIT answers a day; a call beyond that is
 // over-admission, which the fake counts (whatever it then answers) and refuses as Groq would. A
@@ -248,13 +180,7 @@ const OUTCOME_OF = {
   fireworks: { ok: "served" },
 };
 
-/** `provider/model@key-id=outcome, ...` (models hold slashes, key ids and outcomes do not). */
-function failedAttempts(header) {
-  if (!header) return [];
-  return header.split(", ").map((a) => ({ provider: a.slice(0, a.indexOf("/")), outcome: a.slice(a.lastIndexOf("=") + 1) }));
-}
 
-const percentile = (sorted, p) => sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
 
 test(`${TOTAL} requests, ${CONCURRENCY} in flight, under injected faults: every request answered 200 in time, every upstream call accounted for, no over-admission`, { timeout: 10 * 60_000 }, async () => {
   const random = rng(3);
@@ -338,19 +264,7 @@ test(`${TOTAL} requests, ${CONCURRENCY} in flight, under injected faults: every 
   // Every call each fake received, as the clients saw it (`served`, or the outcome named in
   // x-router-failover), against what the fake says it answered, mapped through OUTCOME_OF.
   const fakes = { groq, together, fireworks };
-  const seen = Object.fromEntries(Object.keys(fakes).map((p) => [p, {}]));
-  const tally = (m, k) => (m[k] = (m[k] ?? 0) + 1);
-  for (const r of results) {
-    if (r.status === 200 && r.provider) tally(seen[r.provider] ?? (seen[r.provider] = {}), "served");
-    for (const f of r.failed) tally(seen[f.provider] ?? (seen[f.provider] = {}), f.outcome);
-  }
-  const expected = Object.fromEntries(
-    Object.entries(fakes).map(([p, f]) => [p, Object.entries(f.stats.answers).reduce((m, [label, n]) => ((m[OUTCOME_OF[p][label] ?? label] = (m[OUTCOME_OF[p][label] ?? label] ?? 0) + n), m), {})]),
-  );
-  // An answer a fake gave at once can still reach the router after its 1 s attempt timeout if
-  // the machine stalls: the router then rightly reports a timeout and goes on. Such a stall
-  // moves one call from its category to `timeout` and nothing else; none is expected.
-  const stalls = Object.fromEntries(Object.keys(fakes).map((p) => [p, (seen[p].timeout ?? 0) - (expected[p].timeout ?? 0)]));
+  const { seen, expected, stalls } = accountCalls(results, fakes, OUTCOME_OF);
   const cuts = together.stats.answers.cut_stream ?? 0;
 
   const lines = [
