@@ -1,6 +1,7 @@
 // What the load layer's tests share: a seeded generator, fake upstreams on 127.0.0.1 that answer
 // as a test decides and count what they answered, the answers' shapes, and the accounting of
 // every upstream call against what the clients saw.
+import assert from "node:assert/strict";
 import http from "node:http";
 
 /** A small deterministic generator, so that a run's faults can be replayed. */
@@ -106,4 +107,27 @@ export function accountCalls(results, fakes, outcomeOf) {
   );
   const stalls = Object.fromEntries(Object.keys(fakes).map((p) => [p, (seen[p].timeout ?? 0) - (expected[p].timeout ?? 0)]));
   return { seen, expected, stalls };
+}
+
+/**
+ * Asserts [accountCalls]' result: every call a fake received was handed on to exactly one client
+ * or named as a failed attempt with the outcome its fault calls for (no answer dropped, none
+ * handed on twice, no fault misread), exactly but for machine stalls, each of which turns one
+ * call of another category into a timeout.
+ */
+export function assertAccounted(fakes, { seen, expected, stalls }) {
+  for (const p of Object.keys(fakes)) {
+    if (stalls[p] === 0) {
+      assert.deepEqual(seen[p], expected[p], `${p}: every call accounted for, as clients saw it`);
+      continue;
+    }
+    assert.ok(stalls[p] > 0, `${p}: fewer timeouts (${seen[p].timeout ?? 0}) than hangs (${expected[p].timeout ?? 0})`);
+    let moved = 0;
+    for (const c of new Set([...Object.keys(seen[p]), ...Object.keys(expected[p])])) {
+      if (c === "timeout") continue;
+      assert.ok((seen[p][c] ?? 0) <= (expected[p][c] ?? 0), `${p}: more ${c} seen (${seen[p][c]}) than the fake gave (${expected[p][c] ?? 0})`);
+      moved += (expected[p][c] ?? 0) - (seen[p][c] ?? 0);
+    }
+    assert.equal(moved, stalls[p], `${p}: every call accounted for, as clients saw it, but for ${stalls[p]} that came too late`);
+  }
 }

@@ -17,7 +17,7 @@
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import os from "node:os";
-import { accountCalls, chunk, completion, events, failedAttempts, fake, json, percentile, rng } from "./common.mjs";
+import { accountCalls, assertAccounted, chunk, completion, events, failedAttempts, fake, json, percentile, rng } from "./common.mjs";
 import { GATEWAY_HASH, GATEWAY_KEY, startRouter } from "../e2e/harness.mjs";
 
 const TOTAL = Number(process.env.LOAD_REQUESTS ?? 3000);
@@ -307,20 +307,7 @@ test(`${TOTAL} requests, ${CONCURRENCY} in flight, under injected faults: every 
   // attempt with the outcome its fault calls for: no answer dropped, none handed on twice, no
   // fault misread (a 498 as a 429, an HTML 200 as an answer). Exact but for machine stalls,
   // each of which turns one call of another category into a timeout.
-  for (const p of Object.keys(fakes)) {
-    if (stalls[p] === 0) {
-      assert.deepEqual(seen[p], expected[p], `${p}: every call accounted for, as clients saw it`);
-      continue;
-    }
-    assert.ok(stalls[p] > 0, `${p}: fewer timeouts (${seen[p].timeout ?? 0}) than hangs (${expected[p].timeout ?? 0})`);
-    let moved = 0;
-    for (const c of new Set([...Object.keys(seen[p]), ...Object.keys(expected[p])])) {
-      if (c === "timeout") continue;
-      assert.ok((seen[p][c] ?? 0) <= (expected[p][c] ?? 0), `${p}: more ${c} seen (${seen[p][c]}) than the fake gave (${expected[p][c] ?? 0})`);
-      moved += (expected[p][c] ?? 0) - (seen[p][c] ?? 0);
-    }
-    assert.equal(moved, stalls[p], `${p}: every call accounted for, as clients saw it, but for ${stalls[p]} that came too late`);
-  }
+  assertAccounted(fakes, { seen, expected, stalls });
   assert.deepEqual(Object.keys(seen).sort(), Object.keys(fakes).sort(), "no answer names a provider that is not configured");
   // Groq's free capacity goes to fast-path requests, and all of it: as many requests as the
   // three organizations' daily limits, less only what an organization still cooling down from

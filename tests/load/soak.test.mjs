@@ -29,7 +29,7 @@ import assert from "node:assert/strict";
 import fs from "node:fs";
 import os from "node:os";
 import { workerdPids } from "../../bench/common.mjs";
-import { accountCalls, chunk, completion, events, failedAttempts, fake, json, percentile, rng } from "./common.mjs";
+import { accountCalls, assertAccounted, chunk, completion, events, failedAttempts, fake, json, percentile, rng } from "./common.mjs";
 import { GATEWAY_HASH, GATEWAY_KEY, startRouters } from "../e2e/harness.mjs";
 
 // The requests measured after the warm-up; the warm-up's requests come first, of the same mix.
@@ -425,19 +425,6 @@ test(`soak: ${TOTAL} requests (${WARMUP} warm-up), ${CONCURRENCY} in flight, eve
   // Every call a fake received was handed on to exactly one client or named as a failed attempt
   // with the outcome its fault calls for, but for machine stalls (each turns one call of another
   // category into a timeout).
-  for (const p of Object.keys(fakes)) {
-    if (stalls[p] === 0) {
-      assert.deepEqual(seen[p], expected[p], `${p}: every call accounted for, as clients saw it`);
-      continue;
-    }
-    assert.ok(stalls[p] > 0, `${p}: fewer timeouts (${seen[p].timeout ?? 0}) than hangs (${expected[p].timeout ?? 0})`);
-    let moved = 0;
-    for (const c of new Set([...Object.keys(seen[p]), ...Object.keys(expected[p])])) {
-      if (c === "timeout") continue;
-      assert.ok((seen[p][c] ?? 0) <= (expected[p][c] ?? 0), `${p}: more ${c} seen (${seen[p][c]}) than the fake gave (${expected[p][c] ?? 0})`);
-      moved += (expected[p][c] ?? 0) - (seen[p][c] ?? 0);
-    }
-    assert.equal(moved, stalls[p], `${p}: every call accounted for, as clients saw it, but for ${stalls[p]} that came too late`);
-  }
+  assertAccounted(fakes, { seen, expected, stalls });
   assert.ok(growth <= MEMORY_BOUND_MB * 1e6, `workerd's memory grew by ${mb(growth)} MB after the warm-up (${mb(warm)} -> ${mb(last)} MB), over the ${MEMORY_BOUND_MB} MB bound`);
 });
