@@ -154,6 +154,12 @@ function eventChecker(start, checked) {
       const bytes = held.byteLength > 0 ? join([held, chunk], held.byteLength + chunk.byteLength) : chunk;
       const end = lastEventEnd(bytes);
       if (end < 0) {
+        // No event is that long: an upstream that never ends one is not an answer either.
+        if (bytes.byteLength > MAX_EVENT) {
+          checked.malformed = true;
+          controller.error(new Error("an event without end"));
+          return;
+        }
         held = bytes;
         return;
       }
@@ -172,6 +178,9 @@ function eventChecker(start, checked) {
     },
   });
 }
+
+// The longest event the check holds while waiting for its end.
+const MAX_EVENT = 1 << 20;
 
 // The bytes after the last blank line (the event still arriving).
 function unfinished(bytes) {
