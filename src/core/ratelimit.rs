@@ -322,7 +322,9 @@ pub fn refusal(retry_after: Option<&str>, body: &[u8]) -> Refusal {
         });
     Refusal {
         window,
-        retry_after_ms: retry_after.and_then(retry_after_ms).or(body_wait),
+        retry_after_ms: retry_after
+            .and_then(retry_after_ms)
+            .or(body_wait.map(|ms| ms.min(MAX_RETRY_AFTER_S * 1_000))),
         billing: text.contains("insufficient_quota"),
     }
 }

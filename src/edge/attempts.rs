@@ -269,7 +269,8 @@ async fn take(
         opened.read_on(WHOLE_JSON).await;
     }
     // A JSON answer read whole is checked whole (one that was cut yet ended cleanly fails over).
-    let whole = (opened.whole && kind == Body::Json).then(|| opened.last_bytes(WHOLE_JSON));
+    // (All of it: a first chunk that held the whole `content-length` may pass WHOLE_JSON.)
+    let whole = (opened.whole && kind == Body::Json).then(|| opened.last_bytes(usize::MAX));
     let fails = match &whole {
         Some(body) => kind.start_fails(body) || kind.whole_fails(body),
         None => opened

@@ -646,7 +646,7 @@ pub const LOCAL_DEV_VAR: &str = "ROUTER_LOCAL_DEV";
 
 /// The hashes `.dev.vars.example` ships, of the published keys `sk-local-dev` and
 /// `sk-local-admin`: anyone could present those keys to a deployment that kept them.
-const EXAMPLE_HASHES: [&str; 2] = [
+pub(crate) const EXAMPLE_HASHES: [&str; 2] = [
     "39f9742666377d1b2d177efec3c73c95112c6c70f9ffe9b49abd1a2523295b86",
     "dd64c8e8eaafa1abb74fd2a2ccad64f4dcb9f2bd6fae158f50e000958395a29e",
 ];

@@ -287,4 +287,7 @@ fn retry_after_is_read_in_seconds_rounded_up_to_the_millisecond_and_capped_at_a_
         refusal(Some("999999999"), b"").retry_after_ms,
         Some(86_400_000)
     );
+    // So does a wait named in the body.
+    let body = b"Rate limit reached. Please try again in 150h0m0s.";
+    assert_eq!(refusal(None, body).retry_after_ms, Some(86_400_000));
 }
