@@ -11,7 +11,7 @@ use worker::{event, web_sys, Context, Env};
 use super::attempts::{self, now_ms, Reply};
 use super::http;
 use super::quota as bank;
-use crate::core::config::{Config, ADMIN_KEYS_SECRET, LOCAL_DEV_VAR};
+use crate::core::config::{self, Config, ADMIN_KEYS_SECRET, LOCAL_DEV_VAR};
 use crate::core::endpoint::{self, Endpoint};
 use crate::core::error::RouterError;
 use crate::core::job::{self, ClientHeaders, Prepared};
@@ -236,7 +236,7 @@ fn key_ids_shown(env: &Env, headers: Lines<'_>) -> bool {
 /// even when the configuration itself is broken). Anyone else reads where to find them.
 fn operator_asks(env: &Env, headers: Lines<'_>) -> bool {
     let var = |name: &str| env.secret(name).ok().map(|v| v.to_string());
-    if var(LOCAL_DEV_VAR).is_some_and(|v| v.trim() == "1") {
+    if config::is_local_dev(var(LOCAL_DEV_VAR).as_deref()) {
         return true;
     }
     let authorization = headers.get("authorization");

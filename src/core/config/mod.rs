@@ -467,7 +467,7 @@ fn build_gateway(
 ) -> Result<Gateway, ConfigError> {
     check_secret_name("gateway.keys_secret", &raw.keys_secret)?;
     check_secret_name("gateway.admin_keys_secret", &raw.admin_keys_secret)?;
-    let local_dev = secret(LOCAL_DEV_VAR).is_some_and(|v| v.trim() == "1");
+    let local_dev = is_local_dev(secret(LOCAL_DEV_VAR).as_deref());
     let parse_hashes = |name: &str, value: &str| parse_hashes(name, value, local_dev);
     // A broken admin secret only closes the status page; client traffic goes on.
     let admin =
@@ -643,6 +643,11 @@ pub const ADMIN_KEYS_SECRET: &str = "ADMIN_KEY_HASHES";
 /// The var that marks a local-development run (`.dev.vars`, read by `wrangler dev` only): the
 /// example key hashes of `.dev.vars.example` are accepted only there.
 pub const LOCAL_DEV_VAR: &str = "ROUTER_LOCAL_DEV";
+
+/// Whether the value of [`LOCAL_DEV_VAR`] marks local development.
+pub fn is_local_dev(value: Option<&str>) -> bool {
+    value.is_some_and(|v| v.trim() == "1")
+}
 
 /// The hashes `.dev.vars.example` ships, of the published keys `sk-local-dev` and
 /// `sk-local-admin`: anyone could present those keys to a deployment that kept them.
