@@ -8,13 +8,15 @@ use super::config::{Capability, MaxTokensField, Provider, GUARDED_FIELDS};
 use super::error::RouterError;
 use super::request::{ChatRequest, EmbeddingsRequest};
 
-/// The chat body for `provider`, which knows the model as `model`. The request is adapted in
-/// place, so that a failover can adapt it again for the next provider without a copy: what is
-/// stripped is only what the request can do without, and the output-token limit is kept.
+/// The chat body for `provider`, which knows the model as `model`, on the service `tier` the
+/// target names (which replaces a client's own). The request is adapted in place, so that a
+/// failover can adapt it again for the next provider without a copy: what is stripped is only
+/// what the request can do without, and the output-token limit is kept.
 pub fn chat(
     req: &mut ChatRequest,
     provider: &Provider,
     model: &str,
+    tier: Option<&str>,
 ) -> Result<Vec<u8>, RouterError> {
     req.model = model.to_owned();
     // One limit, in the provider's field: the smaller when the client sent both.
@@ -44,10 +46,26 @@ pub fn chat(
     // provider may take them.
     let (held, kept) = std::mem::take(&mut req.extra.0)
         .into_iter()
-        .partition(|(k, _)| withheld(provider, k));
+        .partition(|(k, _)| withheld(provider, k) || (tier.is_some() && k == "service_tier"));
     req.extra.0 = kept;
     let body = to_vec(req);
     req.extra.0.extend(held);
+    match tier {
+        Some(tier) => body.map(|b| with_field(b, "service_tier", tier)),
+        None => body,
+    }
+}
+
+/// A serialized JSON object with one more string field, written before its closing brace.
+/// `value` is one of the configuration's service tiers, which need no escaping.
+fn with_field(mut body: Vec<u8>, name: &str, value: &str) -> Vec<u8> {
+    if body.pop() != Some(b'}') {
+        return body;
+    }
+    if body.len() > 1 {
+        body.push(b',');
+    }
+    body.extend_from_slice(format!("\"{name}\":\"{value}\"}}").as_bytes());
     body
 }
 
@@ -91,7 +109,7 @@ mod tests {
         let p = c.providers.iter().find(|p| p.name == provider).unwrap();
         let text = body.to_string();
         let mut req = ChatRequest::parse(text.as_bytes()).unwrap();
-        serde_json::from_slice(&chat(&mut req, p, "their-model").unwrap()).unwrap()
+        serde_json::from_slice(&chat(&mut req, p, "their-model", None).unwrap()).unwrap()
     }
 
     #[test]
@@ -149,12 +167,12 @@ mod tests {
         let text = body.to_string();
         let mut req = ChatRequest::parse(text.as_bytes()).unwrap();
         let first: Value =
-            serde_json::from_slice(&chat(&mut req, groq, "g-model").unwrap()).unwrap();
+            serde_json::from_slice(&chat(&mut req, groq, "g-model", None).unwrap()).unwrap();
         let second: Value =
-            serde_json::from_slice(&chat(&mut req, together, "t-model").unwrap()).unwrap();
+            serde_json::from_slice(&chat(&mut req, together, "t-model", None).unwrap()).unwrap();
         let mut fresh = ChatRequest::parse(text.as_bytes()).unwrap();
         let direct: Value =
-            serde_json::from_slice(&chat(&mut fresh, together, "t-model").unwrap()).unwrap();
+            serde_json::from_slice(&chat(&mut fresh, together, "t-model", None).unwrap()).unwrap();
         assert_eq!(first["model"], "g-model");
         assert_eq!(second, direct);
         assert_eq!(second["model"], "t-model");
@@ -180,8 +198,9 @@ mod tests {
         let text = body.to_string();
         let mut req = ChatRequest::parse(text.as_bytes()).unwrap();
         let to_together: Value =
-            serde_json::from_slice(&chat(&mut req, together, "t").unwrap()).unwrap();
-        let to_groq: Value = serde_json::from_slice(&chat(&mut req, groq, "g").unwrap()).unwrap();
+            serde_json::from_slice(&chat(&mut req, together, "t", None).unwrap()).unwrap();
+        let to_groq: Value =
+            serde_json::from_slice(&chat(&mut req, groq, "g", None).unwrap()).unwrap();
         for field in GUARDED_FIELDS {
             assert!(to_together.get(field).is_none(), "{field} reached together");
         }
@@ -193,6 +212,28 @@ mod tests {
         );
         assert_eq!(to_groq["service_tier"], "flex");
         assert!(to_groq.get("store").is_none());
+    }
+
+    #[test]
+    fn a_targets_service_tier_replaces_the_clients() {
+        let c = providers();
+        let groq = c.providers.iter().find(|p| p.name == "groq").unwrap();
+        let body = json!({"model": "fast", "messages": [{"role": "user", "content": "hi"}],
+                          "service_tier": "on_demand", "seed": 7});
+        let text = body.to_string();
+        let mut req = ChatRequest::parse(text.as_bytes()).unwrap();
+        let flex: Value =
+            serde_json::from_slice(&chat(&mut req, groq, "g", Some("flex")).unwrap()).unwrap();
+        assert_eq!(flex["service_tier"], "flex");
+        assert_eq!(flex["seed"], 7);
+        // The next attempt, on no tier, gets no tier: the client's is guarded.
+        let plain: Value =
+            serde_json::from_slice(&chat(&mut req, groq, "g", None).unwrap()).unwrap();
+        assert!(plain.get("service_tier").is_none(), "{plain}");
+        assert_eq!(
+            with_field(b"{}".to_vec(), "a", "b"),
+            br#"{"a":"b"}"#.to_vec()
+        );
     }
 
     #[test]

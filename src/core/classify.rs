@@ -205,7 +205,7 @@ pub fn within_output_limit<'c>(
         config
             .providers
             .get(t.provider)
-            .and_then(|p| p.limits.get(&t.model))
+            .and_then(|p| p.limits.get(&t.name))
             .and_then(|l| l.max_output_tokens)
     };
     let largest = targets.iter().filter_map(|t| most(t)).max();
@@ -539,7 +539,7 @@ fn tpm(config: &Config, target: &Target) -> Option<u64> {
         .providers
         .get(target.provider)?
         .limits
-        .get(&target.model)?
+        .get(&target.name)?
         .tpm
 }
 

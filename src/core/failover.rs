@@ -38,6 +38,9 @@ pub const MIN_ATTEMPT_MS: u64 = 20;
 pub struct Attempt {
     pub provider: String,
     pub model: String,
+    /// The service tier the target asked for, if it named one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tier: Option<String>,
     /// The key's id from the configuration, never the key.
     pub key_id: String,
     pub outcome: &'static str,
@@ -202,6 +205,9 @@ pub struct Planner<'c> {
     full: Vec<OrgOnModel<'c>>,
     dropped_models: Vec<ModelAt<'c>>,
     dropped_providers: Vec<&'c str>,
+    /// The organization whose tier (flex) just answered 498: the same model on another tier
+    /// is booked there first, since its other tiers' limits are its own.
+    tier_full: Option<OrgOnModel<'c>>,
     attempts: Vec<Attempt>,
     failures: Failures,
 }
@@ -252,6 +258,7 @@ impl<'c> Planner<'c> {
             full: Vec::new(),
             dropped_models: Vec::new(),
             dropped_providers: Vec::new(),
+            tier_full: None,
             attempts: Vec::new(),
             failures,
         }
@@ -280,16 +287,22 @@ impl<'c> Planner<'c> {
 }
 
 /// The `x-router-failover` header: the attempts that failed before the answer, in order, as
-/// `provider/model=outcome`, or `provider/model@key=outcome` `with_key_ids` (operators choose
+/// `provider/model=outcome` (`provider/model:tier=outcome` on a named service tier), or `provider/model@key=outcome` `with_key_ids` (operators choose
 /// key ids freely, and may put account names in them: clients see them only when the
 /// configuration says so or the caller is an admin); `None` when the first attempt answered.
 pub fn failover_header(attempts: &[Attempt], with_key_ids: bool) -> Option<String> {
     let failed: Vec<String> = attempts
         .iter()
         .filter(|a| a.outcome != "success")
-        .map(|a| match with_key_ids {
-            true => format!("{}/{}@{}={}", a.provider, a.model, a.key_id, a.outcome),
-            false => format!("{}/{}={}", a.provider, a.model, a.outcome),
+        .map(|a| {
+            let tier = a.tier.as_deref().map_or(String::new(), |t| format!(":{t}"));
+            match with_key_ids {
+                true => format!(
+                    "{}/{}{tier}@{}={}",
+                    a.provider, a.model, a.key_id, a.outcome
+                ),
+                false => format!("{}/{}{tier}={}", a.provider, a.model, a.outcome),
+            }
         })
         .collect();
     (!failed.is_empty()).then(|| failed.join(", "))
@@ -386,7 +399,7 @@ impl<'c> Planner<'c> {
         let name: &'c str = &provider.name;
         for (i, option) in options.iter().enumerate() {
             let target: &'c Target = targets.get(i)?;
-            let model: &'c str = &target.model;
+            let model: &'c str = &target.name;
             if !self.model_open(name, model) {
                 continue;
             }
@@ -399,15 +412,35 @@ impl<'c> Planner<'c> {
                 .copied()
                 .unwrap_or(false)
                 .then_some(self.prefix_hash);
-            let admission = holdings.admit(
-                name,
-                &offers,
-                model,
-                &option.limits,
-                self.tokens,
-                prefix,
-                now_ms,
-            );
+            let mut admit = |offers: &[Offer]| {
+                holdings.admit(
+                    name,
+                    offers,
+                    model,
+                    &option.limits,
+                    self.tokens,
+                    prefix,
+                    now_ms,
+                )
+            };
+            // After a tier's 498, the same organization on this model's other tier first.
+            let same_org: Vec<Offer> = match self.tier_full {
+                Some(full) if full.provider == name && full.model == target.model.as_str() => {
+                    offers
+                        .iter()
+                        .filter(|o| o.org == full.org)
+                        .cloned()
+                        .collect()
+                }
+                _ => Vec::new(),
+            };
+            let (admission, offers) = match same_org.is_empty() {
+                false => match admit(&same_org) {
+                    Admission::Full { .. } | Admission::NoKey => (admit(&offers), offers),
+                    admitted => (admitted, same_org),
+                },
+                true => (admit(&offers), offers),
+            };
             match admission {
                 Admission::Admitted {
                     org,
@@ -503,7 +536,7 @@ impl<'c> Planner<'c> {
         let Some(target) = targets.get(asking.option).copied() else {
             return;
         };
-        let model: &'c str = &target.model;
+        let model: &'c str = &target.name;
         let Some(org) = provider
             .keys
             .iter()
@@ -524,7 +557,7 @@ impl<'c> Planner<'c> {
                     .iter()
                     .find(|k| k.id == key_id && k.org == org);
                 match key.and_then(|k| k.value.as_ref().map(|s| (k, s))) {
-                    Some((key, secret)) if ticket.model == target.model => {
+                    Some((key, secret)) if ticket.model == target.name => {
                         self.pending = Some((
                             Choice {
                                 target,
@@ -604,14 +637,15 @@ impl<'c> Planner<'c> {
         breakers: &mut Breakers,
     ) -> Verdict {
         let provider: &'c str = &choice.provider.name;
-        let model: &'c str = &choice.target.model;
+        let model: &'c str = &choice.target.name;
         let key = KeyAt {
             provider,
             key: &choice.key.id,
         };
         self.attempts.push(Attempt {
             provider: provider.to_owned(),
-            model: model.to_owned(),
+            model: choice.target.model.clone(),
+            tier: choice.target.tier.clone(),
             key_id: choice.key.id.clone(),
             outcome: outcome.name(),
             ms,
@@ -621,7 +655,11 @@ impl<'c> Planner<'c> {
         // Nor does one of a request whose answer may simply be long (see `with_attempts`).
         let timeout = *outcome == Outcome::Timeout;
         let cut_short = timeout && self.last_timeout_ms < self.attempt_timeout_ms;
-        let blamed = !timeout || (self.timeout_blames_provider && !cut_short);
+        // A 498 on a tier with books of its own (flex) is that tier's capacity running out, as
+        // it is documented to, not the provider failing.
+        let own_tier = choice.target.name != choice.target.model;
+        let tier_capacity = *outcome == Outcome::Capacity && own_tier;
+        let blamed = (!timeout || (self.timeout_blames_provider && !cut_short)) && !tier_capacity;
         breakers.record(
             provider,
             outcome.is_provider_failure() && blamed,
@@ -660,6 +698,13 @@ impl<'c> Planner<'c> {
             Outcome::Capacity => {
                 self.dropped_models.push(ModelAt { provider, model });
                 f.provider = Some(ProviderFailure::Capacity);
+                if own_tier {
+                    self.tier_full = Some(OrgOnModel {
+                        provider,
+                        org: &choice.key.org,
+                        model: &choice.target.model,
+                    });
+                }
             }
             Outcome::ServerError { status } => {
                 self.dropped_providers.push(provider);
@@ -695,7 +740,7 @@ impl<'c> Planner<'c> {
                 provider: &choice.provider.name,
                 key: &choice.key.id,
             },
-            model: &choice.target.model,
+            model: &choice.target.name,
         });
         self.booked = match ticket.as_ref().map(|t| t.source) {
             None => Booked::None,
@@ -745,7 +790,7 @@ impl<'c> Planner<'c> {
             let (p, k, m) = (
                 c.provider.name.as_str(),
                 c.key.id.as_str(),
-                c.target.model.as_str(),
+                c.target.name.as_str(),
             );
             self.model_open(p, m)
                 && self.provider_open(p, now_ms, breakers)

@@ -49,7 +49,12 @@ impl Payload<'_> {
     /// The upstream body for `choice`.
     pub fn body_for(&mut self, choice: &Choice<'_>) -> Result<Vec<u8>, RouterError> {
         match self {
-            Payload::Chat(req) => adapt::chat(req, choice.provider, &choice.target.model),
+            Payload::Chat(req) => adapt::chat(
+                req,
+                choice.provider,
+                &choice.target.model,
+                choice.target.tier.as_deref(),
+            ),
             Payload::Embeddings(req) => adapt::embeddings(req, &choice.target.model),
         }
     }

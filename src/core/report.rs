@@ -25,14 +25,17 @@ pub struct Trace {
 /// Headers as the router adds them to a response.
 pub type Headers = Vec<(&'static str, String)>;
 
-/// After the attempt loop: who answered (`x-router-provider`, `x-router-model`; for an error,
-/// who was tried last) and, for requests the quota ledger may book (`quota`), how it booked
+/// After the attempt loop: who answered (`x-router-provider`, `x-router-model`, and
+/// `x-router-tier` when the target named a service tier; for an error, who was tried last) and, for requests the quota ledger may book (`quota`), how it booked
 /// them (`x-router-quota`, `x-router-quota-calls`).
 pub fn served(trace: &Trace, quota: bool) -> Headers {
     let mut out = Headers::new();
     if let Some(last) = trace.attempts.last() {
         out.push(("x-router-provider", last.provider.clone()));
         out.push(("x-router-model", last.model.clone()));
+        if let Some(tier) = &last.tier {
+            out.push(("x-router-tier", tier.clone()));
+        }
     }
     if quota {
         out.push(("x-router-quota", trace.booked.name().to_owned()));
@@ -139,6 +142,7 @@ mod tests {
         Attempt {
             provider: provider.to_owned(),
             model: "m".to_owned(),
+            tier: None,
             key_id: "k1".to_owned(),
             outcome,
             ms: 3,

@@ -211,12 +211,42 @@ impl Provider {
     }
 }
 
-/// A provider and the model name it knows.
+/// A provider and the model name it knows, on a service tier if the route names one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
     /// Index into [`Config::providers`].
     pub provider: usize,
+    /// The provider's model id, as sent upstream.
     pub model: String,
+    /// The `service_tier` the router asks the provider for (Groq's `flex`), if any.
+    pub tier: Option<String>,
+    /// What the quota ledger, the planner and the reports call the target: `model`, or
+    /// `model:tier` for a tier with limits of its own ([`books_name`]).
+    pub name: String,
+}
+
+/// The service tiers a target may name: Groq's (`flex`, `on_demand`, `auto`, `performance`)
+/// and OpenAI's (`auto`, `default`, `flex`, `priority`).
+pub const SERVICE_TIERS: [&str; 6] = [
+    "flex",
+    "on_demand",
+    "auto",
+    "performance",
+    "default",
+    "priority",
+];
+
+/// Flex's limits against on-demand's, when the configuration gives flex none of its own: Groq
+/// documents about ten times the on-demand limits.
+pub const FLEX_LIMIT_FACTOR: u64 = 10;
+
+/// The name a target's model is booked under on a tier: the provider's default tier
+/// (`on_demand`, `default`) shares the model's books; any other tier has books of its own.
+pub fn books_name(model: &str, tier: Option<&str>) -> String {
+    match tier {
+        None | Some("on_demand" | "default") => model.to_owned(),
+        Some(tier) => format!("{model}:{tier}"),
+    }
 }
 
 /// Which browser origins may call the router.
@@ -449,7 +479,8 @@ fn build(raw: RawConfig, secret: &dyn Fn(&str) -> Option<String>) -> Result<Conf
             "not the name of a route in `routes`",
         ));
     }
-    let (models, listing, aliases) = build_models(raw.routes, &providers)?;
+    let mut providers = providers;
+    let (models, listing, aliases) = build_models(raw.routes, &mut providers)?;
     Ok(Config {
         gateway,
         classifier,
@@ -893,8 +924,8 @@ fn build_provider(
 type Models = (BTreeMap<String, Vec<Target>>, Vec<String>, usize);
 
 fn build_models(
-    routes: BTreeMap<String, Vec<String>>,
-    providers: &[Provider],
+    routes: BTreeMap<String, Vec<raw::RawTarget>>,
+    providers: &mut [Provider],
 ) -> Result<Models, ConfigError> {
     if routes.is_empty() {
         return Err(ConfigError::at("routes", "at least one route is required"));
@@ -912,6 +943,9 @@ fn build_models(
         let mut parsed: Vec<Target> = Vec::with_capacity(targets.len());
         for (i, t) in targets.iter().enumerate() {
             let target = parse_target(&format!("{path}[{i}]"), t, providers)?;
+            if let Some(provider) = providers.get_mut(target.provider) {
+                tier_limits(provider, &target);
+            }
             if !parsed.contains(&target) {
                 parsed.push(target);
             }
@@ -959,20 +993,94 @@ fn build_models(
     Ok((models, listing, aliases))
 }
 
-/// `provider/model`, split at the first slash (model ids may contain slashes).
-fn parse_target(path: &str, raw: &str, providers: &[Provider]) -> Result<Target, ConfigError> {
-    let (name, model) = raw
+/// A route's target: `provider/model` (split at the first slash: model ids may contain
+/// slashes), or a table with that as `target` and optionally a `service_tier`.
+fn parse_target(
+    path: &str,
+    raw: &raw::RawTarget,
+    providers: &[Provider],
+) -> Result<Target, ConfigError> {
+    let (name, tier) = match raw {
+        raw::RawTarget::Name(name) => (name.as_str(), None),
+        raw::RawTarget::Table(table) => {
+            if let Some(key) = table
+                .keys()
+                .find(|k| !matches!(k.as_str(), "target" | "service_tier"))
+            {
+                return Err(ConfigError::at(
+                    format!("{path}.{key}"),
+                    "unknown key; a target's table takes `target` and `service_tier`",
+                ));
+            }
+            let name = table
+                .get("target")
+                .and_then(serde_json::Value::as_str)
+                .ok_or_else(|| {
+                    ConfigError::at(
+                        format!("{path}.target"),
+                        "required: the target as `provider/model`",
+                    )
+                })?;
+            let tier = match table.get("service_tier") {
+                None => None,
+                Some(value) => Some(
+                    value
+                        .as_str()
+                        .filter(|t| SERVICE_TIERS.contains(t))
+                        .ok_or_else(|| {
+                            ConfigError::at(
+                                format!("{path}.service_tier"),
+                                format!("not a service tier; known: {}", SERVICE_TIERS.join(", ")),
+                            )
+                        })?
+                        .to_owned(),
+                ),
+            };
+            (name, tier)
+        }
+    };
+    let (provider_name, model) = name
         .split_once('/')
         .filter(|(p, m)| !p.is_empty() && !m.is_empty())
-        .ok_or_else(|| ConfigError::at(path, format!("`{raw}` is not `provider/model`")))?;
+        .ok_or_else(|| ConfigError::at(path, format!("`{name}` is not `provider/model`")))?;
     let provider = providers
         .iter()
-        .position(|p| p.name == name)
-        .ok_or_else(|| ConfigError::at(path, format!("no provider named `{name}`")))?;
+        .position(|p| p.name == provider_name)
+        .ok_or_else(|| ConfigError::at(path, format!("no provider named `{provider_name}`")))?;
     Ok(Target {
         provider,
+        name: books_name(model, tier.as_deref()),
         model: model.to_owned(),
+        tier,
     })
+}
+
+/// Gives a tier with books of its own the limits it is booked against, unless the
+/// configuration sets them (`limits."model:flex"`): on flex, [`FLEX_LIMIT_FACTOR`] times the
+/// model's; on another tier, the model's own (at least what that tier allows). A model with no
+/// limits leaves its tiers untracked too.
+fn tier_limits(provider: &mut Provider, target: &Target) {
+    if target.name == target.model || provider.limits.contains_key(&target.name) {
+        return;
+    }
+    let Some(base) = provider.limits.get(&target.model).copied() else {
+        return;
+    };
+    let factor = match target.tier.as_deref() {
+        Some("flex") => FLEX_LIMIT_FACTOR,
+        _ => 1,
+    };
+    let scale = |l: Option<u64>| l.map(|v| v.saturating_mul(factor));
+    provider.limits.insert(
+        target.name.clone(),
+        Limits {
+            rpm: scale(base.rpm),
+            rpd: scale(base.rpd),
+            tpm: scale(base.tpm),
+            tpd: scale(base.tpd),
+            max_output_tokens: base.max_output_tokens,
+        },
+    );
 }
 
 /// Accepts an absolute https URL without query or fragment and drops a trailing slash; plain

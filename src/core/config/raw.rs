@@ -15,7 +15,17 @@ pub struct RawConfig {
     #[serde(default)]
     pub failover: RawFailover,
     pub providers: BTreeMap<String, RawProvider>,
-    pub routes: BTreeMap<String, Vec<String>>,
+    pub routes: BTreeMap<String, Vec<RawTarget>>,
+}
+
+/// One target of a route: `"provider/model"`, or a table naming it with options
+/// (`{ target = "groq/llama-3.1-8b-instant", service_tier = "flex" }`), whose keys
+/// [`super::Config::parse`] checks itself so that an error names the key.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawTarget {
+    Name(String),
+    Table(serde_json::Map<String, serde_json::Value>),
 }
 
 #[derive(Debug, Deserialize)]

@@ -460,3 +460,58 @@ fn max_n_per_route_names_routes_and_stays_in_range() {
     v["gateway"] = json!({"max_n_per_route": {"slow": 0}});
     assert_eq!(parse(&v).unwrap_err().path, "gateway.max_n_per_route.slow");
 }
+
+#[test]
+fn a_route_target_may_name_a_service_tier() {
+    let mut v = minimal();
+    v["routes"]["fast"] = json!([
+        {"target": "groq/llama-3.1-8b-instant", "service_tier": "flex"},
+        {"target": "groq/llama-3.1-8b-instant", "service_tier": "on_demand"},
+        "groq/llama-3.1-8b-instant"
+    ]);
+    let c = parse(&v).unwrap();
+    let fast = c.targets("fast").unwrap();
+    let seen: Vec<(&str, Option<&str>, &str)> = fast
+        .iter()
+        .map(|t| (t.model.as_str(), t.tier.as_deref(), t.name.as_str()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (
+                "llama-3.1-8b-instant",
+                Some("flex"),
+                "llama-3.1-8b-instant:flex"
+            ),
+            (
+                "llama-3.1-8b-instant",
+                Some("on_demand"),
+                "llama-3.1-8b-instant"
+            ),
+            ("llama-3.1-8b-instant", None, "llama-3.1-8b-instant"),
+        ]
+    );
+    // The concrete id offers every tier the routes name, and is listed once.
+    assert_eq!(c.targets("llama-3.1-8b-instant").unwrap().len(), 3);
+    let listed = c
+        .model_names()
+        .iter()
+        .filter(|n| *n == "llama-3.1-8b-instant");
+    assert_eq!(listed.count(), 1);
+    for (target, path) in [
+        (
+            json!({"target": "groq/x", "service_tier": "turbo"}),
+            "routes.fast[0].service_tier",
+        ),
+        (
+            json!({"target": "groq/x", "tier": "flex"}),
+            "routes.fast[0].tier",
+        ),
+        (json!({"service_tier": "flex"}), "routes.fast[0].target"),
+        (json!({"target": "nobody/x"}), "routes.fast[0]"),
+    ] {
+        let mut v = minimal();
+        v["routes"]["fast"] = json!([target]);
+        assert_eq!(parse(&v).unwrap_err().path, path, "{target}");
+    }
+}

@@ -125,7 +125,7 @@ fn drive(
             } => {
                 let name = format!(
                     "{}/{}@{}",
-                    choice.provider.name, choice.target.model, choice.key.id
+                    choice.provider.name, choice.target.name, choice.key.id
                 );
                 sent.push((name.clone(), ticket.as_ref().map(|t| t.tokens)));
                 let _ = timeout_ms;
@@ -717,4 +717,106 @@ fn no_quota_call_when_every_organization_is_already_refused() {
     assert_eq!(run.attempts.len(), 3);
     assert_eq!(run.reserves, 2, "one per Groq organization, none wasted");
     assert_eq!(run.result.unwrap(), "together/m@t1");
+}
+
+/// Groq's model on flex first, then on demand, then Together.
+fn flex_config(failover: serde_json::Value) -> Config {
+    let doc = serde_json::json!({
+        "failover": failover,
+        "providers": {
+            "groq": {"keys": [
+                {"id": "g1", "secret": "G1", "org": "a"},
+                {"id": "g3", "secret": "G3", "org": "b"}
+            ]},
+            "together": {"keys": [{"id": "t1", "secret": "T1"}]}
+        },
+        "routes": {
+            "fast": [
+                {"target": "groq/llama-3.1-8b-instant", "service_tier": "flex"},
+                "groq/llama-3.1-8b-instant"
+            ],
+            "slow": ["together/m-t"]
+        }
+    });
+    Config::parse(&doc.to_string(), |n| {
+        (!n.ends_with("_HASHES")).then(|| format!("sk-{n}"))
+    })
+    .unwrap()
+}
+
+#[test]
+fn a_flex_498_moves_to_on_demand_on_the_same_organization_without_opening_the_circuit() {
+    let c = flex_config(serde_json::json!({"breaker_failures": 1}));
+    let mut world = World::new();
+    let mut breakers = Breakers::default();
+    let run = drive(&c, &mut world, &mut breakers, T0, |n| match n {
+        "groq/llama-3.1-8b-instant:flex@g1" => rate_limited(5),
+        "groq/llama-3.1-8b-instant:flex@g3" => Outcome::Capacity,
+        _ => Outcome::Success,
+    });
+    // Org a has as much on-demand room as org b, and comes first; org b's flex was out of
+    // capacity, and its on-demand limits are its own.
+    assert_eq!(
+        names(&run),
+        [
+            "groq/llama-3.1-8b-instant:flex@g1",
+            "groq/llama-3.1-8b-instant:flex@g3",
+            "groq/llama-3.1-8b-instant@g3",
+        ]
+    );
+    assert_eq!(run.attempts[1].tier.as_deref(), Some("flex"));
+    assert_eq!(run.attempts[2].tier, None);
+    assert_eq!(
+        failover_header(&run.attempts, false).unwrap(),
+        "groq/llama-3.1-8b-instant:flex=rate_limited, groq/llama-3.1-8b-instant:flex=capacity"
+    );
+    assert!(
+        !breakers.is_open("groq", T0),
+        "a flex 498 opened the circuit"
+    );
+    // Each tier is booked on its own books.
+    let b = world.banks.bank(&Shard::new("groq", "b"));
+    let requests = |b: &quota::OrgLedger, m: &str| b.books(m).rpm.current(T0, 60_000);
+    assert_eq!(
+        requests(b, "llama-3.1-8b-instant:flex"),
+        0,
+        "a 498 is given back"
+    );
+    assert_eq!(requests(b, "llama-3.1-8b-instant"), 1);
+}
+
+#[test]
+fn flex_books_have_ten_times_the_limits_unless_configured() {
+    let c = flex_config(serde_json::json!({}));
+    let groq = &c.providers[c.targets("fast").unwrap()[0].provider];
+    let on_demand = groq.limits["llama-3.1-8b-instant"];
+    let flex = groq.limits["llama-3.1-8b-instant:flex"];
+    assert_eq!(flex.rpm, on_demand.rpm.map(|v| v * 10));
+    assert_eq!(flex.tpd, on_demand.tpd.map(|v| v * 10));
+    assert_eq!(flex.max_output_tokens, on_demand.max_output_tokens);
+    let doc = serde_json::json!({
+        "providers": {"groq": {"keys": [{"id": "g1", "secret": "G1"}],
+                               "limits": {"llama-3.1-8b-instant:flex": {"rpm": 7}}}},
+        "routes": {"fast": [{"target": "groq/llama-3.1-8b-instant", "service_tier": "flex"}]}
+    });
+    let c = Config::parse(&doc.to_string(), |_| None).unwrap();
+    assert_eq!(
+        c.providers[0].limits["llama-3.1-8b-instant:flex"].rpm,
+        Some(7)
+    );
+}
+
+#[test]
+fn a_498_without_a_tier_still_counts_against_the_provider() {
+    let c = config_with(serde_json::json!({"breaker_failures": 1}));
+    let mut breakers = Breakers::default();
+    let run = drive(&c, &mut World::new(), &mut breakers, T0, |n| {
+        if n.starts_with("groq/") {
+            Outcome::Capacity
+        } else {
+            Outcome::Success
+        }
+    });
+    assert_eq!(run.result.unwrap(), "together/m-t@t1");
+    assert!(breakers.is_open("groq", T0));
 }

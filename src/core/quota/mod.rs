@@ -63,12 +63,12 @@ pub fn plan<'c>(config: &'c Config, targets: &[&'c Target]) -> Vec<Step<'c>> {
         let Some(provider) = config.providers.get(target.provider) else {
             continue;
         };
-        let Some(limits) = provider.limits.get(&target.model) else {
+        let Some(limits) = provider.limits.get(&target.name) else {
             steps.push(Step::Direct(target));
             continue;
         };
         let option = ModelOption {
-            model: target.model.clone(),
+            model: target.name.clone(),
             limits: *limits,
         };
         if let Some(Step::Book {
