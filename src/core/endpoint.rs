@@ -19,6 +19,9 @@ pub enum Endpoint {
     Health,
     /// `GET /v1/router/status`: the quota books, for operators (admin key).
     Status,
+    /// `/v1/files...` and `/v1/batches...`: the Batch API, passed to a provider
+    /// (`core::batch` names the call).
+    Batch,
     /// `OPTIONS` on any route: a CORS preflight.
     Preflight,
 }
@@ -41,6 +44,12 @@ pub fn path_of(url: &str) -> &str {
 
 /// Resolves a request line to an endpoint, or to the 404/405 the client should see.
 pub fn resolve(method: &str, path: &str) -> Result<Endpoint, RouterError> {
+    if super::batch::is_batch_path(path) {
+        return Ok(match method {
+            "OPTIONS" => Endpoint::Preflight,
+            _ => Endpoint::Batch,
+        });
+    }
     let Some(&(_, allow, endpoint)) = ROUTES.iter().find(|(p, _, _)| *p == path) else {
         return Err(RouterError::NotFound {
             method: method.to_owned(),

@@ -38,6 +38,8 @@ pub enum RouterError {
     OriginNotAllowed { origin: String },
     /// No route serves this model.
     ModelNotFound { model: String },
+    /// No file or batch of this id was made through the router with the caller's key.
+    NoSuchObject { kind: &'static str, id: String },
     /// Routes exist for the model, but no provider on them can serve what the request needs.
     Unsupported { model: String, needs: &'static str },
     /// Secrets the router needs are not set (any one of them would do).
@@ -99,7 +101,7 @@ impl RouterError {
             RouterError::UnsupportedMediaType { .. } => 415,
             RouterError::Unauthorized { .. } => 401,
             RouterError::OriginNotAllowed { .. } => 403,
-            RouterError::ModelNotFound { .. } => 404,
+            RouterError::ModelNotFound { .. } | RouterError::NoSuchObject { .. } => 404,
             RouterError::MissingSecret { .. } | RouterError::InvalidConfig { .. } => 503,
             RouterError::UpstreamRejected { status, .. } => *status,
             RouterError::QuotaExhausted { .. } => 429,
@@ -124,6 +126,7 @@ impl RouterError {
             | RouterError::UnsupportedMediaType { .. }
             | RouterError::Unauthorized { .. }
             | RouterError::ModelNotFound { .. }
+            | RouterError::NoSuchObject { .. }
             | RouterError::Unsupported { .. } => "invalid_request_error",
             RouterError::OriginNotAllowed { .. } => "permission_error",
             RouterError::MissingSecret { .. } | RouterError::InvalidConfig { .. } => {
@@ -154,6 +157,7 @@ impl RouterError {
             RouterError::Unauthorized { presented: true } => "invalid_api_key",
             RouterError::OriginNotAllowed { .. } => "origin_not_allowed",
             RouterError::ModelNotFound { .. } => "model_not_found",
+            RouterError::NoSuchObject { .. } => "not_found",
             RouterError::Unsupported { .. } => "unsupported_parameter",
             RouterError::MissingSecret { .. } => "missing_secret",
             RouterError::InvalidConfig { .. } => "invalid_config",
@@ -183,7 +187,7 @@ impl RouterError {
         match self {
             RouterError::NotFound { method, path } => format!(
                 "Unknown URL ({method} {path}). This router serves /v1/chat/completions, \
-                 /v1/embeddings and /v1/models."
+                 /v1/embeddings, /v1/models, /v1/files and /v1/batches."
             ),
             RouterError::MethodNotAllowed {
                 method,
@@ -216,6 +220,10 @@ impl RouterError {
             ),
             RouterError::ModelNotFound { model } => format!(
                 "The model `{model}` does not exist on this router; GET /v1/models lists them."
+            ),
+            RouterError::NoSuchObject { kind, id } => format!(
+                "No {kind} found with id `{id}`: a file or batch is seen only with the key that \
+                 created it through this router."
             ),
             RouterError::Unsupported { model, needs } => format!(
                 "No provider configured for `{model}` supports {needs}, which this request uses."

@@ -22,6 +22,7 @@ pub mod failover;
 pub mod stream;
 pub mod ratelimit;
 pub mod quota;
+pub mod batch;
 pub mod report;
 pub mod models;
 pub mod error;

@@ -9,8 +9,8 @@ use worker::wasm_bindgen::JsValue;
 use worker::{event, web_sys, Context, Env};
 
 use super::attempts::{self, now_ms, Reply};
-use super::http;
 use super::quota as bank;
+use super::{batch, http};
 use crate::core::config::{self, Config, ADMIN_KEYS_SECRET, LOCAL_DEV_VAR};
 use crate::core::endpoint::{self, Endpoint};
 use crate::core::error::RouterError;
@@ -131,6 +131,12 @@ async fn serve(
         Endpoint::Models => {
             auth::check(&config.gateway.auth, authorization)?;
             Ok(json(&models::list_json(config), explain))
+        }
+        Endpoint::Batch => {
+            auth::check(&config.gateway.auth, authorization)?;
+            let shared = self::config(env);
+            let reply = batch::serve(incoming.req, method, path, incoming.headers, &shared, env);
+            reply.await
         }
         Endpoint::ChatCompletions | Endpoint::Embeddings => {
             auth::check(&config.gateway.auth, authorization)?;

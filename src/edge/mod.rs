@@ -9,9 +9,12 @@
 //!   body piped to the client by the runtime, its last bytes read from a copy;
 //! - [`http`]: the runtime calls around the request: its headers and body, the client's
 //!   response, capped reads, the attempt's clock; with `stream`, the Rust side of `runtime.js`;
-//! - [`quota`]: the quota ledger's Durable Object, and the Worker's calls to it.
+//! - [`quota`]: the quota ledger's Durable Object, and the Worker's calls to it;
+//! - [`batch`]: the Batch API passed to providers, uploads streamed through the core's
+//!   rewriter, and the registry of files and batches (a Durable Object per owner).
 
 mod attempts;
+mod batch;
 mod entry;
 mod http;
 mod quota;

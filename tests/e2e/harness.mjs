@@ -100,7 +100,10 @@ export async function startRouter(bindings, { persistDir, clock = false, secrets
       bindings,
       serviceBindings,
       // As in wrangler.toml; with `persistDir`, the objects' SQLite state survives a restart.
-      durableObjects: { QUOTA: { className: "QuotaObject", useSQLite: true } },
+      durableObjects: {
+        QUOTA: { className: "QuotaObject", useSQLite: true },
+        BATCHES: { className: "BatchObject", useSQLite: true },
+      },
       ...(persistDir ? { resourcePersistencePath: persistDir } : {}),
       handleStructuredLogs: (log) => logs.push(typeof log === "string" ? log : JSON.stringify(log)),
     }),

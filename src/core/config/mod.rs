@@ -200,6 +200,8 @@ pub struct Provider {
     pub limits: BTreeMap<String, Limits>,
     /// Guarded request fields this provider may receive from clients.
     pub pass_fields: Vec<String>,
+    /// Whether it serves the Batch API (`core::batch`).
+    pub batch: bool,
 }
 
 impl Provider {
@@ -918,6 +920,7 @@ fn build_provider(
         keys,
         limits,
         pass_fields: raw.pass_fields,
+        batch: raw.batch.unwrap_or(preset.is_some_and(|p| p.batch)),
     })
 }
 

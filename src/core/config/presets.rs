@@ -16,6 +16,8 @@ pub struct Preset {
     pub dialect: RateLimitDialect,
     /// Default limits per model id.
     pub limits: &'static [(&'static str, Limits)],
+    /// Whether it serves the Batch API (`/files`, `/batches`, OpenAI's format).
+    pub batch: bool,
 }
 
 use Capability::*;
@@ -93,6 +95,7 @@ pub const PRESETS: &[Preset] = &[
             ),
             ("qwen/qwen3-32b", limits(60, 1_000, 6_000, 500_000, 40_960)),
         ],
+        batch: true,
     },
     Preset {
         name: "openai",
@@ -101,6 +104,7 @@ pub const PRESETS: &[Preset] = &[
         max_tokens_field: MaxTokensField::MaxCompletionTokens,
         dialect: RateLimitDialect::OpenAi,
         limits: &[],
+        batch: true,
     },
     Preset {
         name: "together",
@@ -109,6 +113,7 @@ pub const PRESETS: &[Preset] = &[
         max_tokens_field: MaxTokensField::MaxTokens,
         dialect: RateLimitDialect::Together,
         limits: &[],
+        batch: true,
     },
     Preset {
         name: "fireworks",
@@ -117,6 +122,7 @@ pub const PRESETS: &[Preset] = &[
         max_tokens_field: MaxTokensField::MaxTokens,
         dialect: RateLimitDialect::Fireworks,
         limits: &[],
+        batch: false,
     },
     Preset {
         name: "deepinfra",
@@ -134,6 +140,7 @@ pub const PRESETS: &[Preset] = &[
         max_tokens_field: MaxTokensField::MaxTokens,
         dialect: RateLimitDialect::None,
         limits: &[],
+        batch: false,
     },
     Preset {
         name: "mistral",
@@ -150,6 +157,7 @@ pub const PRESETS: &[Preset] = &[
         max_tokens_field: MaxTokensField::MaxTokens,
         dialect: RateLimitDialect::Mistral,
         limits: &[],
+        batch: false,
     },
     Preset {
         name: "cerebras",
@@ -158,6 +166,7 @@ pub const PRESETS: &[Preset] = &[
         max_tokens_field: MaxTokensField::MaxCompletionTokens,
         dialect: RateLimitDialect::Cerebras,
         limits: &[],
+        batch: false,
     },
     Preset {
         name: "openrouter",
@@ -175,6 +184,7 @@ pub const PRESETS: &[Preset] = &[
         max_tokens_field: MaxTokensField::MaxTokens,
         dialect: RateLimitDialect::None,
         limits: &[],
+        batch: false,
     },
 ];
 

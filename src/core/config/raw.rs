@@ -154,6 +154,8 @@ pub struct RawProvider {
     /// provider may receive from clients.
     #[serde(default)]
     pub pass_fields: Vec<String>,
+    /// Whether the provider serves the Batch API; defaults to the preset's.
+    pub batch: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -1,0 +1,692 @@
+//! The Batch API, passed through to a provider that serves it (Groq, OpenAI, Together): which
+//! call a path names, the upload rewritten on its way (the route names in its JSONL lines
+//! become the provider's model ids, line by line, without holding the file), and what the
+//! router remembers of each file and batch: which provider and key made it, and for whom.
+//!
+//! A batch's work never runs through the attempt loop: the provider runs it within its window,
+//! at its batch price and on its batch limits, so the quota ledger and failover do not apply.
+
+use std::borrow::Cow;
+
+use serde::de::{MapAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::value::RawValue;
+
+use super::config::Config;
+use super::error::RouterError;
+use super::outcome::{self, Outcome};
+
+/// A call of the Batch API, with the id its path names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Call<'p> {
+    /// `POST /v1/files`: a JSONL of requests, `purpose=batch`.
+    Upload,
+    /// `POST /v1/batches`.
+    Create,
+    /// `GET /v1/batches/{id}`.
+    Batch(&'p str),
+    /// `POST /v1/batches/{id}/cancel`.
+    Cancel(&'p str),
+    /// `GET /v1/files/{id}`.
+    File(&'p str),
+    /// `GET /v1/files/{id}/content`: an input, output or error file, streamed.
+    Content(&'p str),
+}
+
+/// What the router remembers of a file or a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    File,
+    Batch,
+}
+
+impl Kind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::File => "file",
+            Kind::Batch => "batch",
+        }
+    }
+}
+
+impl Call<'_> {
+    /// The file or batch the call names, if any.
+    pub fn object(&self) -> Option<(Kind, &str)> {
+        match self {
+            Call::Upload | Call::Create => None,
+            Call::Batch(id) | Call::Cancel(id) => Some((Kind::Batch, id)),
+            Call::File(id) | Call::Content(id) => Some((Kind::File, id)),
+        }
+    }
+
+    /// The provider's path for the call (under its base URL) and its method.
+    pub fn upstream(&self) -> (String, &'static str) {
+        match self {
+            Call::Upload => ("/files".to_owned(), "POST"),
+            Call::Create => ("/batches".to_owned(), "POST"),
+            Call::Batch(id) => (format!("/batches/{id}"), "GET"),
+            Call::Cancel(id) => (format!("/batches/{id}/cancel"), "POST"),
+            Call::File(id) => (format!("/files/{id}"), "GET"),
+            Call::Content(id) => (format!("/files/{id}/content"), "GET"),
+        }
+    }
+}
+
+/// Whether `path` belongs to the Batch API (`/v1/files...`, `/v1/batches...`).
+pub fn is_batch_path(path: &str) -> bool {
+    ["/v1/files", "/v1/batches"]
+        .iter()
+        .any(|p| path == *p || path.starts_with(&format!("{p}/")))
+}
+
+/// The call a method and path name; a 404 for a path of the Batch API the router does not
+/// serve (or an id it could not have given out), a 405 with `allow` for the wrong method.
+pub fn call_of<'p>(method: &str, path: &'p str) -> Result<Call<'p>, RouterError> {
+    let not_found = || RouterError::NotFound {
+        method: method.to_owned(),
+        path: path.to_owned(),
+    };
+    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let (call, allow) = match parts.as_slice() {
+        ["v1", "files"] => (Call::Upload, "POST"),
+        ["v1", "batches"] => (Call::Create, "POST"),
+        ["v1", "batches", id] => (Call::Batch(id), "GET"),
+        ["v1", "batches", id, "cancel"] => (Call::Cancel(id), "POST"),
+        ["v1", "files", id] => (Call::File(id), "GET"),
+        ["v1", "files", id, "content"] => (Call::Content(id), "GET"),
+        _ => return Err(not_found()),
+    };
+    if call.object().is_some_and(|(_, id)| !is_id(id)) {
+        return Err(not_found());
+    }
+    if method == allow || (allow == "GET" && method == "HEAD") {
+        Ok(call)
+    } else {
+        Err(RouterError::MethodNotAllowed {
+            method: method.to_owned(),
+            path: path.to_owned(),
+            allow,
+        })
+    }
+}
+
+/// Whether `id` can be a provider's file or batch id: it goes into the provider's URL, so only
+/// letters, digits, `_`, `-` and `.` (not alone), at most 128 of them.
+fn is_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && id != "."
+        && id != ".."
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+}
+
+/// Who owns a file or batch: the caller's gateway key, known by a hash of it (never the key), or
+/// everyone alike when the gateway has no keys.
+pub fn owner_of(authorization: Option<&str>, keys_required: bool) -> String {
+    let key = authorization
+        .and_then(|a| a.trim().strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|_| keys_required);
+    match key {
+        Some(key) => {
+            let mut hex = super::auth::hash_hex(key);
+            hex.truncate(32);
+            format!("key-{hex}")
+        }
+        None => "anyone".to_owned(),
+    }
+}
+
+/// A file or batch as the registry keeps it: which provider made it, with which key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    pub provider: String,
+    pub key_id: String,
+}
+
+/// A call to an owner's registry (a Durable Object per owner, so that nobody else's ids are
+/// even looked at).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Command {
+    /// The record of `file:id` or `batch:id`, if this owner has it.
+    Get { name: String },
+    /// Remembers these records (names as in `Get`).
+    Put { records: Vec<(String, Record)> },
+}
+
+/// The registry's name for a file or batch.
+pub fn record_name(kind: Kind, id: &str) -> String {
+    format!("{}:{id}", kind.name())
+}
+
+/// The ids a provider's batch object names: its own, and its output and error files once the
+/// batch has them. Missing or unreadable fields are `None`.
+#[derive(Debug, Default, PartialEq, Eq, Deserialize)]
+pub struct BatchIds {
+    pub id: Option<String>,
+    pub input_file_id: Option<String>,
+    pub output_file_id: Option<String>,
+    pub error_file_id: Option<String>,
+}
+
+impl BatchIds {
+    /// Reads the ids from a batch object (or a create request's body).
+    pub fn of(body: &[u8]) -> BatchIds {
+        serde_json::from_slice(body).unwrap_or_default()
+    }
+
+    /// The records a batch object gives `record` to remember: the batch and its files.
+    pub fn records(&self, record: &Record) -> Vec<(String, Record)> {
+        let batch = self.id.iter().map(|id| (Kind::Batch, id));
+        let files = [&self.output_file_id, &self.error_file_id]
+            .into_iter()
+            .flatten()
+            .map(|id| (Kind::File, id));
+        batch
+            .chain(files)
+            .filter(|(_, id)| is_id(id))
+            .map(|(kind, id)| (record_name(kind, id), record.clone()))
+            .collect()
+    }
+}
+
+/// What a provider's failed answer to `call` means for the client: its own refusal of the
+/// request (scrubbed of account details), a 404 for an id it does not know, a 429 with its
+/// wait for its batch limits, the operator's key problem, or its failure.
+pub fn failure(
+    call: &Call<'_>,
+    status: u16,
+    retry_after: Option<&str>,
+    body: &[u8],
+    secret: &str,
+) -> RouterError {
+    match outcome::classify(status, retry_after, body) {
+        Outcome::NotServed(err) => match call.object() {
+            Some((kind, id)) => RouterError::NoSuchObject {
+                kind: kind.name(),
+                id: id.to_owned(),
+            },
+            None => err,
+        },
+        Outcome::Rejected(err) | Outcome::TooLarge(err) => err,
+        Outcome::RateLimited(refusal) | Outcome::Billing(refusal) => RouterError::QuotaExhausted {
+            retry_after_s: refusal.retry_after_ms.map(|ms| ms.div_ceil(1_000).max(1)),
+        },
+        Outcome::Auth { status } => RouterError::UpstreamAuth {
+            status,
+            secret: secret.to_owned(),
+        },
+        Outcome::Success
+        | Outcome::Capacity
+        | Outcome::ServerError { .. }
+        | Outcome::Timeout
+        | Outcome::Transport
+        | Outcome::BadAnswer => RouterError::UpstreamFailed { status },
+    }
+}
+
+/// The longest JSONL line of an upload: each request of a batch is one line.
+pub const MAX_LINE: usize = 4 << 20;
+/// The longest headers of one part of the upload.
+const MAX_PART_HEADERS: usize = 16 << 10;
+
+/// Where the upload's multipart body is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Before the first boundary.
+    Preamble,
+    /// Just after a boundary: `\r\n` (a part follows) or `--` (the end).
+    Delimiter,
+    /// A part's headers, up to a blank line.
+    Headers,
+    /// A part's content: the JSONL file, the `purpose`, or another field.
+    Content(Part),
+    /// After the closing boundary.
+    Epilogue,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Part {
+    File,
+    Purpose,
+    Other,
+}
+
+/// The upload (`multipart/form-data`) on its way to the provider: fed the body chunk by chunk,
+/// it writes out the same body with each JSONL line's `body.model` (a route name, or a model
+/// id) replaced by the provider's model id. Only the current line is held, so a file of any
+/// size passes in bounded memory. The provider is the first on the first line's route that
+/// serves batches and has a key ([`Upload::provider`]); every other line must name a model that
+/// provider serves.
+#[derive(Debug)]
+pub struct Upload {
+    /// `\r\n--boundary`.
+    delimiter: Vec<u8>,
+    state: State,
+    pending: Vec<u8>,
+    /// Lines of the file seen so far.
+    line: usize,
+    provider: Option<usize>,
+    purpose: Vec<u8>,
+    saw_file: bool,
+}
+
+impl Upload {
+    /// A rewriter for a body sent with `content_type` (which must be `multipart/form-data` with
+    /// its boundary).
+    pub fn new(content_type: Option<&str>) -> Result<Self, RouterError> {
+        let boundary = content_type.and_then(multipart_boundary).ok_or_else(|| {
+            upload_error(
+                "An upload is sent as multipart/form-data, with the JSONL in the `file` \
+                     field and `purpose` set to `batch` (as the OpenAI SDKs send it)."
+                    .to_owned(),
+            )
+        })?;
+        let mut delimiter = b"\r\n--".to_vec();
+        delimiter.extend_from_slice(boundary.as_bytes());
+        Ok(Upload {
+            delimiter,
+            state: State::Preamble,
+            pending: Vec::new(),
+            line: 0,
+            provider: None,
+            purpose: Vec::new(),
+            saw_file: false,
+        })
+    }
+
+    /// The provider the upload goes to (an index into the configuration's providers), once the
+    /// first line has named its model.
+    pub fn provider(&self) -> Option<usize> {
+        self.provider
+    }
+
+    /// Feeds one chunk of the body; what is ready to send is appended to `out`.
+    pub fn push(
+        &mut self,
+        config: &Config,
+        chunk: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), RouterError> {
+        self.pending.extend_from_slice(chunk);
+        self.advance(config, out, false)
+    }
+
+    /// The body has ended: the rest is appended to `out`, or the upload was incomplete.
+    pub fn finish(&mut self, config: &Config, out: &mut Vec<u8>) -> Result<(), RouterError> {
+        self.advance(config, out, true)?;
+        if self.state != State::Epilogue {
+            return Err(upload_error(
+                "The upload ended before its closing multipart boundary.".to_owned(),
+            ));
+        }
+        if !self.saw_file || self.provider.is_none() {
+            return Err(upload_error(
+                "The upload has no `file` field with at least one request line.".to_owned(),
+            ));
+        }
+        if self.purpose != b"batch" {
+            return Err(upload_error(
+                "Only `purpose` `batch` is served: files for other purposes are not kept here."
+                    .to_owned(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn advance(
+        &mut self,
+        config: &Config,
+        out: &mut Vec<u8>,
+        end: bool,
+    ) -> Result<(), RouterError> {
+        // Taken while it is read, so that the lines can be rewritten from it in place.
+        let mut pending = std::mem::take(&mut self.pending);
+        let mut start = 0;
+        let result = loop {
+            let rest = &pending[start..];
+            let step = match self.state {
+                State::Preamble => {
+                    // The first boundary has no line break before it.
+                    let dash_boundary = &self.delimiter[2..];
+                    match find(rest, dash_boundary) {
+                        Some(i) => {
+                            out.extend_from_slice(&rest[..i + dash_boundary.len()]);
+                            self.state = State::Delimiter;
+                            i + dash_boundary.len()
+                        }
+                        None => 0,
+                    }
+                }
+                State::Delimiter => {
+                    if rest.len() < 2 {
+                        0
+                    } else {
+                        out.extend_from_slice(&rest[..2]);
+                        self.state = match &rest[..2] {
+                            b"\r\n" => State::Headers,
+                            b"--" => State::Epilogue,
+                            _ => {
+                                break Err(upload_error(
+                                    "The multipart body has a malformed boundary.".to_owned(),
+                                ))
+                            }
+                        };
+                        2
+                    }
+                }
+                State::Headers => match find(rest, b"\r\n\r\n") {
+                    Some(i) => {
+                        let part = part_of(&rest[..i]);
+                        if part == Part::File {
+                            self.saw_file = true;
+                        }
+                        out.extend_from_slice(&rest[..i + 4]);
+                        self.state = State::Content(part);
+                        i + 4
+                    }
+                    None if rest.len() > MAX_PART_HEADERS => {
+                        break Err(upload_error(
+                            "A part of the multipart body has headers longer than 16 KiB."
+                                .to_owned(),
+                        ))
+                    }
+                    None => 0,
+                },
+                State::Content(part) => {
+                    let found = find(rest, &self.delimiter);
+                    // Without the delimiter, what may be its start stays pending.
+                    let safe = match found {
+                        Some(i) => i,
+                        None => rest.len().saturating_sub(self.delimiter.len() - 1),
+                    };
+                    let used = match part {
+                        Part::File => {
+                            let content = &rest[..safe];
+                            let lines_end = match found {
+                                Some(_) => content.len(),
+                                None => content
+                                    .iter()
+                                    .rposition(|b| *b == b'\n')
+                                    .map_or(0, |i| i + 1),
+                            };
+                            if let Err(e) = self.lines(config, &content[..lines_end], out) {
+                                break Err(e);
+                            }
+                            if found.is_none() && rest.len() - lines_end > MAX_LINE {
+                                break Err(upload_error(format!(
+                                    "Line {} of the file is longer than {} bytes.",
+                                    self.line + 1,
+                                    MAX_LINE
+                                )));
+                            }
+                            lines_end
+                        }
+                        Part::Purpose => {
+                            self.purpose.extend_from_slice(&rest[..safe]);
+                            if self.purpose.len() > 64 {
+                                break Err(upload_error(
+                                    "The `purpose` field is too long.".to_owned(),
+                                ));
+                            }
+                            out.extend_from_slice(&rest[..safe]);
+                            safe
+                        }
+                        Part::Other => {
+                            out.extend_from_slice(&rest[..safe]);
+                            safe
+                        }
+                    };
+                    match found {
+                        Some(i) if used == i => {
+                            out.extend_from_slice(&self.delimiter);
+                            self.state = State::Delimiter;
+                            i + self.delimiter.len()
+                        }
+                        _ => used,
+                    }
+                }
+                State::Epilogue => {
+                    out.extend_from_slice(rest);
+                    rest.len()
+                }
+            };
+            if step == 0 {
+                break Ok(());
+            }
+            start += step;
+        };
+        pending.drain(..start);
+        self.pending = pending;
+        if end && self.state == State::Epilogue {
+            out.append(&mut self.pending);
+        }
+        result
+    }
+
+    /// Rewrites the lines of `content` (the last one may have no line break) into `out`.
+    fn lines(
+        &mut self,
+        config: &Config,
+        content: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), RouterError> {
+        for line in content.split_inclusive(|b| *b == b'\n') {
+            let body_end = line
+                .iter()
+                .rposition(|b| !matches!(b, b'\n' | b'\r'))
+                .map_or(0, |i| i + 1);
+            let (text, ending) = line.split_at(body_end);
+            if text.iter().all(u8::is_ascii_whitespace) {
+                out.extend_from_slice(line);
+                continue;
+            }
+            self.line += 1;
+            self.rewrite(config, text, out)?;
+            out.extend_from_slice(ending);
+        }
+        Ok(())
+    }
+
+    /// One request line, with its body's model replaced by the provider's id.
+    fn rewrite(
+        &mut self,
+        config: &Config,
+        text: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), RouterError> {
+        let n = self.line;
+        let bad = |what: &str| upload_error(format!("Line {n} of the file {what}."));
+        let line: Object = serde_json::from_slice(text)
+            .map_err(|_| bad("is not a JSON object (one request per line)"))?;
+        let body = line
+            .get("body")
+            .ok_or_else(|| bad("has no `body` object"))?;
+        let body: Object = serde_json::from_str(body.get())
+            .map_err(|_| bad("has a `body` that is not a JSON object"))?;
+        let model: Cow<'_, str> = body
+            .get("model")
+            .and_then(|m| serde_json::from_str(m.get()).ok())
+            .ok_or_else(|| bad("has no `body.model`"))?;
+        let targets = config.targets(&model).ok_or_else(|| {
+            bad(&format!(
+                "names the model `{}`, which this router does not serve",
+                model.chars().take(200).collect::<String>()
+            ))
+        })?;
+        let provider = match self.provider {
+            Some(p) => p,
+            None => {
+                let p = targets
+                    .iter()
+                    .map(|t| t.provider)
+                    .find(|p| {
+                        config
+                            .providers
+                            .get(*p)
+                            .is_some_and(|p| p.batch && p.usable_key().is_some())
+                    })
+                    .ok_or_else(|| {
+                        bad(&format!(
+                            "names `{model}`, which no provider with batches (and a key) serves"
+                        ))
+                    })?;
+                self.provider = Some(p);
+                p
+            }
+        };
+        let target = targets
+            .iter()
+            .find(|t| t.provider == provider)
+            .ok_or_else(|| {
+                let name = config
+                    .providers
+                    .get(provider)
+                    .map_or("", |p| p.name.as_str());
+                bad(&format!(
+                    "names `{model}`, which `{name}` (where this file goes, from its first line) \
+                 does not serve: a batch goes to one provider"
+                ))
+            })?;
+        let id = serde_json::to_string(&target.model).map_err(|_| bad("cannot be written"))?;
+        write_object(&line, out, |key, out| {
+            if key != "body" {
+                return false;
+            }
+            write_object(&body, out, |key, out| {
+                if key != "model" {
+                    return false;
+                }
+                out.extend_from_slice(id.as_bytes());
+                true
+            });
+            true
+        });
+        Ok(())
+    }
+}
+
+fn upload_error(message: String) -> RouterError {
+    RouterError::InvalidRequest {
+        message,
+        param: Some("file".to_owned()),
+        code: "invalid_batch_file",
+    }
+}
+
+/// The boundary of a `multipart/form-data` content type.
+fn multipart_boundary(content_type: &str) -> Option<&str> {
+    let mut params = content_type.split(';');
+    let kind = params.next()?.trim();
+    if !kind.eq_ignore_ascii_case("multipart/form-data") {
+        return None;
+    }
+    params.find_map(|p| {
+        let (name, value) = p.split_once('=')?;
+        if !name.trim().eq_ignore_ascii_case("boundary") {
+            return None;
+        }
+        let value = value.trim().trim_matches('"');
+        (!value.is_empty() && value.len() <= 200).then_some(value)
+    })
+}
+
+/// Which field a part's headers name.
+fn part_of(headers: &[u8]) -> Part {
+    let text = String::from_utf8_lossy(headers);
+    let disposition = text
+        .split("\r\n")
+        .find(|l| {
+            l.split(':')
+                .next()
+                .is_some_and(|n| n.trim().eq_ignore_ascii_case("content-disposition"))
+        })
+        .unwrap_or_default();
+    let name = disposition.split(';').find_map(|p| {
+        let (k, v) = p.split_once('=')?;
+        (k.trim() == "name").then(|| v.trim().trim_matches('"').to_owned())
+    });
+    match name.as_deref() {
+        Some("file") => Part::File,
+        Some("purpose") => Part::Purpose,
+        _ => Part::Other,
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    if needle.is_empty() || haystack.len() < needle.len() {
+        return None;
+    }
+    let first = needle[0];
+    let mut at = 0;
+    while let Some(i) = haystack[at..=haystack.len() - needle.len()]
+        .iter()
+        .position(|b| *b == first)
+    {
+        let i = at + i;
+        if &haystack[i..i + needle.len()] == needle {
+            return Some(i);
+        }
+        at = i + 1;
+    }
+    None
+}
+
+/// A JSON object's fields in order, each value kept as written.
+struct Object<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+
+impl<'a> Object<'a> {
+    fn get(&self, key: &str) -> Option<&'a RawValue> {
+        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| *v)
+    }
+}
+
+impl<'de> Deserialize<'de> for Object<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Fields;
+        impl<'de> Visitor<'de> for Fields {
+            type Value = Object<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut fields = Vec::new();
+                while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+                    let value: &'de RawValue = map.next_value()?;
+                    fields.push((key, value));
+                }
+                Ok(Object(fields))
+            }
+        }
+        d.deserialize_map(Fields)
+    }
+}
+
+/// Writes `object` compactly, each field as written unless `replace` writes its value itself.
+fn write_object(
+    object: &Object<'_>,
+    out: &mut Vec<u8>,
+    mut replace: impl FnMut(&str, &mut Vec<u8>) -> bool,
+) {
+    out.push(b'{');
+    for (i, (key, value)) in object.0.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        // A key as JSON; a string always serializes.
+        if let Ok(k) = serde_json::to_string(key) {
+            out.extend_from_slice(k.as_bytes());
+        }
+        out.push(b':');
+        if !replace(key, out) {
+            out.extend_from_slice(value.get().as_bytes());
+        }
+    }
+    out.push(b'}');
+}
+
+#[cfg(test)]
+mod tests;

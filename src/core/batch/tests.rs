@@ -1,0 +1,278 @@
+use super::*;
+use serde_json::{json, Value};
+
+fn config() -> Config {
+    let doc = json!({
+        "providers": {
+            "groq": {"keys": [{"id": "g1", "secret": "G1"}]},
+            "together": {"keys": [{"id": "t1", "secret": "T1"}]},
+            "fireworks": {"keys": [{"id": "f1", "secret": "F1"}]}
+        },
+        "routes": {
+            "fast": ["groq/llama-3.1-8b-instant"],
+            "slow": ["fireworks/m-f", "together/m-t", "groq/llama-3.3-70b-versatile"],
+            "both": ["groq/llama-3.1-8b-instant", "together/m-t2"]
+        }
+    });
+    Config::parse(&doc.to_string(), |n| {
+        (!n.ends_with("_HASHES")).then(|| format!("sk-{n}"))
+    })
+    .unwrap()
+}
+
+const BOUNDARY: &str = "----formdata-test-7f3a";
+
+fn content_type() -> String {
+    format!("multipart/form-data; boundary={BOUNDARY}")
+}
+
+/// A multipart body as the SDKs send it: `purpose` then `file` (or the other way round).
+fn multipart(file: &str, purpose: &str, file_first: bool) -> Vec<u8> {
+    let file_part = format!(
+        "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"b.jsonl\"\r\n\
+         Content-Type: application/jsonl\r\n\r\n{file}\r\n"
+    );
+    let purpose_part = format!(
+        "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\n{purpose}\r\n"
+    );
+    let (a, b) = match file_first {
+        true => (file_part, purpose_part),
+        false => (purpose_part, file_part),
+    };
+    format!("{a}{b}--{BOUNDARY}--\r\n").into_bytes()
+}
+
+fn line(id: usize, model: &str) -> String {
+    json!({"custom_id": format!("r-{id}"), "method": "POST", "url": "/v1/chat/completions",
+           "body": {"model": model, "messages": [{"role": "user", "content": "hi \\n \"q\""}],
+                    "max_tokens": 5}})
+    .to_string()
+}
+
+/// Runs the upload through in chunks of `size` bytes.
+fn rewrite(c: &Config, body: &[u8], size: usize) -> Result<(Vec<u8>, Option<usize>), RouterError> {
+    let mut upload = Upload::new(Some(&content_type()))?;
+    let mut out = Vec::new();
+    for chunk in body.chunks(size) {
+        upload.push(c, chunk, &mut out)?;
+    }
+    upload.finish(c, &mut out)?;
+    Ok((out, upload.provider()))
+}
+
+fn provider_name(c: &Config, p: Option<usize>) -> &str {
+    &c.providers[p.unwrap()].name
+}
+
+#[test]
+fn the_calls_of_the_batch_api() {
+    assert_eq!(call_of("POST", "/v1/files"), Ok(Call::Upload));
+    assert_eq!(call_of("POST", "/v1/batches"), Ok(Call::Create));
+    assert_eq!(
+        call_of("GET", "/v1/batches/batch_01"),
+        Ok(Call::Batch("batch_01"))
+    );
+    assert_eq!(
+        call_of("POST", "/v1/batches/b-1/cancel"),
+        Ok(Call::Cancel("b-1"))
+    );
+    assert_eq!(call_of("GET", "/v1/files/file_9"), Ok(Call::File("file_9")));
+    assert_eq!(
+        call_of("GET", "/v1/files/file_9/content"),
+        Ok(Call::Content("file_9"))
+    );
+    assert_eq!(
+        Call::Content("f").upstream(),
+        ("/files/f/content".to_owned(), "GET")
+    );
+    assert_eq!(
+        Call::Cancel("b").upstream(),
+        ("/batches/b/cancel".to_owned(), "POST")
+    );
+    assert_eq!(call_of("GET", "/v1/files").unwrap_err().status(), 405);
+    assert_eq!(
+        call_of("DELETE", "/v1/batches/b").unwrap_err().status(),
+        405
+    );
+    // An id goes into the provider's URL: nothing that could leave its path.
+    for path in [
+        "/v1/files/..",
+        "/v1/files/a%2F..",
+        "/v1/batches/x/y",
+        "/v1/files/a/content/b",
+    ] {
+        assert_eq!(call_of("GET", path).unwrap_err().status(), 404, "{path}");
+    }
+    assert!(is_batch_path("/v1/files/x") && is_batch_path("/v1/batches"));
+    assert!(!is_batch_path("/v1/filesystem") && !is_batch_path("/v1/chat/completions"));
+}
+
+#[test]
+fn each_line_gets_the_providers_model_id_whatever_the_chunks() {
+    let c = config();
+    let file = [
+        line(1, "fast"),
+        line(2, "llama-3.1-8b-instant"),
+        line(3, "both"),
+    ]
+    .join("\n")
+        + "\n";
+    for file_first in [true, false] {
+        let body = multipart(&file, "batch", file_first);
+        let (whole, provider) = rewrite(&c, &body, body.len()).unwrap();
+        assert_eq!(provider_name(&c, provider), "groq");
+        let text = String::from_utf8(whole.clone()).unwrap();
+        let expected = multipart(
+            &[
+                line(1, "llama-3.1-8b-instant"),
+                line(2, "llama-3.1-8b-instant"),
+                line(3, "llama-3.1-8b-instant"),
+            ]
+            .join("\n"),
+            "batch",
+            file_first,
+        );
+        // The file's last line break stays where it was.
+        let expected = String::from_utf8(expected).unwrap().replace(
+            &format!("{}\r\n--", line(3, "llama-3.1-8b-instant")),
+            &format!("{}\n\r\n--", line(3, "llama-3.1-8b-instant")),
+        );
+        assert_eq!(text, expected);
+        for size in 1..=40 {
+            assert_eq!(
+                rewrite(&c, &body, size).unwrap().0,
+                whole,
+                "chunks of {size}"
+            );
+        }
+    }
+}
+
+#[test]
+fn fields_other_than_the_model_pass_as_written() {
+    let c = config();
+    let raw = r#"{"custom_id":"a\u00e9","method":"POST","url":"/v1/chat/completions","body":{"model":"fast","temperature":1.50,"messages":[{"role":"user","content":"\u2603"}],"x":{"k":[1,2]}},"extra":null}"#;
+    let body = multipart(&format!("{raw}\r\n\r\n"), "batch", false);
+    let (out, _) = rewrite(&c, &body, 7).unwrap();
+    let text = String::from_utf8(out).unwrap();
+    let expected = raw.replace(r#""model":"fast""#, r#""model":"llama-3.1-8b-instant""#);
+    // CRLF line endings and the blank line are kept.
+    assert!(
+        text.contains(&format!("{expected}\r\n\r\n\r\n--")),
+        "{text}"
+    );
+}
+
+#[test]
+fn the_provider_is_the_first_on_the_route_that_serves_batches() {
+    let c = config();
+    // Fireworks has no batches: the slow route's file goes to Together.
+    let body = multipart(&line(1, "slow"), "batch", true);
+    let (out, provider) = rewrite(&c, &body, 64).unwrap();
+    assert_eq!(provider_name(&c, provider), "together");
+    let text = String::from_utf8(out).unwrap();
+    let sent: Value =
+        serde_json::from_str(text.lines().find(|l| l.starts_with('{')).unwrap()).unwrap();
+    assert_eq!(sent["body"]["model"], "m-t");
+}
+
+#[test]
+fn a_line_the_provider_cannot_serve_is_a_400_naming_it() {
+    let c = config();
+    for (file, says) in [
+        (
+            format!("{}\n{}", line(1, "fast"), line(2, "nope")),
+            "Line 2 of the file names the model `nope`",
+        ),
+        // The file goes to Groq (its first line); Together's model cannot join it.
+        (
+            format!("{}\n{}", line(1, "fast"), line(2, "m-t")),
+            "Line 2 of the file names `m-t`, which `groq`",
+        ),
+        (
+            "{\"custom_id\":1}".to_owned(),
+            "Line 1 of the file has no `body` object",
+        ),
+        (
+            "not json".to_owned(),
+            "Line 1 of the file is not a JSON object",
+        ),
+        (
+            line(1, "fireworks-only"),
+            "names the model `fireworks-only`",
+        ),
+    ] {
+        let err = rewrite(&c, &multipart(&file, "batch", true), 5).unwrap_err();
+        assert_eq!(err.status(), 400);
+        assert_eq!(err.param(), Some("file"));
+        assert!(err.message().contains(says), "{}", err.message());
+    }
+}
+
+#[test]
+fn an_upload_that_is_not_a_whole_batch_file_is_refused() {
+    let c = config();
+    let err = |body: &[u8]| rewrite(&c, body, 9).unwrap_err().message();
+    assert!(err(&multipart(&line(1, "fast"), "fine-tune", true)).contains("purpose"));
+    assert!(err(&multipart("", "batch", true)).contains("no `file` field"));
+    let body = multipart(&line(1, "fast"), "batch", true);
+    assert!(err(&body[..body.len() - 10]).contains("closing multipart boundary"));
+    assert!(Upload::new(Some("application/json")).is_err());
+    assert!(Upload::new(None).is_err());
+}
+
+#[test]
+fn a_line_longer_than_the_limit_is_refused_before_it_is_held() {
+    let c = config();
+    let mut upload = Upload::new(Some(&content_type())).unwrap();
+    let mut out = Vec::new();
+    let head = multipart("", "batch", true);
+    let head = &head[..head.iter().position(|b| *b == b'\n').unwrap() + 1];
+    upload.push(&c, head, &mut out).unwrap();
+    upload
+        .push(
+            &c,
+            b"Content-Disposition: form-data; name=\"file\"\r\n\r\n",
+            &mut out,
+        )
+        .unwrap();
+    let chunk = vec![b'x'; 64 * 1024];
+    let mut pushed = 0;
+    let err = loop {
+        match upload.push(&c, &chunk, &mut out) {
+            Ok(()) => pushed += chunk.len(),
+            Err(e) => break e,
+        }
+        assert!(pushed <= MAX_LINE + chunk.len(), "never refused");
+    };
+    assert!(err.message().contains("longer than"), "{}", err.message());
+    assert!(upload.pending.len() <= MAX_LINE + chunk.len() + 64);
+}
+
+#[test]
+fn a_batch_object_gives_its_id_and_its_files() {
+    let record = Record {
+        provider: "groq".to_owned(),
+        key_id: "g1".to_owned(),
+    };
+    let ids = BatchIds::of(
+        br#"{"id":"batch_1","object":"batch","input_file_id":"file_in","output_file_id":"file_out","error_file_id":null}"#,
+    );
+    let names: Vec<String> = ids.records(&record).into_iter().map(|(n, _)| n).collect();
+    assert_eq!(names, ["batch:batch_1", "file:file_out"]);
+    assert_eq!(ids.input_file_id.as_deref(), Some("file_in"));
+    assert_eq!(BatchIds::of(b"not json"), BatchIds::default());
+    // An id that could not be a path segment is not remembered.
+    assert!(BatchIds::of(br#"{"id":"../x"}"#)
+        .records(&record)
+        .is_empty());
+}
+
+#[test]
+fn an_owner_is_a_hash_of_the_gateway_key() {
+    let a = owner_of(Some("Bearer sk-a"), true);
+    assert_eq!(a, owner_of(Some("Bearer  sk-a "), true));
+    assert_ne!(a, owner_of(Some("Bearer sk-b"), true));
+    assert!(a.starts_with("key-") && !a.contains("sk-a"));
+    assert_eq!(owner_of(Some("Bearer sk-a"), false), "anyone");
+}
