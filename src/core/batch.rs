@@ -12,7 +12,7 @@ use serde::de::{MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::RawValue;
 
-use super::config::Config;
+use super::config::{Config, Key, Provider, Secret};
 use super::error::RouterError;
 use super::outcome::{self, Outcome};
 
@@ -226,6 +226,83 @@ pub fn failure(
         | Outcome::Transport
         | Outcome::BadAnswer => RouterError::UpstreamFailed { status },
     }
+}
+
+/// What the registry learns from the provider's successful answer to `call`: an upload's file,
+/// a batch and the output and error files it names once it has them.
+pub fn remembered(call: &Call<'_>, answer: &[u8], record: &Record) -> Vec<(String, Record)> {
+    let ids = BatchIds::of(answer);
+    match call {
+        Call::Upload => ids
+            .id
+            .iter()
+            .filter(|id| is_id(id))
+            .map(|id| (record_name(Kind::File, id), record.clone()))
+            .collect(),
+        Call::Create | Call::Batch(_) | Call::Cancel(_) => ids.records(record),
+        Call::File(_) | Call::Content(_) => Vec::new(),
+    }
+}
+
+/// Whether the provider's answer to `call` is handed on as it streams (a file's content, which
+/// may be as large as its input), rather than read whole for the ids in it.
+pub fn hands_on(call: &Call<'_>, status: u16) -> bool {
+    matches!(call, Call::Content(_)) && (200..300).contains(&status)
+}
+
+/// The provider of a file or batch: the one that made it.
+pub fn provider_of<'c>(config: &'c Config, record: &Record) -> Result<&'c Provider, RouterError> {
+    config
+        .providers
+        .iter()
+        .find(|p| p.name == record.provider)
+        .ok_or_else(|| RouterError::InvalidConfig {
+            path: format!("providers.{}", record.provider),
+            detail: "a file or batch was made with this provider, which the configuration no \
+                     longer names"
+                .to_owned(),
+        })
+}
+
+/// The key a file or batch was made with (`key_id`), or for a new upload the provider's first
+/// key whose secret is set; the secret to set when it is not.
+pub fn key_for<'c>(
+    provider: &'c Provider,
+    key_id: Option<&str>,
+) -> Result<(&'c Key, &'c Secret), RouterError> {
+    let key = match key_id {
+        Some(id) => provider.keys.iter().find(|k| k.id == id),
+        None => provider.keys.iter().find(|k| k.value.is_some()),
+    };
+    let Some(key) = key else {
+        return Err(RouterError::MissingSecret {
+            names: provider
+                .keys
+                .iter()
+                .map(|k| k.secret_name.clone())
+                .collect(),
+        });
+    };
+    match &key.value {
+        Some(secret) => Ok((key, secret)),
+        None => Err(RouterError::MissingSecret {
+            names: vec![key.secret_name.clone()],
+        }),
+    }
+}
+
+/// The headers of a call to the provider, as [`super::upstream::Lines`] text: the router's key
+/// (never the client's credentials), and the body's type when it has one.
+pub fn request_headers(secret: &Secret, content_type: Option<&str>) -> String {
+    let auth = format!("Bearer {}", secret.expose());
+    let mut headers = vec![
+        ("authorization", auth.as_str()),
+        ("accept", "application/json"),
+    ];
+    if let Some(content_type) = content_type {
+        headers.push(("content-type", content_type));
+    }
+    super::upstream::lines(headers)
 }
 
 /// The longest JSONL line of an upload: each request of a batch is one line.

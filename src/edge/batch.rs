@@ -18,7 +18,7 @@ use super::http;
 use crate::core::batch::{self, BatchIds, Call, Command, Kind, Record, Upload};
 use crate::core::config::{Config, GatewayAuth, Provider, Secret};
 use crate::core::error::RouterError;
-use crate::core::upstream::{self, Lines};
+use crate::core::upstream::Lines;
 
 #[wasm_bindgen(module = "/src/edge/batch.js")]
 extern "C" {
@@ -110,9 +110,9 @@ async fn upload(
         .provider()
         .and_then(|p| config.providers.get(p))
         .ok_or_else(|| http::internal("an upload without a provider"))?;
-    let (key_id, secret) = key_for(provider, None)?;
+    let (key, secret) = batch::key_for(provider, None)?;
     let (path, _) = Call::Upload.upstream();
-    let lines = request_lines(&secret, content_type);
+    let lines = batch::request_headers(secret, content_type);
     // The rest of the body through the rewriter, a chunk at a time; its refusal kept for the
     // client's answer.
     let refusal: Rc<RefCell<Option<RouterError>>> = Rc::new(RefCell::new(None));
@@ -169,15 +169,9 @@ async fn upload(
     }
     let record = Record {
         provider: provider.name.clone(),
-        key_id,
+        key_id: key.id.clone(),
     };
-    answer(&Call::Upload, sent, &record, provider, env, owner, |ids| {
-        ids.id
-            .iter()
-            .map(|id| (batch::record_name(Kind::File, id), record.clone()))
-            .collect()
-    })
-    .await
+    answer(&Call::Upload, sent, &record, provider, env, owner).await
 }
 
 /// `POST /v1/batches`: goes where its input file is.
@@ -206,14 +200,11 @@ async fn create(
             code: "invalid_request",
         })?;
     let record = lookup(env, owner, Kind::File, &file).await?;
-    let provider = provider_of(config, &record)?;
-    let (_, secret) = key_for(provider, Some(&record.key_id))?;
+    let provider = batch::provider_of(config, &record)?;
+    let (_, secret) = batch::key_for(provider, Some(&record.key_id))?;
     let body = js_sys::Uint8Array::from(body.as_slice());
-    let sent = relay(&Call::Create, provider, &secret, Some(&body)).await?;
-    answer(&Call::Create, sent, &record, provider, env, owner, |ids| {
-        ids.records(&record)
-    })
-    .await
+    let sent = relay(&Call::Create, provider, secret, Some(&body)).await?;
+    answer(&Call::Create, sent, &record, provider, env, owner).await
 }
 
 /// A call on a file or batch the caller made: sent where it was made, with the same key.
@@ -227,18 +218,15 @@ async fn existing(
         .object()
         .ok_or_else(|| http::internal("a batch call without an id"))?;
     let record = lookup(env, owner, kind, id).await?;
-    let provider = provider_of(config, &record)?;
-    let (_, secret) = key_for(provider, Some(&record.key_id))?;
-    let sent = relay(&call, provider, &secret, None).await?;
-    answer(&call, sent, &record, provider, env, owner, |ids| {
-        ids.records(&record)
-    })
-    .await
+    let provider = batch::provider_of(config, &record)?;
+    let (_, secret) = batch::key_for(provider, Some(&record.key_id))?;
+    let sent = relay(&call, provider, secret, None).await?;
+    answer(&call, sent, &record, provider, env, owner).await
 }
 
 /// The provider's answer for the client. A file's content is handed on as it streams; any
-/// other success is a small JSON object, read whole so that the ids in it (`remember`) are
-/// registered before the client can use them.
+/// other success is a small JSON object, read whole so that the ids in it are registered before
+/// the client can use them.
 async fn answer(
     call: &Call<'_>,
     sent: JsValue,
@@ -246,7 +234,6 @@ async fn answer(
     provider: &Provider,
     env: &Env,
     owner: &str,
-    remember: impl FnOnce(&BatchIds) -> Vec<(String, Record)>,
 ) -> std::result::Result<Reply, RouterError> {
     if sent.is_null() || sent.is_undefined() {
         return Err(RouterError::UpstreamUnreachable);
@@ -256,7 +243,7 @@ async fn answer(
     let head = parts.get(1).as_string().unwrap_or_default();
     let body = parts.get(2).dyn_into::<web_sys::ReadableStream>().ok();
     let head = Lines(&head);
-    if (200..300).contains(&status) && matches!(call, Call::Content(_)) {
+    if batch::hands_on(call, status) {
         return Ok(Reply {
             status,
             headers: head.to_client(),
@@ -281,7 +268,7 @@ async fn answer(
             secret,
         ));
     }
-    let records = remember(&BatchIds::of(&bytes));
+    let records = batch::remembered(call, &bytes, record);
     if !records.is_empty() {
         registry(env, owner, &Command::Put { records }).await?;
     }
@@ -302,66 +289,11 @@ async fn relay(
     let (path, method) = call.upstream();
     let url = format!("{}{path}", provider.base_url);
     let content_type = body.map(|_| "application/json");
-    let lines = request_lines(secret, content_type);
+    let lines = batch::request_headers(secret, content_type);
     let body: JsValue = body.map_or(JsValue::UNDEFINED, |b| b.clone().into());
     JsFuture::from(relay_js(method, &url, &lines, &body, CALL_MS as f64))
         .await
         .map_err(|_| http::internal("a batch call"))
-}
-
-/// The headers of a call to the provider: its key, and the body's type.
-fn request_lines(secret: &Secret, content_type: Option<&str>) -> String {
-    let auth = format!("Bearer {}", secret.expose());
-    let mut headers = vec![
-        ("authorization", auth.as_str()),
-        ("accept", "application/json"),
-    ];
-    if let Some(content_type) = content_type {
-        headers.push(("content-type", content_type));
-    }
-    upstream::lines(headers)
-}
-
-/// The key a file or batch was made with (`key_id`), or for a new upload the provider's first
-/// key whose secret is set.
-fn key_for(
-    provider: &Provider,
-    key_id: Option<&str>,
-) -> std::result::Result<(String, Secret), RouterError> {
-    let key = match key_id {
-        Some(id) => provider.keys.iter().find(|k| k.id == id),
-        None => provider.keys.iter().find(|k| k.value.is_some()),
-    };
-    let missing = || RouterError::MissingSecret {
-        names: provider
-            .keys
-            .iter()
-            .map(|k| k.secret_name.clone())
-            .collect(),
-    };
-    let key = key.ok_or_else(missing)?;
-    match &key.value {
-        Some(secret) => Ok((key.id.clone(), secret.clone())),
-        None => Err(RouterError::MissingSecret {
-            names: vec![key.secret_name.clone()],
-        }),
-    }
-}
-
-fn provider_of<'c>(
-    config: &'c Config,
-    record: &Record,
-) -> std::result::Result<&'c Provider, RouterError> {
-    config
-        .providers
-        .iter()
-        .find(|p| p.name == record.provider)
-        .ok_or_else(|| RouterError::InvalidConfig {
-            path: format!("providers.{}", record.provider),
-            detail: "a file or batch was made with this provider, which the configuration no \
-                     longer names"
-                .to_owned(),
-        })
 }
 
 /// The record of the caller's file or batch `id`; a 404 when the caller has none.

@@ -276,3 +276,106 @@ fn an_owner_is_a_hash_of_the_gateway_key() {
     assert!(a.starts_with("key-") && !a.contains("sk-a"));
     assert_eq!(owner_of(Some("Bearer sk-a"), false), "anyone");
 }
+
+#[test]
+fn what_each_answer_registers() {
+    let record = Record {
+        provider: "groq".to_owned(),
+        key_id: "g1".to_owned(),
+    };
+    let names = |call: Call<'_>, answer: &str| -> Vec<String> {
+        remembered(&call, answer.as_bytes(), &record)
+            .into_iter()
+            .map(|(n, r)| {
+                assert_eq!(r, record);
+                n
+            })
+            .collect()
+    };
+    assert_eq!(
+        names(Call::Upload, r#"{"id":"file-1","object":"file"}"#),
+        ["file:file-1"]
+    );
+    let batch = r#"{"id":"batch_1","output_file_id":"file-o","error_file_id":"file-e"}"#;
+    for call in [
+        Call::Create,
+        Call::Batch("batch_1"),
+        Call::Cancel("batch_1"),
+    ] {
+        assert_eq!(
+            names(call, batch),
+            ["batch:batch_1", "file:file-o", "file:file-e"]
+        );
+    }
+    // A file object's id is a file's, already known: nothing new.
+    assert!(names(Call::File("file-1"), r#"{"id":"file-1"}"#).is_empty());
+    assert!(hands_on(&Call::Content("f"), 200) && !hands_on(&Call::Content("f"), 404));
+    assert!(!hands_on(&Call::Batch("b"), 200));
+}
+
+#[test]
+fn a_provider_failure_reads_as_the_client_should_see_it() {
+    let fail = |call: Call<'_>, status: u16, body: &str| {
+        failure(&call, status, Some("12"), body.as_bytes(), "GROQ_KEY")
+    };
+    let err = fail(
+        Call::Batch("batch_x"),
+        404,
+        r#"{"error":{"message":"No batch"}}"#,
+    );
+    assert_eq!((err.status(), err.code()), (404, Some("not_found")));
+    let err = fail(
+        Call::Create,
+        400,
+        r#"{"error":{"message":"bad window for org_abc123","type":"invalid_request_error"}}"#,
+    );
+    assert_eq!(err.status(), 400);
+    assert!(!err.message().contains("org_abc123"), "{}", err.message());
+    let err = fail(Call::Create, 429, "{}");
+    assert_eq!(
+        (err.status(), err.headers()),
+        (429, vec![("retry-after", "12".to_owned())])
+    );
+    let err = fail(Call::Upload, 401, "{}");
+    assert_eq!(err.code(), Some("upstream_auth_failed"));
+    assert!(err.message().contains("GROQ_KEY"));
+    assert_eq!(fail(Call::Upload, 503, "").status(), 502);
+}
+
+#[test]
+fn the_key_of_a_file_is_the_one_that_made_it() {
+    let doc = json!({
+        "providers": {"groq": {"keys": [
+            {"id": "unset", "secret": "UNSET"}, {"id": "g1", "secret": "G1"}, {"id": "g2", "secret": "G2"}
+        ]}},
+        "routes": {"fast": ["groq/m"]},
+        "gateway": {"auth": false}
+    });
+    let c = Config::parse(&doc.to_string(), |n| {
+        n.starts_with('G').then(|| format!("sk-{n}"))
+    })
+    .unwrap();
+    let groq = &c.providers[0];
+    assert_eq!(key_for(groq, None).unwrap().0.id, "g1");
+    assert_eq!(key_for(groq, Some("g2")).unwrap().1.expose(), "sk-G2");
+    let err = key_for(groq, Some("unset")).unwrap_err();
+    assert_eq!(
+        err,
+        RouterError::MissingSecret {
+            names: vec!["UNSET".to_owned()]
+        }
+    );
+    let record = Record {
+        provider: "gone".to_owned(),
+        key_id: "g1".to_owned(),
+    };
+    assert_eq!(provider_of(&c, &record).unwrap_err().status(), 503);
+    let lines = request_headers(
+        key_for(groq, None).unwrap().1,
+        Some("multipart/form-data; boundary=x"),
+    );
+    assert_eq!(
+        lines,
+        "authorization\nBearer sk-G1\naccept\napplication/json\ncontent-type\nmultipart/form-data; boundary=x\n"
+    );
+}
