@@ -8,13 +8,12 @@
 
 use std::borrow::Cow;
 
-use serde::de::{MapAccess, Visitor};
-use serde::{Deserialize, Deserializer, Serialize};
-use serde_json::value::RawValue;
+use serde::{Deserialize, Serialize};
 
 use super::config::{Config, Key, Provider, Secret};
 use super::error::RouterError;
 use super::outcome::{self, Outcome};
+use super::request::{write_object, RawObject};
 
 /// A call of the Batch API, with the id its path names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -577,12 +576,12 @@ impl Upload {
     ) -> Result<(), RouterError> {
         let n = self.line;
         let bad = |what: &str| upload_error(format!("Line {n} of the file {what}."));
-        let line: Object = serde_json::from_slice(text)
+        let line: RawObject = serde_json::from_slice(text)
             .map_err(|_| bad("is not a JSON object (one request per line)"))?;
         let body = line
             .get("body")
             .ok_or_else(|| bad("has no `body` object"))?;
-        let body: Object = serde_json::from_str(body.get())
+        let body: RawObject = serde_json::from_str(body.get())
             .map_err(|_| bad("has a `body` that is not a JSON object"))?;
         let model: Cow<'_, str> = body
             .get("model")
@@ -710,59 +709,6 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
         at = i + 1;
     }
     None
-}
-
-/// A JSON object's fields in order, each value kept as written.
-struct Object<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
-
-impl<'a> Object<'a> {
-    fn get(&self, key: &str) -> Option<&'a RawValue> {
-        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| *v)
-    }
-}
-
-impl<'de> Deserialize<'de> for Object<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Fields;
-        impl<'de> Visitor<'de> for Fields {
-            type Value = Object<'de>;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                let mut fields = Vec::new();
-                while let Some(key) = map.next_key::<Cow<'de, str>>()? {
-                    let value: &'de RawValue = map.next_value()?;
-                    fields.push((key, value));
-                }
-                Ok(Object(fields))
-            }
-        }
-        d.deserialize_map(Fields)
-    }
-}
-
-/// Writes `object` compactly, each field as written unless `replace` writes its value itself.
-fn write_object(
-    object: &Object<'_>,
-    out: &mut Vec<u8>,
-    mut replace: impl FnMut(&str, &mut Vec<u8>) -> bool,
-) {
-    out.push(b'{');
-    for (i, (key, value)) in object.0.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        // A key as JSON; a string always serializes.
-        if let Ok(k) = serde_json::to_string(key) {
-            out.extend_from_slice(k.as_bytes());
-        }
-        out.push(b':');
-        if !replace(key, out) {
-            out.extend_from_slice(value.get().as_bytes());
-        }
-    }
-    out.push(b'}');
 }
 
 #[cfg(test)]

@@ -13,6 +13,9 @@ pub enum Endpoint {
     ChatCompletions,
     /// `POST /v1/embeddings`: forwarded to a provider with embeddings.
     Embeddings,
+    /// `POST /v1/responses`: OpenAI's Responses API, passed to providers that serve it and
+    /// translated for the others (`core::responses`).
+    Responses,
     /// `GET /v1/models`: the models the configuration offers.
     Models,
     /// `GET /healthz`: liveness, answered by the router itself, without auth.
@@ -30,6 +33,7 @@ pub enum Endpoint {
 const ROUTES: &[(&str, &str, Endpoint)] = &[
     ("/v1/chat/completions", "POST", Endpoint::ChatCompletions),
     ("/v1/embeddings", "POST", Endpoint::Embeddings),
+    ("/v1/responses", "POST", Endpoint::Responses),
     ("/v1/models", "GET", Endpoint::Models),
     ("/healthz", "GET", Endpoint::Health),
     ("/v1/router/status", "GET", Endpoint::Status),

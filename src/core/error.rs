@@ -187,7 +187,7 @@ impl RouterError {
         match self {
             RouterError::NotFound { method, path } => format!(
                 "Unknown URL ({method} {path}). This router serves /v1/chat/completions, \
-                 /v1/embeddings, /v1/models, /v1/files and /v1/batches."
+                 /v1/responses, /v1/embeddings, /v1/models, /v1/files and /v1/batches."
             ),
             RouterError::MethodNotAllowed {
                 method,

@@ -7,15 +7,16 @@
 use super::config::{Config, Target};
 use super::endpoint::Endpoint;
 use super::error::RouterError;
+use serde_json::{Map, Value};
+
 use super::request::{ChatRequest, EmbeddingsRequest};
+use super::responses::{self, ResponsesRequest};
 use super::route::Choice;
 use super::{adapt, classify, quota, report, route};
 
 /// What one request asks of the upstreams.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Job {
-    /// The upstream path: `/chat/completions` or `/embeddings`.
-    pub endpoint: &'static str,
     /// The client's `Accept`, carried over.
     pub accept: Option<String>,
     /// Tokens to book (estimated prompt + output).
@@ -43,20 +44,65 @@ pub struct Job {
 pub enum Payload<'a> {
     Chat(ChatRequest<'a>),
     Embeddings(EmbeddingsRequest),
+    /// A Responses request, and its chat form (what is routed, and sent to providers without
+    /// the Responses API).
+    Responses {
+        chat: ChatRequest<'a>,
+        native: ResponsesRequest<'a>,
+    },
+}
+
+/// What an attempt's answer is, for the client.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Shape {
+    /// A chat completion or embeddings, as the client asked: handed on.
+    Chat,
+    /// A provider's own Responses API answer: handed on; its stream ends with an event of
+    /// [`responses::END_EVENTS`], not `data: [DONE]`.
+    Responses,
+    /// A chat completion answering a Responses request: translated, and a Response object
+    /// repeats these request fields.
+    FromChat(Map<String, Value>),
+}
+
+/// One attempt's request: its body, the provider's path for it, and what its answer is.
+#[derive(Debug)]
+pub struct Outgoing {
+    pub body: Vec<u8>,
+    /// `/chat/completions`, `/embeddings` or `/responses`.
+    pub endpoint: &'static str,
+    pub shape: Shape,
 }
 
 impl Payload<'_> {
-    /// The upstream body for `choice`.
-    pub fn body_for(&mut self, choice: &Choice<'_>) -> Result<Vec<u8>, RouterError> {
-        match self {
-            Payload::Chat(req) => adapt::chat(
-                req,
-                choice.provider,
-                &choice.target.model,
-                choice.target.tier.as_deref(),
-            ),
-            Payload::Embeddings(req) => adapt::embeddings(req, &choice.target.model),
-        }
+    /// The upstream request for `choice`.
+    pub fn body_for(&mut self, choice: &Choice<'_>) -> Result<Outgoing, RouterError> {
+        let (model, tier) = (&choice.target.model, choice.target.tier.as_deref());
+        let chat = |body| Outgoing {
+            body,
+            endpoint: "/chat/completions",
+            shape: Shape::Chat,
+        };
+        Ok(match self {
+            Payload::Chat(req) => chat(adapt::chat(req, choice.provider, model, tier)?),
+            Payload::Embeddings(req) => Outgoing {
+                body: adapt::embeddings(req, model)?,
+                endpoint: "/embeddings",
+                shape: Shape::Chat,
+            },
+            Payload::Responses { native: req, .. } if responses::native(choice.provider) => {
+                Outgoing {
+                    body: req.native_body(choice.provider, model, tier),
+                    endpoint: "/responses",
+                    shape: Shape::Responses,
+                }
+            }
+            Payload::Responses { chat: req, native } => Outgoing {
+                body: adapt::chat(req, choice.provider, model, tier)?,
+                endpoint: "/chat/completions",
+                shape: Shape::FromChat(native.echo()),
+            },
+        })
     }
 }
 
@@ -133,7 +179,6 @@ pub fn prepare<'c, 'a>(
                 ],
                 targets: decision.targets,
                 job: Job {
-                    endpoint: "/chat/completions",
                     accept,
                     // Every choice is an answer of its own.
                     tokens: request
@@ -154,7 +199,6 @@ pub fn prepare<'c, 'a>(
             Ok(Prepared {
                 targets: route::embeddings(config, &request)?,
                 job: Job {
-                    endpoint: "/embeddings",
                     accept,
                     tokens: 0,
                     prefix_hash: 0,
@@ -173,6 +217,50 @@ pub fn prepare<'c, 'a>(
             detail: format!("{other:?} has no body to prepare"),
         }),
     }
+}
+
+/// The chat form of a Responses request's body, which [`prepare_responses`] routes.
+pub fn chat_form(body: &[u8]) -> Result<Vec<u8>, RouterError> {
+    ResponsesRequest::parse(body)?.to_chat()
+}
+
+/// Parses, checks and routes a Responses request, from its body and its [`chat_form`]: as a
+/// chat completion, on the candidates that can keep what it asks (only providers with the
+/// Responses API of their own, when it uses what only they keep).
+pub fn prepare_responses<'c, 'a>(
+    config: &'c Config,
+    body: &'a [u8],
+    chat_form: &'a [u8],
+    headers: ClientHeaders<'_>,
+) -> Result<Prepared<'c, 'a>, RouterError> {
+    let native = ResponsesRequest::parse(body)?;
+    let mut prepared = prepare(config, Endpoint::ChatCompletions, chat_form, headers)?;
+    if let Some(param) = &native.native_only {
+        prepared.targets.retain(|t| {
+            config
+                .providers
+                .get(t.provider)
+                .is_some_and(responses::native)
+        });
+        if prepared.targets.is_empty() {
+            return Err(RouterError::InvalidRequest {
+                message: format!(
+                    "`{param}` needs state that a provider keeps with its own Responses API, and \
+                     no provider for `{}` on this router has one.",
+                    native.model.chars().take(200).collect::<String>()
+                ),
+                param: Some(param.clone()),
+                code: "unsupported_parameter",
+            });
+        }
+    }
+    let Payload::Chat(chat) = prepared.payload else {
+        return Err(RouterError::Internal {
+            detail: "a Responses request without its chat form".to_owned(),
+        });
+    };
+    prepared.payload = Payload::Responses { chat, native };
+    Ok(prepared)
 }
 
 /// The gateway's bounds on what one chat request may ask for: `n` choices (per `route`, the
@@ -281,7 +369,7 @@ mod tests {
         assert!(p.job.tokens > 50);
         let choice = route::usable_keys(&c, &p.targets).next().unwrap();
         let sent: serde_json::Value =
-            serde_json::from_slice(&p.payload.body_for(&choice).unwrap()).unwrap();
+            serde_json::from_slice(&p.payload.body_for(&choice).unwrap().body).unwrap();
         assert_eq!(sent["model"], "llama-3.1-8b-instant");
     }
 

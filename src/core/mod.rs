@@ -11,6 +11,7 @@ pub mod config;
 pub mod cors;
 pub mod auth;
 pub mod request;
+pub mod responses;
 pub mod tokens;
 pub mod classify;
 pub mod route;

@@ -475,6 +475,62 @@ fn shape_error(err: serde_path_to_error::Error<serde_json::Error>) -> RouterErro
     }
 }
 
+/// A JSON object's fields in order, each value kept as written (for bodies the router rewrites
+/// a field or two of: batch lines, Responses requests).
+#[derive(Debug, Clone)]
+pub(crate) struct RawObject<'a>(pub Vec<(Cow<'a, str>, &'a RawValue)>);
+
+impl<'a> RawObject<'a> {
+    /// The field `key`, as written.
+    pub fn get(&self, key: &str) -> Option<&'a RawValue> {
+        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| *v)
+    }
+}
+
+impl<'de> Deserialize<'de> for RawObject<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Fields;
+        impl<'de> Visitor<'de> for Fields {
+            type Value = RawObject<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut fields = Vec::new();
+                while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+                    let value: &'de RawValue = map.next_value()?;
+                    fields.push((key, value));
+                }
+                Ok(RawObject(fields))
+            }
+        }
+        d.deserialize_map(Fields)
+    }
+}
+
+/// Writes `object` compactly, each field as written unless `replace` writes its value itself.
+pub(crate) fn write_object(
+    object: &RawObject<'_>,
+    out: &mut Vec<u8>,
+    mut replace: impl FnMut(&str, &mut Vec<u8>) -> bool,
+) {
+    out.push(b'{');
+    for (i, (key, value)) in object.0.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        // A key as JSON; a string always serializes.
+        if let Ok(k) = serde_json::to_string(key) {
+            out.extend_from_slice(k.as_bytes());
+        }
+        out.push(b':');
+        if !replace(key, out) {
+            out.extend_from_slice(value.get().as_bytes());
+        }
+    }
+    out.push(b'}');
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -136,8 +136,14 @@ fn json_start_fails(start: &[u8]) -> bool {
     }
 }
 
+/// An error in a stream's first event: a chat chunk's `error`, or the Responses API's `error`
+/// and `response.failed` events.
 fn is_error(v: &Value) -> bool {
     v.get("error").is_some_and(|e| !e.is_null())
+        || matches!(
+            v.get("type").and_then(Value::as_str),
+            Some("error" | "response.failed")
+        )
 }
 
 /// The usage in an event stream's last events: a final `usage` chunk, or Groq's `x_groq.usage`
@@ -150,10 +156,13 @@ fn usage_from_events(tail: &[u8]) -> Option<Usage> {
             return None;
         }
         let v: Value = serde_json::from_str(data).ok()?;
+        // Chat chunks carry it at the top (Groq's in `x_groq`); the Responses API's last event
+        // in its response.
         let usage = v
             .get("usage")
             .filter(|u| u.is_object())
-            .or_else(|| v.get("x_groq")?.get("usage"))?;
+            .or_else(|| v.get("x_groq")?.get("usage"))
+            .or_else(|| v.get("response")?.get("usage"))?;
         usage_of(usage)
     })
 }
@@ -172,15 +181,22 @@ fn usage_from_json(tail: &[u8]) -> Option<Usage> {
     usage_of(&value)
 }
 
+/// A `usage` object, in chat's names or the Responses API's (`input_tokens`, ...).
 fn usage_of(usage: &Value) -> Option<Usage> {
     let n = |field: &str| usage.get(field).and_then(Value::as_u64);
-    Some(Usage {
-        prompt_tokens: n("prompt_tokens")?,
-        completion_tokens: n("completion_tokens").unwrap_or(0),
-        cached_tokens: usage
-            .get("prompt_tokens_details")
+    let cached = |details: &str| {
+        usage
+            .get(details)
             .and_then(|d| d.get("cached_tokens"))
             .and_then(Value::as_u64)
+    };
+    Some(Usage {
+        prompt_tokens: n("prompt_tokens").or_else(|| n("input_tokens"))?,
+        completion_tokens: n("completion_tokens")
+            .or_else(|| n("output_tokens"))
+            .unwrap_or(0),
+        cached_tokens: cached("prompt_tokens_details")
+            .or_else(|| cached("input_tokens_details"))
             .unwrap_or(0),
     })
 }

@@ -5,7 +5,7 @@
 
 use std::cell::RefCell;
 
-use worker::wasm_bindgen::JsValue;
+use worker::wasm_bindgen::{closure::Closure, JsCast, JsValue};
 use worker::{js_sys, web_sys, Context, Env};
 
 use super::quota::{self as bank, HOLDINGS};
@@ -13,11 +13,12 @@ use super::{http, stream};
 use crate::core::config::{Config, Target};
 use crate::core::error::RouterError;
 use crate::core::failover::{self, Breakers, Next, Planner, Verdict};
-use crate::core::job::Job;
+use crate::core::job::{Job, Outgoing, Shape};
 use crate::core::outcome::{self, Outcome};
 use crate::core::quota::{Effect, Ticket, Usage};
 use crate::core::ratelimit::{self, Report};
 use crate::core::report::Trace;
+use crate::core::responses;
 use crate::core::route::Choice;
 use crate::core::stream::{Body, FIRST_CHUNK_READ, INTERRUPTED_EVENT, TAIL_BYTES, WHOLE_JSON};
 use crate::core::upstream::{self, Lines};
@@ -30,6 +31,19 @@ thread_local! {
 
 /// How much of an upstream failure's body is read.
 const MAX_FAILURE_BODY: usize = 64 * 1024;
+/// The longest JSON chat answer translated into a Response object (it is read whole).
+const MAX_TRANSLATED: usize = 8 << 20;
+
+/// What a translated Response says of itself: a new id, the time, and the request fields it
+/// repeats.
+fn meta(echo: serde_json::Map<String, serde_json::Value>) -> responses::Meta {
+    let n = (js_sys::Math::random() * 2f64.powi(52)) as u64;
+    responses::Meta {
+        id: format!("resp_{n:013x}"),
+        created_at: now_ms() / 1_000,
+        echo,
+    }
+}
 
 pub use super::http::now_ms;
 
@@ -51,7 +65,7 @@ pub async fn run<'c>(
     targets: &[&'c Target],
     job: &Job,
     trace: &mut Trace,
-    mut body_for: impl FnMut(&Choice<'c>) -> Result<Vec<u8>, RouterError>,
+    mut body_for: impl FnMut(&Choice<'c>) -> Result<Outgoing, RouterError>,
 ) -> Result<Reply, RouterError> {
     let mut planner = Planner::new(
         config,
@@ -87,8 +101,8 @@ pub async fn run<'c>(
                 ticket,
                 timeout_ms,
             } => {
-                let body = match body_for(&choice) {
-                    Ok(body) => body,
+                let outgoing = match body_for(&choice) {
+                    Ok(outgoing) => outgoing,
                     Err(err) => {
                         settle(env, ctx, &choice, ticket, Effect::NotSpent, Answer::Nothing);
                         break Err(err);
@@ -96,7 +110,7 @@ pub async fn run<'c>(
                 };
                 let started = now_ms();
                 let (outcome, response, answer) =
-                    attempt(&choice, job, body, timeout_ms, ticket.is_some()).await;
+                    attempt(&choice, job, outgoing, timeout_ms, ticket.is_some()).await;
                 let ms = now_ms().saturating_sub(started);
                 trace.upstream_ms += ms;
                 settle(env, ctx, &choice, ticket, Effect::of(&outcome), answer);
@@ -187,11 +201,16 @@ fn settle(
 async fn attempt(
     choice: &Choice<'_>,
     job: &Job,
-    body: Vec<u8>,
+    outgoing: Outgoing,
     timeout_ms: u64,
     reserved: bool,
 ) -> (Outcome, Option<Reply>, Answer) {
-    let outbound = upstream::request(choice, job.endpoint, job.accept.as_deref());
+    let Outgoing {
+        body,
+        endpoint,
+        shape,
+    } = outgoing;
+    let outbound = upstream::request(choice, endpoint, job.accept.as_deref());
     // The runtime's own controller: the clock, and later the hand-on when the client goes
     // away, abort the call through it.
     let Ok(controller) = web_sys::AbortController::new() else {
@@ -221,6 +240,7 @@ async fn attempt(
             report,
             reserved,
             check_events: job.check_events,
+            shape,
         };
         return take(success, clock, &controller).await;
     }
@@ -243,6 +263,8 @@ struct Success {
     reserved: bool,
     /// Whether every event of a stream handed on is checked.
     check_events: bool,
+    /// What the answer is for the client (translated, for a Responses request served by chat).
+    shape: Shape,
 }
 
 /// Takes a successful answer: its start is read before anything is sent, so that an answer
@@ -260,22 +282,33 @@ async fn take(
         report,
         reserved,
         check_events,
+        shape,
     } = success;
     if !opened.has_body() {
         // No body at all (a 204): nothing to read, nothing to learn.
         return (Outcome::Success, Some(reply), Answer::Headers(report));
     }
+    let translated = matches!(shape, Shape::FromChat(_));
     if kind == Body::Json {
-        opened.read_on(WHOLE_JSON).await;
+        // A JSON answer to translate is read whole, however long.
+        let whole = if translated {
+            MAX_TRANSLATED
+        } else {
+            WHOLE_JSON
+        };
+        opened.read_on(whole).await;
     }
     // A JSON answer read whole is checked whole (one that was cut yet ended cleanly fails over).
     // (All of it: a first chunk that held the whole `content-length` may pass WHOLE_JSON.)
     let whole = (opened.whole && kind == Body::Json).then(|| opened.last_bytes(usize::MAX));
     let fails = match &whole {
         Some(body) => kind.start_fails(body) || kind.whole_fails(body),
-        None => opened
-            .first_bytes(FIRST_CHUNK_READ)
-            .is_none_or(|start| kind.start_fails(&start)),
+        None => {
+            (translated && kind == Body::Json)
+                || opened
+                    .first_bytes(FIRST_CHUNK_READ)
+                    .is_none_or(|start| kind.start_fails(&start))
+        }
     };
     if fails {
         let outcome = outcome::failed(clock.ran_out(), Outcome::BadAnswer);
@@ -291,15 +324,48 @@ async fn take(
             Some(body) => kind.usage(&body[body.len().saturating_sub(TAIL_BYTES)..]),
             None => kind.usage(&opened.last_bytes(TAIL_BYTES)),
         };
-        reply.body = opened.bytes();
+        reply.body = match (&shape, &whole) {
+            (Shape::FromChat(echo), Some(body)) => {
+                match responses::response_from_chat(body, &meta(echo.clone())) {
+                    Some(translated) => js_sys::Uint8Array::from(translated.as_slice()).into(),
+                    None => {
+                        let outcome = outcome::failed(false, Outcome::BadAnswer);
+                        return (outcome, None, Answer::Nothing);
+                    }
+                }
+            }
+            _ => opened.bytes(),
+        };
         return (
             Outcome::Success,
             Some(reply),
             Answer::Whole { report, usage },
         );
     }
-    let interrupted = (kind == Body::Events).then_some(INTERRUPTED_EVENT);
-    let (readable, finished) = opened.hand_on(interrupted, check_events, controller);
+    let (readable, finished) = match shape {
+        Shape::FromChat(echo) if kind == Body::Events => {
+            let mut events = responses::Events::new(meta(echo));
+            let step =
+                Closure::<dyn FnMut(JsValue) -> js_sys::Uint8Array>::new(move |chunk: JsValue| {
+                    let mut out = Vec::new();
+                    match chunk.dyn_into::<js_sys::Uint8Array>() {
+                        Ok(chunk) => events.push(&chunk.to_vec(), &mut out),
+                        Err(_) => events.end(&mut out),
+                    }
+                    js_sys::Uint8Array::from(out.as_slice())
+                });
+            opened.translate(step.into_js_value(), controller)
+        }
+        Shape::Responses => {
+            let interrupted = (kind == Body::Events).then_some(responses::INTERRUPTED_EVENT);
+            let ends = Some(&responses::END_EVENTS[..]);
+            opened.hand_on(interrupted, check_events, controller, ends)
+        }
+        Shape::Chat | Shape::FromChat(_) => {
+            let interrupted = (kind == Body::Events).then_some(INTERRUPTED_EVENT);
+            opened.hand_on(interrupted, check_events, controller, None)
+        }
+    };
     reply.body = readable.into();
     let answer = Answer::Streamed {
         report,

@@ -138,7 +138,7 @@ async fn serve(
             let reply = batch::serve(incoming.req, method, path, incoming.headers, &shared, env);
             reply.await
         }
-        Endpoint::ChatCompletions | Endpoint::Embeddings => {
+        Endpoint::ChatCompletions | Endpoint::Embeddings | Endpoint::Responses => {
             auth::check(&config.gateway.auth, authorization)?;
             forward(incoming, endpoint, config, env, ctx, explain, trace).await
         }
@@ -172,12 +172,20 @@ async fn forward(
         path: header(classify::PATH_HEADER),
         latency_budget_ms: header(classify::BUDGET_HEADER),
     };
+    // A Responses request is routed in its chat form, which lives as long as its body.
+    let chat_form = match endpoint {
+        Endpoint::Responses => Some(job::chat_form(&body)?),
+        _ => None,
+    };
     let Prepared {
         targets,
         job,
         mut payload,
         explain: decision,
-    } = job::prepare(config, endpoint, &body, client)?;
+    } = match &chat_form {
+        Some(chat) => job::prepare_responses(config, &body, chat, client)?,
+        None => job::prepare(config, endpoint, &body, client)?,
+    };
     // The payload borrows the body's bytes (message contents are never copied): both live
     // until the answer is found.
     explain.extend(decision);

@@ -129,15 +129,69 @@ export function cancelBody(reader) {
 // through a JavaScript step that forwards only complete events whose data parses: a malformed
 // event is never sent, and ends the stream with `interrupted` instead. It costs a step per
 // chunk, which is why it is an option.
-export function handOn(body, reader, start, interrupted, check, abort) {
+//
+// `ends` (a Responses API event stream passed through) lists the events that end such a stream
+// (it has no `data: [DONE]`): the copy's blocks are searched for them as they are read.
+export function handOn(body, reader, start, interrupted, check, abort, ends) {
   reader.releaseLock();
   const [branch, copy] = body.tee();
   const { readable, writable } = new Identity();
   const events = typeof interrupted === "string";
   const checked = { malformed: false };
   const toClient = events && check ? branch.pipeThrough(eventChecker(start, checked)) : branch;
-  const tail = readTail(copy);
+  const markers = ends ? ends.flatMap((e) => ["event: " + e, `"type":"${e}"`]) : null;
+  const tail = readTail(copy, markers, start);
   return [readable, pipe(start, toClient, writable, tail, events ? interrupted : null, abort, checked)];
+}
+
+// Hands `start` and the rest of `body` to the client through `step`, the core's translation
+// of a chat event stream into the Responses API's events: `step(chunk)` gives the bytes to send
+// for a chunk of the upstream, `step(undefined)` the last ones once the upstream has ended or
+// failed (the final events, or the error event). Returns [readable, finished] as handOn does:
+// the usage and the end are read from the upstream's own last bytes, kept as they pass.
+export function translate(body, reader, start, step, abort) {
+  const { readable, writable } = new Identity();
+  const finished = (async () => {
+    const writer = writable.getWriter();
+    const kept = [];
+    let keptBytes = 0;
+    const keep = (chunk) => {
+      kept.push(chunk);
+      keptBytes += chunk.byteLength;
+      while (kept.length > 1 && keptBytes - kept[0].byteLength >= TAIL_BYTES) keptBytes -= kept.shift().byteLength;
+    };
+    let clientGone = false;
+    let upstreamFailed = false;
+    const send = async (bytes) => {
+      if (bytes.byteLength) await writer.write(bytes);
+    };
+    try {
+      keep(start);
+      await send(step(start));
+      for (;;) {
+        let r;
+        try {
+          r = await reader.read();
+        } catch {
+          upstreamFailed = true;
+          break;
+        }
+        if (r.done) break;
+        keep(r.value);
+        await send(step(r.value));
+      }
+      await send(step(undefined));
+      await writer.close();
+    } catch {
+      clientGone = true;
+      reader.cancel().catch(() => {});
+      writer.abort(new Error("the client went away")).catch(() => {});
+    }
+    if (clientGone || upstreamFailed) abort.abort();
+    const tail = lastBytes(kept);
+    return { tail, complete: !clientGone && !upstreamFailed && endsWithDone(tail), clientGone };
+  })();
+  return [readable, finished];
 }
 
 // The step of `check`: holds an event until its end (a blank line) has arrived, then forwards
@@ -220,15 +274,22 @@ const COPY_LIMIT = 1 << 20;
 
 // Reads the copy to its end in blocks: resolves to {blocks, cut} (the last two blocks, and
 // whether the copy was dropped before the end), or null when the body fails.
-async function readTail(copy) {
+// With `markers` (a stream whose end is an event, not `data: [DONE]`), `start` (read before the
+// copy was made) and each block, with the end of the one before for a marker cut between them,
+// are searched for them: `sawEnd` says whether one was found; it is null without markers.
+async function readTail(copy, markers, start) {
   const reader = copy.getReader({ mode: "byob" });
   const blocks = [];
   let size = 0;
+  const decoder = markers ? new TextDecoder() : null;
+  let carry = decoder ? decoder.decode(start, { stream: true }) : "";
+  let sawEnd = decoder ? markers.some((m) => carry.includes(m)) : null;
+  carry = carry.slice(-64);
   try {
     for (;;) {
       if (size >= COPY_LIMIT) {
         reader.cancel().catch(() => {});
-        return { blocks, cut: true };
+        return { blocks, cut: true, sawEnd };
       }
       const view = new Uint8Array(TAIL_BYTES);
       const r = reader.readAtLeast
@@ -238,8 +299,13 @@ async function readTail(copy) {
         blocks.push(r.value);
         if (blocks.length > 2) blocks.shift();
         size += r.value.byteLength;
+        if (decoder && !sawEnd) {
+          const text = carry + decoder.decode(r.value, { stream: true });
+          sawEnd = markers.some((m) => text.includes(m));
+          carry = text.slice(-64);
+        }
       }
-      if (r.done) return { blocks, cut: false };
+      if (r.done) return { blocks, cut: false, sawEnd };
     }
   } catch {
     return null;
@@ -277,7 +343,8 @@ async function pipe(start, source, writable, tail, interrupted, abort, checked) 
   const known = end !== null && end !== "pending" && !dropped;
   const last = known ? lastBytes([start, ...end.blocks]) : new Uint8Array(0);
   const ended = !clientGone && !upstreamFailed;
-  const complete = ended && (interrupted === null || !known || endsWithDone(last));
+  const done = end !== null && end !== "pending" && end.sawEnd !== null ? end.sawEnd : endsWithDone(last);
+  const complete = ended && (interrupted === null || !known || done);
   const closing = writable.getWriter();
   if (clientGone || upstreamFailed) abort.abort();
   const report = { tail: last, complete, clientGone };

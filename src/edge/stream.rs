@@ -30,6 +30,15 @@ extern "C" {
         interrupted: Option<String>,
         check: bool,
         abort: &web_sys::AbortController,
+        ends: &JsValue,
+    ) -> js_sys::Array;
+    #[wasm_bindgen(js_name = translate)]
+    fn translate_body(
+        body: &JsValue,
+        reader: &JsValue,
+        start: &JsValue,
+        step: &JsValue,
+        abort: &web_sys::AbortController,
     ) -> js_sys::Array;
 }
 
@@ -132,14 +141,24 @@ impl Opened {
 
     /// Hands the body on: the client's body, and a promise of how it ended. For an event
     /// stream, `interrupted` is written to the client when the upstream fails or ends without
-    /// `data: [DONE]`. A client that goes away aborts the upstream call through `abort`.
+    /// `data: [DONE]` (or, with `ends`, without one of those events). A client that goes away
+    /// aborts the upstream call through `abort`.
     pub fn hand_on(
         self,
         interrupted: Option<&str>,
         check: bool,
         abort: &web_sys::AbortController,
+        ends: Option<&[&str]>,
     ) -> (web_sys::ReadableStream, js_sys::Promise) {
         let start: JsValue = self.start.map_or(JsValue::UNDEFINED, Into::into);
+        let ends: JsValue = match ends {
+            Some(ends) => ends
+                .iter()
+                .map(|e| JsValue::from_str(e))
+                .collect::<js_sys::Array>()
+                .into(),
+            None => JsValue::NULL,
+        };
         let pair = hand_on_body(
             &self.body,
             &self.reader,
@@ -147,7 +166,20 @@ impl Opened {
             interrupted.map(str::to_owned),
             check && interrupted.is_some(),
             abort,
+            &ends,
         );
+        (pair.get(0).unchecked_into(), pair.get(1).unchecked_into())
+    }
+
+    /// Hands the body on through `step`, a translation of each chunk (see `translate` in
+    /// runtime.js): the client's body, and a promise of how the upstream's ended.
+    pub fn translate(
+        self,
+        step: JsValue,
+        abort: &web_sys::AbortController,
+    ) -> (web_sys::ReadableStream, js_sys::Promise) {
+        let start: JsValue = self.start.map_or(JsValue::UNDEFINED, Into::into);
+        let pair = translate_body(&self.body, &self.reader, &start, &step, abort);
         (pair.get(0).unchecked_into(), pair.get(1).unchecked_into())
     }
 }
@@ -224,7 +256,7 @@ mod tests {
         let opened = opened(chunked(&[sent])).await;
         assert!(!opened.whole);
         assert_eq!(opened.first_bytes(8).unwrap(), b"data: {\"");
-        let (readable, finished) = opened.hand_on(Some(INTERRUPTED_EVENT), false, &abort());
+        let (readable, finished) = opened.hand_on(Some(INTERRUPTED_EVENT), false, &abort(), None);
         assert_eq!(text_of(readable).await, sent);
         let end = ended(finished).await.unwrap();
         assert!(end.complete);
@@ -237,7 +269,7 @@ mod tests {
         let (readable, finished) =
             opened(chunked(&[sent]))
                 .await
-                .hand_on(Some(INTERRUPTED_EVENT), false, &abort());
+                .hand_on(Some(INTERRUPTED_EVENT), false, &abort(), None);
         assert_eq!(
             text_of(readable).await,
             format!("{sent}{INTERRUPTED_EVENT}")
@@ -263,7 +295,7 @@ mod tests {
         let mut opened = opened(chunked(&chunks)).await;
         opened.read_on(100).await;
         assert!(!opened.whole);
-        let (readable, finished) = opened.hand_on(None, false, &abort());
+        let (readable, finished) = opened.hand_on(None, false, &abort(), None);
         assert_eq!(text_of(readable).await, chunks.concat());
         let end = ended(finished).await.unwrap();
         assert!(end.complete);
@@ -280,7 +312,7 @@ mod tests {
         let (readable, finished) =
             opened(chunked(&chunks))
                 .await
-                .hand_on(Some(INTERRUPTED_EVENT), false, &abort());
+                .hand_on(Some(INTERRUPTED_EVENT), false, &abort(), None);
         assert_eq!(text_of(readable).await.len(), 100_000 + 14);
         let end = ended(finished).await.unwrap();
         assert!(end.complete);
@@ -312,7 +344,7 @@ mod tests {
         assert!(opened.has_body());
         assert!(!opened.whole, "no content-length: the end is not known yet");
         assert_eq!(opened.first_bytes(6).unwrap(), b"data: ");
-        let (readable, finished) = opened.hand_on(Some(INTERRUPTED_EVENT), false, &abort());
+        let (readable, finished) = opened.hand_on(Some(INTERRUPTED_EVENT), false, &abort(), None);
         assert_eq!(text_of(readable).await, sent);
         assert!(ended(finished).await.unwrap().complete);
     }

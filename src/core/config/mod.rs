@@ -67,10 +67,12 @@ pub enum Capability {
     MultipleChoices,
     /// `messages[].name`.
     MessageName,
+    /// OpenAI's Responses API (`/responses`) of its own (`core::responses`).
+    Responses,
 }
 
 impl Capability {
-    const ALL: [(Capability, &'static str); 11] = [
+    const ALL: [(Capability, &'static str); 12] = [
         (Capability::Chat, "chat"),
         (Capability::Streaming, "streaming"),
         (Capability::Tools, "tools"),
@@ -82,6 +84,7 @@ impl Capability {
         (Capability::LogitBias, "logit_bias"),
         (Capability::MultipleChoices, "n"),
         (Capability::MessageName, "message_name"),
+        (Capability::Responses, "responses"),
     ];
 
     /// The name used in the configuration and in error messages.

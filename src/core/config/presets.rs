@@ -35,6 +35,7 @@ const FULL: &[Capability] = &[
     LogitBias,
     MultipleChoices,
     MessageName,
+    Responses,
 ];
 
 /// The OpenAI API without `messages[].name` (the GPU hosts ignore or reject it).
@@ -67,7 +68,7 @@ pub const PRESETS: &[Preset] = &[
         // Groq rejects logprobs, logit_bias, n > 1 and messages[].name with a 400. Only some
         // of its models read images (llama-4-scout): a provider entry routing to one of them
         // adds "vision" to its capabilities.
-        capabilities: &[Chat, Streaming, Tools, JsonSchema],
+        capabilities: &[Chat, Streaming, Tools, JsonSchema, Responses],
         max_tokens_field: MaxTokensField::MaxCompletionTokens,
         dialect: RateLimitDialect::Groq,
         // The free plan, per organization and model: RPM / RPD / TPM / TPD; then the model's
