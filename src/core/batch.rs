@@ -147,8 +147,10 @@ pub struct Record {
 
 /// A call to an owner's registry (a Durable Object per owner, so that nobody else's ids are
 /// even looked at).
+// Externally tagged: an internally tagged enum makes serde buffer every value and compile its
+// deserializer twice (docs/performance.md, bundle size).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum Command {
     /// The record of `file:id` or `batch:id`, if this owner has it.
     Get { name: String },
