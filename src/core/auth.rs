@@ -62,7 +62,7 @@ pub fn admits(hashes: &str, authorization: Option<&str>) -> bool {
 }
 
 /// The token of `Bearer <token>` (scheme case-insensitive), if non-empty.
-fn bearer(header: &str) -> Option<&str> {
+pub(crate) fn bearer(header: &str) -> Option<&str> {
     let header = header.trim();
     let (scheme, token) = header.split_once(' ')?;
     let token = token.trim();

@@ -124,9 +124,10 @@ fn is_id(id: &str) -> bool {
 /// Who owns a file or batch: the caller's gateway key, known by a hash of it (never the key), or
 /// everyone alike when the gateway has no keys.
 pub fn owner_of(authorization: Option<&str>, keys_required: bool) -> String {
+    // Read as the gateway's check reads it (the scheme in any case), so that the key it
+    // admitted is the key that owns.
     let key = authorization
-        .and_then(|a| a.trim().strip_prefix("Bearer "))
-        .map(str::trim)
+        .and_then(super::auth::bearer)
         .filter(|_| keys_required);
     match key {
         Some(key) => {

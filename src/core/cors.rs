@@ -8,7 +8,7 @@ use super::error::RouterError;
 /// Response headers a script may read: the router's explanations and the rate-limit hints.
 pub const EXPOSED_HEADERS: &str = "retry-after, x-request-id, x-router-provider, x-router-model, \
 x-router-path, x-router-reason, x-router-attempts, x-router-failover, x-router-quota, \
-x-router-quota-calls, server-timing";
+x-router-quota-calls, x-router-tier, server-timing";
 
 const ALLOWED_METHODS: &str = "GET, POST, OPTIONS";
 const DEFAULT_ALLOWED_HEADERS: &str = "authorization, content-type, accept";

@@ -53,7 +53,15 @@ fn invalid(message: impl Into<String>, param: &str) -> RouterError {
     RouterError::InvalidRequest {
         message: message.into(),
         param: Some(param.to_owned()),
-        code: "invalid_request",
+        code: "invalid_value",
+    }
+}
+
+fn missing(message: &str, param: &str) -> RouterError {
+    RouterError::InvalidRequest {
+        message: message.to_owned(),
+        param: Some(param.to_owned()),
+        code: "missing_required_parameter",
     }
 }
 
@@ -66,10 +74,11 @@ impl<'a> ResponsesRequest<'a> {
         let value = |name: &str| fields.get(name).map(|v| v.get());
         let model = match value("model").map(serde_json::from_str::<String>) {
             Some(Ok(model)) if !model.is_empty() => model,
-            _ => return Err(invalid("`model` is required: a string.", "model")),
+            Some(_) => return Err(invalid("`model` must be a model name.", "model")),
+            None => return Err(missing("`model` is required: a string.", "model")),
         };
         if value("input").is_none() {
-            return Err(invalid(
+            return Err(missing(
                 "`input` is required: a string or a list of input items.",
                 "input",
             ));

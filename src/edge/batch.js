@@ -62,6 +62,19 @@ export async function nextChunk(source) {
   return r.value;
 }
 
+// nextChunk, or "late" when the chunk has not come within `ms` (the body is then cancelled):
+// the start of an upload, read before its provider is known, is held to the upload's time too.
+export function nextChunkWithin(source, ms) {
+  let timer;
+  const late = new Promise((resolve) => {
+    timer = setTimeout(() => {
+      source.reader.cancel().catch(() => {});
+      resolve("late");
+    }, ms);
+  });
+  return Promise.race([nextChunk(source), late]).finally(() => clearTimeout(timer));
+}
+
 // Streams an upload to `url`: `first` (what the rewriter gave for the chunks read so far), then
 // each further chunk of `source` rewritten by `step`, the core's rewriter: `step(chunk, out)`
 // takes a chunk (undefined at the body's end, null to go on with what it holds), writes what is

@@ -26,8 +26,8 @@ extern "C" {
     fn relay_js(method: &str, url: &str, lines: &str, body: &JsValue, ms: f64) -> js_sys::Promise;
     #[wasm_bindgen(js_name = sourceOf)]
     fn source_of(body: &web_sys::ReadableStream) -> JsValue;
-    #[wasm_bindgen(js_name = nextChunk)]
-    fn next_chunk(source: &JsValue) -> js_sys::Promise;
+    #[wasm_bindgen(js_name = nextChunkWithin)]
+    fn next_chunk_within(source: &JsValue, ms: f64) -> js_sys::Promise;
     #[wasm_bindgen(js_name = upload)]
     fn upload_js(
         url: &str,
@@ -95,10 +95,15 @@ async fn upload(
     })?;
     let source = source_of(&body);
     let mut first = Vec::new();
+    let started = http::now_ms();
     while rewriter.provider().is_none() {
-        let chunk = JsFuture::from(next_chunk(&source))
+        let left = UPLOAD_MS.saturating_sub(http::now_ms().saturating_sub(started));
+        let chunk = JsFuture::from(next_chunk_within(&source, left as f64))
             .await
             .map_err(|_| http::internal("reading the upload"))?;
+        if chunk.is_string() {
+            return Err(RouterError::BodyTimeout { ms: UPLOAD_MS });
+        }
         if chunk.is_undefined() {
             rewriter.finish(config, &mut first)?;
             break;
@@ -197,7 +202,7 @@ async fn create(
                       router with `purpose` `batch`."
                 .to_owned(),
             param: Some("input_file_id".to_owned()),
-            code: "invalid_request",
+            code: "missing_required_parameter",
         })?;
     let record = lookup(env, owner, Kind::File, &file).await?;
     let provider = batch::provider_of(config, &record)?;

@@ -115,6 +115,15 @@ test("a batch of 1,000 lines with route names: upload, create, poll, read the ou
     await assert.rejects(attempt, (e) => e.status === 404 && e.error?.code === "not_found");
     assert.equal(fake.calls.length, calls, "the provider was not asked");
   }
+  // The gateway admits the scheme in any case; the owner is still the key, whatever its case.
+  const raw = (key, scheme) =>
+    router.fetch(`/v1/files/${file.id}`, { headers: { authorization: `${scheme} ${key}` } });
+  const mine = await raw(GATEWAY_KEY, "bearer");
+  assert.equal(mine.status, 200);
+  await mine.body?.cancel();
+  const theirs = await raw(OTHER_KEY, "bearer");
+  assert.equal(theirs.status, 404);
+  await theirs.body?.cancel();
   // Its owner may cancel it.
   const cancelled = await client.batches.cancel(created.id);
   assert.equal(cancelled.status, "cancelling");

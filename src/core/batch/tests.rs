@@ -272,6 +272,10 @@ fn a_batch_object_gives_its_id_and_its_files() {
 fn an_owner_is_a_hash_of_the_gateway_key() {
     let a = owner_of(Some("Bearer sk-a"), true);
     assert_eq!(a, owner_of(Some("Bearer  sk-a "), true));
+    // The scheme in any case, as the gateway admits it: the same key, the same owner.
+    assert_eq!(a, owner_of(Some("bearer sk-a"), true));
+    assert_ne!(a, owner_of(Some("BEARER sk-b"), true));
+    assert_ne!(owner_of(Some("bearer sk-b"), true), "anyone");
     assert_ne!(a, owner_of(Some("Bearer sk-b"), true));
     assert!(a.starts_with("key-") && !a.contains("sk-a"));
     assert_eq!(owner_of(Some("Bearer sk-a"), false), "anyone");
