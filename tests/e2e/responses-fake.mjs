@@ -9,8 +9,12 @@
 // back; a function tool with a question about the weather is called; a JSON schema format gets
 // a JSON object matching it; anything else gets [TEXT]. Both record every request (path,
 // headers, parsed body), can fail the next requests with a status or cut a stream after its
-// first chunk, and stop by themselves after `maxRequests` calls or `lifetimeMs`.
+// first chunks, and stop by themselves after `maxRequests` calls or `lifetimeMs`. Each call
+// keeps what the fake sent back (`sent`: the JSON text, or the stream's chunks), so that a
+// passthrough can be checked byte for byte.
+import assert from "node:assert/strict";
 import http from "node:http";
+import { GATEWAY_HASH, startRouter } from "./harness.mjs";
 
 /** The plain answer, and how a stream splits it. */
 export const TEXT = "Hello from the fake model.";
@@ -138,12 +142,12 @@ export function turnOfChat(body) {
 /**
  * The server both fakes share: records each call, applies the fault set with `failNext` or
  * `cutStreams`, and hands the rest to `serve(call, out)`, where `out` writes a JSON answer or
- * an event stream (`out.stream(chunks)`, cut after the first chunk when asked).
+ * an event stream (`out.stream(chunks)`, cut after its first chunks when asked).
  */
 async function startServer({ path: servedPath, key, maxRequests, lifetimeMs, serve }) {
   const calls = [];
   let failures = [];
-  let cut = false;
+  let cut = 0;
   const server = http.createServer((req, res) => {
     const chunks = [];
     req.on("data", (c) => chunks.push(c));
@@ -155,7 +159,7 @@ async function startServer({ path: servedPath, key, maxRequests, lifetimeMs, ser
       } catch {
         body = null;
       }
-      const call = { method: req.method, path: req.url, headers: req.headers, raw, body, aborted: false };
+      const call = { method: req.method, path: req.url, headers: req.headers, raw, body, aborted: false, sent: null, cut: false };
       calls.push(call);
       if (calls.length >= maxRequests) server.close();
       res.on("close", () => {
@@ -181,13 +185,18 @@ async function startServer({ path: servedPath, key, maxRequests, lifetimeMs, ser
         }, failure.headers);
       }
       const out = {
-        json: (value) => json(200, value),
+        json: (value) => {
+          call.sent = [JSON.stringify(value)];
+          json(200, value);
+        },
         async stream(events) {
           res.writeHead(200, { "content-type": "text/event-stream; charset=utf-8", "cache-control": "no-cache" });
+          call.sent = [];
           for (const [i, event] of events.entries()) {
             res.write(event);
-            if (cut && i === 0) {
-              // Long enough for the first chunk to reach the client before the cut.
+            call.sent.push(event);
+            if (cut && i === cut - 1) {
+              // Long enough for what was sent to reach the client before the cut.
               await new Promise((r) => setTimeout(r, 100));
               call.cut = true;
               res.socket?.destroy();
@@ -217,15 +226,18 @@ async function startServer({ path: servedPath, key, maxRequests, lifetimeMs, ser
     failNext(status, times = 1, headers = {}) {
       for (let i = 0; i < times; i++) failures.push({ status, headers });
     },
-    /** From now on (until `reset`), every stream is cut after its first chunk. */
-    cutStreams(on = true) {
-      cut = on;
+    /**
+     * From now on (until `reset`), every stream is cut after its first `afterChunks` chunks
+     * (events, for the native fake); each call records what was sent in `sent` and `cut`.
+     */
+    cutStreams(afterChunks = 1) {
+      cut = afterChunks;
     },
     /** Forgets the calls and the faults. */
     reset() {
       calls.length = 0;
       failures = [];
-      cut = false;
+      cut = 0;
     },
     close() {
       clearTimeout(timer);
@@ -396,4 +408,216 @@ export async function startChatOnlyFake({ key, maxRequests = 200, lifetimeMs = 3
       return out.stream(events);
     },
   });
+}
+
+/**
+ * An event stream's text as its events: `{event, data}` per block (`data` parsed from JSON when
+ * it is JSON, else the text). `complete` says whether the text ended at a block's end.
+ */
+export function parseEvents(text) {
+  const blocks = text.split("\n\n");
+  const complete = blocks.at(-1) === "";
+  if (complete) blocks.pop();
+  const events = blocks.map((block) => {
+    let event = null;
+    const data = [];
+    for (const line of block.split("\n")) {
+      if (line.startsWith("event:")) event = line.slice(6).trim();
+      else if (line.startsWith("data:")) data.push(line.slice(5).replace(/^ /, ""));
+    }
+    const joined = data.join("\n");
+    let parsed = joined;
+    try {
+      parsed = JSON.parse(joined);
+    } catch {}
+    return { event, data: parsed };
+  });
+  return { events, complete };
+}
+
+/**
+ * Checks a complete Responses event stream against the order the SDKs rely on, and returns what
+ * it carried: `items` (each output item as done), `textDeltas`, `argumentDeltas` and the
+ * completed `response`. Every event is `event: <type>` with a data object of that type, the
+ * sequence numbers run 0, 1, 2, ...; the stream opens with response.created and
+ * response.in_progress; each output item is added, filled (a message: one output_text part,
+ * its deltas and their done events; a function call: its arguments' deltas and done) and done,
+ * every event naming the item's id and index; response.completed closes it with the items done
+ * and the usage.
+ */
+export function checkResponsesStream({ events, complete }) {
+  assert.ok(complete, "the stream ends at the end of an event");
+  assert.ok(events.length >= 3, `too few events: ${JSON.stringify(events)}`);
+  for (const [i, { event, data }] of events.entries()) {
+    assert.equal(typeof data, "object", `event ${i} carries a JSON object: ${JSON.stringify(data)}`);
+    assert.equal(event, data.type, `event ${i}: the event line names the data's type`);
+    assert.equal(data.sequence_number, i, `event ${i} (${data.type}) has sequence_number ${i}`);
+  }
+  const list = events.map((e) => e.data);
+  let at = 0;
+  const next = (type) => {
+    const e = list[at];
+    assert.equal(e?.type, type, `event ${at}: expected ${type}, got ${e?.type} (types: ${list.map((x) => x.type).join(", ")})`);
+    at++;
+    return e;
+  };
+  const created = next("response.created");
+  assert.equal(created.response.object, "response");
+  assert.equal(created.response.status, "in_progress");
+  const responseId = created.response.id;
+  assert.equal(next("response.in_progress").response.id, responseId);
+  const items = [];
+  const textDeltas = [];
+  const argumentDeltas = [];
+  while (list[at]?.type === "response.output_item.added") {
+    const index = items.length;
+    const added = next("response.output_item.added");
+    assert.equal(added.output_index, index);
+    const { id } = added.item;
+    assert.ok(typeof id === "string" && id.length > 0, "an output item has an id");
+    const ofItem = (e) => {
+      assert.equal(e.item_id, id, `${e.type} names its item`);
+      assert.equal(e.output_index, index, `${e.type} names its output index`);
+      return e;
+    };
+    if (added.item.type === "message") {
+      assert.equal(added.item.role, "assistant");
+      assert.deepEqual(added.item.content, []);
+      const part = ofItem(next("response.content_part.added"));
+      assert.equal(part.content_index, 0);
+      assert.equal(part.part.type, "output_text");
+      assert.equal(part.part.text, "");
+      let text = "";
+      while (list[at]?.type === "response.output_text.delta") {
+        const d = ofItem(next("response.output_text.delta"));
+        assert.equal(d.content_index, 0);
+        textDeltas.push(d.delta);
+        text += d.delta;
+      }
+      assert.ok(textDeltas.length > 0, "at least one text delta");
+      assert.equal(ofItem(next("response.output_text.done")).text, text);
+      const partDone = ofItem(next("response.content_part.done"));
+      assert.equal(partDone.part.type, "output_text");
+      assert.equal(partDone.part.text, text);
+      const done = next("response.output_item.done");
+      assert.equal(done.output_index, index);
+      assert.equal(done.item.id, id);
+      assert.equal(done.item.type, "message");
+      assert.equal(done.item.status, "completed");
+      assert.deepEqual(
+        done.item.content.map((c) => [c.type, c.text]),
+        [["output_text", text]],
+      );
+      items.push(done.item);
+    } else if (added.item.type === "function_call") {
+      const { call_id: callId, name } = added.item;
+      assert.ok(typeof callId === "string" && callId.length > 0, "a function call has a call_id");
+      assert.ok(typeof name === "string" && name.length > 0, "a function call has a name");
+      let args = "";
+      while (list[at]?.type === "response.function_call_arguments.delta") {
+        const d = ofItem(next("response.function_call_arguments.delta"));
+        argumentDeltas.push(d.delta);
+        args += d.delta;
+      }
+      assert.ok(argumentDeltas.length > 0, "at least one arguments delta");
+      assert.equal(ofItem(next("response.function_call_arguments.done")).arguments, args);
+      const done = next("response.output_item.done");
+      assert.equal(done.output_index, index);
+      assert.equal(done.item.id, id);
+      assert.equal(done.item.type, "function_call");
+      assert.equal(done.item.status, "completed");
+      assert.equal(done.item.call_id, callId);
+      assert.equal(done.item.name, name);
+      assert.equal(done.item.arguments, args);
+      items.push(done.item);
+    } else {
+      assert.fail(`an output item of an unexpected type: ${added.item.type}`);
+    }
+  }
+  assert.ok(items.length > 0, "at least one output item");
+  const completed = next("response.completed");
+  assert.equal(at, list.length, "response.completed is the last event");
+  const response = completed.response;
+  assert.equal(response.id, responseId);
+  assert.equal(response.object, "response");
+  assert.equal(response.status, "completed");
+  assert.deepEqual(response.output, items);
+  for (const k of ["input_tokens", "output_tokens", "total_tokens"]) {
+    assert.equal(typeof response.usage?.[k], "number", `usage.${k} in response.completed`);
+  }
+  return { items, textDeltas, argumentDeltas, response };
+}
+
+/** The API keys the routers hold for the two fakes. */
+export const NATIVE_KEY = "sk-native-responses-5150";
+export const CHAT_KEY = "sk-chat-only-provider-6160";
+
+/** The model ids behind each route, for each kind of provider. */
+export const MODELS = {
+  native: { fast: "gpt-4.1-mini", slow: "gpt-4.1", limited: "gpt-limited" },
+  chat: { fast: "llama-3.1-8b-instant", slow: "llama-3.3-70b-versatile", limited: "llama-limited" },
+};
+
+/** The provider entries: `openai` serves the Responses API natively, `chatonly` does not. */
+function providers({ native, chat }, { chatFields = {}, nativeFields = {} } = {}) {
+  return {
+    ...(native && {
+      openai: {
+        base_url: native.baseUrl,
+        keys: [{ id: "openai-1", secret: "OPENAI_K" }],
+        capabilities: ["chat", "streaming", "tools", "json_schema", "vision", "responses"],
+        limits: { [MODELS.native.limited]: { rpm: 2, rpd: 1_000, tpm: 1_000_000, tpd: 10_000_000 } },
+        ...nativeFields,
+      },
+    }),
+    ...(chat && {
+      chatonly: {
+        base_url: chat.baseUrl,
+        keys: [{ id: "chat-1", secret: "CHAT_K" }],
+        // The Responses API's image parts need "vision"; nothing here serves `responses`.
+        capabilities: ["chat", "streaming", "tools", "json_schema", "vision"],
+        limits: { [MODELS.chat.limited]: { rpm: 2, rpd: 1_000, tpm: 1_000_000, tpd: 10_000_000 } },
+        ...chatFields,
+      },
+    }),
+  };
+}
+
+/**
+ * A router in front of the fakes. `kind`:
+ * - "native": only the native fake (`openai`), on routes fast, slow and limited (2 a minute);
+ * - "chat": only the chat-only fake (`chatonly`), on the same routes;
+ * - "mixed": both, the native first on `fast`, the chat-only first on `slow`; here `chatonly`
+ *   reads `max_completion_tokens` and `openai` may receive `store` and `metadata`.
+ * `fakes` is `{native, chat}`; the router's clock is the test's (`advance`, `toNextMinute`).
+ */
+export async function startResponsesRouter(kind, fakes) {
+  const { native, chat } = fakes;
+  let config;
+  if (kind === "native" || kind === "chat") {
+    const m = MODELS[kind];
+    const p = kind === "native" ? "openai" : "chatonly";
+    config = {
+      providers: providers(kind === "native" ? { native } : { chat }),
+      routes: { fast: [`${p}/${m.fast}`], slow: [`${p}/${m.slow}`], limited: [`${p}/${m.limited}`] },
+    };
+  } else if (kind === "mixed") {
+    config = {
+      failover: { breaker_failures: 1_000 },
+      providers: providers(fakes, {
+        chatFields: { max_tokens_field: "max_completion_tokens" },
+        nativeFields: { pass_fields: ["store", "metadata"] },
+      }),
+      routes: {
+        fast: [`openai/${MODELS.native.fast}`, `chatonly/${MODELS.chat.fast}`],
+        slow: [`chatonly/${MODELS.chat.slow}`, `openai/${MODELS.native.slow}`],
+      },
+    };
+  } else {
+    throw new TypeError(`kind: native, chat or mixed, not ${kind}`);
+  }
+  return startRouter(
+    { ROUTER_CONFIG: config, GATEWAY_KEY_HASHES: GATEWAY_HASH, OPENAI_K: NATIVE_KEY, CHAT_K: CHAT_KEY },
+    { clock: true },
+  );
 }

@@ -12,7 +12,9 @@ import {
   TEXT_DELTAS,
   USAGE,
   WEATHER_TOOL,
+  checkResponsesStream,
   exampleOf,
+  parseEvents,
   startChatOnlyFake,
   startNativeResponsesFake,
 } from "./responses-fake.mjs";
@@ -121,6 +123,32 @@ describe("the native Responses fake, read by the openai client", () => {
     assert.deepEqual(res.output_parsed, { name: "name example", age: 42, tags: ["tags example"] });
     const final = await client.responses.stream({ model: "gpt-test", input: "Invent a person", text }).finalResponse();
     assert.deepEqual(final.output_parsed, res.output_parsed);
+  });
+
+  test("the suite's stream checker accepts the fake's streams, text and function call", async () => {
+    const post = async (body) => {
+      const res = await fetch(`${fake.baseUrl}/responses`, {
+        method: "POST",
+        headers: { "content-type": "application/json", authorization: `Bearer ${KEY}` },
+        body: JSON.stringify({ model: "m", stream: true, ...body }),
+      });
+      assert.equal(res.status, 200);
+      assert.match(res.headers.get("content-type"), /^text\/event-stream/);
+      return res.text();
+    };
+    const text = checkResponsesStream(parseEvents(await post({ input: "hi" })));
+    assert.deepEqual(text.textDeltas, TEXT_DELTAS);
+    assert.equal(text.response.usage.total_tokens, USAGE.total_tokens);
+    const call = checkResponsesStream(parseEvents(await post({ input: "What is the weather in Paris?", tools: [WEATHER_TOOL] })));
+    assert.deepEqual(
+      call.items.map((i) => [i.type, i.name, i.call_id, i.arguments]),
+      [["function_call", "get_weather", CALL_ID, '{"city":"Paris"}']],
+    );
+    assert.ok(call.argumentDeltas.length > 1, "the arguments arrive in several deltas");
+    // And it rejects a stream that is not in order.
+    const events = parseEvents(await post({ input: "hi" }));
+    events.events.splice(3, 1);
+    assert.throws(() => checkResponsesStream(events));
   });
 
   test("a cut stream: the client sees the first event, then the connection fails", async () => {
