@@ -148,6 +148,7 @@ async function startServer({ path: servedPath, key, maxRequests, lifetimeMs, ser
   const calls = [];
   let failures = [];
   let cut = 0;
+  let held = null;
   const server = http.createServer((req, res) => {
     const chunks = [];
     req.on("data", (c) => chunks.push(c));
@@ -193,6 +194,10 @@ async function startServer({ path: servedPath, key, maxRequests, lifetimeMs, ser
           res.writeHead(200, { "content-type": "text/event-stream; charset=utf-8", "cache-control": "no-cache" });
           call.sent = [];
           for (const [i, event] of events.entries()) {
+            if (held && i === (held.before + events.length) % events.length) {
+              // Held until the test saw what came before (or the gate's own time runs out).
+              await held.gate.part("")();
+            }
             res.write(event);
             call.sent.push(event);
             if (cut && i === cut - 1) {
@@ -233,11 +238,20 @@ async function startServer({ path: servedPath, key, maxRequests, lifetimeMs, ser
     cutStreams(afterChunks = 1) {
       cut = afterChunks;
     },
+    /**
+     * From now on (until `reset`), a stream's chunk `before` (negative: counted from the end,
+     * -1 the last) waits for `gate` (harness.mjs [gate]) to open; `gate.openedInTime` then says
+     * whether the client had everything sent before it while the fake still held that chunk.
+     */
+    gateStreams(gate, before = -1) {
+      held = { gate, before };
+    },
     /** Forgets the calls and the faults. */
     reset() {
       calls.length = 0;
       failures = [];
       cut = 0;
+      held = null;
     },
     close() {
       clearTimeout(timer);

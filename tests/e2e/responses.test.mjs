@@ -11,7 +11,7 @@
 import { after, before, beforeEach, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import OpenAI from "openai";
-import { GATEWAY_KEY, readError } from "./harness.mjs";
+import { GATEWAY_KEY, gate, readError } from "./harness.mjs";
 import {
   CALL_ID,
   CHAT_KEY,
@@ -133,8 +133,8 @@ for (const kind of KINDS) {
       if (kind === "native") {
         assert.equal(call.path, "/v1/responses");
         assert.equal(call.headers.authorization, `Bearer ${NATIVE_KEY}`);
-        // Only the model differs from what the client wrote.
-        assert.deepEqual(call.body, { model: models.fast, input: "hi", instructions: "Be brief.", max_output_tokens: 64 });
+        // Only the model differs from what the client wrote, in the client's order.
+        assert.equal(call.raw, JSON.stringify({ model: models.fast, input: "hi", instructions: "Be brief.", max_output_tokens: 64 }));
       } else {
         assert.equal(call.path, "/v1/chat/completions");
         assert.equal(call.headers.authorization, `Bearer ${CHAT_KEY}`);
@@ -181,7 +181,7 @@ for (const kind of KINDS) {
       );
     });
 
-    test("stream: true over raw HTTP: every event in order, chunk by chunk", async () => {
+    test("stream: true over raw HTTP: every event in order, a text delta per upstream chunk", async () => {
       const res = await post(kind, { model: "fast", input: "hi", stream: true });
       assert.equal(res.status, 200);
       assert.match(res.headers.get("content-type") ?? "", /^text\/event-stream/);
@@ -201,6 +201,35 @@ for (const kind of KINDS) {
       } else {
         assert.deepEqual(call.body.stream_options, { include_usage: true });
       }
+    });
+
+    test("a stream reaches the client event by event, not when the provider has finished", async () => {
+      const g = gate();
+      // The native fake holds response.completed; the chat-only one its finishing chunk (then
+      // come the usage chunk and [DONE]).
+      fake().gateStreams(g, kind === "native" ? -1 : -3);
+      const res = await post(kind, { model: "fast", input: "hi", stream: true });
+      assert.equal(res.status, 200);
+      const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
+      let text = "";
+      const deltas = () =>
+        parseEvents(text.slice(0, text.lastIndexOf("\n\n") + 2))
+          .events.filter((e) => e.data?.type === "response.output_text.delta")
+          .map((e) => e.data.delta)
+          .join("");
+      while (deltas() !== TEXT) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        text += value;
+      }
+      g.open();
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        text += value;
+      }
+      assert.equal(g.openedInTime, true, "every text delta reached the client while the provider held the rest");
+      checkResponsesStream(parseEvents(text));
     });
 
     test("the SDK's stream: iterated event by event, and responses.stream().finalResponse()", async () => {
@@ -245,6 +274,12 @@ for (const kind of KINDS) {
             },
           },
         ]);
+        // Structured outputs follow a schema's key order: the router keeps the client's.
+        assert.equal(
+          JSON.stringify(sent.tools[0].function.parameters),
+          JSON.stringify(WEATHER_TOOL.parameters),
+          "the tool's parameters schema in the client's key order",
+        );
         assert.equal(sent.tool_choice, "auto");
         assert.deepEqual(sent.messages, [{ role: "user", content: WEATHER }]);
       }
@@ -304,6 +339,12 @@ for (const kind of KINDS) {
           json_schema: { name: "person", schema: PERSON_SCHEMA, strict: true },
         });
         assert.ok(!("text" in body), "no text field in the chat request");
+        // A model writes the object's keys in the schema's order: the router keeps the client's.
+        assert.equal(
+          JSON.stringify(body.response_format.json_schema.schema),
+          JSON.stringify(PERSON_SCHEMA),
+          "the JSON schema in the client's key order",
+        );
       }
       const final = await client.responses.stream({ model: "fast", input: "Invent a person", text: { format: PERSON } }).finalResponse();
       assert.deepEqual(final.output_parsed, PERSON_EXAMPLE);
@@ -322,6 +363,8 @@ for (const kind of KINDS) {
       assert.equal(deltas.join(""), "Hello", "what came before the cut reached the client");
       if (kind === "native") {
         assert.ok(text.startsWith(fake().calls[0].sent.join("")), "the provider's events before the cut, as sent");
+        const last = Math.max(...prior.map((e) => e.data.sequence_number));
+        assert.ok(error.sequence_number > last, `the error event's sequence_number ${error.sequence_number} follows the provider's last, ${last}`);
       } else {
         assert.deepEqual(
           [...prior.map((e) => e.data.sequence_number), error.sequence_number],
@@ -410,6 +453,7 @@ test("the same questions get the same answers through either provider", async ()
   };
   for (const [name, params] of Object.entries(ask)) {
     const [a, b] = await Promise.all(KINDS.map((k) => clients[k].responses.create(params)));
+    // (A schema whose keys the router reorders gets its answer's keys in that order.)
     assert.deepEqual(gist(b), gist(a), name);
     const [sa, sb] = await Promise.all(KINDS.map((k) => clients[k].responses.stream(params).finalResponse()));
     assert.deepEqual(gist(sb), gist(sa), `${name}, streamed`);
