@@ -35,6 +35,30 @@ if [ ! -x node_modules/.bin/wrangler ] || [ "$(cat "$stamp" 2>/dev/null)" != "$(
   npm_sum > "$stamp"
 fi
 
+# The official OpenAI Python client for the Python end-to-end test, in a virtualenv at .venv,
+# reinstalled only when tests/e2e/requirements.txt changed.
+venv_stamp="$ROOT/.venv/.edge-router-requirements"
+req_sum() { sha256sum tests/e2e/requirements.txt | cut -d' ' -f1; }
+if [ ! -x .venv/bin/python ] || [ "$(cat "$venv_stamp" 2>/dev/null)" != "$(req_sum)" ]; then
+  step "installing the Python test client (openai, tests/e2e/requirements.txt) into .venv"
+  command -v python3 >/dev/null || { echo "setup: python3 is required (the Python SDK test)" >&2; exit 1; }
+  if [ ! -x .venv/bin/python ] && ! python3 -m venv .venv; then
+    # Debian's python3 makes virtualenvs only with its python3-venv package.
+    rm -rf .venv
+    if [ "$(id -u)" -eq 0 ]; then
+      apt-get update -qq && apt-get install -y -qq --no-install-recommends python3-venv
+    elif command -v sudo >/dev/null; then
+      sudo apt-get update -qq && sudo apt-get install -y -qq --no-install-recommends python3-venv
+    else
+      echo "setup: python3 -m venv failed: install Debian's 'python3-venv' package" >&2
+      exit 1
+    fi
+    python3 -m venv .venv
+  fi
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-input -r tests/e2e/requirements.txt
+  req_sum > "$venv_stamp"
+fi
+
 # Debian's Chromium for the browser end-to-end test (playwright-core drives it; it downloads no
 # browser of its own).
 if [ -z "${CHROMIUM_BIN:-}" ] && ! command -v chromium >/dev/null; then
