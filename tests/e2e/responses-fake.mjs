@@ -43,6 +43,9 @@ export const PERSON_SCHEMA = {
   additionalProperties: false,
 };
 
+/** An output limit below this cuts the answer short: `[TEXT_DELTAS[0]]`, incomplete. */
+export const SHORT_LIMIT = 5;
+
 /** What both fakes report, so that a translated answer can be compared with a native one. */
 export const USAGE = { input_tokens: 11, output_tokens: 7, total_tokens: 18 };
 
@@ -53,7 +56,10 @@ export const USAGE = { input_tokens: 11, output_tokens: 7, total_tokens: 18 };
  * null), `functions` (names of the function tools offered) and `format` (`{type, schema}` or
  * null).
  */
-export function decide({ lastUser, toolResult, functions, format }) {
+export function decide({ lastUser, toolResult, functions, format, limit }) {
+  if (limit != null && limit < SHORT_LIMIT) {
+    return { kind: "text", text: TEXT_DELTAS[0], deltas: [TEXT_DELTAS[0]], incomplete: true };
+  }
   if (toolResult != null) {
     const text = `The tool said: ${toolResult}`;
     return { kind: "text", text, deltas: splitIn(text, 3) };
@@ -123,6 +129,7 @@ export function turnOfResponses(body) {
     toolResult: last?.type === "function_call_output" ? textOf(last.output) : null,
     functions: (body.tools ?? []).filter((t) => t.type === "function").map((t) => t.name),
     format: format && format.type !== "text" ? format : null,
+    limit: body.max_output_tokens ?? null,
   };
 }
 
@@ -136,6 +143,7 @@ export function turnOfChat(body) {
     toolResult: last?.role === "tool" ? textOf(last.content) : null,
     functions: (body.tools ?? []).filter((t) => t.type === "function").map((t) => t.function?.name),
     format: rf?.type === "json_schema" ? { type: "json_schema", schema: rf.json_schema?.schema } : rf?.type === "json_object" ? rf : null,
+    limit: body.max_completion_tokens ?? body.max_tokens ?? null,
   };
 }
 
@@ -148,6 +156,7 @@ async function startServer({ path: servedPath, key, maxRequests, lifetimeMs, ser
   const calls = [];
   let failures = [];
   let cut = 0;
+  let truncate = 0;
   let held = null;
   const server = http.createServer((req, res) => {
     const chunks = [];
@@ -160,7 +169,7 @@ async function startServer({ path: servedPath, key, maxRequests, lifetimeMs, ser
       } catch {
         body = null;
       }
-      const call = { method: req.method, path: req.url, headers: req.headers, raw, body, aborted: false, sent: null, cut: false };
+      const call = { method: req.method, path: req.url, headers: req.headers, raw, body, aborted: false, sent: null, cut: false, truncated: false };
       calls.push(call);
       if (calls.length >= maxRequests) server.close();
       res.on("close", () => {
@@ -207,6 +216,10 @@ async function startServer({ path: servedPath, key, maxRequests, lifetimeMs, ser
               res.socket?.destroy();
               return;
             }
+            if (truncate && i === truncate - 1) {
+              call.truncated = true;
+              break;
+            }
             await new Promise((r) => setTimeout(r, 5));
           }
           res.end();
@@ -239,6 +252,13 @@ async function startServer({ path: servedPath, key, maxRequests, lifetimeMs, ser
       cut = afterChunks;
     },
     /**
+     * From now on (until `reset`), every stream ends cleanly after its first `afterChunks`
+     * chunks, without its closing event (`response.completed`, `data: [DONE]`).
+     */
+    truncateStreams(afterChunks) {
+      truncate = afterChunks;
+    },
+    /**
      * From now on (until `reset`), a stream's chunk `before` (negative: counted from the end,
      * -1 the last) waits for `gate` (harness.mjs [gate]) to open; `gate.openedInTime` then says
      * whether the client had everything sent before it while the fake still held that chunk.
@@ -251,6 +271,7 @@ async function startServer({ path: servedPath, key, maxRequests, lifetimeMs, ser
       calls.length = 0;
       failures = [];
       cut = 0;
+      truncate = 0;
       held = null;
     },
     close() {
@@ -279,12 +300,13 @@ export async function startNativeResponsesFake({ key, maxRequests = 200, lifetim
       const id = ++n;
       const answer = decide(turnOfResponses(req));
       const createdAt = Math.floor(Date.now() / 1000);
+      const final = answer.incomplete ? "incomplete" : "completed";
       const item =
         answer.kind === "text"
           ? {
               id: `msg_fake_${id}`,
               type: "message",
-              status: "completed",
+              status: final,
               role: "assistant",
               content: [{ type: "output_text", annotations: [], logprobs: [], text: answer.text }],
             }
@@ -304,7 +326,7 @@ export async function startNativeResponsesFake({ key, maxRequests = 200, lifetim
         background: false,
         completed_at: status === "completed" ? createdAt : null,
         error: null,
-        incomplete_details: null,
+        incomplete_details: status === "incomplete" ? { reason: "max_output_tokens" } : null,
         instructions: req.instructions ?? null,
         max_output_tokens: req.max_output_tokens ?? null,
         max_tool_calls: null,
@@ -332,7 +354,7 @@ export async function startNativeResponsesFake({ key, maxRequests = 200, lifetim
         output_tokens_details: { reasoning_tokens: 0 },
         total_tokens: USAGE.total_tokens,
       };
-      if (!req.stream) return out.json(response("completed", [item], usage));
+      if (!req.stream) return out.json(response(final, [item], usage));
 
       let seq = 0;
       const ev = (type, data) => sse(type, { ...data, sequence_number: seq++ });
@@ -356,7 +378,7 @@ export async function startNativeResponsesFake({ key, maxRequests = 200, lifetim
         events.push(ev("response.function_call_arguments.done", { ...at, arguments: answer.arguments }));
       }
       events.push(ev("response.output_item.done", { output_index: 0, item }));
-      events.push(ev("response.completed", { response: response("completed", [item], usage) }));
+      events.push(ev(`response.${final}`, { response: response(final, [item], usage) }));
       return out.stream(events);
     },
   });
@@ -380,7 +402,7 @@ export async function startChatOnlyFake({ key, maxRequests = 200, lifetimeMs = 3
         completion_tokens: USAGE.output_tokens,
         total_tokens: USAGE.total_tokens,
       };
-      const finish = answer.kind === "text" ? "stop" : "tool_calls";
+      const finish = answer.incomplete ? "length" : answer.kind === "text" ? "stop" : "tool_calls";
       if (!req.stream) {
         const message =
           answer.kind === "text"

@@ -380,6 +380,19 @@ for (const kind of KINDS) {
       interrupted(await early.text());
     });
 
+    test("a stream that ends cleanly but early, without its closing event, ends with the error event", async () => {
+      // Native: response.created, response.in_progress, output_item.added; chat: the role
+      // chunk, "Hello" and " from", then the end, without [DONE].
+      fake().truncateStreams(3);
+      const res = await post(kind, { model: "fast", input: "hi", stream: true });
+      assert.equal(res.status, 200);
+      const text = await res.text();
+      assert.equal(fake().calls[0].truncated, true);
+      const { prior } = interrupted(text);
+      if (kind === "native") assert.ok(text.startsWith(fake().calls[0].sent.join("")), "the provider's events, as sent, before the error");
+      else assert.ok(prior.length > 0, "the events before the end reached the client");
+    });
+
     test("a cut stream is an error for the SDK: iterating raises it, and so does finalResponse()", async () => {
       const client = clients[kind];
       fake().cutStreams(kind === "native" ? 5 : 2);
@@ -563,6 +576,16 @@ describe("passthrough to the native provider, in detail", () => {
     const res = await clients.native.responses.create(params);
     assert.equal(res.output_text, TEXT);
     assert.deepEqual(native.calls[0].body, { ...params, model: MODELS.native.fast });
+  });
+
+  test("a stream closed by response.incomplete is complete: handed on as it is, no error event", async () => {
+    const res = await post("native", { model: "fast", input: "hi", max_output_tokens: 2, stream: true });
+    assert.equal(res.status, 200);
+    const text = await res.text();
+    assert.equal(text, native.calls[0].sent.join(""));
+    assert.equal(parseEvents(text).events.at(-1).event, "response.incomplete");
+    const final = await clients.native.responses.stream({ model: "fast", input: "hi", max_output_tokens: 2 }).finalResponse();
+    assert.equal(final.status, "incomplete");
   });
 
   test("guarded fields are withheld unless the provider's pass_fields names them", async () => {

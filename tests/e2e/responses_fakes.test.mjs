@@ -162,6 +162,29 @@ describe("the native Responses fake, read by the openai client", () => {
     assert.equal(fake.calls[0].cut, true);
   });
 
+  test("an output limit under SHORT_LIMIT: an incomplete answer, its stream closed by response.incomplete", async () => {
+    const res = await client.responses.create({ model: "m", input: "hi", max_output_tokens: 2 });
+    assert.equal(res.status, "incomplete");
+    assert.deepEqual(res.incomplete_details, { reason: "max_output_tokens" });
+    assert.equal(res.output_text, TEXT_DELTAS[0]);
+    const stream = await client.responses.create({ model: "m", input: "hi", max_output_tokens: 2, stream: true });
+    const types = [];
+    for await (const e of stream) types.push(e.type);
+    assert.equal(types.at(-1), "response.incomplete");
+    const final = await client.responses.stream({ model: "m", input: "hi", max_output_tokens: 2 }).finalResponse();
+    assert.equal(final.status, "incomplete");
+    assert.equal(final.output_text, TEXT_DELTAS[0]);
+  });
+
+  test("truncateStreams: a clean end before response.completed", async () => {
+    fake.truncateStreams(3);
+    const stream = await client.responses.create({ model: "m", input: "hi", stream: true });
+    const types = [];
+    for await (const e of stream) types.push(e.type);
+    assert.deepEqual(types, ["response.created", "response.in_progress", "response.output_item.added"]);
+    assert.equal(fake.calls[0].truncated, true);
+  });
+
   test("failNext: a 503 the client raises, then the fake serves again", async () => {
     fake.failNext(503);
     await assert.rejects(client.responses.create({ model: "m", input: "hi" }), (e) => e.status === 503);
@@ -228,6 +251,21 @@ describe("the chat-only fake, read by the openai client", () => {
       response_format: { type: "json_schema", json_schema: { name: "person", schema: PERSON_SCHEMA, strict: true } },
     });
     assert.deepEqual(JSON.parse(res.choices[0].message.content), { name: "name example", age: 42, tags: ["tags example"] });
+  });
+
+  test("an output limit under SHORT_LIMIT: finish_reason length; truncateStreams: no [DONE]", async () => {
+    const res = await client.chat.completions.create({ model: "llama", messages: [{ role: "user", content: "hi" }], max_tokens: 2 });
+    assert.equal(res.choices[0].finish_reason, "length");
+    assert.equal(res.choices[0].message.content, TEXT_DELTAS[0]);
+    fake.truncateStreams(2);
+    const r = await fetch(`${fake.baseUrl}/chat/completions`, {
+      method: "POST",
+      headers: { "content-type": "application/json", authorization: `Bearer ${KEY}` },
+      body: JSON.stringify({ model: "llama", messages: [{ role: "user", content: "hi" }], stream: true }),
+    });
+    const text = await r.text();
+    assert.equal(text.split("\n\n").filter(Boolean).length, 2);
+    assert.ok(!text.includes("[DONE]"));
   });
 
   test("a cut stream and a failure on cue", async () => {
