@@ -109,11 +109,10 @@ export function cancelBody(reader) {
 }
 
 // Hands `start` and the rest of `body` (its `reader`, released here) to the client. The runtime
-// pipes the body natively (a native ReadableStream into an IdentityTransformStream): no chunk
-// runs any JavaScript or WebAssembly, so a long stream costs the router almost no CPU. A native
-// copy (a tee) is read alongside in blocks of TAIL_BYTES (one call per block, not per chunk)
-// for the last bytes, the usage in them and the end. The copy is read for COPY_LIMIT bytes at
-// most and then dropped: while both branches are read, the one the client reads holds what it
+// pipes the body natively (a native ReadableStream into an IdentityTransformStream): the
+// client's chunks run no JavaScript and no WebAssembly. A native copy (a tee) is read
+// alongside, a read per chunk as it comes (see readTail), for the last bytes, the usage in them
+// and the end. The copy is read for COPY_LIMIT bytes at most and then dropped: while both branches are read, the one the client reads holds what it
 // lags behind, so the limit bounds what a slow client can make the isolate hold; past it, the
 // client's branch alone pulls the upstream, at the client's pace. Returns [readable, finished]:
 // the client's body, and a promise of {tail, complete, clientGone} once the body is over (an
@@ -272,14 +271,19 @@ const Identity = globalThis.IdentityTransformStream ?? TransformStream;
 // How much of a handed-on body the copy reads for its end before it is dropped.
 const COPY_LIMIT = 1 << 20;
 
-// Reads the copy to its end in blocks: resolves to {blocks, cut} (the last two blocks, and
-// whether the copy was dropped before the end), or null when the body fails.
-// With `markers` (a stream whose end is an event, not `data: [DONE]`), `start` (read before the
-// copy was made) and each block, with the end of the one before for a marker cut between them,
-// are searched for them: `sawEnd` says whether one was found; it is null without markers.
+// Reads the copy to its end, a chunk at a time as they come: resolves to {blocks, cut, sawEnd,
+// failed} (the last chunks, at least TAIL_BYTES of them when there are; whether the copy was
+// dropped before the end; whether the body failed, the chunks read until then kept). Each read takes what has arrived: a read that
+// waits for more (a BYOB readAtLeast of a block) holds the client's branch of the tee back
+// until the block is full, so a stream would reach the client in bursts.
+//
+// With `markers` (a stream whose end is an event, not `data: [DONE]`), `start` (read before
+// the copy was made) and each chunk, with the end of the one before for a marker cut between
+// them, are searched for them: `sawEnd` says whether one was found; it is null without markers.
 async function readTail(copy, markers, start) {
-  const reader = copy.getReader({ mode: "byob" });
+  const reader = copy.getReader();
   const blocks = [];
+  let kept = 0;
   let size = 0;
   const decoder = markers ? new TextDecoder() : null;
   let carry = decoder ? decoder.decode(start, { stream: true }) : "";
@@ -291,24 +295,21 @@ async function readTail(copy, markers, start) {
         reader.cancel().catch(() => {});
         return { blocks, cut: true, sawEnd };
       }
-      const view = new Uint8Array(TAIL_BYTES);
-      const r = reader.readAtLeast
-        ? await reader.readAtLeast(TAIL_BYTES, view)
-        : await reader.read(view);
-      if (r.value && r.value.byteLength > 0) {
-        blocks.push(r.value);
-        if (blocks.length > 2) blocks.shift();
-        size += r.value.byteLength;
-        if (decoder && !sawEnd) {
-          const text = carry + decoder.decode(r.value, { stream: true });
-          sawEnd = markers.some((m) => text.includes(m));
-          carry = text.slice(-64);
-        }
-      }
+      const r = await reader.read();
       if (r.done) return { blocks, cut: false, sawEnd };
+      const chunk = r.value;
+      blocks.push(chunk);
+      kept += chunk.byteLength;
+      size += chunk.byteLength;
+      while (blocks.length > 1 && kept - blocks[0].byteLength >= TAIL_BYTES) kept -= blocks.shift().byteLength;
+      if (decoder && !sawEnd) {
+        const text = carry + decoder.decode(chunk, { stream: true });
+        sawEnd = markers.some((m) => text.includes(m));
+        carry = text.slice(-64);
+      }
     }
   } catch {
-    return null;
+    return { blocks, cut: false, sawEnd, failed: true };
   }
 }
 
@@ -336,14 +337,16 @@ async function pipe(start, source, writable, tail, interrupted, abort, checked) 
   // not, and the upstream call is then aborted rather than left to run to its end. A copy
   // already dropped cannot tell: the failure is taken as the upstream's.
   const end = pipeFailed ? await Promise.race([tail, after(100, "pending")]) : await tail;
-  const dropped = end !== null && end !== "pending" && end.cut;
+  const settled = end !== "pending";
+  const dropped = settled && end.cut;
   // A malformed event the check refused is the upstream's failure.
-  if (end === null || (pipeFailed && dropped) || checked.malformed) upstreamFailed = true;
+  if ((settled && end.failed) || (pipeFailed && dropped) || checked.malformed) upstreamFailed = true;
   else if (pipeFailed) clientGone = true;
-  const known = end !== null && end !== "pending" && !dropped;
+  const known = settled && !dropped;
   const last = known ? lastBytes([start, ...end.blocks]) : new Uint8Array(0);
   const ended = !clientGone && !upstreamFailed;
-  const done = end !== null && end !== "pending" && end.sawEnd !== null ? end.sawEnd : endsWithDone(last);
+  const responses = settled && end.sawEnd !== null;
+  const done = responses ? end.sawEnd : endsWithDone(last);
   const complete = ended && (interrupted === null || !known || done);
   const closing = writable.getWriter();
   if (clientGone || upstreamFailed) abort.abort();
@@ -353,12 +356,24 @@ async function pipe(start, source, writable, tail, interrupted, abort, checked) 
     return report;
   }
   try {
-    if (!complete) await closing.write(new TextEncoder().encode(interrupted));
+    if (!complete) {
+      const event = responses ? nextInSequence(interrupted, last) : interrupted;
+      await closing.write(new TextEncoder().encode(event));
+    }
     await closing.close();
   } catch {
     report.clientGone = true;
   }
   return report;
+}
+
+// The Responses API's error event numbered after the last event in `last` (its events carry a
+// `sequence_number`); as it is when none is found there.
+function nextInSequence(event, last) {
+  const numbers = [...new TextDecoder().decode(last).matchAll(/"sequence_number":\s*(\d+)/g)];
+  if (numbers.length === 0) return event;
+  const next = Number(numbers[numbers.length - 1][1]) + 1;
+  return event.replace('"sequence_number":0', `"sequence_number":${next}`);
 }
 
 function after(ms, value) {
