@@ -237,6 +237,20 @@ mod tests {
     }
 
     #[test]
+    fn a_response_format_passes_as_written() {
+        // Its schema's key order is the order a model writes structured output in.
+        let c = providers();
+        let groq = c.providers.iter().find(|p| p.name == "groq").unwrap();
+        let format = r#"{"type":"json_schema","json_schema":{"name":"p","schema":{"type":"object","properties":{"name":{"type":"string"},"age":{"type":"integer"}}}}}"#;
+        let body = format!(
+            r#"{{"model":"fast","messages":[{{"role":"user","content":"hi"}}],"response_format":{format}}}"#
+        );
+        let mut req = ChatRequest::parse(body.as_bytes()).unwrap();
+        let out = String::from_utf8(chat(&mut req, groq, "g", None).unwrap()).unwrap();
+        assert!(out.contains(&format!(r#""response_format":{format}"#)), "{out}");
+    }
+
+    #[test]
     fn pass_fields_name_guarded_fields_only() {
         let doc = json!({
             "providers": {"groq": {"keys": [{"id": "g", "secret": "G"}], "pass_fields": ["seed"]}},

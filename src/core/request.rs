@@ -43,7 +43,7 @@ pub struct ChatRequest<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tools: Option<Vec<Json<'a>>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub response_format: Option<ResponseFormat>,
+    pub response_format: Option<ResponseFormat<'a>>,
     /// Every other field, passed on unchanged.
     #[serde(flatten)]
     pub extra: Raw<'a>,
@@ -133,13 +133,33 @@ pub struct Media {
     pub audio: bool,
 }
 
-/// `response_format`: its `type` typed, the rest (`json_schema`) kept.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-pub struct ResponseFormat {
-    #[serde(rename = "type")]
+/// `response_format`: its `type` read, the whole object kept as the client wrote it, and
+/// written back so: a model writes structured output in its schema's key order.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(transparent)]
+pub struct ResponseFormat<'a> {
+    #[serde(skip)]
     pub kind: String,
-    #[serde(flatten)]
-    pub extra: Map<String, Value>,
+    pub raw: Json<'a>,
+}
+
+impl<'de> Deserialize<'de> for ResponseFormat<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        struct Kind {
+            #[serde(rename = "type")]
+            kind: String,
+        }
+        let raw = Json::deserialize(d)?;
+        let Kind { kind } = serde_json::from_str(raw.text()).map_err(|e| {
+            if e.to_string().starts_with("missing field `type`") {
+                de::Error::missing_field("type")
+            } else {
+                de::Error::custom(e)
+            }
+        })?;
+        Ok(ResponseFormat { kind, raw })
+    }
 }
 
 /// A map key, borrowed from the body when it has no escapes.

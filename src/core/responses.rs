@@ -155,35 +155,45 @@ impl<'a> ResponsesRequest<'a> {
     }
 
     /// The request as a chat completion, for providers without the Responses API (and for the
-    /// router's own routing and checks).
+    /// router's own routing and checks). Tool parameters and JSON schemas keep the client's
+    /// bytes, key order included: a model writes structured output in its schema's order.
     pub fn to_chat(&self) -> Result<Vec<u8>, RouterError> {
-        let mut chat = Map::new();
-        chat.insert("model".into(), Value::String(self.model.clone()));
-        chat.insert("messages".into(), Value::Array(self.messages()?));
-        if let Some(tools) = self.get("tools") {
-            let tools = tools.as_array().cloned().unwrap_or_default();
-            let tools: Vec<Value> = tools.iter().map(chat_tool).collect();
+        // (field, its JSON text), in order.
+        let mut chat: Vec<(&str, String)> = vec![
+            ("model", Value::String(self.model.clone()).to_string()),
+            ("messages", Value::Array(self.messages()?).to_string()),
+        ];
+        if let Some(tools) = self.fields.get("tools") {
+            let tools: Vec<RawObject<'_>> = serde_json::from_str(tools.get())
+                .map_err(|_| invalid("`tools` must be a list of tools.", "tools"))?;
             if !tools.is_empty() {
-                chat.insert("tools".into(), Value::Array(tools));
+                let tools: Vec<String> = tools.iter().map(chat_tool).collect();
+                chat.push(("tools", format!("[{}]", tools.join(","))));
             }
         }
         if let Some(choice) = self.get("tool_choice") {
-            chat.insert("tool_choice".into(), chat_tool_choice(&choice));
+            chat.push(("tool_choice", chat_tool_choice(&choice).to_string()));
         }
-        if let Some(format) = self.get("text").and_then(|t| t.get("format").cloned()) {
-            if let Some(format) = chat_format(&format)? {
-                chat.insert("response_format".into(), format);
+        if let Some(text) = self.fields.get("text") {
+            let text: RawObject<'_> = serde_json::from_str(text.get())
+                .map_err(|_| invalid("`text` must be an object.", "text"))?;
+            if let Some(format) = text.get("format") {
+                let format: RawObject<'_> = serde_json::from_str(format.get())
+                    .map_err(|_| invalid("`text.format` must be an object.", "text.format"))?;
+                if let Some(format) = chat_format(&format)? {
+                    chat.push(("response_format", format));
+                }
             }
         }
         if let Some(max) = self.get("max_output_tokens").filter(|v| !v.is_null()) {
-            chat.insert("max_completion_tokens".into(), max);
+            chat.push(("max_completion_tokens", max.to_string()));
         }
         if let Some(effort) = self
             .get("reasoning")
             .and_then(|r| r.get("effort").cloned())
             .filter(|e| !e.is_null())
         {
-            chat.insert("reasoning_effort".into(), effort);
+            chat.push(("reasoning_effort", effort.to_string()));
         }
         for name in [
             "temperature",
@@ -194,17 +204,15 @@ impl<'a> ResponsesRequest<'a> {
             "service_tier",
             "metadata",
         ] {
-            if let Some(value) = self.get(name).filter(|v| !v.is_null()) {
-                chat.insert(name.into(), value);
+            if let Some(value) = self.fields.get(name).filter(|v| v.get() != "null") {
+                chat.push((name, value.get().to_owned()));
             }
         }
         if self.stream {
-            chat.insert("stream".into(), Value::Bool(true));
-            chat.insert("stream_options".into(), json!({"include_usage": true}));
+            chat.push(("stream", "true".to_owned()));
+            chat.push(("stream_options", r#"{"include_usage":true}"#.to_owned()));
         }
-        serde_json::to_vec(&Value::Object(chat)).map_err(|e| RouterError::Internal {
-            detail: format!("writing the chat form of a Responses request: {e}"),
-        })
+        Ok(object_of(&chat).into_bytes())
     }
 
     /// `instructions` and `input` as chat messages.
@@ -391,15 +399,34 @@ fn chat_part(part: &Value, param: &str) -> Result<Value, RouterError> {
     }
 }
 
-/// A Responses function tool as a chat tool.
-fn chat_tool(tool: &Value) -> Value {
-    let mut function = Map::new();
-    for name in ["name", "description", "parameters", "strict"] {
-        if let Some(v) = tool.get(name).filter(|v| !v.is_null()) {
-            function.insert(name.into(), v.clone());
+/// A Responses function tool as a chat tool, its fields as the client wrote them.
+fn chat_tool(tool: &RawObject<'_>) -> String {
+    let function: Vec<(&str, String)> = ["name", "description", "parameters", "strict"]
+        .into_iter()
+        .filter_map(|name| {
+            let value = tool.get(name).filter(|v| v.get() != "null")?;
+            Some((name, value.get().to_owned()))
+        })
+        .collect();
+    format!(
+        r#"{{"type":"function","function":{}}}"#,
+        object_of(&function)
+    )
+}
+
+/// A JSON object of (name, JSON text) fields, in order.
+fn object_of(fields: &[(&str, String)]) -> String {
+    let mut out = String::from("{");
+    for (i, (name, value)) in fields.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
         }
+        out.push_str(&Value::String((*name).to_owned()).to_string());
+        out.push(':');
+        out.push_str(value);
     }
-    json!({"type": "function", "function": function})
+    out.push('}');
+    out
 }
 
 fn chat_tool_choice(choice: &Value) -> Value {
@@ -412,19 +439,27 @@ fn chat_tool_choice(choice: &Value) -> Value {
     }
 }
 
-/// `text.format` as a chat `response_format` (`None` for plain text).
-fn chat_format(format: &Value) -> Result<Option<Value>, RouterError> {
-    match format.get("type").and_then(Value::as_str) {
+/// `text.format` as a chat `response_format`, as JSON text (`None` for plain text); a schema
+/// as the client wrote it.
+fn chat_format(format: &RawObject<'_>) -> Result<Option<String>, RouterError> {
+    let kind = format
+        .get("type")
+        .and_then(|t| serde_json::from_str::<String>(t.get()).ok());
+    match kind.as_deref() {
         Some("text") | None => Ok(None),
-        Some("json_object") => Ok(Some(json!({"type": "json_object"}))),
+        Some("json_object") => Ok(Some(r#"{"type":"json_object"}"#.to_owned())),
         Some("json_schema") => {
-            let mut schema = Map::new();
-            for name in ["name", "schema", "strict", "description"] {
-                if let Some(v) = format.get(name).filter(|v| !v.is_null()) {
-                    schema.insert(name.into(), v.clone());
-                }
-            }
-            Ok(Some(json!({"type": "json_schema", "json_schema": schema})))
+            let schema: Vec<(&str, String)> = ["name", "schema", "strict", "description"]
+                .into_iter()
+                .filter_map(|name| {
+                    let value = format.get(name).filter(|v| v.get() != "null")?;
+                    Some((name, value.get().to_owned()))
+                })
+                .collect();
+            Ok(Some(format!(
+                r#"{{"type":"json_schema","json_schema":{}}}"#,
+                object_of(&schema)
+            )))
         }
         Some(other) => Err(invalid(
             format!(

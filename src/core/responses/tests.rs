@@ -412,3 +412,26 @@ fn a_cut_or_failing_stream_ends_with_the_error_event() {
         (json!("error"), json!("upstream_stream_interrupted"))
     );
 }
+
+#[test]
+fn schemas_and_tool_parameters_keep_the_clients_bytes() {
+    // Not in alphabetical order: a model writes structured output in its schema's order.
+    let schema = r#"{"type":"object","properties":{"name":{"type":"string"},"age":{"type":"integer"}},"required":["name","age"]}"#;
+    let body = format!(
+        r#"{{"model":"fast","input":"x","text":{{"format":{{"type":"json_schema","name":"p","schema":{schema},"strict":true}}}},"tools":[{{"type":"function","name":"f","parameters":{schema}}}]}}"#
+    );
+    let req = ResponsesRequest::parse(body.as_bytes()).unwrap();
+    let chat = String::from_utf8(req.to_chat().unwrap()).unwrap();
+    assert!(
+        chat.contains(&format!(
+            r#""response_format":{{"type":"json_schema","json_schema":{{"name":"p","schema":{schema},"strict":true}}}}"#
+        )),
+        "{chat}"
+    );
+    assert!(
+        chat.contains(&format!(
+            r#""tools":[{{"type":"function","function":{{"name":"f","parameters":{schema}}}}}]"#
+        )),
+        "{chat}"
+    );
+}
