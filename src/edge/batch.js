@@ -41,6 +41,9 @@ export async function relay(method, url, lines, body, ms) {
 
 // The size of the buffers an upload is read into and written out of.
 const CHUNK = 64 * 1024;
+// What is left of a refused upload is read and dropped up to this much, for this long.
+const DRAIN_BYTES = 1 << 20;
+const DRAIN_MS = 1000;
 
 // A request body's source for nextChunk: a reader that reads into one buffer, reused for every
 // chunk (a BYOB reader), so that a file of any size allocates no memory per chunk; a plain
@@ -75,6 +78,24 @@ export function nextChunkWithin(source, ms) {
   return Promise.race([nextChunk(source), late]).finally(() => clearTimeout(timer));
 }
 
+// Reads what is left of a refused upload and drops it, up to `cap` bytes within `ms`, then
+// cancels it: answering while the client is still sending could close the connection under it
+// (it would see a broken pipe instead of the 400).
+export async function drainSource(source, cap, ms) {
+  const until = Date.now() + ms;
+  let read = 0;
+  try {
+    while (read <= cap && Date.now() < until) {
+      const chunk = await nextChunkWithin(source, Math.max(1, until - Date.now()));
+      if (chunk === undefined || chunk === "late") return;
+      read += chunk.byteLength;
+    }
+  } catch {
+    // The client went away: nothing to drain.
+  }
+  source.reader.cancel().catch(() => {});
+}
+
 // Streams an upload to `url`: `first` (what the rewriter gave for the chunks read so far), then
 // each further chunk of `source` rewritten by `step`, the core's rewriter: `step(chunk, out)`
 // takes a chunk (undefined at the body's end, null to go on with what it holds), writes what is
@@ -88,18 +109,19 @@ export async function upload(url, lines, source, first, step, ms) {
   const abort = new AbortController();
   const { readable, writable } = new Identity();
   const writer = writable.getWriter();
-  // Ends every part of the call: the upstream request, the stream it reads, the client's body.
+  // Ends every part of the call: the upstream request, the stream it reads, and the client's
+  // body (drained first when a line was refused, so that the client reads its 400).
+  let refused = false;
   const stop = (why) => {
     abort.abort();
     writer.abort(why).catch(() => {});
-    source.reader.cancel().catch(() => {});
+    if (!refused) source.reader.cancel().catch(() => {});
   };
   let late = false;
   const timer = setTimeout(() => {
     late = true;
     stop(new Error("late"));
   }, ms);
-  let refused = false;
   const out = new Uint8Array(CHUNK);
   const pump = (async () => {
     try {
@@ -137,6 +159,7 @@ export async function upload(url, lines, source, first, step, ms) {
   clearTimeout(timer);
   if (refused) {
     resp?.body?.cancel().catch(() => {});
+    await drainSource(source, DRAIN_BYTES, DRAIN_MS);
     return "refused";
   }
   if (late) return "late";

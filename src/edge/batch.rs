@@ -28,6 +28,8 @@ extern "C" {
     fn source_of(body: &web_sys::ReadableStream) -> JsValue;
     #[wasm_bindgen(js_name = nextChunkWithin)]
     fn next_chunk_within(source: &JsValue, ms: f64) -> js_sys::Promise;
+    #[wasm_bindgen(js_name = drainSource)]
+    fn drain_source(source: &JsValue, cap: f64, ms: f64) -> js_sys::Promise;
     #[wasm_bindgen(js_name = upload)]
     fn upload_js(
         url: &str,
@@ -54,6 +56,10 @@ const CALL_MS: u64 = 60_000;
 const MAX_ANSWER: usize = 1 << 20;
 /// The largest body of a create call.
 const MAX_CREATE: usize = 64 << 10;
+/// What is left of a refused upload is read and dropped up to this much, for this long, so that
+/// the client reads the 400 rather than a broken connection.
+const DRAIN_BYTES: f64 = (1 << 20) as f64;
+const DRAIN_MS: f64 = 1_000.0;
 
 /// A call of the Batch API, from an authenticated client.
 pub async fn serve(
@@ -104,12 +110,15 @@ async fn upload(
         if chunk.is_string() {
             return Err(RouterError::BodyTimeout { ms: UPLOAD_MS });
         }
-        if chunk.is_undefined() {
-            rewriter.finish(config, &mut first)?;
-            break;
+        let read = match chunk.dyn_into::<js_sys::Uint8Array>() {
+            Ok(chunk) => rewriter.push(config, &chunk.to_vec(), &mut first),
+            Err(_) => rewriter.finish(config, &mut first),
+        };
+        if let Err(err) = read {
+            // The client reads its 400 on a connection still in order.
+            let _ = JsFuture::from(drain_source(&source, DRAIN_BYTES, DRAIN_MS)).await;
+            return Err(err);
         }
-        let chunk: js_sys::Uint8Array = chunk.unchecked_into();
-        rewriter.push(config, &chunk.to_vec(), &mut first)?;
     }
     let provider = rewriter
         .provider()
