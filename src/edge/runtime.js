@@ -139,8 +139,12 @@ export function handOn(body, reader, start, interrupted, check, abort, ends) {
   const checked = { malformed: false };
   const toClient = events && check ? branch.pipeThrough(eventChecker(start, checked)) : branch;
   const markers = ends ? ends.flatMap((e) => ["event: " + e, `"type":"${e}"`]) : null;
-  const tail = readTail(copy, markers, start);
-  return [readable, pipe(start, toClient, writable, tail, events ? interrupted : null, abort, checked)];
+  let over;
+  const ended = new Promise((resolve) => {
+    over = resolve;
+  });
+  const tail = readTail(copy, markers, start, ended);
+  return [readable, pipe(start, toClient, writable, tail, events ? interrupted : null, abort, checked, over)];
 }
 
 // Hands `start` and the rest of `body` to the client through `step`, the core's translation
@@ -271,49 +275,75 @@ const Identity = globalThis.IdentityTransformStream ?? TransformStream;
 // How much of a handed-on body the copy reads for its end before it is dropped.
 const COPY_LIMIT = 1 << 20;
 
-// Reads the copy to its end, a chunk at a time as they come: resolves to {blocks, cut, sawEnd,
-// failed} (the last chunks, at least TAIL_BYTES of them when there are; whether the copy was
-// dropped before the end; whether the body failed, the chunks read until then kept). Each read takes what has arrived: a read that
-// waits for more (a BYOB readAtLeast of a block) holds the client's branch of the tee back
-// until the block is full, so a stream would reach the client in bursts.
+// How long the copy is left to gather chunks between two reads of a trickle (a read of fewer
+// than COPY_TRICKLE bytes: an answer coming a token at a time).
+const COPY_POLL_MS = 20;
+const COPY_TRICKLE = 4096;
+
+// Reads the copy to its end: resolves to {blocks, cut, sawEnd, failed} (its last bytes, at
+// least TAIL_BYTES of them when there are; whether the copy was dropped before the end; whether
+// the body failed, what was read until then kept).
+//
+// Each read takes whatever the copy holds, up to 64 KiB into one reused buffer (a BYOB read,
+// several chunks at once). After a read of a trickle the next one waits COPY_POLL_MS, or less
+// once `ended` (the client's branch is over) resolves; after a larger one it follows at once.
+// So an answer streamed a token at a time costs a read every COPY_POLL_MS rather than one a
+// chunk, a fast body is read as it comes (the copy holds at most what arrives in COPY_POLL_MS
+// after a trickle), and the end is known at once. A read that waits for a given amount instead (a BYOB
+// readAtLeast of a block) holds the client's branch of the tee back until the block is full:
+// the stream would reach the client in bursts.
 //
 // With `markers` (a stream whose end is an event, not `data: [DONE]`), `start` (read before
-// the copy was made) and each chunk, with the end of the one before for a marker cut between
+// the copy was made) and what is read, with the end of the read before for a marker cut between
 // them, are searched for them: `sawEnd` says whether one was found; it is null without markers.
-async function readTail(copy, markers, start) {
-  const reader = copy.getReader();
-  const blocks = [];
-  let kept = 0;
+async function readTail(copy, markers, start, ended) {
+  let reader;
+  let buffer = null;
+  try {
+    reader = copy.getReader({ mode: "byob" });
+    buffer = new ArrayBuffer(4 * TAIL_BYTES);
+  } catch {
+    reader = copy.getReader();
+  }
+  // The last bytes, as the ring of the last two reads (each at most 4 x TAIL_BYTES).
+  let previous = new Uint8Array(0);
+  let latest = new Uint8Array(0);
   let size = 0;
   const decoder = markers ? new TextDecoder() : null;
   let carry = decoder ? decoder.decode(start, { stream: true }) : "";
   let sawEnd = decoder ? markers.some((m) => carry.includes(m)) : null;
   carry = carry.slice(-64);
+  const result = (extra) => ({ blocks: [previous, latest], cut: false, sawEnd, ...extra });
   try {
     for (;;) {
       if (size >= COPY_LIMIT) {
         reader.cancel().catch(() => {});
-        return { blocks, cut: true, sawEnd };
+        return result({ cut: true });
       }
-      const r = await reader.read();
-      if (r.done) return { blocks, cut: false, sawEnd };
-      const chunk = r.value;
-      blocks.push(chunk);
-      kept += chunk.byteLength;
-      size += chunk.byteLength;
-      while (blocks.length > 1 && kept - blocks[0].byteLength >= TAIL_BYTES) kept -= blocks.shift().byteLength;
+      const r = buffer ? await reader.read(new Uint8Array(buffer)) : await reader.read();
+      if (r.done) return result({});
+      const got = r.value;
+      size += got.byteLength;
       if (decoder && !sawEnd) {
-        const text = carry + decoder.decode(chunk, { stream: true });
+        const text = carry + decoder.decode(got, { stream: true });
         sawEnd = markers.some((m) => text.includes(m));
         carry = text.slice(-64);
       }
+      // Kept as copies: the buffer is read into again. Only the last two reads are kept.
+      if (got.byteLength >= TAIL_BYTES || latest.byteLength >= TAIL_BYTES) previous = latest;
+      else previous = join([previous, latest], previous.byteLength + latest.byteLength).slice(-TAIL_BYTES);
+      latest = got.slice();
+      // Only a trickle waits: a read of more than a few KiB means the body is coming fast, and
+      // the copy reads on at once so as not to lag (what it lags is held for it).
+      if (buffer) buffer = got.buffer;
+      if (got.byteLength < COPY_TRICKLE) await Promise.race([ended, after(COPY_POLL_MS)]);
     }
   } catch {
-    return { blocks, cut: false, sawEnd, failed: true };
+    return result({ failed: true });
   }
 }
 
-async function pipe(start, source, writable, tail, interrupted, abort, checked) {
+async function pipe(start, source, writable, tail, interrupted, abort, checked, over) {
   let clientGone = false;
   let upstreamFailed = false;
   let pipeFailed = false;
@@ -333,6 +363,8 @@ async function pipe(start, source, writable, tail, interrupted, abort, checked) 
       pipeFailed = true;
     }
   }
+  // The copy reads the rest at once.
+  over();
   // Which side failed: a failing upstream fails the copy at once too; a client that left does
   // not, and the upstream call is then aborted rather than left to run to its end. A copy
   // already dropped cannot tell: the failure is taken as the upstream's.
