@@ -247,7 +247,10 @@ mod tests {
         );
         let mut req = ChatRequest::parse(body.as_bytes()).unwrap();
         let out = String::from_utf8(chat(&mut req, groq, "g", None).unwrap()).unwrap();
-        assert!(out.contains(&format!(r#""response_format":{format}"#)), "{out}");
+        assert!(
+            out.contains(&format!(r#""response_format":{format}"#)),
+            "{out}"
+        );
     }
 
     #[test]

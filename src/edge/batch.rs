@@ -9,8 +9,7 @@ use std::rc::Rc;
 use wasm_bindgen_futures::JsFuture;
 use worker::wasm_bindgen::{self, closure::Closure, prelude::wasm_bindgen, JsCast, JsValue};
 use worker::{
-    durable_object, js_sys, web_sys, DurableObject, Env, Headers, Method, Request, RequestInit,
-    Response, Result, State,
+    durable_object, js_sys, web_sys, DurableObject, Env, Request, Response, Result, State,
 };
 
 use super::attempts::Reply;
@@ -331,39 +330,19 @@ async fn registry(
     owner: &str,
     command: &Command,
 ) -> std::result::Result<Option<Record>, RouterError> {
-    let failed = |what: &str| RouterError::Internal {
-        detail: format!("batch registry: {what}"),
-    };
-    let stub = env
-        .durable_object(BINDING)
-        .and_then(|ns| ns.id_from_name(owner)?.get_stub())
-        .map_err(|_| RouterError::InvalidConfig {
-            path: format!("durable_objects.bindings.{BINDING}"),
-            detail: "the Batch API needs the BATCHES Durable Object binding (class \
-                     BatchObject), as in wrangler.toml"
-                .to_owned(),
-        })?;
-    let body = serde_json::to_string(command).map_err(|_| failed("encoding"))?;
-    let headers = Headers::new();
-    headers
-        .set("content-type", "application/json")
-        .map_err(|_| failed("headers"))?;
-    let mut init = RequestInit::new();
-    init.with_method(Method::Post)
-        .with_headers(headers)
-        .with_body(Some(body.into()));
-    let request = Request::new_with_init("https://batches.internal/", &init)
-        .map_err(|_| failed("request"))?;
-    let mut resp = stub
-        .fetch_with_request(request)
+    http::call_object(env, BINDING, owner, None, command)
         .await
-        .map_err(|_| failed("unreachable"))?;
-    if resp.status_code() != 200 {
-        return Err(failed("refused the command"));
-    }
-    resp.json::<Option<Record>>()
-        .await
-        .map_err(|_| failed("bad reply"))
+        .map_err(|e| match e {
+            http::ObjectError::NoBinding => RouterError::InvalidConfig {
+                path: format!("durable_objects.bindings.{BINDING}"),
+                detail: "the Batch API needs the BATCHES Durable Object binding (class \
+                         BatchObject), as in wrangler.toml"
+                    .to_owned(),
+            },
+            http::ObjectError::Failed(what) => RouterError::Internal {
+                detail: format!("batch registry: {what}"),
+            },
+        })
 }
 
 /// An owner's registry: `file:id` and `batch:id` to the provider and key that made them.

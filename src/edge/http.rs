@@ -166,6 +166,54 @@ pub async fn drain(body: web_sys::ReadableStream, cap: usize, ms: u64) {
     }
 }
 
+/// Why a call to a Durable Object failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ObjectError {
+    /// The Worker has no such binding.
+    NoBinding,
+    /// The call could not be made, or its answer was not the JSON expected.
+    Failed(&'static str),
+}
+
+/// One JSON command to the Durable Object `name` of `binding`, with `header` (name, value) if
+/// any, and its JSON reply.
+pub async fn call_object<C: serde::Serialize, R: serde::de::DeserializeOwned>(
+    env: &Env,
+    binding: &str,
+    name: &str,
+    header: Option<(&str, &str)>,
+    command: &C,
+) -> Result<R, ObjectError> {
+    use worker::{Headers, Method, Request, RequestInit};
+    let failed = ObjectError::Failed;
+    let body = serde_json::to_string(command).map_err(|_| failed("encoding"))?;
+    let stub = env
+        .durable_object(binding)
+        .and_then(|ns| ns.id_from_name(name)?.get_stub())
+        .map_err(|_| ObjectError::NoBinding)?;
+    let headers = Headers::new();
+    headers
+        .set("content-type", "application/json")
+        .map_err(|_| failed("headers"))?;
+    if let Some((header, value)) = header {
+        headers.set(header, value).map_err(|_| failed("headers"))?;
+    }
+    let mut init = RequestInit::new();
+    init.with_method(Method::Post)
+        .with_headers(headers)
+        .with_body(Some(body.into()));
+    let request =
+        Request::new_with_init("https://object.internal/", &init).map_err(|_| failed("request"))?;
+    let mut resp = stub
+        .fetch_with_request(request)
+        .await
+        .map_err(|_| failed("unreachable"))?;
+    if resp.status_code() != 200 {
+        return Err(failed("refused the command"));
+    }
+    resp.json::<R>().await.map_err(|_| failed("bad reply"))
+}
+
 /// The router's configuration (`ROUTER_CONFIG`) and the secrets it names, parsed and checked;
 /// an unset or broken one is the operator's error, saying how to fix it.
 pub fn load_config(env: &Env) -> Result<Config, RouterError> {

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use futures::channel::oneshot;
 use worker::{
-    durable_object, js_sys, wasm_bindgen, Context, Delay, DurableObject, Env, Headers, Method,
-    Request, RequestInit, Response, Result, SqlStorage, State,
+    durable_object, js_sys, wasm_bindgen, Context, Delay, DurableObject, Env, Request, Response,
+    Result, SqlStorage, State,
 };
 
 use super::http;
@@ -141,34 +141,15 @@ pub async fn call(
     shard: &Shard,
     command: &Command,
 ) -> std::result::Result<Reply, RouterError> {
-    let failed = |what: &str| RouterError::Internal {
-        detail: format!("quota bank: {what}"),
-    };
     let name = shard.name();
-    let body = serde_json::to_string(command).map_err(|_| failed("encoding"))?;
-    let stub = env
-        .durable_object(BINDING)
-        .and_then(|ns| ns.id_from_name(&name)?.get_stub())
-        .map_err(|_| failed("no QUOTA binding"))?;
-    let headers = Headers::new();
-    headers
-        .set("content-type", "application/json")
-        .and_then(|()| headers.set(SHARD_HEADER, &name))
-        .map_err(|_| failed("headers"))?;
-    let mut init = RequestInit::new();
-    init.with_method(Method::Post)
-        .with_headers(headers)
-        .with_body(Some(body.into()));
-    let request =
-        Request::new_with_init("https://quota.internal/", &init).map_err(|_| failed("request"))?;
-    let mut resp = stub
-        .fetch_with_request(request)
+    http::call_object(env, BINDING, &name, Some((SHARD_HEADER, &name)), command)
         .await
-        .map_err(|_| failed("unreachable"))?;
-    if resp.status_code() != 200 {
-        return Err(failed("refused the command"));
-    }
-    resp.json::<Reply>().await.map_err(|_| failed("bad reply"))
+        .map_err(|e| RouterError::Internal {
+            detail: match e {
+                http::ObjectError::NoBinding => "quota bank: no QUOTA binding".to_owned(),
+                http::ObjectError::Failed(what) => format!("quota bank: {what}"),
+            },
+        })
 }
 
 /// A synchronous booking, given `timeout_ms`: `None` when the bank failed or was too slow.
