@@ -351,7 +351,16 @@ pub struct Upload {
     provider: Option<usize>,
     purpose: Vec<u8>,
     saw_file: bool,
+    /// Bytes written out before the provider was known (all held by the edge until then).
+    held: usize,
+    /// How many bytes at the start of `pending` are known to hold no line break and no start of
+    /// the delimiter, so that a long line is not scanned again with every chunk.
+    scanned: usize,
 }
+
+/// The most an upload may hold before its first request line names its provider: a line, and
+/// room for the parts before it.
+const MAX_BEFORE_FIRST_LINE: usize = MAX_LINE + (64 << 10);
 
 impl Upload {
     /// A rewriter for a body sent with `content_type` (which must be `multipart/form-data` with
@@ -374,6 +383,8 @@ impl Upload {
             provider: None,
             purpose: Vec::new(),
             saw_file: false,
+            held: 0,
+            scanned: 0,
         })
     }
 
@@ -391,7 +402,18 @@ impl Upload {
         out: &mut Vec<u8>,
     ) -> Result<(), RouterError> {
         self.pending.extend_from_slice(chunk);
-        self.advance(config, out, false)
+        let before = out.len();
+        self.advance(config, out, false)?;
+        if self.provider.is_none() {
+            self.held += out.len() - before;
+            if self.held + self.pending.len() > MAX_BEFORE_FIRST_LINE {
+                return Err(upload_error(format!(
+                    "The upload's first request line must come within its first {} bytes.",
+                    MAX_BEFORE_FIRST_LINE
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// The body has ended: the rest is appended to `out`, or the upload was incomplete.
@@ -408,10 +430,7 @@ impl Upload {
             ));
         }
         if self.purpose != b"batch" {
-            return Err(upload_error(
-                "Only `purpose` `batch` is served: files for other purposes are not kept here."
-                    .to_owned(),
-            ));
+            return Err(purpose_error());
         }
         Ok(())
     }
@@ -459,8 +478,16 @@ impl Upload {
                 }
                 State::Headers => match find(rest, b"\r\n\r\n") {
                     Some(i) => {
-                        let part = part_of(&rest[..i]);
+                        let part = match part_of(&rest[..i]) {
+                            Ok(part) => part,
+                            Err(e) => break Err(e),
+                        };
                         if part == Part::File {
+                            if self.saw_file {
+                                break Err(upload_error(
+                                    "The upload has more than one `file` field.".to_owned(),
+                                ));
+                            }
                             self.saw_file = true;
                         }
                         out.extend_from_slice(&rest[..i + 4]);
@@ -476,7 +503,13 @@ impl Upload {
                     None => 0,
                 },
                 State::Content(part) => {
-                    let found = find(rest, &self.delimiter);
+                    // What an earlier pass already scanned holds neither.
+                    let skip = if start == 0 {
+                        self.scanned.min(rest.len())
+                    } else {
+                        0
+                    };
+                    let found = find(&rest[skip..], &self.delimiter).map(|i| i + skip);
                     // Without the delimiter, what may be its start stays pending.
                     let safe = match found {
                         Some(i) => i,
@@ -487,10 +520,10 @@ impl Upload {
                             let content = &rest[..safe];
                             let lines_end = match found {
                                 Some(_) => content.len(),
-                                None => content
+                                None => content[skip.min(content.len())..]
                                     .iter()
                                     .rposition(|b| *b == b'\n')
-                                    .map_or(0, |i| i + 1),
+                                    .map_or(0, |i| i + skip + 1),
                             };
                             if let Err(e) = self.lines(config, &content[..lines_end], out) {
                                 break Err(e);
@@ -521,6 +554,10 @@ impl Upload {
                     };
                     match found {
                         Some(i) if used == i => {
+                            // A purpose other than batch is refused before any more is sent.
+                            if part == Part::Purpose && self.purpose != b"batch" {
+                                break Err(purpose_error());
+                            }
                             out.extend_from_slice(&self.delimiter);
                             self.state = State::Delimiter;
                             i + self.delimiter.len()
@@ -540,6 +577,10 @@ impl Upload {
         };
         pending.drain(..start);
         self.pending = pending;
+        self.scanned = match self.state {
+            State::Content(_) => self.pending.len().saturating_sub(self.delimiter.len()),
+            _ => 0,
+        };
         if end && self.state == State::Epilogue {
             out.append(&mut self.pending);
         }
@@ -648,6 +689,12 @@ impl Upload {
     }
 }
 
+fn purpose_error() -> RouterError {
+    upload_error(
+        "Only `purpose` `batch` is served: files for other purposes are not kept here.".to_owned(),
+    )
+}
+
 fn upload_error(message: String) -> RouterError {
     RouterError::InvalidRequest {
         message,
@@ -673,26 +720,69 @@ fn multipart_boundary(content_type: &str) -> Option<&str> {
     })
 }
 
-/// Which field a part's headers name.
-fn part_of(headers: &[u8]) -> Part {
+/// Which field a part's headers name, read as the providers' parsers read them: one
+/// `Content-Disposition`, its parameter names in any case, quoted values with `;` inside them.
+/// Anything ambiguous is refused, so that no part the router passes as it is could be a file
+/// to the provider.
+fn part_of(headers: &[u8]) -> Result<Part, RouterError> {
+    let ambiguous =
+        || upload_error("A part of the upload has an unclear Content-Disposition.".to_owned());
     let text = String::from_utf8_lossy(headers);
-    let disposition = text
-        .split("\r\n")
-        .find(|l| {
-            l.split(':')
-                .next()
-                .is_some_and(|n| n.trim().eq_ignore_ascii_case("content-disposition"))
-        })
-        .unwrap_or_default();
-    let name = disposition.split(';').find_map(|p| {
-        let (k, v) = p.split_once('=')?;
-        (k.trim() == "name").then(|| v.trim().trim_matches('"').to_owned())
+    let mut dispositions = text.split("\r\n").filter_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        name.trim()
+            .eq_ignore_ascii_case("content-disposition")
+            .then_some(value)
     });
-    match name.as_deref() {
+    let (Some(disposition), None) = (dispositions.next(), dispositions.next()) else {
+        return Err(ambiguous());
+    };
+    let mut names = params(disposition)
+        .into_iter()
+        .filter(|(k, _)| k.eq_ignore_ascii_case("name"))
+        .map(|(_, v)| v);
+    let (name, None) = (names.next(), names.next()) else {
+        return Err(ambiguous());
+    };
+    Ok(match name.as_deref() {
         Some("file") => Part::File,
         Some("purpose") => Part::Purpose,
         _ => Part::Other,
+    })
+}
+
+/// The `key=value` parameters of a header value (after its first `;`), values unquoted.
+fn params(value: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut pieces = Vec::new();
+    let (mut piece, mut quoted, mut escaped) = (String::new(), false, false);
+    for c in value.chars() {
+        match c {
+            _ if escaped => {
+                piece.push(c);
+                escaped = false;
+            }
+            '\\' if quoted => escaped = true,
+            '"' => {
+                quoted = !quoted;
+                piece.push(c);
+            }
+            ';' if !quoted => pieces.push(std::mem::take(&mut piece)),
+            _ => piece.push(c),
+        }
     }
+    pieces.push(piece);
+    for p in pieces.into_iter().skip(1) {
+        if let Some((k, v)) = p.split_once('=') {
+            let v = v.trim();
+            let v = v
+                .strip_prefix('"')
+                .and_then(|v| v.strip_suffix('"'))
+                .unwrap_or(v);
+            out.push((k.trim().to_owned(), v.to_owned()));
+        }
+    }
+    out
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {

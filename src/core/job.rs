@@ -235,18 +235,20 @@ pub fn prepare_responses<'c, 'a>(
 ) -> Result<Prepared<'c, 'a>, RouterError> {
     let native = ResponsesRequest::parse(body)?;
     let mut prepared = prepare(config, Endpoint::ChatCompletions, chat_form, headers)?;
-    if let Some(param) = &native.native_only {
+    if let (Some(param), Some(field)) = (&native.native_only, native.state_field()) {
         prepared.targets.retain(|t| {
             config
                 .providers
                 .get(t.provider)
-                .is_some_and(responses::native)
+                .is_some_and(|p| native.served_by(p))
         });
         if prepared.targets.is_empty() {
             return Err(RouterError::InvalidRequest {
                 message: format!(
-                    "`{param}` needs state that a provider keeps with its own Responses API, and \
-                     no provider for `{}` on this router has one.",
+                    "`{param}` needs what a provider keeps (or runs) with its own Responses API \
+                     for the key it is called with, which this router shares between its \
+                     clients: it is served only by a provider whose `pass_fields` names \
+                     `{field}`, and none for `{}` here does.",
                     native.model.chars().take(200).collect::<String>()
                 ),
                 param: Some(param.clone()),

@@ -15,7 +15,7 @@
 
 use serde_json::{json, Map, Value};
 
-use super::config::{Capability, Provider, GUARDED_FIELDS};
+use super::config::{Capability, Provider, GUARDED_FIELDS, RESPONSES_STATE};
 use super::error::RouterError;
 use super::request::{write_object, RawObject};
 
@@ -124,13 +124,17 @@ impl<'a> ResponsesRequest<'a> {
     pub fn native_body(&self, provider: &Provider, model: &str, tier: Option<&str>) -> Vec<u8> {
         let model = Value::String(model.to_owned()).to_string();
         let tier = tier.map(|t| Value::String(t.to_owned()).to_string());
+        let passes = |k: &str| provider.pass_fields.iter().any(|f| f == k);
+        // Without `store` in pass_fields, nothing is stored with the router's key.
+        let no_store = !passes("store");
         let kept = RawObject(
             self.fields
                 .0
                 .iter()
                 .filter(|(k, _)| {
-                    let guarded = GUARDED_FIELDS.contains(&k.as_ref())
-                        && !provider.pass_fields.iter().any(|f| f == k);
+                    let guarded = (GUARDED_FIELDS.contains(&k.as_ref())
+                        || RESPONSES_STATE.contains(&k.as_ref()))
+                        && !passes(k);
                     let replaced = tier.is_some() && k == "service_tier";
                     !(guarded || replaced)
                 })
@@ -145,13 +149,36 @@ impl<'a> ResponsesRequest<'a> {
             out.extend_from_slice(model.as_bytes());
             true
         });
-        if let Some(tier) = tier {
+        let mut add = |field: &str, value: &str| {
             out.pop();
-            out.extend_from_slice(b",\"service_tier\":");
-            out.extend_from_slice(tier.as_bytes());
-            out.push(b'}');
+            out.extend_from_slice(format!(",\"{field}\":{value}}}").as_bytes());
+        };
+        if let Some(tier) = &tier {
+            add("service_tier", tier);
+        }
+        if no_store {
+            add("store", "false");
         }
         out
+    }
+
+    /// The `pass_fields` name a provider must have for [`Self::native_only`]: the parameter
+    /// itself, or `builtin_tools` for a tool that is not a function.
+    pub fn state_field(&self) -> Option<&str> {
+        let param = self.native_only.as_deref()?;
+        Some(match param.starts_with("tools[") {
+            true => "builtin_tools",
+            false => param,
+        })
+    }
+
+    /// Whether `provider` may serve this request: any provider, unless it asks for what only a
+    /// provider's own Responses API keeps, which needs that API and the operator's leave.
+    pub fn served_by(&self, provider: &Provider) -> bool {
+        match self.state_field() {
+            None => true,
+            Some(field) => native(provider) && provider.pass_fields.iter().any(|f| f == field),
+        }
     }
 
     /// The request as a chat completion, for providers without the Responses API (and for the

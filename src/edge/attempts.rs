@@ -348,11 +348,23 @@ async fn take(
             let step =
                 Closure::<dyn FnMut(JsValue) -> js_sys::Uint8Array>::new(move |chunk: JsValue| {
                     let mut out = Vec::new();
-                    match chunk.dyn_into::<js_sys::Uint8Array>() {
-                        Ok(chunk) => events.push(&chunk.to_vec(), &mut out),
-                        Err(_) => events.end(&mut out),
+                    let end = match chunk.dyn_into::<js_sys::Uint8Array>() {
+                        Ok(chunk) => {
+                            events.push(&chunk.to_vec(), &mut out);
+                            false
+                        }
+                        Err(_) => {
+                            events.end(&mut out);
+                            true
+                        }
+                    };
+                    let bytes = js_sys::Uint8Array::from(out.as_slice());
+                    if end {
+                        // How the translation ended, for the log and the books.
+                        let complete = JsValue::from_bool(events.complete());
+                        let _ = js_sys::Reflect::set(&bytes, &"complete".into(), &complete);
                     }
-                    js_sys::Uint8Array::from(out.as_slice())
+                    bytes
                 });
             opened.translate(step.into_js_value(), controller)
         }

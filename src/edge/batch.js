@@ -112,7 +112,11 @@ export async function upload(url, lines, source, first, step, ms) {
   // Ends every part of the call: the upstream request, the stream it reads, and the client's
   // body (drained first when a line was refused, so that the client reads its 400).
   let refused = false;
+  // Once stopped (late, or the provider's call failed), the client's cancelled body reads as
+  // ended: it must not be taken for a complete upload whose end the rewriter then refuses.
+  let stopped = false;
   const stop = (why) => {
+    stopped = true;
     abort.abort();
     writer.abort(why).catch(() => {});
     if (!refused) source.reader.cancel().catch(() => {});
@@ -128,6 +132,7 @@ export async function upload(url, lines, source, first, step, ms) {
       if (first.byteLength) await writer.write(first);
       for (;;) {
         const chunk = await nextChunk(source);
+        if (stopped) throw new Error("stopped");
         for (let n = step(chunk, out); n !== 0; n = step(null, out)) {
           if (n < 0) {
             refused = true;

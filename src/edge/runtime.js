@@ -138,7 +138,8 @@ export function handOn(body, reader, start, interrupted, check, abort, ends) {
   const events = typeof interrupted === "string";
   const checked = { malformed: false };
   const toClient = events && check ? branch.pipeThrough(eventChecker(start, checked)) : branch;
-  const markers = ends ? ends.flatMap((e) => ["event: " + e, `"type":"${e}"`]) : null;
+  // At the start of a line: an event's text, which repeats the answer, holds no raw line break.
+  const markers = ends ? ends.flatMap((e) => ["\nevent: " + e, `\ndata: {"type":"${e}"`, `\ndata:{"type":"${e}"`]) : null;
   let over;
   const ended = new Promise((resolve) => {
     over = resolve;
@@ -150,7 +151,8 @@ export function handOn(body, reader, start, interrupted, check, abort, ends) {
 // Hands `start` and the rest of `body` to the client through `step`, the core's translation
 // of a chat event stream into the Responses API's events: `step(chunk)` gives the bytes to send
 // for a chunk of the upstream, `step(undefined)` the last ones once the upstream has ended or
-// failed (the final events, or the error event). Returns [readable, finished] as handOn does:
+// failed (the final events, or the error event), with `complete` set on it when those were the
+// final events. Returns [readable, finished] as handOn does:
 // the usage and the end are read from the upstream's own last bytes, kept as they pass.
 export function translate(body, reader, start, step, abort) {
   const { readable, writable } = new Identity();
@@ -165,6 +167,8 @@ export function translate(body, reader, start, step, abort) {
     };
     let clientGone = false;
     let upstreamFailed = false;
+    // Whether the translation ended with its final events (not with the error event).
+    let translated = false;
     const send = async (bytes) => {
       if (bytes.byteLength) await writer.write(bytes);
     };
@@ -183,7 +187,9 @@ export function translate(body, reader, start, step, abort) {
         keep(r.value);
         await send(step(r.value));
       }
-      await send(step(undefined));
+      const last = step(undefined);
+      translated = last.complete === true;
+      await send(last);
       await writer.close();
     } catch {
       clientGone = true;
@@ -192,7 +198,7 @@ export function translate(body, reader, start, step, abort) {
     }
     if (clientGone || upstreamFailed) abort.abort();
     const tail = lastBytes(kept);
-    return { tail, complete: !clientGone && !upstreamFailed && endsWithDone(tail), clientGone };
+    return { tail, complete: !clientGone && !upstreamFailed && translated, clientGone };
   })();
   return [readable, finished];
 }
@@ -310,7 +316,7 @@ async function readTail(copy, markers, start, ended) {
   let latest = new Uint8Array(0);
   let size = 0;
   const decoder = markers ? new TextDecoder() : null;
-  let carry = decoder ? decoder.decode(start, { stream: true }) : "";
+  let carry = decoder ? "\n" + decoder.decode(start, { stream: true }) : "";
   let sawEnd = decoder ? markers.some((m) => carry.includes(m)) : null;
   carry = carry.slice(-64);
   const result = (extra) => ({ blocks: [previous, latest], cut: false, sawEnd, ...extra });

@@ -642,7 +642,10 @@ export async function startResponsesRouter(kind, fakes) {
       failover: { breaker_failures: 1_000 },
       providers: providers(fakes, {
         chatFields: { max_tokens_field: "max_completion_tokens" },
-        nativeFields: { pass_fields: ["store", "metadata"] },
+        // The operator's leave for what the provider keeps for the router's key.
+        nativeFields: {
+          pass_fields: ["store", "metadata", "previous_response_id", "conversation", "prompt", "background", "builtin_tools"],
+        },
       }),
       routes: {
         fast: [`openai/${MODELS.native.fast}`, `chatonly/${MODELS.chat.fast}`],

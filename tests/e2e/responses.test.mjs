@@ -134,7 +134,11 @@ for (const kind of KINDS) {
         assert.equal(call.path, "/v1/responses");
         assert.equal(call.headers.authorization, `Bearer ${NATIVE_KEY}`);
         // Only the model differs from what the client wrote, in the client's order.
-        assert.equal(call.raw, JSON.stringify({ model: models.fast, input: "hi", instructions: "Be brief.", max_output_tokens: 64 }));
+        // As written, with the provider's model id, and nothing stored with the router's key.
+        assert.equal(
+          call.raw,
+          JSON.stringify({ model: models.fast, input: "hi", instructions: "Be brief.", max_output_tokens: 64, store: false }),
+        );
       } else {
         assert.equal(call.path, "/v1/chat/completions");
         assert.equal(call.headers.authorization, `Bearer ${CHAT_KEY}`);
@@ -261,7 +265,7 @@ for (const kind of KINDS) {
       assert.deepEqual(gist(first).calls, [{ call_id: CALL_ID, name: "get_weather", arguments: '{"city":"Paris"}' }]);
       const sent = fake().calls[0].body;
       if (kind === "native") {
-        assert.deepEqual(sent, { model: models.fast, input: WEATHER, tools: [WEATHER_TOOL], tool_choice: "auto" });
+        assert.deepEqual(sent, { model: models.fast, input: WEATHER, tools: [WEATHER_TOOL], tool_choice: "auto", store: false });
       } else {
         assert.deepEqual(sent.tools, [
           {
@@ -565,7 +569,22 @@ describe("translation to chat completions, in detail", () => {
 });
 
 describe("passthrough to the native provider, in detail", () => {
-  test("stateful features pass to it as written, with its model id", async () => {
+  test("what a provider keeps for the router's key needs the operator's leave: a 400 without it, as written with it", async () => {
+    // The router calls with one key for all its clients: a client's previous_response_id could
+    // be another client's. Without pass_fields naming the parameter, it is refused.
+    for (const [extra, param] of [
+      [{ previous_response_id: "resp_abc123" }, "previous_response_id"],
+      [{ background: true }, "background"],
+      [{ store: true }, "store"],
+      [{ tools: [{ type: "web_search" }] }, "tools[0].type"],
+    ]) {
+      await assert.rejects(
+        clients.native.responses.create({ model: "fast", input: "and then?", ...extra }),
+        (e) => e.status === 400 && e.error?.param === param && e.error?.code === "unsupported_parameter",
+      );
+    }
+    assert.equal(native.calls.length, 0, "nothing reached the provider");
+    // The mixed router's `openai` has the operator's leave (its pass_fields name them).
     const params = {
       model: "fast",
       input: "and then?",
@@ -573,7 +592,7 @@ describe("passthrough to the native provider, in detail", () => {
       tools: [{ type: "web_search" }],
       background: true,
     };
-    const res = await clients.native.responses.create(params);
+    const res = await clients.mixed.responses.create(params);
     assert.equal(res.output_text, TEXT);
     assert.deepEqual(native.calls[0].body, { ...params, model: MODELS.native.fast });
   });
@@ -589,9 +608,9 @@ describe("passthrough to the native provider, in detail", () => {
   });
 
   test("guarded fields are withheld unless the provider's pass_fields names them", async () => {
-    const params = { model: "fast", input: "hi", store: true, metadata: { team: "a" } };
+    const params = { model: "fast", input: "hi", store: false, metadata: { team: "a" } };
     await clients.native.responses.create(params);
-    assert.deepEqual(native.calls[0].body, { model: MODELS.native.fast, input: "hi" });
+    assert.deepEqual(native.calls[0].body, { model: MODELS.native.fast, input: "hi", store: false });
     // The mixed router's `openai` passes store and metadata.
     await clients.mixed.responses.create(params);
     assert.deepEqual(native.calls[1].body, { ...params, model: MODELS.native.fast });

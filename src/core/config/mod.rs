@@ -226,7 +226,7 @@ pub struct Target {
     /// The `service_tier` the router asks the provider for (Groq's `flex`), if any.
     pub tier: Option<String>,
     /// What the quota ledger, the planner and the reports call the target: `model`, or
-    /// `model:tier` for a tier with limits of its own ([`books_name`]).
+    /// `model:flex` on flex, whose limits are its own ([`books_name`]).
     pub name: String,
 }
 
@@ -245,12 +245,13 @@ pub const SERVICE_TIERS: [&str; 6] = [
 /// documents about ten times the on-demand limits.
 pub const FLEX_LIMIT_FACTOR: u64 = 10;
 
-/// The name a target's model is booked under on a tier: the provider's default tier
-/// (`on_demand`, `default`) shares the model's books; any other tier has books of its own.
+/// The name a target's model is booked under on a tier: flex, whose limits are its own, has
+/// books of its own; every other tier shares the model's (Groq's `auto` spends on-demand's
+/// limits first, and booking it apart would admit twice what on-demand allows).
 pub fn books_name(model: &str, tier: Option<&str>) -> String {
     match tier {
-        None | Some("on_demand" | "default") => model.to_owned(),
-        Some(tier) => format!("{model}:{tier}"),
+        Some("flex") => format!("{model}:flex"),
+        _ => model.to_owned(),
     }
 }
 
@@ -665,6 +666,20 @@ pub const GUARDED_FIELDS: [&str; 8] = [
     "plugins",
 ];
 
+/// What a provider's own Responses API keeps for the key it is called with (stored responses
+/// and what refers to them, background runs, stored prompts) or runs with it (its built-in
+/// tools: `builtin_tools`). The router calls with its own key for every client, so these reach
+/// only providers whose `pass_fields` names them; without `store` there, a Responses call is
+/// sent with `store: false`.
+pub const RESPONSES_STATE: [&str; 6] = [
+    "store",
+    "previous_response_id",
+    "conversation",
+    "prompt",
+    "background",
+    "builtin_tools",
+];
+
 /// The highest `gateway.max_n` accepted.
 const MAX_N: u64 = 128;
 /// The highest `gateway.max_output_tokens` accepted.
@@ -903,13 +918,16 @@ fn build_provider(
         entry.max_output_tokens = max_output_tokens.or(entry.max_output_tokens);
     }
     for (i, field) in raw.pass_fields.iter().enumerate() {
-        if !GUARDED_FIELDS.contains(&field.as_str()) {
+        let known =
+            GUARDED_FIELDS.contains(&field.as_str()) || RESPONSES_STATE.contains(&field.as_str());
+        if !known {
             return Err(ConfigError::at(
                 at(&format!(".pass_fields[{i}]")),
                 format!(
-                    "`{}` is not a guarded field (fields other than these pass anyway): {}",
+                    "`{}` is not a guarded field (fields other than these pass anyway): {}, {}",
                     field.chars().take(64).collect::<String>(),
-                    GUARDED_FIELDS.join(", ")
+                    GUARDED_FIELDS.join(", "),
+                    RESPONSES_STATE[1..].join(", ")
                 ),
             ));
         }
@@ -1061,10 +1079,9 @@ fn parse_target(
     })
 }
 
-/// Gives a tier with books of its own the limits it is booked against, unless the
-/// configuration sets them (`limits."model:flex"`): on flex, [`FLEX_LIMIT_FACTOR`] times the
-/// model's; on another tier, the model's own (at least what that tier allows). A model with no
-/// limits leaves its tiers untracked too.
+/// Gives flex's books the limits they are booked against, unless the configuration sets them
+/// (`limits."model:flex"`): [`FLEX_LIMIT_FACTOR`] times the model's. A model with no limits
+/// leaves its flex tier untracked too.
 fn tier_limits(provider: &mut Provider, target: &Target) {
     if target.name == target.model || provider.limits.contains_key(&target.name) {
         return;
@@ -1072,11 +1089,7 @@ fn tier_limits(provider: &mut Provider, target: &Target) {
     let Some(base) = provider.limits.get(&target.model).copied() else {
         return;
     };
-    let factor = match target.tier.as_deref() {
-        Some("flex") => FLEX_LIMIT_FACTOR,
-        _ => 1,
-    };
-    let scale = |l: Option<u64>| l.map(|v| v.saturating_mul(factor));
+    let scale = |l: Option<u64>| l.map(|v| v.saturating_mul(FLEX_LIMIT_FACTOR));
     provider.limits.insert(
         target.name.clone(),
         Limits {

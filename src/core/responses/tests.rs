@@ -162,17 +162,72 @@ fn a_native_body_is_the_clients_with_the_providers_model() {
     let body = r#"{"model":"fast","input":[{"role":"user","content":"hi"}],"metadata":{"k":"v"},"store":false,"temperature":1.50,"service_tier":"auto"}"#;
     let req = ResponsesRequest::parse(body.as_bytes()).unwrap();
     let to_groq = String::from_utf8(req.native_body(&c.providers[0], "llama-x", None)).unwrap();
-    // Byte for byte, but the model; the guarded fields withheld.
+    // Byte for byte, but the model; the guarded fields withheld; nothing stored with the
+    // router's key.
     assert_eq!(
         to_groq,
-        r#"{"model":"llama-x","input":[{"role":"user","content":"hi"}],"temperature":1.50}"#
+        r#"{"model":"llama-x","input":[{"role":"user","content":"hi"}],"temperature":1.50,"store":false}"#
     );
     // Together may get the metadata; a tier replaces the client's.
     let text = String::from_utf8(req.native_body(&c.providers[1], "m", Some("flex"))).unwrap();
     assert_eq!(
         text,
-        r#"{"model":"m","input":[{"role":"user","content":"hi"}],"metadata":{"k":"v"},"temperature":1.50,"service_tier":"flex"}"#
+        r#"{"model":"m","input":[{"role":"user","content":"hi"}],"metadata":{"k":"v"},"temperature":1.50,"service_tier":"flex","store":false}"#
     );
+}
+
+#[test]
+fn state_a_provider_keeps_needs_the_operators_leave() {
+    let doc = json!({
+        "providers": {
+            "openai": {"keys": [{"id": "o", "secret": "O"}]},
+            "keeper": {"preset": "openai", "keys": [{"id": "k", "secret": "K"}],
+                       "pass_fields": ["store", "previous_response_id", "builtin_tools"]},
+            "groq": {"keys": [{"id": "g", "secret": "G"}]}
+        },
+        "routes": {"fast": ["openai/m"]},
+        "gateway": {"auth": false}
+    });
+    let c = Config::parse(&doc.to_string(), |_| None).unwrap();
+    let by_name = |n: &str| c.providers.iter().find(|p| p.name == n).unwrap();
+    let (openai, keeper, groq) = (by_name("openai"), by_name("keeper"), by_name("groq"));
+    fn req(body: &str) -> ResponsesRequest<'_> {
+        ResponsesRequest::parse(body.as_bytes()).unwrap()
+    }
+    let plain = req(r#"{"model":"m","input":"x"}"#);
+    assert!(plain.served_by(openai) && plain.served_by(groq));
+    for (body, field) in [
+        (
+            r#"{"model":"m","input":"x","previous_response_id":"resp_1"}"#,
+            "previous_response_id",
+        ),
+        (r#"{"model":"m","input":"x","store":true}"#, "store"),
+        (
+            r#"{"model":"m","input":"x","tools":[{"type":"file_search"}]}"#,
+            "builtin_tools",
+        ),
+    ] {
+        let r = req(body);
+        assert_eq!(r.state_field(), Some(field));
+        assert!(
+            !r.served_by(openai),
+            "{body}: a native provider without leave"
+        );
+        assert!(!r.served_by(groq), "{body}");
+        assert!(r.served_by(keeper), "{body}");
+    }
+    // With leave, the client's own `store` passes as written.
+    let stored = req(r#"{"model":"m","input":"x","store":true,"previous_response_id":"resp_1"}"#);
+    let text = String::from_utf8(stored.native_body(keeper, "m", None)).unwrap();
+    assert_eq!(
+        text,
+        r#"{"model":"m","input":"x","store":true,"previous_response_id":"resp_1"}"#
+    );
+    let text = String::from_utf8(
+        req(r#"{"model":"m","input":"x","store":false}"#).native_body(openai, "m", None),
+    )
+    .unwrap();
+    assert_eq!(text, r#"{"model":"m","input":"x","store":false}"#);
 }
 
 fn meta() -> Meta {
