@@ -98,15 +98,7 @@ pub fn call_of<'p>(method: &str, path: &'p str) -> Result<Call<'p>, RouterError>
     if call.object().is_some_and(|(_, id)| !is_id(id)) {
         return Err(not_found());
     }
-    if method == allow || (allow == "GET" && method == "HEAD") {
-        Ok(call)
-    } else {
-        Err(RouterError::MethodNotAllowed {
-            method: method.to_owned(),
-            path: path.to_owned(),
-            allow,
-        })
-    }
+    super::endpoint::allowed(method, path, allow).map(|()| call)
 }
 
 /// Whether `id` can be a provider's file or batch id: it goes into the provider's URL, so only

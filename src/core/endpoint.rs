@@ -63,9 +63,14 @@ pub fn resolve(method: &str, path: &str) -> Result<Endpoint, RouterError> {
     if method == "OPTIONS" {
         return Ok(Endpoint::Preflight);
     }
-    // HEAD is GET without a body; the runtime drops the body for us.
+    allowed(method, path, allow).map(|()| endpoint)
+}
+
+/// Whether `method` may call a path that takes `allow`; else the 405 with `allow`. HEAD is GET
+/// without a body (the runtime drops the body for us).
+pub fn allowed(method: &str, path: &str, allow: &'static str) -> Result<(), RouterError> {
     if method == allow || (allow == "GET" && method == "HEAD") {
-        Ok(endpoint)
+        Ok(())
     } else {
         Err(RouterError::MethodNotAllowed {
             method: method.to_owned(),
