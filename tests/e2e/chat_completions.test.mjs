@@ -176,24 +176,31 @@ describe("forwarding", () => {
   test("a streamed answer is handed through chunk by chunk, unchanged", async () => {
     const events = [
       'data: {"choices":[{"delta":{"content":"Hi"}}]}\n\n',
+      'data: {"choices":[{"delta":{"content":" there"}}]}\n\n',
       'data: {"choices":[{"delta":{"content":"!"}}]}\n\n',
       "data: [DONE]\n\n",
     ];
-    // The fake sends the rest only once the client has the first event.
+    // The fake sends the rest only once the client has the first two events: the first is the
+    // router's own read, the second comes through the hand-on (a copy that waited for a block
+    // of bytes once held it back).
     const held = gate();
-    groq.answer(() => ({ status: 200, headers: { "content-type": "text/event-stream" }, body: [events[0], held.part(events[1]), events[2]] }));
+    groq.answer(() => ({
+      status: 200,
+      headers: { "content-type": "text/event-stream" },
+      body: [events[0], events[1], held.part(events[2]), events[3]],
+    }));
     const res = await post({ ...REQUEST, stream: true }, { accept: "text/event-stream" });
     assert.equal(res.status, 200);
     assert.equal(res.headers.get("content-type"), "text/event-stream");
     const reader = res.body.getReader();
     const decoder = new TextDecoder();
     let text = "";
-    while (text.length < events[0].length) {
+    while (text.length < events[0].length + events[1].length) {
       const { done, value } = await reader.read();
       if (done) break;
       text += decoder.decode(value, { stream: true });
     }
-    assert.equal(text, events[0], "the first event reached the client on its own");
+    assert.equal(text, events[0] + events[1], "the first two events reached the client on their own");
     held.open();
     for (;;) {
       const { done, value } = await reader.read();
