@@ -72,7 +72,9 @@ impl Body {
     /// The usage reported in a body's last bytes.
     pub fn usage(self, tail: &[u8]) -> Option<Usage> {
         match self {
-            Body::Events => usage_from_events(tail),
+            // The Responses API's last event repeats the whole answer: when its line starts
+            // before the tail, its `usage` (near its end) is still there.
+            Body::Events => usage_from_events(tail).or_else(|| usage_from_json(tail)),
             Body::Json => usage_from_json(tail),
             Body::Other => None,
         }
@@ -328,6 +330,28 @@ mod tests {
         assert_eq!(Body::Events.usage(b"data: {\"usage\":{\"prompt_tok"), None);
         assert_eq!(Body::Events.usage(b"data: {\"choices\":[]}\n\n"), None);
         assert_eq!(Body::Events.usage(&[0xff, 0xfe, b'\n']), None);
+    }
+
+    #[test]
+    fn usage_of_a_responses_stream_whose_last_event_starts_before_the_tail() {
+        let text = "x".repeat(40_000);
+        let stream = format!(
+            "event: response.completed\ndata: {{\"type\":\"response.completed\",\"response\":{{\"output\":[{{\"content\":[{{\"text\":\"{text}\"}}]}}],\"usage\":{{\"input_tokens\":12,\"input_tokens_details\":{{\"cached_tokens\":2}},\"output_tokens\":9000,\"total_tokens\":9012}},\"user\":null}}}}\n\n"
+        );
+        let tail = &stream.as_bytes()[stream.len() - TAIL_BYTES..];
+        assert_eq!(
+            Body::Events.usage(tail),
+            Some(Usage {
+                prompt_tokens: 12,
+                cached_tokens: 2,
+                completion_tokens: 9000
+            })
+        );
+        // A chat stream's `usage: null` chunks are no usage.
+        assert_eq!(
+            Body::Events.usage(b"data: {\"choices\":[],\"usage\":null}\n\n"),
+            None
+        );
     }
 
     #[test]
