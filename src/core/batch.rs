@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::config::{Config, Key, Provider, Secret};
 use super::error::RouterError;
 use super::outcome::{self, Outcome};
-use super::request::{write_object, RawObject};
+use super::request::{object_text, RawObject};
 
 /// A call of the Batch API, with the id its path names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -664,19 +664,15 @@ impl Upload {
                 ))
             })?;
         let id = serde_json::to_string(&target.model).map_err(|_| bad("cannot be written"))?;
-        write_object(&line, out, |key, out| {
-            if key != "body" {
-                return false;
-            }
-            write_object(&body, out, |key, out| {
-                if key != "model" {
-                    return false;
-                }
-                out.extend_from_slice(id.as_bytes());
-                true
-            });
-            true
-        });
+        let body = object_text(body.0.iter().map(|(k, v)| match k.as_ref() {
+            "model" => ("model", id.as_str()),
+            k => (k, v.get()),
+        }));
+        let line = object_text(line.0.iter().map(|(k, v)| match k.as_ref() {
+            "body" => ("body", body.as_str()),
+            k => (k, v.get()),
+        }));
+        out.extend_from_slice(line.as_bytes());
         Ok(())
     }
 }

@@ -528,27 +528,24 @@ impl<'de> Deserialize<'de> for RawObject<'de> {
     }
 }
 
-/// Writes `object` compactly, each field as written unless `replace` writes its value itself.
-pub(crate) fn write_object(
-    object: &RawObject<'_>,
-    out: &mut Vec<u8>,
-    mut replace: impl FnMut(&str, &mut Vec<u8>) -> bool,
-) {
-    out.push(b'{');
-    for (i, (key, value)) in object.0.iter().enumerate() {
+/// A JSON object of `fields` (a key, and its value as JSON text), in order, compactly: the one
+/// writer of the objects the router rewrites a field or two of (batch lines, Responses bodies
+/// and their chat form), each value kept as written.
+pub(crate) fn object_text<'a>(fields: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
+    let mut out = String::from("{");
+    for (i, (key, value)) in fields.into_iter().enumerate() {
         if i > 0 {
-            out.push(b',');
+            out.push(',');
         }
         // A key as JSON; a string always serializes.
         if let Ok(k) = serde_json::to_string(key) {
-            out.extend_from_slice(k.as_bytes());
+            out.push_str(&k);
         }
-        out.push(b':');
-        if !replace(key, out) {
-            out.extend_from_slice(value.get().as_bytes());
-        }
+        out.push(':');
+        out.push_str(value);
     }
-    out.push(b'}');
+    out.push('}');
+    out
 }
 
 #[cfg(test)]

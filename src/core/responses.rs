@@ -17,7 +17,7 @@ use serde_json::{json, Map, Value};
 
 use super::config::{Capability, Provider, GUARDED_FIELDS, RESPONSES_STATE};
 use super::error::RouterError;
-use super::request::{write_object, RawObject};
+use super::request::{object_text, RawObject};
 
 mod events;
 #[cfg(test)]
@@ -127,39 +127,29 @@ impl<'a> ResponsesRequest<'a> {
         let passes = |k: &str| provider.pass_fields.iter().any(|f| f == k);
         // Without `store` in pass_fields, nothing is stored with the router's key.
         let no_store = !passes("store");
-        let kept = RawObject(
-            self.fields
-                .0
-                .iter()
-                .filter(|(k, _)| {
-                    let guarded = (GUARDED_FIELDS.contains(&k.as_ref())
-                        || RESPONSES_STATE.contains(&k.as_ref()))
-                        && !passes(k);
-                    let replaced = tier.is_some() && k == "service_tier";
-                    !(guarded || replaced)
-                })
-                .cloned()
-                .collect(),
-        );
-        let mut out = Vec::with_capacity(self.fields.len_hint() + 64);
-        write_object(&kept, &mut out, |key, out| {
-            if key != "model" {
-                return false;
-            }
-            out.extend_from_slice(model.as_bytes());
-            true
-        });
-        let mut add = |field: &str, value: &str| {
-            out.pop();
-            out.extend_from_slice(format!(",\"{field}\":{value}}}").as_bytes());
-        };
+        let mut fields: Vec<(&str, &str)> = self
+            .fields
+            .0
+            .iter()
+            .filter(|(k, _)| {
+                let guarded = (GUARDED_FIELDS.contains(&k.as_ref())
+                    || RESPONSES_STATE.contains(&k.as_ref()))
+                    && !passes(k);
+                let replaced = tier.is_some() && k == "service_tier";
+                !(guarded || replaced)
+            })
+            .map(|(k, v)| match k.as_ref() {
+                "model" => ("model", model.as_str()),
+                k => (k, v.get()),
+            })
+            .collect();
         if let Some(tier) = &tier {
-            add("service_tier", tier);
+            fields.push(("service_tier", tier));
         }
         if no_store {
-            add("store", "false");
+            fields.push(("store", "false"));
         }
-        out
+        object_text(fields).into_bytes()
     }
 
     /// The `pass_fields` name a provider must have for [`Self::native_only`]: the parameter
@@ -239,7 +229,7 @@ impl<'a> ResponsesRequest<'a> {
             chat.push(("stream", "true".to_owned()));
             chat.push(("stream_options", r#"{"include_usage":true}"#.to_owned()));
         }
-        Ok(object_of(&chat).into_bytes())
+        Ok(object_text(chat.iter().map(|(k, v)| (*k, v.as_str()))).into_bytes())
     }
 
     /// `instructions` and `input` as chat messages.
@@ -437,23 +427,8 @@ fn chat_tool(tool: &RawObject<'_>) -> String {
         .collect();
     format!(
         r#"{{"type":"function","function":{}}}"#,
-        object_of(&function)
+        object_text(function.iter().map(|(k, v)| (*k, v.as_str())))
     )
-}
-
-/// A JSON object of (name, JSON text) fields, in order.
-fn object_of(fields: &[(&str, String)]) -> String {
-    let mut out = String::from("{");
-    for (i, (name, value)) in fields.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        out.push_str(&Value::String((*name).to_owned()).to_string());
-        out.push(':');
-        out.push_str(value);
-    }
-    out.push('}');
-    out
 }
 
 fn chat_tool_choice(choice: &Value) -> Value {
@@ -485,7 +460,7 @@ fn chat_format(format: &RawObject<'_>) -> Result<Option<String>, RouterError> {
                 .collect();
             Ok(Some(format!(
                 r#"{{"type":"json_schema","json_schema":{}}}"#,
-                object_of(&schema)
+                object_text(schema.iter().map(|(k, v)| (*k, v.as_str())))
             )))
         }
         Some(other) => Err(invalid(
@@ -631,14 +606,4 @@ fn event(out: &mut Vec<u8>, kind: &str, value: &Value) {
     // A Value always serializes.
     let _ = serde_json::to_writer(&mut *out, value);
     out.extend_from_slice(b"\n\n");
-}
-
-impl RawObject<'_> {
-    /// About how long the object is as JSON.
-    fn len_hint(&self) -> usize {
-        self.0
-            .iter()
-            .map(|(k, v)| k.len() + v.get().len() + 4)
-            .sum()
-    }
 }
