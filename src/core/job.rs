@@ -219,21 +219,23 @@ pub fn prepare<'c, 'a>(
     }
 }
 
-/// The chat form of a Responses request's body, which [`prepare_responses`] routes.
-pub fn chat_form(body: &[u8]) -> Result<Vec<u8>, RouterError> {
-    ResponsesRequest::parse(body)?.to_chat()
+/// A Responses request's body, parsed, and its chat form, which [`prepare_responses`] routes
+/// (the caller keeps the form alive as long as the body).
+pub fn chat_form(body: &[u8]) -> Result<(ResponsesRequest<'_>, Vec<u8>), RouterError> {
+    let native = ResponsesRequest::parse(body)?;
+    let chat = native.to_chat()?;
+    Ok((native, chat))
 }
 
-/// Parses, checks and routes a Responses request, from its body and its [`chat_form`]: as a
-/// chat completion, on the candidates that can keep what it asks (only providers with the
-/// Responses API of their own, when it uses what only they keep).
+/// Checks and routes a Responses request, from what [`chat_form`] gave: as a chat completion,
+/// on the candidates that can keep what it asks (only providers with the Responses API of
+/// their own, when it uses what only they keep).
 pub fn prepare_responses<'c, 'a>(
     config: &'c Config,
-    body: &'a [u8],
+    native: ResponsesRequest<'a>,
     chat_form: &'a [u8],
     headers: ClientHeaders<'_>,
 ) -> Result<Prepared<'c, 'a>, RouterError> {
-    let native = ResponsesRequest::parse(body)?;
     let mut prepared = prepare(config, Endpoint::ChatCompletions, chat_form, headers)?;
     if let (Some(param), Some(field)) = (&native.native_only, native.state_field()) {
         prepared.targets.retain(|t| {

@@ -94,8 +94,8 @@ async fn serve(
     explain: &mut Headers,
     trace: &mut Trace,
 ) -> Result<Reply, RouterError> {
-    let config = config(env);
-    let config = config.as_ref().as_ref().map_err(Clone::clone)?;
+    let shared = config(env);
+    let config = shared.as_ref().as_ref().map_err(Clone::clone)?;
     let (method, path) = (incoming.method, incoming.path);
     let header = |name: &str| incoming.headers.get(name);
     let origin = header("origin");
@@ -134,9 +134,7 @@ async fn serve(
         }
         Endpoint::Batch => {
             auth::check(&config.gateway.auth, authorization)?;
-            let shared = self::config(env);
-            let reply = batch::serve(incoming.req, method, path, incoming.headers, &shared, env);
-            reply.await
+            batch::serve(incoming.req, method, path, incoming.headers, &shared, env).await
         }
         Endpoint::ChatCompletions | Endpoint::Embeddings | Endpoint::Responses => {
             auth::check(&config.gateway.auth, authorization)?;
@@ -173,17 +171,20 @@ async fn forward(
         latency_budget_ms: header(classify::BUDGET_HEADER),
     };
     // A Responses request is routed in its chat form, which lives as long as its body.
-    let chat_form = match endpoint {
-        Endpoint::Responses => Some(job::chat_form(&body)?),
-        _ => None,
+    let (native, chat_form) = match endpoint {
+        Endpoint::Responses => {
+            let (native, chat) = job::chat_form(&body)?;
+            (Some(native), chat)
+        }
+        _ => (None, Vec::new()),
     };
     let Prepared {
         targets,
         job,
         mut payload,
         explain: decision,
-    } = match &chat_form {
-        Some(chat) => job::prepare_responses(config, &body, chat, client)?,
+    } = match native {
+        Some(native) => job::prepare_responses(config, native, &chat_form, client)?,
         None => job::prepare(config, endpoint, &body, client)?,
     };
     // The payload borrows the body's bytes (message contents are never copied): both live
