@@ -1,21 +1,7 @@
 // The runtime calls of the Batch API (src/edge/batch.rs): a call passed to the provider, and an
 // upload streamed to it through the core's rewriter, chunk by chunk, never held whole.
 
-const Identity = globalThis.IdentityTransformStream ?? TransformStream;
-
-// The router's own request headers (each name once) from `name\nvalue\n` lines.
-function plainHeaders(lines) {
-  const out = {};
-  const parts = lines.split("\n");
-  for (let i = 0; i + 1 < parts.length; i += 2) out[parts[i]] = parts[i + 1];
-  return out;
-}
-
-function headerLines(headers) {
-  let out = "";
-  for (const [name, value] of headers) out += name + "\n" + value + "\n";
-  return out;
-}
+import { Identity, headerLines, plainHeaders } from "./runtime.js";
 
 // The answer's parts, as Rust reads them: [status, headerLines, body stream or null].
 function parts(resp) {

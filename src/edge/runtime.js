@@ -21,7 +21,7 @@ function eachHeader(lines, f) {
 
 // The router's own request headers (each name once) as a plain object, the cheapest form for
 // the runtime to take.
-function plainHeaders(lines) {
+export function plainHeaders(lines) {
   const out = {};
   eachHeader(lines, (name, value) => {
     out[name] = value;
@@ -158,13 +158,7 @@ export function translate(body, reader, start, step, abort) {
   const { readable, writable } = new Identity();
   const finished = (async () => {
     const writer = writable.getWriter();
-    const kept = [];
-    let keptBytes = 0;
-    const keep = (chunk) => {
-      kept.push(chunk);
-      keptBytes += chunk.byteLength;
-      while (kept.length > 1 && keptBytes - kept[0].byteLength >= TAIL_BYTES) keptBytes -= kept.shift().byteLength;
-    };
+    const kept = new Tail();
     let clientGone = false;
     let upstreamFailed = false;
     // Whether the translation ended with its final events (not with the error event).
@@ -173,7 +167,7 @@ export function translate(body, reader, start, step, abort) {
       if (bytes.byteLength) await writer.write(bytes);
     };
     try {
-      keep(start);
+      kept.push(start);
       await send(step(start));
       for (;;) {
         let r;
@@ -184,7 +178,7 @@ export function translate(body, reader, start, step, abort) {
           break;
         }
         if (r.done) break;
-        keep(r.value);
+        kept.push(r.value);
         await send(step(r.value));
       }
       const last = step(undefined);
@@ -197,7 +191,7 @@ export function translate(body, reader, start, step, abort) {
       writer.abort(new Error("the client went away")).catch(() => {});
     }
     if (clientGone || upstreamFailed) abort.abort();
-    const tail = lastBytes(kept);
+    const tail = lastBytes(kept.chunks);
     return { tail, complete: !clientGone && !upstreamFailed && translated, clientGone };
   })();
   return [readable, finished];
@@ -276,7 +270,7 @@ function eventsParse(text) {
 }
 
 // Workers' native byte stream; elsewhere (the wasm tests under Node) the standard one.
-const Identity = globalThis.IdentityTransformStream ?? TransformStream;
+export const Identity = globalThis.IdentityTransformStream ?? TransformStream;
 
 // How much of a handed-on body the copy reads for its end before it is dropped.
 const COPY_LIMIT = 1 << 20;
@@ -311,15 +305,13 @@ async function readTail(copy, markers, start, ended) {
   } catch {
     reader = copy.getReader();
   }
-  // The last bytes, as the ring of the last two reads (each at most 4 x TAIL_BYTES).
-  let previous = new Uint8Array(0);
-  let latest = new Uint8Array(0);
+  const tail = new Tail();
   let size = 0;
   const decoder = markers ? new TextDecoder() : null;
   let carry = decoder ? "\n" + decoder.decode(start, { stream: true }) : "";
   let sawEnd = decoder ? markers.some((m) => carry.includes(m)) : null;
   carry = carry.slice(-64);
-  const result = (extra) => ({ blocks: [previous, latest], cut: false, sawEnd, ...extra });
+  const result = (extra) => ({ blocks: tail.chunks, cut: false, sawEnd, ...extra });
   try {
     for (;;) {
       if (size >= COPY_LIMIT) {
@@ -335,10 +327,8 @@ async function readTail(copy, markers, start, ended) {
         sawEnd = markers.some((m) => text.includes(m));
         carry = text.slice(-64);
       }
-      // Kept as copies: the buffer is read into again. Only the last two reads are kept.
-      if (got.byteLength >= TAIL_BYTES || latest.byteLength >= TAIL_BYTES) previous = latest;
-      else previous = join([previous, latest], previous.byteLength + latest.byteLength).slice(-TAIL_BYTES);
-      latest = got.slice();
+      // Kept as a copy: the buffer is read into again.
+      tail.push(got.slice());
       // Only a trickle waits: a read of more than a few KiB means the body is coming fast, and
       // the copy reads on at once so as not to lag (what it lags is held for it).
       if (buffer) buffer = got.buffer;
@@ -428,6 +418,23 @@ function join(chunks, size) {
     at += c.byteLength;
   }
   return all;
+}
+
+// The last chunks of a body as they pass: at least its last TAIL_BYTES, and only as many
+// chunks as that takes.
+class Tail {
+  constructor() {
+    this.chunks = [];
+    this.size = 0;
+  }
+
+  push(chunk) {
+    this.chunks.push(chunk);
+    this.size += chunk.byteLength;
+    while (this.chunks.length > 1 && this.size - this.chunks[0].byteLength >= TAIL_BYTES) {
+      this.size -= this.chunks.shift().byteLength;
+    }
+  }
 }
 
 // The last TAIL_BYTES of the chunks kept.
