@@ -4,13 +4,33 @@
 
 use sha2::{Digest, Sha256};
 
+use super::caller::Caller;
 use super::config::{decode_hex32, GatewayAuth, EXAMPLE_HASHES};
 use super::error::RouterError;
 
 /// Checks the client's `Authorization` header against the configured gateway keys.
 pub fn check(auth: &GatewayAuth, authorization: Option<&str>) -> Result<(), RouterError> {
+    matched(auth, authorization).map(|_| ())
+}
+
+/// Who presents a gateway key: the key by its id (the first 12 hex digits of its SHA-256), or
+/// anyone when auth is off.
+pub fn caller(auth: &GatewayAuth, authorization: Option<&str>) -> Result<Caller, RouterError> {
+    Ok(match matched(auth, authorization)? {
+        Some(digest) => Caller::Key {
+            id: hex(&digest[..6]),
+        },
+        None => Caller::Open,
+    })
+}
+
+/// The digest of the key that matched (`None` when auth is off).
+fn matched(
+    auth: &GatewayAuth,
+    authorization: Option<&str>,
+) -> Result<Option<[u8; 32]>, RouterError> {
     let (secret, hashes) = match auth {
-        GatewayAuth::Disabled => return Ok(()),
+        GatewayAuth::Disabled => return Ok(None),
         GatewayAuth::Broken { error } => {
             return Err(RouterError::InvalidConfig {
                 path: error.path.clone(),
@@ -33,7 +53,7 @@ pub fn check(auth: &GatewayAuth, authorization: Option<&str>) -> Result<(), Rout
         .iter()
         .fold(false, |acc, h| acc | constant_time_eq(h, &digest));
     if matched {
-        Ok(())
+        Ok(Some(digest))
     } else {
         Err(RouterError::Unauthorized { presented: true })
     }
@@ -75,10 +95,11 @@ fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
 
 /// The hex SHA-256 of a gateway key, as the operator stores it.
 pub fn hash_hex(key: &str) -> String {
-    Sha256::digest(key.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex(&Sha256::digest(key.as_bytes()))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

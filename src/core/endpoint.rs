@@ -22,6 +22,9 @@ pub enum Endpoint {
     Health,
     /// `GET /v1/router/status`: the quota books, for operators (admin key).
     Status,
+    /// `GET /v1/router/usage`: the usage books (every caller's with an admin key, the
+    /// caller's own otherwise).
+    Usage,
     /// `/v1/files...` and `/v1/batches...`: the Batch API, passed to a provider
     /// (`core::batch` names the call).
     Batch,
@@ -37,6 +40,7 @@ const ROUTES: &[(&str, &str, Endpoint)] = &[
     ("/v1/models", "GET", Endpoint::Models),
     ("/healthz", "GET", Endpoint::Health),
     ("/v1/router/status", "GET", Endpoint::Status),
+    ("/v1/router/usage", "GET", Endpoint::Usage),
 ];
 
 /// The path of a request URL (`https://host/v1/chat/completions?x` → `/v1/chat/completions`).
@@ -44,6 +48,12 @@ pub fn path_of(url: &str) -> &str {
     let after_scheme = url.split_once("://").map_or(url, |(_, rest)| rest);
     let path = after_scheme.find('/').map_or("/", |i| &after_scheme[i..]);
     path.split(['?', '#']).next().unwrap_or("/")
+}
+
+/// The query string of a request URL, without its `?` (empty when there is none).
+pub fn query_of(url: &str) -> &str {
+    let url = url.split('#').next().unwrap_or(url);
+    url.split_once('?').map_or("", |(_, q)| q)
 }
 
 /// Resolves a request line to an endpoint, or to the 404/405 the client should see.

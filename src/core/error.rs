@@ -34,6 +34,23 @@ pub enum RouterError {
     UnsupportedMediaType { content_type: String },
     /// No gateway key, or one that is not accepted.
     Unauthorized { presented: bool },
+    /// A user token that is not accepted (forged, expired, for another audience...).
+    InvalidToken { reason: String },
+    /// A valid user token that does not allow this call (another origin, a model it does not
+    /// list).
+    TokenNotAllowed { code: &'static str, message: String },
+    /// The caller (a user or gateway key) is over one of its tier's limits.
+    CallerLimited {
+        /// `requests per minute`, `tokens per day`, `spend per day`, ...
+        limit: String,
+        /// What the caller is: `user alice`, `gateway key 3f2a9c1b7d4e`.
+        caller: String,
+        tier: String,
+        /// The limit, as a figure (`10`, `$0.50`).
+        amount: String,
+        retry_after_s: u64,
+        budget: bool,
+    },
     /// A browser origin that the configuration does not allow.
     OriginNotAllowed { origin: String },
     /// No route serves this model.
@@ -99,8 +116,9 @@ impl RouterError {
             RouterError::BodyTooLarge { .. } => 413,
             RouterError::BodyTimeout { .. } => 408,
             RouterError::UnsupportedMediaType { .. } => 415,
-            RouterError::Unauthorized { .. } => 401,
-            RouterError::OriginNotAllowed { .. } => 403,
+            RouterError::Unauthorized { .. } | RouterError::InvalidToken { .. } => 401,
+            RouterError::OriginNotAllowed { .. } | RouterError::TokenNotAllowed { .. } => 403,
+            RouterError::CallerLimited { .. } => 429,
             RouterError::ModelNotFound { .. } | RouterError::NoSuchObject { .. } => 404,
             RouterError::MissingSecret { .. } | RouterError::InvalidConfig { .. } => 503,
             RouterError::UpstreamRejected { status, .. } => *status,
@@ -125,10 +143,14 @@ impl RouterError {
             | RouterError::BodyTimeout { .. }
             | RouterError::UnsupportedMediaType { .. }
             | RouterError::Unauthorized { .. }
+            | RouterError::InvalidToken { .. }
             | RouterError::ModelNotFound { .. }
             | RouterError::NoSuchObject { .. }
             | RouterError::Unsupported { .. } => "invalid_request_error",
-            RouterError::OriginNotAllowed { .. } => "permission_error",
+            RouterError::OriginNotAllowed { .. } | RouterError::TokenNotAllowed { .. } => {
+                "permission_error"
+            }
+            RouterError::CallerLimited { .. } => "rate_limit_error",
             RouterError::MissingSecret { .. } | RouterError::InvalidConfig { .. } => {
                 "configuration_error"
             }
@@ -156,6 +178,10 @@ impl RouterError {
             RouterError::Unauthorized { presented: false } => "missing_api_key",
             RouterError::Unauthorized { presented: true } => "invalid_api_key",
             RouterError::OriginNotAllowed { .. } => "origin_not_allowed",
+            RouterError::InvalidToken { .. } => "invalid_token",
+            RouterError::TokenNotAllowed { code, .. } => code,
+            RouterError::CallerLimited { budget: false, .. } => "caller_rate_limited",
+            RouterError::CallerLimited { budget: true, .. } => "budget_exceeded",
             RouterError::ModelNotFound { .. } => "model_not_found",
             RouterError::NoSuchObject { .. } => "not_found",
             RouterError::Unsupported { .. } => "unsupported_parameter",
@@ -214,6 +240,24 @@ impl RouterError {
             }
             RouterError::Unauthorized { presented: true } => {
                 "Invalid key for this endpoint.".to_owned()
+            }
+            RouterError::InvalidToken { reason } => {
+                format!("The user token is not accepted: {reason}.")
+            }
+            RouterError::TokenNotAllowed { message, .. } => message.clone(),
+            RouterError::CallerLimited {
+                limit,
+                caller,
+                tier,
+                amount,
+                retry_after_s,
+                budget,
+            } => {
+                let what = if *budget { "budget" } else { "limit" };
+                format!(
+                    "The {caller} is over the {limit} {what} of tier `{tier}` ({amount}); \
+                     retry in {retry_after_s} s."
+                )
             }
             RouterError::OriginNotAllowed { origin } => format!(
                 "Origin {origin} is not allowed to call this router (gateway.cors_origins)."
@@ -283,7 +327,10 @@ impl RouterError {
             RouterError::QuotaExhausted {
                 retry_after_s: Some(s),
             }
-            | RouterError::ProvidersUnavailable { retry_after_s: s } => {
+            | RouterError::ProvidersUnavailable { retry_after_s: s }
+            | RouterError::CallerLimited {
+                retry_after_s: s, ..
+            } => {
                 vec![("retry-after", s.to_string())]
             }
             _ => Vec::new(),

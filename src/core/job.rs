@@ -4,12 +4,15 @@
 //! the loop books and how long it may take) and a [`Payload`] that adapts itself to each
 //! choice ([`adapt`](super::adapt)).
 
-use super::config::{Config, Target};
-use super::endpoint::Endpoint;
-use super::error::RouterError;
+use std::borrow::Cow;
+
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-use super::request::{ChatRequest, EmbeddingsRequest};
+use super::config::{Config, Provider, RateLimitDialect, Target};
+use super::endpoint::Endpoint;
+use super::error::RouterError;
+use super::request::{ChatRequest, EmbeddingsRequest, Json};
 use super::responses::{self, ResponsesRequest};
 use super::route::Choice;
 use super::{adapt, classify, quota, report, route};
@@ -17,6 +20,8 @@ use super::{adapt, classify, quota, report, route};
 /// What one request asks of the upstreams.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Job {
+    /// The model the client asked for (a route name or a model id).
+    pub model: String,
     /// The client's `Accept`, carried over.
     pub accept: Option<String>,
     /// Tokens to book (estimated prompt + output).
@@ -57,6 +62,9 @@ pub enum Payload<'a> {
 pub enum Shape {
     /// A chat completion or embeddings, as the client asked: handed on.
     Chat,
+    /// A chat completion stream for which the router asked the provider for the usage chunk
+    /// the client did not ask for: handed on without that chunk.
+    ChatUsageAsked,
     /// A provider's own Responses API answer: handed on; its stream ends with an event of
     /// [`responses::END_EVENTS`], not `data: [DONE]`.
     Responses,
@@ -84,6 +92,24 @@ impl Payload<'_> {
             shape: Shape::Chat,
         };
         Ok(match self {
+            Payload::Chat(req) if asks_usage(req, choice.provider) && include_usage().is_some() => {
+                // The client's own `stream_options` (without `include_usage`) is set aside
+                // for this body.
+                let fields = &mut req.extra.0;
+                let own = fields
+                    .iter()
+                    .position(|(k, _)| k == "stream_options")
+                    .map(|i| fields.remove(i));
+                fields.extend(include_usage().map(|v| (Cow::Borrowed("stream_options"), v)));
+                let body = adapt::chat(req, choice.provider, model, tier);
+                req.extra.0.pop();
+                req.extra.0.extend(own);
+                Outgoing {
+                    body: body?,
+                    endpoint: "/chat/completions",
+                    shape: Shape::ChatUsageAsked,
+                }
+            }
             Payload::Chat(req) => chat(adapt::chat(req, choice.provider, model, tier)?),
             Payload::Embeddings(req) => Outgoing {
                 body: adapt::embeddings(req, model)?,
@@ -104,6 +130,26 @@ impl Payload<'_> {
             },
         })
     }
+}
+
+/// `stream_options` asking for the usage chunk.
+fn include_usage() -> Option<Json<'static>> {
+    serde_json::from_str::<&'static RawValue>(r#"{"include_usage":true}"#)
+        .ok()
+        .map(Json)
+}
+
+/// Whether the router asks `provider` for a stream's usage the client did not ask for: so that
+/// every stream's usage is known (for the caller's limits, spend and the usage books). Groq
+/// reports it in its last chunk (`x_groq.usage`) anyway.
+fn asks_usage(req: &ChatRequest<'_>, provider: &Provider) -> bool {
+    let asked = req.extra.get("stream_options").is_some_and(|o| {
+        serde_json::from_str::<Value>(o.text())
+            .ok()
+            .and_then(|v| v.get("include_usage")?.as_bool())
+            == Some(true)
+    });
+    req.streams() && !asked && provider.dialect != RateLimitDialect::Groq
 }
 
 /// The headers of the client's request the router reads, as sent.
@@ -179,6 +225,7 @@ pub fn prepare<'c, 'a>(
                 ],
                 targets: decision.targets,
                 job: Job {
+                    model: request.model.clone(),
                     accept,
                     // Every choice is an answer of its own.
                     tokens: request
@@ -199,6 +246,7 @@ pub fn prepare<'c, 'a>(
             Ok(Prepared {
                 targets: route::embeddings(config, &request)?,
                 job: Job {
+                    model: request.model.clone(),
                     accept,
                     tokens: 0,
                     prefix_hash: 0,

@@ -6,12 +6,14 @@
 //! (`providers.groq.keys[2].secret`). Keys are read from Worker secrets only and held in
 //! [`Secret`], whose `Debug` and `Display` print a redaction.
 
+pub mod access;
 mod presets;
 mod raw;
 
 use std::collections::BTreeMap;
 
-pub use presets::{Preset, PRESETS};
+pub use access::{Alg, Jwk, Price, Tier, Users};
+pub use presets::{Preset, PRESETS, PRICES_TAKEN};
 use raw::{RawClassifier, RawConfig, RawFailover, RawGateway, RawLimits, RawProvider};
 
 /// The Worker var that holds the configuration.
@@ -205,6 +207,9 @@ pub struct Provider {
     pub pass_fields: Vec<String>,
     /// Whether it serves the Batch API (`core::batch`).
     pub batch: bool,
+    /// What its models' tokens cost, per model id: the preset's published prices, then
+    /// `[prices."provider/model"]`.
+    pub prices: BTreeMap<String, Price>,
 }
 
 impl Provider {
@@ -379,6 +384,10 @@ pub struct Gateway {
     pub max_n_per_route: BTreeMap<String, u64>,
     /// The largest output-token limit a chat request may ask for.
     pub max_output_tokens: u64,
+    /// The tier of gateway keys not in `key_tiers`.
+    pub key_tier: Option<String>,
+    /// Tiers by gateway key id.
+    pub key_tiers: BTreeMap<String, String>,
 }
 
 /// The validated configuration.
@@ -388,6 +397,10 @@ pub struct Config {
     pub classifier: Classifier,
     pub failover: Failover,
     pub providers: Vec<Provider>,
+    /// Signed user tokens, when the configuration accepts them.
+    pub users: Option<Users>,
+    /// What bounds callers, by tier name.
+    pub tiers: BTreeMap<String, Tier>,
     /// Router model name (an alias such as `fast`, or a concrete model id) -> targets in order
     /// of preference.
     models: BTreeMap<String, Vec<Target>>,
@@ -486,12 +499,47 @@ fn build(raw: RawConfig, secret: &dyn Fn(&str) -> Option<String>) -> Result<Conf
         ));
     }
     let mut providers = providers;
+    for (name, price) in access::build_prices(raw.prices)? {
+        let (provider, model) = name.split_once('/').unwrap_or_default();
+        let Some(p) = providers.iter_mut().find(|p| p.name == provider) else {
+            return Err(ConfigError::at(
+                format!("prices.{name}"),
+                format!("no provider `{provider}`"),
+            ));
+        };
+        p.prices.insert(model.to_owned(), price);
+    }
+    let tiers = access::build_tiers(raw.tiers)?;
+    for (path, tier) in gateway
+        .key_tier
+        .iter()
+        .map(|t| ("gateway.key_tier".to_owned(), t))
+        .chain(
+            gateway
+                .key_tiers
+                .iter()
+                .map(|(k, t)| (format!("gateway.key_tiers.{k}"), t)),
+        )
+    {
+        if !tiers.contains_key(tier) {
+            return Err(ConfigError::at(
+                path,
+                format!("`{tier}` is not a tier in `tiers`"),
+            ));
+        }
+    }
+    let users = match raw.users {
+        Some(users) => Some(access::build_users(users, &tiers, secret)?),
+        None => None,
+    };
     let (models, listing, aliases) = build_models(raw.routes, &mut providers)?;
     Ok(Config {
         gateway,
         classifier,
         failover,
         providers,
+        users,
+        tiers,
         models,
         listing,
         aliases,
@@ -577,6 +625,8 @@ fn build_gateway(
         max_n: raw.max_n,
         max_n_per_route: raw.max_n_per_route,
         max_output_tokens: raw.max_output_tokens,
+        key_tier: raw.key_tier,
+        key_tiers: raw.key_tiers,
     })
 }
 
@@ -754,7 +804,7 @@ pub(crate) fn decode_hex32(hex: &str) -> Option<[u8; 32]> {
     Some(out)
 }
 
-fn check_secret_name(path: &str, name: &str) -> Result<(), ConfigError> {
+pub(crate) fn check_secret_name(path: &str, name: &str) -> Result<(), ConfigError> {
     let ok = !name.is_empty()
         && name
             .bytes()
@@ -942,6 +992,7 @@ fn build_provider(
         limits,
         pass_fields: raw.pass_fields,
         batch: raw.batch.unwrap_or(preset.is_some_and(|p| p.batch)),
+        prices: preset.map(presets::prices).unwrap_or_default(),
     })
 }
 

@@ -189,6 +189,45 @@ pub const PRESETS: &[Preset] = &[
     },
 ];
 
+/// When the presets' prices were taken: the day the project recorded them from the providers'
+/// published pricing pages. A provider's bill is the truth; `[prices]` overrides any of them.
+pub const PRICES_TAKEN: &str = "2026-12-03";
+
+/// Published prices per preset and model: US dollars per million input tokens, cached input
+/// tokens (`None`: billed as input) and output tokens.
+const PRICES: &[(&str, &str, f64, Option<f64>, f64)] = &[
+    ("groq", "llama-3.1-8b-instant", 0.05, None, 0.08),
+    ("groq", "llama-3.3-70b-versatile", 0.59, None, 0.79),
+    ("groq", "openai/gpt-oss-120b", 0.15, Some(0.075), 0.60),
+    ("groq", "openai/gpt-oss-20b", 0.075, Some(0.0375), 0.30),
+    (
+        "groq",
+        "meta-llama/llama-4-scout-17b-16e-instruct",
+        0.11,
+        None,
+        0.34,
+    ),
+    ("groq", "qwen/qwen3-32b", 0.29, None, 0.59),
+    ("openai", "gpt-4o-mini", 0.15, Some(0.075), 0.60),
+    ("openai", "gpt-4.1-mini", 0.40, Some(0.10), 1.60),
+    ("openai", "gpt-4.1-nano", 0.10, Some(0.025), 0.40),
+    ("openai", "text-embedding-3-small", 0.02, None, 0.0),
+];
+
+/// A preset's published prices, per model id.
+pub fn prices(preset: &Preset) -> std::collections::BTreeMap<String, super::Price> {
+    PRICES
+        .iter()
+        .filter(|(p, ..)| *p == preset.name)
+        .map(|(_, model, input, cached, output)| {
+            (
+                (*model).to_owned(),
+                super::Price::per_million(*input, *cached, *output),
+            )
+        })
+        .collect()
+}
+
 /// The preset of this name.
 pub fn find(name: &str) -> Option<&'static Preset> {
     PRESETS.iter().find(|p| p.name == name)

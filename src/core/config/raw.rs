@@ -16,6 +16,15 @@ pub struct RawConfig {
     pub failover: RawFailover,
     pub providers: BTreeMap<String, RawProvider>,
     pub routes: BTreeMap<String, Vec<RawTarget>>,
+    /// Signed user tokens (`core::token`).
+    #[serde(default)]
+    pub users: Option<super::access::RawUsers>,
+    /// What bounds each caller, by tier name.
+    #[serde(default)]
+    pub tiers: BTreeMap<String, super::access::RawTier>,
+    /// Prices per `provider/model`, over the presets'.
+    #[serde(default)]
+    pub prices: BTreeMap<String, super::access::RawPrice>,
 }
 
 /// One target of a route: `"provider/model"`, or a table naming it with options
@@ -62,6 +71,12 @@ pub struct RawGateway {
     /// may ask for.
     #[serde(default = "default_max_output_tokens")]
     pub max_output_tokens: u64,
+    /// The tier of every gateway key (none: gateway keys are not limited by the router).
+    #[serde(default)]
+    pub key_tier: Option<String>,
+    /// The tier of a gateway key, by its id (the first 12 hex digits of its SHA-256).
+    #[serde(default)]
+    pub key_tiers: BTreeMap<String, String>,
 }
 
 impl Default for RawGateway {
@@ -77,6 +92,8 @@ impl Default for RawGateway {
             max_n: default_max_n(),
             max_n_per_route: BTreeMap::new(),
             max_output_tokens: default_max_output_tokens(),
+            key_tier: None,
+            key_tiers: BTreeMap::new(),
         }
     }
 }

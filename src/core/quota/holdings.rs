@@ -239,6 +239,19 @@ impl Holdings {
         &self.holder
     }
 
+    /// The books of `model` at `shard` as this isolate sees them: the bank's view at the last
+    /// call, with what it admitted on its own since.
+    pub fn books(&self, shard: &Shard, model: &str, now_ms: u64) -> Books {
+        let Some(state) = self.shards.get(shard) else {
+            return Books::default();
+        };
+        let view = state.view.models.get(model).copied().unwrap_or_default();
+        match state.models.get(model) {
+            Some(m) => view.plus(&m.advisory, now_ms),
+            None => view,
+        }
+    }
+
     /// Whether the bank failed lately: requests without a lease then book on the snapshot.
     pub fn bank_in_trouble(&self, now_ms: u64) -> bool {
         now_ms < self.trouble_until_ms
