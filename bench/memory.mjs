@@ -355,7 +355,7 @@ async function main() {
           ROUTER_CONFIG: config,
           ...ROUTER_SECRETS,
         },
-        durableObjects: { QUOTA: { className: "QuotaObject", useSQLite: true } },
+        durableObjects: { QUOTA: { className: "QuotaObject", useSQLite: true }, USAGE: { className: "UsageObject", useSQLite: true } },
         handleStructuredLogs: routerLog,
       });
     const startBaseline = () =>

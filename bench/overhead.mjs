@@ -358,7 +358,7 @@ try {
       ...ROUTER_SECRETS,
       ADMIN_KEY_HASHES: ADMIN_HASH,
     },
-    durableObjects: { QUOTA: { className: "QuotaObject", useSQLite: true } },
+    durableObjects: { QUOTA: { className: "QuotaObject", useSQLite: true }, USAGE: { className: "UsageObject", useSQLite: true } },
     handleStructuredLogs: routerLog,
   });
   cleanups.push(() => router.dispose());

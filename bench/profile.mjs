@@ -488,7 +488,7 @@ async function run(o, names) {
           ],
           modulesRoot: path.dirname(o.build),
           bindings: { ROUTER_CONFIG: config, ...ROUTER_SECRETS },
-          durableObjects: { QUOTA: { className: "QuotaObject", useSQLite: true } },
+          durableObjects: { QUOTA: { className: "QuotaObject", useSQLite: true }, USAGE: { className: "UsageObject", useSQLite: true } },
         };
     const mf = new Miniflare(
       convertV4MiniflareOptions({

@@ -8,6 +8,7 @@ use std::cell::RefCell;
 use worker::wasm_bindgen::{closure::Closure, JsCast, JsValue};
 use worker::{js_sys, web_sys, Context, Env};
 
+use super::caller::{self as callers, Held};
 use super::quota::{self as bank, HOLDINGS};
 use super::{http, stream};
 use crate::core::config::{Config, Target};
@@ -65,8 +66,10 @@ pub async fn run<'c>(
     targets: &[&'c Target],
     job: &Job,
     trace: &mut Trace,
+    held: Held,
     mut body_for: impl FnMut(&Choice<'c>) -> Result<Outgoing, RouterError>,
 ) -> Result<Reply, RouterError> {
+    let mut held = Some(held);
     let mut planner = Planner::new(
         config,
         targets,
@@ -104,18 +107,31 @@ pub async fn run<'c>(
                 let outgoing = match body_for(&choice) {
                     Ok(outgoing) => outgoing,
                     Err(err) => {
-                        settle(env, ctx, &choice, ticket, Effect::NotSpent, Answer::Nothing);
+                        settle(
+                            env,
+                            ctx,
+                            &choice,
+                            ticket,
+                            Effect::NotSpent,
+                            Answer::Nothing,
+                            None,
+                        );
                         break Err(err);
                     }
                 };
                 let started = now_ms();
-                let (outcome, response, answer) =
-                    attempt(&choice, job, outgoing, timeout_ms, ticket.is_some()).await;
+                let (outcome, response, answer) = attempt(&choice, job, outgoing, timeout_ms).await;
                 let ms = now_ms().saturating_sub(started);
                 trace.upstream_ms += ms;
-                settle(env, ctx, &choice, ticket, Effect::of(&outcome), answer);
+                let effect = Effect::of(&outcome);
                 let verdict = BREAKERS
                     .with(|b| planner.record(&choice, &outcome, ms, now_ms(), &mut b.borrow_mut()));
+                // The answer the client gets closes its caller's books when its usage is known.
+                let bill = match (&verdict, &response) {
+                    (Verdict::Serve, Some(_)) => held.take().map(|h| (h, job.model.as_str())),
+                    _ => None,
+                };
+                settle(env, ctx, &choice, ticket, effect, answer, bill);
                 match (verdict, response) {
                     (Verdict::Serve, Some(response)) => break Ok(response),
                     (Verdict::Serve, None) => {
@@ -131,6 +147,10 @@ pub async fn run<'c>(
     };
     trace.attempts = planner.attempts().to_vec();
     trace.booked = planner.booked();
+    if let Some(held) = held {
+        held.close(None, &job.model, None);
+    }
+    callers::flush_later(env, ctx);
     bank::maintain(env, ctx);
     result
 }
@@ -164,14 +184,21 @@ fn settle(
     ticket: Option<Ticket>,
     effect: Effect,
     answer: Answer,
+    bill: Option<(Held, &str)>,
 ) {
     let (shard, key) = failover::shard_of(choice);
+    let served = format!("{}/{}", choice.provider.name, choice.target.model);
+    let price = choice.provider.prices.get(&choice.target.model).copied();
+    let bill = bill.map(|(held, requested)| (held, requested.to_owned()));
     let record = move |usage: Option<Usage>, report: Option<Report>| {
         if let Some(ticket) = ticket {
             HOLDINGS.with(|h| {
                 h.borrow_mut()
                     .settle(&shard, &key, ticket, effect, usage, report, now_ms());
             });
+        }
+        if let Some((held, requested)) = bill {
+            held.close(Some((&served, price)), &requested, usage);
         }
     };
     match answer {
@@ -188,6 +215,7 @@ fn settle(
             ctx.wait_until(async move {
                 let usage = answer_usage(finished, kind, &provider).await;
                 record(usage, Some(report));
+                callers::flush_when_due(&env).await;
                 bank::maintenance(&env).await;
             });
         }
@@ -197,13 +225,12 @@ fn settle(
 /// One upstream call: sent with the choice's key, aborted if no headers (for a stream, no
 /// first chunk; for a short JSON answer, not all of it) arrive within `timeout_ms`. Returns the
 /// outcome, the client's reply when it is a success, and what the books may learn from the
-/// answer (`reserved`: whether a booking waits for its usage).
+/// answer (its usage, for the books of the provider and of the caller).
 async fn attempt(
     choice: &Choice<'_>,
     job: &Job,
     outgoing: Outgoing,
     timeout_ms: u64,
-    reserved: bool,
 ) -> (Outcome, Option<Reply>, Answer) {
     let Outgoing {
         body,
@@ -238,7 +265,6 @@ async fn attempt(
             kind,
             reply,
             report,
-            reserved,
             check_events: job.check_events,
             shape,
         };
@@ -260,7 +286,6 @@ struct Success {
     kind: Body,
     reply: Reply,
     report: Report,
-    reserved: bool,
     /// Whether every event of a stream handed on is checked.
     check_events: bool,
     /// What the answer is for the client (translated, for a Responses request served by chat).
@@ -280,7 +305,6 @@ async fn take(
         kind,
         mut reply,
         report,
-        reserved,
         check_events,
         shape,
     } = success;
@@ -320,7 +344,6 @@ async fn take(
     if opened.whole {
         // A short answer, read whole: sent as bytes, its usage read at once.
         let usage = match &whole {
-            _ if !reserved => None,
             Some(body) => kind.usage(&body[body.len().saturating_sub(TAIL_BYTES)..]),
             None => kind.usage(&opened.last_bytes(TAIL_BYTES)),
         };
@@ -373,8 +396,9 @@ async fn take(
             let ends = Some(&responses::END_EVENTS[..]);
             opened.hand_on(interrupted, check_events, controller, ends)
         }
-        Shape::Chat | Shape::FromChat(_) => {
+        Shape::Chat | Shape::ChatUsageAsked | Shape::FromChat(_) => {
             let interrupted = (kind == Body::Events).then_some(INTERRUPTED_EVENT);
+            opened.drop_usage = shape == Shape::ChatUsageAsked;
             opened.hand_on(interrupted, check_events, controller, None)
         }
     };

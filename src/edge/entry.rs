@@ -10,7 +10,7 @@ use worker::{event, web_sys, Context, Env};
 
 use super::attempts::{self, now_ms, Reply};
 use super::quota as bank;
-use super::{batch, http};
+use super::{batch, caller, http};
 use crate::core::config::{self, Config, ADMIN_KEYS_SECRET, LOCAL_DEV_VAR};
 use crate::core::endpoint::{self, Endpoint};
 use crate::core::error::RouterError;
@@ -18,7 +18,7 @@ use crate::core::job::{self, ClientHeaders, Prepared};
 use crate::core::quota::{self, status as quota_status, Command, Reply as BankReply, Shard};
 use crate::core::report::{self, Headers, Trace};
 use crate::core::upstream::Lines;
-use crate::core::{auth, classify, cors, models};
+use crate::core::{auth, classify, cors, models, token};
 
 thread_local! {
     /// The configuration, parsed once per isolate (vars and secrets are fixed for its life).
@@ -129,16 +129,32 @@ async fn serve(
             Ok(json(&status(env, config).await?, explain))
         }
         Endpoint::Models => {
-            auth::check(&config.gateway.auth, authorization)?;
+            caller::identify(config, incoming.headers).await?;
             Ok(json(&models::list_json(config), explain))
+        }
+        Endpoint::Usage => {
+            // An admin reads every caller's lines; anyone else their own.
+            let subject = match auth::check(&config.gateway.admin, authorization) {
+                Ok(()) => None,
+                Err(_) => Some(caller::identify(config, incoming.headers).await?.subject()),
+            };
+            let url = incoming.req.url();
+            let page = caller::usage_page(env, endpoint::query_of(&url), subject, explain).await?;
+            Ok(fixed(200, &page))
         }
         Endpoint::Batch => {
             auth::check(&config.gateway.auth, authorization)?;
             batch::serve(incoming.req, method, path, incoming.headers, &shared, env).await
         }
         Endpoint::ChatCompletions | Endpoint::Embeddings | Endpoint::Responses => {
-            auth::check(&config.gateway.auth, authorization)?;
-            forward(incoming, endpoint, config, env, ctx, explain, trace).await
+            let who = caller::identify(config, incoming.headers).await?;
+            let call = Call {
+                endpoint,
+                config,
+                env,
+                ctx,
+            };
+            forward(incoming, call, who, explain, trace).await
         }
     }
 }
@@ -151,17 +167,29 @@ struct Incoming<'r> {
     headers: Lines<'r>,
 }
 
+/// What a forwarded request runs with.
+struct Call<'a> {
+    endpoint: Endpoint,
+    config: &'a Config,
+    env: &'a Env,
+    ctx: &'a Context,
+}
+
 /// Reads, prepares and forwards a chat or embeddings request: the core prepares it, the
-/// attempt loop finds it an answer.
+/// caller's limits admit it, the attempt loop finds it an answer.
 async fn forward(
     incoming: &Incoming<'_>,
-    endpoint: Endpoint,
-    config: &Config,
-    env: &Env,
-    ctx: &Context,
+    call: Call<'_>,
+    who: crate::core::caller::Caller,
     explain: &mut Headers,
     trace: &mut Trace,
 ) -> Result<Reply, RouterError> {
+    let Call {
+        endpoint,
+        config,
+        env,
+        ctx,
+    } = call;
     let header = |name: &str| incoming.headers.get(name);
     let declared = job::check_body(config, header("content-type"), header("content-length"))?;
     let body = read_body(incoming.req, declared, config).await?;
@@ -190,8 +218,10 @@ async fn forward(
     // The payload borrows the body's bytes (message contents are never copied): both live
     // until the answer is found.
     explain.extend(decision);
+    token::allows(who.routes(), &job.model)?;
+    let held = caller::admit(env, ctx, config, who, &job, explain).await?;
     trace.classify_ms = Some(now_ms().saturating_sub(trace.started_ms));
-    let result = attempts::run(env, ctx, config, &targets, &job, trace, |c| {
+    let result = attempts::run(env, ctx, config, &targets, &job, trace, held, |c| {
         payload.body_for(c)
     })
     .await;

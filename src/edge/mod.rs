@@ -15,6 +15,7 @@
 
 mod attempts;
 mod batch;
+mod caller;
 mod entry;
 mod http;
 mod quota;

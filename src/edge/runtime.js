@@ -131,13 +131,25 @@ export function cancelBody(reader) {
 //
 // `ends` (a Responses API event stream passed through) lists the events that end such a stream
 // (it has no `data: [DONE]`): the copy's blocks are searched for them as they are read.
-export function handOn(body, reader, start, interrupted, check, abort, ends) {
+//
+// `dropUsage` (the router asked for a chat stream's usage; the client did not): the usage-only
+// chunk (`"choices": []` with a `usage`) is kept from the client, at a JavaScript step per
+// chunk. The copy, read for the usage, still has it.
+export function handOn(body, reader, start, interrupted, check, abort, ends, dropUsage) {
   reader.releaseLock();
   const [branch, copy] = body.tee();
   const { readable, writable } = new Identity();
   const events = typeof interrupted === "string";
   const checked = { malformed: false };
-  const toClient = events && check ? branch.pipeThrough(eventChecker(start, checked)) : branch;
+  let toClient = events && check ? branch.pipeThrough(eventChecker(start, checked)) : branch;
+  // What the client gets first (the start, without a usage chunk it did not ask for).
+  let first = start;
+  if (events && dropUsage) {
+    const kept = withoutUsage(start.subarray(0, Math.max(lastEventEnd(start), 0)));
+    const rest = unfinished(start);
+    toClient = toClient.pipeThrough(usageDropper(rest));
+    first = join([kept, rest], kept.byteLength + rest.byteLength);
+  }
   // At the start of a line: an event's text, which repeats the answer, holds no raw line break.
   const markers = ends ? ends.flatMap((e) => ["\nevent: " + e, `\ndata: {"type":"${e}"`, `\ndata:{"type":"${e}"`]) : null;
   let over;
@@ -145,7 +157,7 @@ export function handOn(body, reader, start, interrupted, check, abort, ends) {
     over = resolve;
   });
   const tail = readTail(copy, markers, start, ended);
-  return [readable, pipe(start, toClient, writable, tail, events ? interrupted : null, abort, checked, over)];
+  return [readable, pipe(start, toClient, writable, tail, events ? interrupted : null, abort, checked, over, first)];
 }
 
 // Hands `start` and the rest of `body` to the client through `step`, the core's translation
@@ -234,6 +246,68 @@ function eventChecker(start, checked) {
       if (held.byteLength > sent) controller.enqueue(held.slice(sent));
     },
   });
+}
+
+// Keeps the usage-only chunk of a chat event stream from the client (see handOn): complete
+// events pass as they are, but that one; `held` is the unfinished event the client already has.
+function usageDropper(held) {
+  let sent = held.byteLength;
+  return new TransformStream({
+    transform(chunk, controller) {
+      const bytes = held.byteLength > 0 ? join([held, chunk], held.byteLength + chunk.byteLength) : chunk;
+      const end = lastEventEnd(bytes);
+      if (end < 0 && bytes.byteLength <= MAX_EVENT) {
+        held = bytes;
+        return;
+      }
+      const cut = end < 0 ? bytes.byteLength : end;
+      // The first event's start went out already: its rest passes as it is.
+      const first = sent > 0 ? firstEventEnd(bytes, sent, cut) : 0;
+      if (first > sent) controller.enqueue(bytes.slice(sent, first));
+      const kept = withoutUsage(bytes.subarray(first, cut));
+      if (kept.byteLength > 0) controller.enqueue(kept);
+      held = bytes.slice(cut);
+      sent = 0;
+    },
+    flush(controller) {
+      if (held.byteLength > sent) controller.enqueue(held.slice(sent));
+    },
+  });
+}
+
+// The index just past the first blank line at or after `from` (and before `to`), or `to`.
+function firstEventEnd(bytes, from, to) {
+  for (let i = Math.max(from, 1); i < to; i++) {
+    if (bytes[i] === 10 && bytes[i - 1] === 10) return i + 1;
+    if (bytes[i] === 10 && bytes[i - 1] === 13 && i >= 3 && bytes[i - 2] === 10 && bytes[i - 3] === 13) return i + 1;
+  }
+  return to;
+}
+
+// Complete events (`bytes` ends at an event's end, or is a part to pass whole) without the
+// usage-only chunk. Most chunks are passed as the same bytes: only one naming `usage` with an
+// empty `choices` is parsed.
+function withoutUsage(bytes) {
+  const text = new TextDecoder().decode(bytes);
+  if (!text.includes('"usage"') || !/"choices"\s*:\s*\[\s*\]/.test(text)) return bytes;
+  const events = text.split(/(?<=\r?\n\r?\n)/);
+  const kept = events.filter((event) => !usageOnly(event));
+  return kept.length === events.length ? bytes : new TextEncoder().encode(kept.join(""));
+}
+
+function usageOnly(event) {
+  const data = event
+    .split(/\r?\n/)
+    .filter((line) => line.startsWith("data:"))
+    .map((line) => line.slice(5).trimStart())
+    .join("\n");
+  if (!data.startsWith("{")) return false;
+  try {
+    const chunk = JSON.parse(data);
+    return Array.isArray(chunk.choices) && chunk.choices.length === 0 && chunk.usage != null;
+  } catch {
+    return false;
+  }
 }
 
 // The longest event the check holds while waiting for its end.
@@ -339,13 +413,13 @@ async function readTail(copy, markers, start, ended) {
   }
 }
 
-async function pipe(start, source, writable, tail, interrupted, abort, checked, over) {
+async function pipe(start, source, writable, tail, interrupted, abort, checked, over, first = start) {
   let clientGone = false;
   let upstreamFailed = false;
   let pipeFailed = false;
   const writer = writable.getWriter();
   try {
-    await writer.write(start);
+    await writer.write(first);
   } catch {
     clientGone = true;
   }
@@ -537,4 +611,50 @@ export function readTestClock(env) {
     // Time never goes backwards.
     if (Number.isFinite(ms) && ms > offset) offset = ms;
   });
+}
+
+// Signed user tokens (`core::token`): verifies a JWS signature with WebCrypto. `material` is
+// the HS256 secret, or a public JWK as JSON; imported keys are kept per isolate.
+const cryptoKeys = new Map();
+const ALGORITHMS = {
+  HS256: [{ name: "HMAC", hash: "SHA-256" }, { name: "HMAC" }],
+  RS256: [{ name: "RSASSA-PKCS1-v1_5", hash: "SHA-256" }, { name: "RSASSA-PKCS1-v1_5" }],
+  ES256: [{ name: "ECDSA", namedCurve: "P-256" }, { name: "ECDSA", hash: "SHA-256" }],
+  EdDSA: [{ name: "Ed25519" }, { name: "Ed25519" }],
+};
+export async function verifySignature(alg, material, input, signature) {
+  const [importAs, verifyAs] = ALGORITHMS[alg] ?? [];
+  if (!importAs) return false;
+  try {
+    const id = `${alg}\n${material}`;
+    let key = cryptoKeys.get(id);
+    if (!key) {
+      key =
+        alg === "HS256"
+          ? await crypto.subtle.importKey("raw", new TextEncoder().encode(material), importAs, false, ["verify"])
+          : await crypto.subtle.importKey("jwk", JSON.parse(material), importAs, false, ["verify"]);
+      if (cryptoKeys.size >= 64) cryptoKeys.clear();
+      cryptoKeys.set(id, key);
+    }
+    return await crypto.subtle.verify(verifyAs, key, signature, new TextEncoder().encode(input));
+  } catch {
+    return false;
+  }
+}
+
+// A small document (an issuer's JWKS): its text, or null when it fails, is not a 200, takes
+// longer than `ms` or is over 256 KiB.
+export async function fetchText(url, ms) {
+  const abort = new AbortController();
+  const timer = setTimeout(() => abort.abort(), ms);
+  try {
+    const response = await fetch(url, { signal: abort.signal, headers: { accept: "application/json" } });
+    if (response.status !== 200) return null;
+    const text = await response.text();
+    return text.length > 262144 ? null : text;
+  } catch {
+    return null;
+  } finally {
+    clearTimeout(timer);
+  }
 }

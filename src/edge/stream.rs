@@ -31,6 +31,7 @@ extern "C" {
         check: bool,
         abort: &web_sys::AbortController,
         ends: &JsValue,
+        drop_usage: bool,
     ) -> js_sys::Array;
     #[wasm_bindgen(js_name = translate)]
     fn translate_body(
@@ -52,6 +53,9 @@ pub struct Opened {
     start: Option<js_sys::Uint8Array>,
     /// Whether `start` is the whole body (or there is no body).
     pub whole: bool,
+    /// Whether the usage-only chunk of an event stream is kept from the client (the router
+    /// asked for it; the client did not).
+    pub drop_usage: bool,
 }
 
 /// How a handed-on body ended.
@@ -82,6 +86,7 @@ pub async fn call(
         reader: parts.get(3),
         start: parts.get(4).dyn_into::<js_sys::Uint8Array>().ok(),
         whole: parts.get(5).as_bool().unwrap_or(false),
+        drop_usage: false,
     })
 }
 
@@ -167,6 +172,7 @@ impl Opened {
             check && interrupted.is_some(),
             abort,
             &ends,
+            self.drop_usage,
         );
         (pair.get(0).unchecked_into(), pair.get(1).unchecked_into())
     }

@@ -102,6 +102,7 @@ export async function startRouter(bindings, { persistDir, clock = false, secrets
       // As in wrangler.toml; with `persistDir`, the objects' SQLite state survives a restart.
       durableObjects: {
         QUOTA: { className: "QuotaObject", useSQLite: true },
+        USAGE: { className: "UsageObject", useSQLite: true },
         BATCHES: { className: "BatchObject", useSQLite: true },
       },
       ...(persistDir ? { resourcePersistencePath: persistDir } : {}),
@@ -306,7 +307,7 @@ export async function startRouters(
       modulesRoot: buildDir,
       bindings: realBankBindings,
       // As in wrangler.toml: the object's SQLite storage survives a restart with `persistDir`.
-      durableObjects: { QUOTA: { className: "QuotaObject", useSQLite: true } },
+      durableObjects: { QUOTA: { className: "QuotaObject", useSQLite: true }, USAGE: { className: "UsageObject", useSQLite: true } },
     };
     if (bank === "proxy") {
       workers.push({

@@ -1,0 +1,572 @@
+//! The caller at the edge: a user token verified with WebCrypto (its JWKS fetched and cached
+//! per isolate), the caller's own limits admitted from the isolate's holdings (its bank is
+//! called only when nothing is held), and what each request used, gathered and sent to the
+//! usage books in the background. The decisions are the core's (`token`, `caller`, `usage`).
+
+use std::cell::RefCell;
+use std::time::Duration;
+
+use worker::wasm_bindgen::{self, prelude::wasm_bindgen};
+use worker::{
+    durable_object, js_sys, Context, Delay, DurableObject, Env, Request, Response, Result,
+    SqlStorage, SqlStorageValue, State,
+};
+
+use super::http::{self, now_ms};
+use super::quota::{self as bank, HOLDINGS};
+use crate::core::caller::{self, Caller};
+use crate::core::config::{access, Config, Jwk, Price, Users};
+use crate::core::error::RouterError;
+use crate::core::job::Job;
+use crate::core::quota::{Admission, Effect, Reply as BankReply, Ticket, Usage};
+use crate::core::token::{self, JwksCache, KeyRef, Lookup};
+use crate::core::upstream::Lines;
+use crate::core::usage::{self, Command, Counts, Reply, Row, Spent, Tally};
+use crate::core::{auth, report};
+
+#[wasm_bindgen(module = "/src/edge/runtime.js")]
+extern "C" {
+    #[wasm_bindgen(js_name = verifySignature)]
+    fn verify_signature(
+        alg: &str,
+        material: &str,
+        input: &str,
+        signature: &[u8],
+    ) -> js_sys::Promise;
+    #[wasm_bindgen(js_name = fetchText)]
+    fn fetch_text(url: &str, ms: f64) -> js_sys::Promise;
+}
+
+/// The binding name of the usage books in wrangler.toml.
+pub const USAGE_BINDING: &str = "USAGE";
+/// How long a JWKS fetch may take.
+const JWKS_TIMEOUT_MS: f64 = 3_000.0;
+/// How long a request waits for a usage object to say what its caller spent.
+const SPENT_TIMEOUT_MS: u64 = 400;
+
+thread_local! {
+    /// The issuer's keys, as last fetched.
+    static JWKS: RefCell<JwksCache> = RefCell::new(JwksCache::default());
+    /// What this isolate's requests used, not yet sent; and what it knows of callers' spend.
+    static TALLY: RefCell<Tally> = RefCell::new(Tally::default());
+    /// Whether a usage flush is under way or scheduled.
+    static FLUSHING: RefCell<bool> = const { RefCell::new(false) };
+}
+
+/// Who is calling: a user with a token the configuration accepts, a gateway key, or anyone
+/// when auth is off.
+pub async fn identify(
+    config: &Config,
+    headers: Lines<'_>,
+) -> std::result::Result<Caller, RouterError> {
+    let authorization = headers.get("authorization");
+    let credential = authorization.and_then(auth::bearer);
+    match (&config.users, credential) {
+        (Some(users), Some(credential)) if token::looks_like_jwt(credential) => {
+            let identity = verify(users, credential, headers.get("origin")).await?;
+            Ok(Caller::User(identity))
+        }
+        _ => auth::caller(&config.gateway.auth, authorization),
+    }
+}
+
+/// Verifies a user token: algorithm and key from the configuration, the signature with
+/// WebCrypto, then the claims.
+async fn verify(
+    users: &Users,
+    credential: &str,
+    origin: Option<&str>,
+) -> std::result::Result<token::Identity, RouterError> {
+    let parsed = token::parse(credential)?;
+    let alg = token::algorithm(users, &parsed)?;
+    let kid = parsed.kid.as_deref();
+    let mut material = key_material(users, alg, kid)?;
+    if material.is_none() {
+        refresh_jwks(users, true).await;
+        material = key_material(users, alg, kid)?;
+    } else if JWKS.with(|c| c.borrow().should_fetch(users, false, now_ms())) {
+        // A stale set is fetched again in the background of this one's use: the key found
+        // still verifies this token.
+        refresh_jwks(users, false).await;
+    }
+    let Some(material) = material else {
+        return Err(RouterError::InvalidToken {
+            reason: format!(
+                "no published key{} verifies {} tokens",
+                kid.map(|k| format!(" with `kid` {k}")).unwrap_or_default(),
+                alg.name()
+            ),
+        });
+    };
+    let verified = wasm_bindgen_futures::JsFuture::from(verify_signature(
+        alg.name(),
+        &material,
+        parsed.signing_input,
+        &parsed.signature,
+    ))
+    .await
+    .ok()
+    .and_then(|v| v.as_bool())
+    .unwrap_or(false);
+    if !verified {
+        return Err(RouterError::InvalidToken {
+            reason: "its signature does not verify".to_owned(),
+        });
+    }
+    token::check_claims(users, &parsed.claims, now_ms() / 1_000, origin)
+}
+
+/// The key material for `alg` and `kid` (the secret, or a public key's JSON), if known.
+fn key_material(
+    users: &Users,
+    alg: access::Alg,
+    kid: Option<&str>,
+) -> std::result::Result<Option<String>, RouterError> {
+    JWKS.with(|cache| {
+        let cache = cache.borrow();
+        Ok(match token::key_for(users, alg, kid, &cache.keys)? {
+            Lookup::Found(KeyRef::Secret(secret)) => Some(secret.expose().to_owned()),
+            Lookup::Found(KeyRef::Public(jwk)) => Some(jwk.public.clone()),
+            Lookup::Unknown => None,
+        })
+    })
+}
+
+/// Fetches the issuer's JWKS when the cache says to (`missing`: a token's key was not found);
+/// a failed fetch keeps the keys already cached.
+async fn refresh_jwks(users: &Users, missing: bool) {
+    let Some(url) = &users.jwks_url else { return };
+    let now = now_ms();
+    if !JWKS.with(|c| c.borrow().should_fetch(users, missing, now)) {
+        return;
+    }
+    // Marked as tried before the fetch, so that requests arriving meanwhile do not fetch too.
+    JWKS.with(|c| c.borrow_mut().tried_ms = now);
+    let text = wasm_bindgen_futures::JsFuture::from(fetch_text(url, JWKS_TIMEOUT_MS))
+        .await
+        .ok()
+        .and_then(|v| v.as_string());
+    let keys: Option<Vec<Jwk>> = text
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .and_then(|doc| access::parse_jwks(&doc).ok());
+    if keys.is_none() {
+        let line = serde_json::json!({"event": "jwks_unreachable", "url": url});
+        worker::console_error!("{line}");
+    }
+    JWKS.with(|c| c.borrow_mut().fetched(keys, now_ms()));
+}
+
+/// What a request holds of its caller's limits, until its answer is known.
+pub struct Held {
+    pub caller: Caller,
+    ticket: Option<Ticket>,
+}
+
+/// Admits a request of `tokens` for `caller`: its tier's spend budgets (against what this
+/// isolate knows it spent; asked for once when it knows nothing), then its windows (from the
+/// isolate's lease, or booked with the caller's bank when nothing is held). Over a limit: a 429
+/// naming it.
+pub async fn admit(
+    env: &Env,
+    ctx: &Context,
+    config: &Config,
+    caller: Caller,
+    job: &Job,
+    explain: &mut report::Headers,
+) -> std::result::Result<Held, RouterError> {
+    let subject = caller.subject();
+    let admitted = admit_within(env, ctx, config, caller, job.tokens, explain).await;
+    if admitted.is_err() {
+        // A refused request is an error in the caller's usage books.
+        TALLY.with(|t| {
+            let counts = Counts::of(None, None, true);
+            t.borrow_mut()
+                .record(&subject, &job.model, counts, now_ms())
+        });
+        flush_later(env, ctx);
+    }
+    admitted
+}
+
+async fn admit_within(
+    env: &Env,
+    ctx: &Context,
+    config: &Config,
+    caller: Caller,
+    tokens: u64,
+    explain: &mut report::Headers,
+) -> std::result::Result<Held, RouterError> {
+    let Some((tier_name, tier)) = caller.tier(config) else {
+        return Ok(Held {
+            caller,
+            ticket: None,
+        });
+    };
+    let subject = caller.subject();
+    if tier.spend_per_day.is_some() || tier.spend_per_month.is_some() {
+        if TALLY.with(|t| t.borrow().must_ask(&subject, now_ms())) {
+            ask_spent(env, &subject).await;
+        }
+        TALLY.with(|t| {
+            t.borrow()
+                .check_budget(&subject, &caller.describe(), tier_name, tier, now_ms())
+        })?;
+    }
+    if !tier.has_windows() {
+        return Ok(Held {
+            caller,
+            ticket: None,
+        });
+    }
+    let shard = caller.shard();
+    let offers = caller.offers();
+    let admission = HOLDINGS.with(|h| {
+        h.borrow_mut().admit(
+            caller::BANKS,
+            &offers,
+            caller::MODEL,
+            &tier.limits,
+            tokens,
+            None,
+            now_ms(),
+        )
+    });
+    let ticket = match admission {
+        Admission::Admitted { ticket, .. } => Some(ticket),
+        Admission::Full { until_ms } => {
+            let books = HOLDINGS.with(|h| h.borrow().books(&shard, caller::MODEL, now_ms()));
+            return Err(caller::refusal(
+                &caller,
+                tier_name,
+                &tier.limits,
+                &books,
+                tokens,
+                until_ms,
+                now_ms(),
+            ));
+        }
+        // The caller's bank is never offered a key it refuses.
+        Admission::NoKey => None,
+        Admission::Ask { keys, .. } => {
+            let call = HOLDINGS.with(|h| {
+                h.borrow_mut()
+                    .reserve(&shard, vec![caller::option(tier)], keys, tokens, now_ms())
+            });
+            let id = call.id;
+            let timeout = config.failover.quota_timeout_ms;
+            match bank::reserve(env, ctx, call, timeout).await {
+                Some(reply) => {
+                    HOLDINGS.with(|h| h.borrow_mut().answered(&shard, id, &reply, now_ms()));
+                    match reply {
+                        BankReply::Reserved { ticket, .. } => Some(ticket),
+                        BankReply::NoRoom { until_ms, .. } => {
+                            let books = HOLDINGS
+                                .with(|h| h.borrow().books(&shard, caller::MODEL, now_ms()));
+                            return Err(caller::refusal(
+                                &caller,
+                                tier_name,
+                                &tier.limits,
+                                &books,
+                                tokens,
+                                until_ms,
+                                now_ms(),
+                            ));
+                        }
+                        _ => None,
+                    }
+                }
+                // The bank could not say in time: the request goes on (a caller's limit is
+                // the router's own policy; the providers' limits still hold).
+                None => None,
+            }
+        }
+    };
+    let books = HOLDINGS.with(|h| h.borrow().books(&shard, caller::MODEL, now_ms()));
+    explain.extend(caller::headers(&tier.limits, &books, now_ms()));
+    Ok(Held { caller, ticket })
+}
+
+/// Asks the caller's usage object what it spent, within a short wait; a late or failed answer
+/// leaves the budget unchecked for this request.
+async fn ask_spent(env: &Env, subject: &str) {
+    let command = Command::Spent {
+        subjects: vec![subject.to_owned()],
+        today: usage::day_of(now_ms()),
+    };
+    let name = usage::shard_of(subject);
+    let call = http::call_object::<_, Reply>(env, USAGE_BINDING, &name, None, &command);
+    let timer = Delay::from(Duration::from_millis(SPENT_TIMEOUT_MS));
+    futures::pin_mut!(call);
+    futures::pin_mut!(timer);
+    if let futures::future::Either::Left((Ok(Reply::Spent(spent)), _)) =
+        futures::future::select(call, timer).await
+    {
+        TALLY.with(|t| t.borrow_mut().learned(&spent, now_ms()));
+    }
+}
+
+impl Held {
+    /// The request is over: served by `served` (provider and model, at its price) with `usage`,
+    /// or failed. Settles the caller's booking and adds the request to the usage books.
+    pub fn close(
+        self,
+        served: Option<(&str, Option<Price>)>,
+        requested: &str,
+        usage: Option<Usage>,
+    ) {
+        let Held { caller, ticket } = self;
+        if let Some(ticket) = ticket {
+            let effect = if served.is_some() {
+                Effect::Spent
+            } else {
+                Effect::NotSpent
+            };
+            HOLDINGS.with(|h| {
+                h.borrow_mut().settle(
+                    &caller.shard(),
+                    &caller::card(),
+                    ticket,
+                    effect,
+                    usage,
+                    None,
+                    now_ms(),
+                )
+            });
+        }
+        let (model, price, failed) = match served {
+            Some((model, price)) => (model, price, false),
+            None => (requested, None, true),
+        };
+        let counts = Counts::of(usage.as_ref(), price.as_ref(), failed);
+        TALLY.with(|t| {
+            t.borrow_mut()
+                .record(&caller.subject(), model, counts, now_ms())
+        });
+    }
+}
+
+/// Sends what the isolate gathered once its batch is due, in the background of this request.
+pub fn flush_later(env: &Env, ctx: &Context) {
+    if TALLY.with(|t| t.borrow().due_at().is_none()) || FLUSHING.with(|f| *f.borrow()) {
+        return;
+    }
+    let env = env.clone();
+    ctx.wait_until(async move { flush_when_due(&env).await });
+}
+
+/// Waits until the pending batch is due and sends it, unless another request's background
+/// work already does.
+pub async fn flush_when_due(env: &Env) {
+    if FLUSHING.with(|f| f.replace(true)) {
+        return;
+    }
+    let due = TALLY.with(|t| t.borrow().due_at()).unwrap_or(0);
+    let wait = due.saturating_sub(now_ms());
+    if wait > 0 {
+        Delay::from(Duration::from_millis(wait)).await;
+    }
+    FLUSHING.with(|f| f.replace(false));
+    flush(env).await;
+}
+
+/// Sends every pending line now, one call per usage object, and learns what their callers
+/// spent. A batch that fails is kept for the next.
+pub async fn flush(env: &Env) {
+    let batches = TALLY.with(|t| t.borrow_mut().take(now_ms()));
+    let calls = batches.into_iter().map(|(name, command)| async move {
+        let result = http::call_object::<_, Reply>(env, USAGE_BINDING, &name, None, &command).await;
+        TALLY.with(|t| {
+            let mut t = t.borrow_mut();
+            match result {
+                Ok(Reply::Spent(spent)) => t.learned(&spent, now_ms()),
+                // A deployment without the USAGE binding keeps no usage books.
+                Err(http::ObjectError::NoBinding) => {}
+                _ => t.put_back(command, now_ms()),
+            }
+        });
+    });
+    futures::future::join_all(calls).await;
+}
+
+/// `GET /v1/router/usage`: every caller's lines for an admin, the caller's own otherwise.
+pub async fn usage_page(
+    env: &Env,
+    query: &str,
+    subject: Option<String>,
+    explain: &mut report::Headers,
+) -> std::result::Result<String, RouterError> {
+    let q = usage::parse_query(query, now_ms())?;
+    // What this isolate still holds is sent first, so that it is counted.
+    flush(env).await;
+    let shards = match &subject {
+        Some(s) => vec![usage::shard_of(s)],
+        None => usage::all_shards(),
+    };
+    let command = Command::Query {
+        from: q.from.clone(),
+        to: q.to.clone(),
+        subject,
+    };
+    let calls = shards
+        .iter()
+        .map(|name| http::call_object::<_, Reply>(env, USAGE_BINDING, name, None, &command));
+    let mut rows: Vec<Row> = Vec::new();
+    for reply in futures::future::join_all(calls).await {
+        match reply {
+            Ok(Reply::Rows(part)) => rows.extend(part),
+            _ => {
+                return Err(RouterError::Internal {
+                    detail: "usage books: an object did not answer".to_owned(),
+                })
+            }
+        }
+    }
+    let rows = usage::merge(rows);
+    Ok(if q.csv {
+        explain.push(("content-type", "text/csv; charset=utf-8".to_owned()));
+        usage::to_csv(&rows)
+    } else {
+        explain.push(("content-type", "application/json".to_owned()));
+        usage::to_json(&q, &rows)
+    })
+}
+
+/// The usage books of the callers whose subjects hash to one shard: a SQLite-backed Durable
+/// Object, one line per day, caller and model.
+#[durable_object]
+pub struct UsageObject {
+    sql: SqlStorage,
+    ready: RefCell<bool>,
+}
+
+#[derive(serde::Deserialize)]
+struct SpentRow {
+    day_spend: i64,
+    month_spend: i64,
+}
+
+#[derive(serde::Deserialize)]
+struct LineRow {
+    day: String,
+    subject: String,
+    model: String,
+    requests: i64,
+    errors: i64,
+    prompt: i64,
+    cached: i64,
+    completion: i64,
+    spend: i64,
+}
+
+impl UsageObject {
+    fn spent(&self, subject: &str, today: &str) -> Result<Spent> {
+        let month = format!("{}%", today.get(..8).unwrap_or(today));
+        let rows: Vec<SpentRow> = self
+            .sql
+            .exec(
+                usage::sql::SPENT,
+                vec![subject.into(), today.into(), month.into()],
+            )?
+            .to_array()?;
+        let row = rows.into_iter().next();
+        Ok(Spent {
+            subject: subject.to_owned(),
+            day: today.to_owned(),
+            day_spend: row.as_ref().map_or(0, |r| r.day_spend.max(0) as u64),
+            month_spend: row.map_or(0, |r| r.month_spend.max(0) as u64),
+        })
+    }
+
+    fn apply(&self, command: Command) -> Result<Reply> {
+        if !self.ready.replace(true) {
+            self.sql.exec(usage::sql::CREATE, None)?;
+        }
+        let n = |v: u64| SqlStorageValue::from(i64::try_from(v).unwrap_or(i64::MAX));
+        Ok(match command {
+            Command::Record { rows, today } => {
+                let mut subjects: Vec<String> = Vec::new();
+                for row in rows {
+                    let c = row.counts;
+                    self.sql.exec(
+                        usage::sql::ADD,
+                        vec![
+                            row.day.into(),
+                            row.subject.clone().into(),
+                            row.model.into(),
+                            n(c.requests),
+                            n(c.errors),
+                            n(c.prompt_tokens),
+                            n(c.cached_tokens),
+                            n(c.completion_tokens),
+                            n(c.spend),
+                        ],
+                    )?;
+                    if !subjects.contains(&row.subject) {
+                        subjects.push(row.subject);
+                    }
+                }
+                let spent = subjects
+                    .iter()
+                    .map(|s| self.spent(s, &today))
+                    .collect::<Result<Vec<_>>>()?;
+                Reply::Spent(spent)
+            }
+            Command::Spent { subjects, today } => Reply::Spent(
+                subjects
+                    .iter()
+                    .map(|s| self.spent(s, &today))
+                    .collect::<Result<Vec<_>>>()?,
+            ),
+            Command::Query { from, to, subject } => {
+                let cursor = match subject {
+                    Some(s) => self.sql.exec(
+                        usage::sql::QUERY_ONE,
+                        vec![from.into(), to.into(), s.into()],
+                    )?,
+                    None => self
+                        .sql
+                        .exec(usage::sql::QUERY, vec![from.into(), to.into()])?,
+                };
+                let lines: Vec<LineRow> = cursor.to_array()?;
+                let u = |v: i64| v.max(0) as u64;
+                Reply::Rows(
+                    lines
+                        .into_iter()
+                        .map(|l| Row {
+                            day: l.day,
+                            subject: l.subject,
+                            model: l.model,
+                            counts: Counts {
+                                requests: u(l.requests),
+                                errors: u(l.errors),
+                                prompt_tokens: u(l.prompt),
+                                cached_tokens: u(l.cached),
+                                completion_tokens: u(l.completion),
+                                spend: u(l.spend),
+                            },
+                        })
+                        .collect(),
+                )
+            }
+        })
+    }
+}
+
+impl DurableObject for UsageObject {
+    fn new(state: State, _env: Env) -> Self {
+        Self {
+            sql: state.storage().sql(),
+            ready: RefCell::new(false),
+        }
+    }
+
+    async fn fetch(&self, mut req: Request) -> Result<Response> {
+        let command: Command = match req.json().await {
+            Ok(c) => c,
+            Err(e) => return Response::error(format!("bad command: {e}"), 400),
+        };
+        // One command, with no `.await` inside: calls never interleave.
+        let reply = self.apply(command)?;
+        Response::from_json(&reply)
+    }
+}
