@@ -64,9 +64,8 @@ pub async fn run<'c>(
     ctx: &Context,
     config: &'c Config,
     targets: &[&'c Target],
-    job: &Job,
+    (job, held): (&Job, Held),
     trace: &mut Trace,
-    held: Held,
     mut body_for: impl FnMut(&Choice<'c>) -> Result<Outgoing, RouterError>,
 ) -> Result<Reply, RouterError> {
     let mut held = Some(held);

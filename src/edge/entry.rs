@@ -221,7 +221,7 @@ async fn forward(
     token::allows(who.routes(), &job.model)?;
     let held = caller::admit(env, ctx, config, who, &job, explain).await?;
     trace.classify_ms = Some(now_ms().saturating_sub(trace.started_ms));
-    let result = attempts::run(env, ctx, config, &targets, &job, trace, held, |c| {
+    let result = attempts::run(env, ctx, config, &targets, (&job, held), trace, |c| {
         payload.body_for(c)
     })
     .await;

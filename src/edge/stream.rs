@@ -243,6 +243,7 @@ mod tests {
             reader: reader.into(),
             start: value.dyn_into::<js_sys::Uint8Array>().ok(),
             whole: done.as_bool().unwrap_or(false),
+            drop_usage: false,
         }
     }
 
