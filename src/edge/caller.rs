@@ -231,20 +231,23 @@ async fn admit_within(
             now_ms(),
         )
     });
+    // The refusal, from the caller's books as this isolate sees them.
+    let refuse = |until_ms: u64| {
+        let books = HOLDINGS.with(|h| h.borrow().books(&shard, caller::MODEL, now_ms()));
+        let limits = &tier.limits;
+        caller::refusal(
+            &caller,
+            tier_name,
+            limits,
+            &books,
+            tokens,
+            until_ms,
+            now_ms(),
+        )
+    };
     let ticket = match admission {
         Admission::Admitted { ticket, .. } => Some(ticket),
-        Admission::Full { until_ms } => {
-            let books = HOLDINGS.with(|h| h.borrow().books(&shard, caller::MODEL, now_ms()));
-            return Err(caller::refusal(
-                &caller,
-                tier_name,
-                &tier.limits,
-                &books,
-                tokens,
-                until_ms,
-                now_ms(),
-            ));
-        }
+        Admission::Full { until_ms } => return Err(refuse(until_ms)),
         // The caller's bank is never offered a key it refuses.
         Admission::NoKey => None,
         Admission::Ask { keys, .. } => {
@@ -259,19 +262,7 @@ async fn admit_within(
                     HOLDINGS.with(|h| h.borrow_mut().answered(&shard, id, &reply, now_ms()));
                     match reply {
                         BankReply::Reserved { ticket, .. } => Some(ticket),
-                        BankReply::NoRoom { until_ms, .. } => {
-                            let books = HOLDINGS
-                                .with(|h| h.borrow().books(&shard, caller::MODEL, now_ms()));
-                            return Err(caller::refusal(
-                                &caller,
-                                tier_name,
-                                &tier.limits,
-                                &books,
-                                tokens,
-                                until_ms,
-                                now_ms(),
-                            ));
-                        }
+                        BankReply::NoRoom { until_ms, .. } => return Err(refuse(until_ms)),
                         _ => None,
                     }
                 }
