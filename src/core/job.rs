@@ -9,7 +9,7 @@ use std::borrow::Cow;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-use super::config::{Config, Provider, RateLimitDialect, Target};
+use super::config::{Config, RateLimitDialect, Target};
 use super::endpoint::Endpoint;
 use super::error::RouterError;
 use super::request::{ChatRequest, EmbeddingsRequest, Json};
@@ -83,8 +83,9 @@ pub struct Outgoing {
 }
 
 impl Payload<'_> {
-    /// The upstream request for `choice`.
-    pub fn body_for(&mut self, choice: &Choice<'_>) -> Result<Outgoing, RouterError> {
+    /// The upstream request for `choice`; `billed`: whether the caller's books (its tier's
+    /// limits or budgets) wait for the answer's usage.
+    pub fn body_for(&mut self, choice: &Choice<'_>, billed: bool) -> Result<Outgoing, RouterError> {
         let (model, tier) = (&choice.target.model, choice.target.tier.as_deref());
         let chat = |body| Outgoing {
             body,
@@ -92,7 +93,7 @@ impl Payload<'_> {
             shape: Shape::Chat,
         };
         Ok(match self {
-            Payload::Chat(req) if asks_usage(req, choice.provider) && include_usage().is_some() => {
+            Payload::Chat(req) if asks_usage(req, choice, billed) && include_usage().is_some() => {
                 // The client's own `stream_options` (without `include_usage`) is set aside
                 // for this body.
                 let fields = &mut req.extra.0;
@@ -139,17 +140,20 @@ fn include_usage() -> Option<Json<'static>> {
         .map(Json)
 }
 
-/// Whether the router asks `provider` for a stream's usage the client did not ask for: so that
-/// every stream's usage is known (for the caller's limits, spend and the usage books). Groq
-/// reports it in its last chunk (`x_groq.usage`) anyway.
-fn asks_usage(req: &ChatRequest<'_>, provider: &Provider) -> bool {
+/// Whether the router asks the provider for a stream's usage the client did not ask for: when
+/// something is counted by it (the caller's tier is `billed`, or the model has a price, for
+/// the spend). Groq reports it in its last chunk (`x_groq.usage`) anyway. Keeping that chunk
+/// from the client costs a JavaScript step per chunk, which the other streams do not pay.
+fn asks_usage(req: &ChatRequest<'_>, choice: &Choice<'_>, billed: bool) -> bool {
+    let provider = choice.provider;
+    let priced = provider.prices.contains_key(&choice.target.model);
     let asked = req.extra.get("stream_options").is_some_and(|o| {
         serde_json::from_str::<Value>(o.text())
             .ok()
             .and_then(|v| v.get("include_usage")?.as_bool())
             == Some(true)
     });
-    req.streams() && !asked && provider.dialect != RateLimitDialect::Groq
+    req.streams() && !asked && provider.dialect != RateLimitDialect::Groq && (billed || priced)
 }
 
 /// The headers of the client's request the router reads, as sent.
@@ -421,7 +425,7 @@ mod tests {
         assert!(p.job.tokens > 50);
         let choice = route::usable_keys(&c, &p.targets).next().unwrap();
         let sent: serde_json::Value =
-            serde_json::from_slice(&p.payload.body_for(&choice).unwrap().body).unwrap();
+            serde_json::from_slice(&p.payload.body_for(&choice, false).unwrap().body).unwrap();
         assert_eq!(sent["model"], "llama-3.1-8b-instant");
     }
 

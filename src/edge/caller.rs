@@ -160,6 +160,8 @@ async fn refresh_jwks(users: &Users, missing: bool) {
 pub struct Held {
     pub caller: Caller,
     ticket: Option<Ticket>,
+    /// Whether the caller has a tier, whose books wait for the answer's usage.
+    pub billed: bool,
 }
 
 /// Admits a request of `tokens` for `caller`: its tier's spend budgets (against what this
@@ -200,6 +202,7 @@ async fn admit_within(
         return Ok(Held {
             caller,
             ticket: None,
+            billed: false,
         });
     };
     let subject = caller.subject();
@@ -216,6 +219,7 @@ async fn admit_within(
         return Ok(Held {
             caller,
             ticket: None,
+            billed: true,
         });
     }
     let shard = caller.shard();
@@ -274,7 +278,11 @@ async fn admit_within(
     };
     let books = HOLDINGS.with(|h| h.borrow().books(&shard, caller::MODEL, now_ms()));
     explain.extend(caller::headers(&tier.limits, &books, now_ms()));
-    Ok(Held { caller, ticket })
+    Ok(Held {
+        caller,
+        ticket,
+        billed: true,
+    })
 }
 
 /// Asks the caller's usage object what it spent, within a short wait; a late or failed answer
@@ -305,7 +313,7 @@ impl Held {
         requested: &str,
         usage: Option<Usage>,
     ) {
-        let Held { caller, ticket } = self;
+        let Held { caller, ticket, .. } = self;
         if let Some(ticket) = ticket {
             let effect = if served.is_some() {
                 Effect::Spent

@@ -220,9 +220,10 @@ async fn forward(
     explain.extend(decision);
     token::allows(who.routes(), &job.model)?;
     let held = caller::admit(env, ctx, config, who, &job, explain).await?;
+    let billed = held.billed;
     trace.classify_ms = Some(now_ms().saturating_sub(trace.started_ms));
     let result = attempts::run(env, ctx, config, &targets, (&job, held), trace, |c| {
-        payload.body_for(c)
+        payload.body_for(c, billed)
     })
     .await;
     explain.extend(report::served(trace, job.booked));

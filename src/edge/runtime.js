@@ -287,8 +287,9 @@ function firstEventEnd(bytes, from, to) {
 // Complete events (`bytes` ends at an event's end, or is a part to pass whole) without the
 // usage-only chunk. Most chunks are passed as the same bytes: only one naming `usage` with an
 // empty `choices` is parsed.
+const utf8 = new TextDecoder();
 function withoutUsage(bytes) {
-  const text = new TextDecoder().decode(bytes);
+  const text = utf8.decode(bytes);
   if (!text.includes('"usage"') || !/"choices"\s*:\s*\[\s*\]/.test(text)) return bytes;
   const events = text.split(/(?<=\r?\n\r?\n)/);
   const kept = events.filter((event) => !usageOnly(event));
