@@ -856,6 +856,29 @@ struct Breaker {
     probe_since_ms: Option<u64>,
 }
 
+/// A circuit that is not closed, as the status page shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Circuit {
+    pub provider: String,
+    pub state: CircuitState,
+    /// Provider failures in a row, the ones that opened the circuit included.
+    pub failures: u32,
+    /// Until when the provider is skipped without a call; then one request probes it.
+    pub open_until_ms: u64,
+    /// When the probe of a half-open circuit went out, while the others wait for it.
+    pub probe_sent_at_ms: Option<u64>,
+}
+
+/// Where a circuit that is not closed stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CircuitState {
+    /// Skipped without a call until `open_until_ms`.
+    Open,
+    /// Past its cooldown: the next request is its probe (or the probe is out).
+    HalfOpen,
+}
+
 /// The circuit breakers of every provider, kept by the caller across requests (per isolate at
 /// the edge) and passed in.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -924,6 +947,35 @@ impl Breakers {
             b.open_until_ms = now_ms.saturating_add(settings.breaker_cooldown_ms);
             b.probe_since_ms = None;
         }
+    }
+
+    /// The circuits that are not closed at `now_ms`, by provider name: what the status page
+    /// shows of this isolate's breakers.
+    pub fn not_closed(&self, now_ms: u64, settings: &Failover) -> Vec<Circuit> {
+        let mut circuits: Vec<Circuit> = self
+            .by_provider
+            .iter()
+            .filter(|(_, b)| b.open_until_ms != 0)
+            .map(|(provider, b)| {
+                let half_open = now_ms >= b.open_until_ms;
+                let probe_out = b
+                    .probe_since_ms
+                    .filter(|&since| since.saturating_add(settings.breaker_cooldown_ms) > now_ms);
+                Circuit {
+                    provider: provider.clone(),
+                    state: if half_open {
+                        CircuitState::HalfOpen
+                    } else {
+                        CircuitState::Open
+                    },
+                    failures: b.failures,
+                    open_until_ms: b.open_until_ms,
+                    probe_sent_at_ms: probe_out.filter(|_| half_open),
+                }
+            })
+            .collect();
+        circuits.sort_by(|a, b| a.provider.cmp(&b.provider));
+        circuits
     }
 
     /// Whether `provider`'s circuit is open (skipped) at `now_ms`, as the tests read it.

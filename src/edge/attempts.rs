@@ -27,7 +27,7 @@ use crate::core::upstream::{self, Lines};
 thread_local! {
     /// The providers' circuit breakers, per isolate: no Durable Object round trip on the hot
     /// path, at the price of each isolate learning a provider's failures on its own.
-    static BREAKERS: RefCell<Breakers> = RefCell::new(Breakers::default());
+    pub static BREAKERS: RefCell<Breakers> = RefCell::new(Breakers::default());
 }
 
 /// How much of an upstream failure's body is read.

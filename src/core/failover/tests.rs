@@ -820,3 +820,55 @@ fn a_498_without_a_tier_still_counts_against_the_provider() {
     assert_eq!(run.result.unwrap(), "together/m-t@t1");
     assert!(breakers.is_open("groq", T0));
 }
+
+#[test]
+fn the_status_page_lists_the_circuits_not_closed() {
+    let f = Failover {
+        breaker_failures: 2,
+        breaker_cooldown_ms: 1_000,
+        ..Failover::default()
+    };
+    let mut b = Breakers::default();
+    // One failure is not enough to open a circuit; a success closes one.
+    b.record("together", true, T0, &f);
+    b.record("groq", false, T0, &f);
+    assert_eq!(b.not_closed(T0, &f), []);
+    b.record("together", true, T0 + 1, &f);
+    b.record("fireworks", true, T0 + 2, &f);
+    b.record("fireworks", true, T0 + 3, &f);
+    b.record("fireworks", true, T0 + 4, &f);
+    let open = |provider: &str, failures, open_until_ms| Circuit {
+        provider: provider.to_owned(),
+        state: CircuitState::Open,
+        failures,
+        open_until_ms,
+        probe_sent_at_ms: None,
+    };
+    // By provider name; each open until its cooldown ends.
+    assert_eq!(
+        b.not_closed(T0 + 10, &f),
+        [
+            open("fireworks", 3, T0 + 1_004),
+            open("together", 2, T0 + 1_001)
+        ]
+    );
+    // Past the cooldown the circuit is half open; once the probe is out, it says since when,
+    // until the probe's own cooldown ends.
+    let half_open = |probe_sent_at_ms| Circuit {
+        state: CircuitState::HalfOpen,
+        probe_sent_at_ms,
+        ..open("together", 2, T0 + 1_001)
+    };
+    assert_eq!(b.not_closed(T0 + 1_001, &f)[1], half_open(None));
+    b.sent("together", T0 + 1_100);
+    assert_eq!(b.not_closed(T0 + 1_200, &f)[1], half_open(Some(T0 + 1_100)));
+    assert_eq!(b.not_closed(T0 + 2_100, &f)[1], half_open(None));
+    // A success closes it: it leaves the list.
+    b.record("together", false, T0 + 2_200, &f);
+    assert_eq!(b.not_closed(T0 + 2_200, &f).len(), 1);
+    assert_eq!(
+        serde_json::to_value(b.not_closed(T0 + 2_200, &f)).unwrap(),
+        serde_json::json!([{"provider": "fireworks", "state": "half_open", "failures": 3,
+                            "open_until_ms": T0 + 1_004, "probe_sent_at_ms": null}])
+    );
+}
