@@ -25,6 +25,9 @@ pub enum Endpoint {
     /// `GET /v1/router/usage`: the usage books (every caller's with an admin key, the
     /// caller's own otherwise).
     Usage,
+    /// `GET /router`: the operator page, which reads the status (and usage) with the admin key
+    /// its reader types in; the page itself carries no data and needs no key.
+    Page,
     /// `/v1/files...` and `/v1/batches...`: the Batch API, passed to a provider
     /// (`core::batch` names the call).
     Batch,
@@ -41,6 +44,7 @@ const ROUTES: &[(&str, &str, Endpoint)] = &[
     ("/healthz", "GET", Endpoint::Health),
     ("/v1/router/status", "GET", Endpoint::Status),
     ("/v1/router/usage", "GET", Endpoint::Usage),
+    ("/router", "GET", Endpoint::Page),
 ];
 
 /// The path of a request URL (`https://host/v1/chat/completions?x` → `/v1/chat/completions`).
@@ -127,6 +131,11 @@ mod tests {
             ("OPTIONS", "/nope", Err(404)),
             ("GET", "/v1/router/status", Ok(Endpoint::Status)),
             ("POST", "/v1/router/status", Err(405)),
+            ("GET", "/router", Ok(Endpoint::Page)),
+            ("HEAD", "/router", Ok(Endpoint::Page)),
+            ("POST", "/router", Err(405)),
+            ("OPTIONS", "/router", Ok(Endpoint::Preflight)),
+            ("GET", "/router/", Err(404)),
             ("POST", "/v1/chat/completions/", Err(404)),
             ("POST", "/chat/completions", Err(404)),
             ("POST", "/v1/completions", Err(404)),

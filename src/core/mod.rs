@@ -4,7 +4,8 @@
 //! The modules are listed in the order a request meets them (`rustfmt.toml` keeps the order).
 //! `failover` plans the attempt loop, which runs `route` to `outcome` once per attempt (booking
 //! with `quota` first where a provider tracks limits); `stream` hands the answer on.
-//! `ratelimit` and `quota` serve those steps; `models` and `error` stand beside the journey.
+//! `ratelimit` and `quota` serve those steps; `models`, `operator` and `error` stand beside the
+//! journey.
 
 pub mod endpoint;
 pub mod config;
@@ -29,4 +30,5 @@ pub mod quota;
 pub mod batch;
 pub mod report;
 pub mod models;
+pub mod operator;
 pub mod error;

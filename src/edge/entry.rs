@@ -18,7 +18,7 @@ use crate::core::job::{self, ClientHeaders, Prepared};
 use crate::core::quota::{self, status as quota_status, Command, Reply as BankReply, Shard};
 use crate::core::report::{self, Headers, Trace};
 use crate::core::upstream::Lines;
-use crate::core::{auth, classify, cors, models, token};
+use crate::core::{auth, classify, cors, models, operator, token};
 
 thread_local! {
     /// The configuration, parsed once per isolate (vars and secrets are fixed for its life).
@@ -127,6 +127,10 @@ async fn serve(
         Endpoint::Status => {
             auth::check(&config.gateway.admin, authorization)?;
             Ok(json(&status(env, config).await?, explain))
+        }
+        Endpoint::Page => {
+            explain.extend(operator::headers());
+            Ok(fixed(200, operator::PAGE))
         }
         Endpoint::Models => {
             caller::identify(config, incoming.headers).await?;
