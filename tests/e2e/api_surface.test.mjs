@@ -83,6 +83,21 @@ test("GET /healthz answers without auth and without calling upstream", async () 
   noUpstreamCalls();
 });
 
+test("GET /router is the operator page: HTML without auth and without data; other methods are 405", async () => {
+  const res = await router.fetch("/router");
+  assert.equal(res.status, 200);
+  assert.equal(res.headers.get("content-type"), "text/html; charset=utf-8");
+  assert.match(res.headers.get("content-security-policy"), /^default-src 'none';/);
+  const page = await res.text();
+  assert.match(page, /^<!doctype html>/);
+  assert.ok(!page.includes("groq") && !page.includes("together"), "the page names no provider: it holds no data");
+  const post = await router.fetch("/router", { method: "POST" });
+  assert.equal(post.status, 405);
+  assert.equal(post.headers.get("allow"), "GET");
+  assert.equal((await readError(assert, post)).code, "method_not_allowed");
+  noUpstreamCalls();
+});
+
 describe("CORS", () => {
   test("a preflight from an allowed origin is answered for every route", async () => {
     for (const path of ["/v1/chat/completions", "/v1/models", "/v1/embeddings"]) {
