@@ -3,50 +3,23 @@
 // driven by playwright-core; pages are served from 127.0.0.1.
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
-import http from "node:http";
-import { chromium } from "playwright-core";
-import { GATEWAY_KEY, gate, startTwoProviders } from "./harness.mjs";
+import { GATEWAY_KEY, gate, launchChromium, startPageServer, startTwoProviders } from "./harness.mjs";
 
-const CHROMIUM = process.env.CHROMIUM_BIN || "/usr/bin/chromium";
 const EVENTS = [
   'data: {"choices":[{"delta":{"content":"Hi"}}]}\n\n',
   'data: {"choices":[{"delta":{"content":" browser"}}]}\n\n',
   "data: [DONE]\n\n",
 ];
 
-/** Serves one blank page at / from 127.0.0.1; stops by itself after a bounded number of requests. */
-async function pageServer() {
-  let served = 0;
-  const server = http.createServer((req, res) => {
-    res.writeHead(200, { "content-type": "text/html" });
-    res.end("<!doctype html><title>app</title><p>app</p>");
-    if (++served >= 20) server.close();
-  });
-  await new Promise((r) => server.listen(0, "127.0.0.1", r));
-  return { origin: `http://127.0.0.1:${server.address().port}`, close: () => new Promise((r) => server.close(r)) };
-}
-
 let scenario, groq, router, allowed, denied, browser;
 
 before(async () => {
-  allowed = await pageServer();
-  denied = await pageServer();
+  allowed = await startPageServer();
+  denied = await startPageServer();
   scenario = await startTwoProviders({ gateway: { cors_origins: [allowed.origin] } });
   ({ groq, router } = scenario);
   groq.answer(() => ({ status: 200, headers: { "content-type": "text/event-stream" }, body: EVENTS }));
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: [
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-quic",
-      "--no-first-run",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--disable-sync",
-    ],
-  });
+  browser = await launchChromium();
 });
 
 after(async () => {

@@ -1,6 +1,6 @@
 // Shared pieces of the end-to-end suite: the release build loaded in workerd through Miniflare,
-// and a fake OpenAI-compatible upstream on 127.0.0.1 that the test controls and that records
-// every call it receives.
+// a fake OpenAI-compatible upstream on 127.0.0.1 that the test controls and that records every
+// call it receives, and for the browser tests a page server and headless Chromium.
 import { createHash } from "node:crypto";
 import http from "node:http";
 import path from "node:path";
@@ -522,6 +522,42 @@ export async function startFakeUpstream({ maxRequests = 100, lifetimeMs = 120_00
       return new Promise((resolve) => server.close(() => resolve()));
     },
   };
+}
+
+/**
+ * Serves one blank page at / from 127.0.0.1, for a browser's page of an app's origin; stops by
+ * itself after `maxRequests` requests.
+ */
+export async function startPageServer({ maxRequests = 20 } = {}) {
+  let served = 0;
+  const server = http.createServer((req, res) => {
+    res.writeHead(200, { "content-type": "text/html" });
+    res.end("<!doctype html><title>app</title><p>app</p>");
+    if (++served >= maxRequests) server.close();
+  });
+  await new Promise((r) => server.listen(0, "127.0.0.1", r));
+  return { origin: `http://127.0.0.1:${server.address().port}`, close: () => new Promise((r) => server.close(r)) };
+}
+
+/**
+ * Headless Chromium (Debian's package, or `CHROMIUM_BIN`) driven by playwright-core, loaded only
+ * by the tests that drive a browser.
+ */
+export async function launchChromium() {
+  const { chromium } = await import("playwright-core");
+  return chromium.launch({
+    executablePath: process.env.CHROMIUM_BIN || "/usr/bin/chromium",
+    headless: true,
+    args: [
+      "--no-sandbox",
+      "--disable-gpu",
+      "--disable-quic",
+      "--no-first-run",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-sync",
+    ],
+  });
 }
 
 /** Reads an OpenAI-format error response and checks its shape. */
