@@ -82,7 +82,8 @@ pub struct Row {
     pub subject: String,
     /// `provider/model` that served, or the model asked for when none did.
     pub model: String,
-    #[serde(flatten)]
+    /// (Nested, not flattened: serde's flatten buffers every value through its generic
+    /// `Content` type, which costs bundle bytes.)
     pub counts: Counts,
 }
 
