@@ -83,8 +83,8 @@ pub struct Outgoing {
 }
 
 impl Payload<'_> {
-    /// The upstream request for `choice`; `billed`: whether the caller's books (its tier's
-    /// limits or budgets) wait for the answer's usage.
+    /// The upstream request for `choice`; `billed`: whether the caller's books (a user's, or
+    /// a caller's with a tier) wait for the answer's usage.
     pub fn body_for(&mut self, choice: &Choice<'_>, billed: bool) -> Result<Outgoing, RouterError> {
         let (model, tier) = (&choice.target.model, choice.target.tier.as_deref());
         let chat = |body| Outgoing {
@@ -141,8 +141,8 @@ fn include_usage() -> Option<Json<'static>> {
 }
 
 /// Whether the router asks the provider for a stream's usage the client did not ask for: when
-/// something is counted by it (the caller's tier is `billed`, or the model has a price, for
-/// the spend). Groq reports it in its last chunk (`x_groq.usage`) anyway. Keeping that chunk
+/// something is counted by it (the caller is `billed`: a user, or a caller with a tier; or the
+/// model has a price, for the spend). Groq reports it in its last chunk (`x_groq.usage`) anyway. Keeping that chunk
 /// from the client costs a JavaScript step per chunk, which the other streams do not pay.
 fn asks_usage(req: &ChatRequest<'_>, choice: &Choice<'_>, billed: bool) -> bool {
     let provider = choice.provider;

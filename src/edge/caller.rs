@@ -160,7 +160,8 @@ async fn refresh_jwks(users: &Users, missing: bool) {
 pub struct Held {
     pub caller: Caller,
     ticket: Option<Ticket>,
-    /// Whether the caller has a tier, whose books wait for the answer's usage.
+    /// Whether the caller's books wait for the answer's usage: a user, or a caller with a
+    /// tier.
     pub billed: bool,
 }
 
@@ -199,10 +200,12 @@ async fn admit_within(
     explain: &mut report::Headers,
 ) -> std::result::Result<Held, RouterError> {
     let Some((tier_name, tier)) = caller.tier(config) else {
+        // A user's usage is always counted, tier or not: apps are what the books are for.
+        let billed = matches!(caller, Caller::User(_));
         return Ok(Held {
             caller,
             ticket: None,
-            billed: false,
+            billed,
         });
     };
     let subject = caller.subject();
