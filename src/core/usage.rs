@@ -484,20 +484,25 @@ pub mod sql {
         NOT NULL, model TEXT NOT NULL, requests INTEGER NOT NULL, errors INTEGER NOT NULL, \
         prompt INTEGER NOT NULL, cached INTEGER NOT NULL, completion INTEGER NOT NULL, spend \
         INTEGER NOT NULL, PRIMARY KEY (day, subject, model))";
-    pub const ADD: &str = "INSERT INTO usage VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT \
+    /// The spend (picodollars) crosses as text both ways: past 2^53 (about $9,007) a
+    /// JavaScript number no longer holds it exactly, and the runtime refuses to read one as an
+    /// integer.
+    pub const ADD: &str =
+        "INSERT INTO usage VALUES (?, ?, ?, ?, ?, ?, ?, ?, CAST(? AS INTEGER)) ON CONFLICT \
         (day, subject, model) DO UPDATE SET requests = requests + excluded.requests, errors = \
         errors + excluded.errors, prompt = prompt + excluded.prompt, cached = cached + \
         excluded.cached, completion = completion + excluded.completion, spend = spend + \
         excluded.spend";
     /// A caller's spend on one day (`?2`) and in its month (`?3`, `YYYY-MM-%`).
-    pub const SPENT: &str = "SELECT COALESCE(SUM(CASE WHEN day = ?2 THEN spend ELSE 0 END), 0) \
-        AS day_spend, COALESCE(SUM(spend), 0) AS month_spend FROM usage WHERE subject = ?1 AND \
-        day LIKE ?3";
+    pub const SPENT: &str = "SELECT CAST(COALESCE(SUM(CASE WHEN day = ?2 THEN spend ELSE 0 \
+        END), 0) AS TEXT) AS day_spend, CAST(COALESCE(SUM(spend), 0) AS TEXT) AS month_spend \
+        FROM usage WHERE subject = ?1 AND day LIKE ?3";
     pub const QUERY: &str = "SELECT day, subject, model, requests, errors, prompt, cached, \
-        completion, spend FROM usage WHERE day >= ?1 AND day <= ?2 ORDER BY day, subject, model";
+        completion, CAST(spend AS TEXT) AS spend FROM usage WHERE day >= ?1 AND day <= ?2 ORDER \
+        BY day, subject, model";
     pub const QUERY_ONE: &str = "SELECT day, subject, model, requests, errors, prompt, cached, \
-        completion, spend FROM usage WHERE day >= ?1 AND day <= ?2 AND subject = ?3 ORDER BY \
-        day, subject, model";
+        completion, CAST(spend AS TEXT) AS spend FROM usage WHERE day >= ?1 AND day <= ?2 AND \
+        subject = ?3 ORDER BY day, subject, model";
 }
 
 #[cfg(test)]

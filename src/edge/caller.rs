@@ -443,8 +443,9 @@ pub struct UsageObject {
 
 #[derive(serde::Deserialize)]
 struct SpentRow {
-    day_spend: i64,
-    month_spend: i64,
+    /// Picodollars, as text (see `usage::sql::ADD`).
+    day_spend: String,
+    month_spend: String,
 }
 
 #[derive(serde::Deserialize)]
@@ -457,7 +458,12 @@ struct LineRow {
     prompt: i64,
     cached: i64,
     completion: i64,
-    spend: i64,
+    spend: String,
+}
+
+/// A spend the books read as text (see `usage::sql::ADD`).
+fn picodollars(text: &str) -> u64 {
+    text.parse().unwrap_or(0)
 }
 
 impl UsageObject {
@@ -474,8 +480,8 @@ impl UsageObject {
         Ok(Spent {
             subject: subject.to_owned(),
             day: today.to_owned(),
-            day_spend: row.as_ref().map_or(0, |r| r.day_spend.max(0) as u64),
-            month_spend: row.map_or(0, |r| r.month_spend.max(0) as u64),
+            day_spend: row.as_ref().map_or(0, |r| picodollars(&r.day_spend)),
+            month_spend: row.map_or(0, |r| picodollars(&r.month_spend)),
         })
     }
 
@@ -500,7 +506,7 @@ impl UsageObject {
                             n(c.prompt_tokens),
                             n(c.cached_tokens),
                             n(c.completion_tokens),
-                            n(c.spend),
+                            c.spend.to_string().into(),
                         ],
                     )?;
                     if !subjects.contains(&row.subject) {
@@ -544,7 +550,7 @@ impl UsageObject {
                                 prompt_tokens: u(l.prompt),
                                 cached_tokens: u(l.cached),
                                 completion_tokens: u(l.completion),
-                                spend: u(l.spend),
+                                spend: picodollars(&l.spend),
                             },
                         })
                         .collect(),
@@ -563,7 +569,13 @@ impl DurableObject for UsageObject {
     }
 
     async fn fetch(&self, mut req: Request) -> Result<Response> {
-        let command: Command = match req.json().await {
+        // Parsed as text: the runtime's JSON would hold a spend past 2^53 as an inexact number,
+        // which serde then refuses as an integer.
+        let command = req
+            .text()
+            .await
+            .and_then(|t| Ok(serde_json::from_str::<Command>(&t)?));
+        let command = match command {
             Ok(c) => c,
             Err(e) => return Response::error(format!("bad command: {e}"), 400),
         };

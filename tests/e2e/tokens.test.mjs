@@ -49,6 +49,8 @@ const PICO_PER_TOKEN = {
   [SLOW]: { input: 880_000n, cached: 440_000n, output: 1_200_000n },
 };
 const ASYMMETRIC = ["RS256", "ES256", "EdDSA"];
+/** A model at $1 a token. */
+const PRICEY = "together/pricey-model";
 
 let page, issuer, groq, together, router, browser;
 
@@ -62,6 +64,8 @@ before(async () => {
   const base = twoProviderConfig(groq, together, { cors_origins: [page.origin, OTHER_ORIGIN], key_tier: "keys" });
   // The provider's own limits are not under test: high enough never to refuse.
   base.providers.groq.limits = { "llama-3.1-8b-instant": { rpm: 100_000, rpd: 1_000_000, tpm: 100_000_000, tpd: 1_000_000_000 } };
+  // A model priced so that an answer or two cost more than 2^53 picodollars (about $9,007).
+  base.routes.pricey = [PRICEY];
   const config = {
     ...base,
     users: {
@@ -81,7 +85,7 @@ before(async () => {
       metered: { requests_per_minute: 5, tokens_per_minute: 100_000 },
       keys: { requests_per_minute: 3 },
     },
-    prices: { [SLOW]: { input: 0.88, cached_input: 0.44, output: 1.2 } },
+    prices: { [SLOW]: { input: 0.88, cached_input: 0.44, output: 1.2 }, [PRICEY]: { input: 1e6, output: 1e6 } },
     // A caller's bank answers its first booking, however slow the machine (a booking not
     // answered in time lets the request through).
     failover: { quota_timeout_ms: 5_000 },
@@ -632,4 +636,42 @@ test("the usage books equal what the providers served, per caller and model, for
     assert.deepEqual([...new Set(own.map((r) => r.subject))], [subject], `${subject} sees its own lines only`);
     assert.deepEqual(own, rows.filter((r) => r.subject === subject), subject);
   }
+});
+
+test("a caller's spend past 2^53 picodollars (about $9,007) is booked and read exactly", async () => {
+  // Past 2^53 a JavaScript number no longer holds a count exactly, and the runtime refuses to
+  // read one as an integer. The together fake answers with the prompt tokens asked for.
+  let promptTokens = 0;
+  together.answer(() => ({
+    status: 200,
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({
+      id: "chatcmpl-pricey",
+      object: "chat.completion",
+      choices: [{ index: 0, message: { role: "assistant", content: ANSWER }, finish_reason: "stop" }],
+      usage: { prompt_tokens: promptTokens, completion_tokens: 0, total_tokens: promptTokens },
+    }),
+  }));
+  const rex = issuer.mint({ sub: "rex", alg: "HS256" });
+  const spentBy = async (tokens, label) => {
+    promptTokens = tokens;
+    const res = await chat(router, rex, chatBody("user:rex", "pricey"));
+    assert.equal(res.status, 200, label);
+    await res.text();
+    // The usage endpoint sends what the isolate holds before it reads the books.
+    const { text } = await usage(rex, "?format=csv");
+    return text.split("\n").find((l) => l.includes(PRICEY))?.split(",");
+  };
+  // $5,000: under 2^53 picodollars.
+  let line = await spentBy(5_000, "the first answer");
+  assert.deepEqual([line?.[3], line?.at(-1)], ["1", "5000"], "the first answer is booked");
+  // The books' sum passes 2^53: $10,000.
+  line = await spentBy(5_000, "the second answer");
+  assert.deepEqual([line?.[3], line?.at(-1)], ["2", "10000"], "a sum past 2^53 is booked and read");
+  // One answer past 2^53 on its own: $10,000 more.
+  line = await spentBy(10_000, "the third answer");
+  assert.deepEqual([line?.[3], line?.at(-1)], ["3", "20000"], "an answer past 2^53 is booked");
+  // Nothing was booked twice meanwhile.
+  line = (await usage(rex, "?format=csv")).text.split("\n").find((l) => l.includes(PRICEY))?.split(",");
+  assert.deepEqual([line?.[3], line?.at(-1)], ["3", "20000"]);
 });
