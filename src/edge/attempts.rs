@@ -340,6 +340,9 @@ async fn take(
     }
     // Decided: from here on the answer is the client's, whatever its length.
     drop(clock);
+    // The usage chunk the router asked for is kept from a client that did not, whether the
+    // stream is handed on or came whole.
+    opened.drop_usage = shape == Shape::ChatUsageAsked && kind == Body::Events;
     if opened.whole {
         // A short answer, read whole: sent as bytes, its usage read at once.
         let usage = match &whole {
@@ -397,7 +400,6 @@ async fn take(
         }
         Shape::Chat | Shape::ChatUsageAsked | Shape::FromChat(_) => {
             let interrupted = (kind == Body::Events).then_some(INTERRUPTED_EVENT);
-            opened.drop_usage = shape == Shape::ChatUsageAsked;
             opened.hand_on(interrupted, check_events, controller, None)
         }
     };

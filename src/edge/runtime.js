@@ -284,11 +284,11 @@ function firstEventEnd(bytes, from, to) {
   return to;
 }
 
-// Complete events (`bytes` ends at an event's end, or is a part to pass whole) without the
-// usage-only chunk. Most chunks are passed as the same bytes: only one naming `usage` with an
-// empty `choices` is parsed.
+// Complete events (`bytes` ends at an event's end, or is a part to pass whole, or a whole
+// body) without the usage-only chunk. Most chunks are passed as the same bytes: only one naming
+// `usage` with an empty `choices` is parsed.
 const utf8 = new TextDecoder();
-function withoutUsage(bytes) {
+export function withoutUsage(bytes) {
   const text = utf8.decode(bytes);
   if (!text.includes('"usage"') || !/"choices"\s*:\s*\[\s*\]/.test(text)) return bytes;
   const events = text.split(/(?<=\r?\n\r?\n)/);

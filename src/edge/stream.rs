@@ -33,6 +33,8 @@ extern "C" {
         ends: &JsValue,
         drop_usage: bool,
     ) -> js_sys::Array;
+    #[wasm_bindgen(js_name = withoutUsage)]
+    fn without_usage(bytes: &js_sys::Uint8Array) -> js_sys::Uint8Array;
     #[wasm_bindgen(js_name = translate)]
     fn translate_body(
         body: &JsValue,
@@ -130,11 +132,14 @@ impl Opened {
         })
     }
 
-    /// The bytes read, as the runtime holds them (for a whole body, the client's answer).
+    /// The bytes read, as the runtime holds them (for a whole body, the client's answer:
+    /// without the usage chunk when `drop_usage`).
     pub fn bytes(&self) -> JsValue {
-        self.start
-            .as_ref()
-            .map_or(JsValue::UNDEFINED, |b| b.clone().into())
+        match &self.start {
+            Some(b) if self.drop_usage => without_usage(b).into(),
+            Some(b) => b.clone().into(),
+            None => JsValue::UNDEFINED,
+        }
     }
 
     /// Drops the rest of the body: the upstream is told to stop.

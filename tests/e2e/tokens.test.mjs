@@ -675,3 +675,31 @@ test("a caller's spend past 2^53 picodollars (about $9,007) is booked and read e
   line = (await usage(rex, "?format=csv")).text.split("\n").find((l) => l.includes(PRICEY))?.split(",");
   assert.deepEqual([line?.[3], line?.at(-1)], ["3", "20000"]);
 });
+
+test("a short stream sent whole (its content-length in one chunk) loses the usage chunk the client did not ask for", async () => {
+  together.reset();
+  together.answer((call) => {
+    const body = JSON.parse(call.body);
+    const chunk = (fields) => `data: ${JSON.stringify({ id: "chatcmpl-short", object: "chat.completion.chunk", ...fields })}\n\n`;
+    const usage = { prompt_tokens: 11, completion_tokens: 3, total_tokens: 14 };
+    const events = [
+      chunk({ choices: [{ index: 0, delta: { content: ANSWER }, finish_reason: "stop" }] }),
+      body.stream_options?.include_usage ? chunk({ choices: [], usage }) : "",
+      "data: [DONE]\n\n",
+    ];
+    // One chunk that holds its whole content-length (as a cache or a buffering proxy sends it).
+    const text = events.join("");
+    const headers = { "content-type": "text/event-stream", "content-length": String(Buffer.byteLength(text)) };
+    return { status: 200, headers, body: text };
+  });
+  const sam = issuer.mint({ sub: "sam", alg: "HS256" });
+  for (const includeUsage of [false, true]) {
+    const res = await chat(router, sam, chatBody("user:sam", "slow", { stream: true, includeUsage }));
+    assert.equal(res.status, 200);
+    const text = await res.text();
+    assert.equal(streamedText(text), ANSWER);
+    assert.match(text, /data: \[DONE\]\n\n$/);
+    assert.equal(JSON.parse(together.calls.at(-1).body).stream_options?.include_usage, true, "the router asks for the usage");
+    assert.equal(usageChunks(text).length, includeUsage ? 1 : 0, `usage asked by the client: ${includeUsage}`);
+  }
+});
