@@ -289,18 +289,19 @@ impl Tally {
         let Some(known) = self.known.get(subject).filter(|k| k.day == day_of(now_ms)) else {
             return Ok(());
         };
+        // The month first: when it is spent, the day's end brings no room.
         let over = [
-            (
-                "spend per day",
-                tier.spend_per_day,
-                known.day_spend,
-                until_day_end(now_ms),
-            ),
             (
                 "spend per month",
                 tier.spend_per_month,
                 known.month_spend,
                 until_month_end(now_ms),
+            ),
+            (
+                "spend per day",
+                tier.spend_per_day,
+                known.day_spend,
+                until_day_end(now_ms),
             ),
         ]
         .into_iter()

@@ -83,6 +83,37 @@ fn a_budget_refuses_once_spent_and_names_itself() {
 }
 
 #[test]
+fn a_spent_month_says_to_retry_at_the_months_end_even_when_the_day_is_spent_too() {
+    let tier = Tier {
+        limits: Limits::default(),
+        spend_per_day: Some(usd(0.01)),
+        spend_per_month: Some(usd(1.0)),
+    };
+    let mut tally = Tally::default();
+    tally.learned(
+        &[Spent {
+            subject: "user:bob".into(),
+            day: day_of(NOON),
+            day_spend: usd(0.02),
+            month_spend: usd(1.0),
+        }],
+        NOON,
+    );
+    let err = tally
+        .check_budget("user:bob", "user bob", "free", &tier, NOON)
+        .unwrap_err();
+    // At the day's end the month is still spent: the retry is at the month's (2027-01-01).
+    assert!(
+        err.message().contains("spend per month budget"),
+        "{}",
+        err.message()
+    );
+    let month_end_s = (until_month_end(NOON) / 1_000).to_string();
+    assert_eq!(month_end_s, (28 * 86_400 + 43_200).to_string());
+    assert_eq!(err.headers(), vec![("retry-after", month_end_s)]);
+}
+
+#[test]
 fn what_is_pending_goes_to_each_callers_object_and_comes_back_on_failure() {
     let mut tally = Tally::default();
     assert_eq!(tally.due_at(), None);
