@@ -157,7 +157,7 @@ pub fn check_claims(
     let skew = i64::try_from(leeway).unwrap_or(0);
     match time("exp") {
         None => return Err(invalid("it has no `exp` (tokens must expire)")),
-        Some(exp) if exp + skew <= now => {
+        Some(exp) if exp.saturating_add(skew) <= now => {
             return Err(invalid(format!(
                 "it expired {} s ago",
                 now.saturating_sub(exp)
@@ -166,10 +166,10 @@ pub fn check_claims(
         Some(_) => {}
     }
     if let Some(nbf) = time("nbf") {
-        if nbf - skew > now {
+        if nbf.saturating_sub(skew) > now {
             return Err(invalid(format!(
                 "it is not valid yet (`nbf` is {} s ahead)",
-                nbf - now
+                nbf.saturating_sub(now)
             )));
         }
     }

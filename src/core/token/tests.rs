@@ -201,6 +201,25 @@ fn claims_are_checked_with_leeway() {
 }
 
 #[test]
+fn far_dates_do_not_overflow() {
+    let u = users(&["HS256"]);
+    let now = 1_000_000;
+    // Java's Long.MAX_VALUE as a "never" (and larger): far in the future, not expired.
+    for exp in [serde_json::json!(i64::MAX), serde_json::json!(1e300)] {
+        let c = claims(serde_json::json!({ "exp": exp }));
+        assert!(check_claims(&u, &c, now, None).is_ok(), "exp {exp}");
+    }
+    for nbf in [serde_json::json!(i64::MIN), serde_json::json!(-1e300)] {
+        let c = claims(serde_json::json!({ "nbf": nbf }));
+        assert!(check_claims(&u, &c, now, None).is_ok(), "nbf {nbf}");
+    }
+    let c = claims(serde_json::json!({ "exp": i64::MIN }));
+    assert!(reason(check_claims(&u, &c, now, None).unwrap_err()).contains("expired"));
+    let c = claims(serde_json::json!({ "nbf": i64::MAX }));
+    assert!(reason(check_claims(&u, &c, now, None).unwrap_err()).contains("not valid yet"));
+}
+
+#[test]
 fn a_token_bound_to_an_origin_is_refused_from_another() {
     let u = users(&["HS256"]);
     let bound = claims(serde_json::json!({"origin": "https://app.example"}));
