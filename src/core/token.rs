@@ -165,6 +165,9 @@ pub fn check_claims(
         }
         Some(_) => {}
     }
+    if claims.contains_key("nbf") && time("nbf").is_none() {
+        return Err(invalid("its `nbf` is not a number of seconds"));
+    }
     if let Some(nbf) = time("nbf") {
         if nbf.saturating_sub(skew) > now {
             return Err(invalid(format!(

@@ -220,6 +220,20 @@ fn far_dates_do_not_overflow() {
 }
 
 #[test]
+fn an_nbf_that_is_not_a_number_is_not_ignored() {
+    let u = users(&["HS256"]);
+    // A date as text (a library's, or a hand-made token's) says "not before" all the same.
+    for nbf in [
+        serde_json::json!("2099-01-01T00:00:00Z"),
+        serde_json::json!("4070908800"),
+    ] {
+        let c = claims(serde_json::json!({ "nbf": nbf }));
+        let refused = reason(check_claims(&u, &c, 1_000_000, None).unwrap_err());
+        assert!(refused.contains("`nbf`"), "{refused}");
+    }
+}
+
+#[test]
 fn a_token_bound_to_an_origin_is_refused_from_another() {
     let u = users(&["HS256"]);
     let bound = claims(serde_json::json!({"origin": "https://app.example"}));
