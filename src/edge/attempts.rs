@@ -119,7 +119,11 @@ pub async fn run<'c>(
                     }
                 };
                 let started = now_ms();
-                let (outcome, response, answer) = attempt(&choice, job, outgoing, timeout_ms).await;
+                // Whether the caller's tier waits for this answer's usage, however long it is
+                // (a step per chunk, which no other stream pays: not even a priced one).
+                let counted = held.as_ref().is_some_and(|h| h.limited);
+                let (outcome, response, answer) =
+                    attempt(&choice, job, outgoing, timeout_ms, counted).await;
                 let ms = now_ms().saturating_sub(started);
                 trace.upstream_ms += ms;
                 let effect = Effect::of(&outcome);
@@ -224,12 +228,14 @@ fn settle(
 /// One upstream call: sent with the choice's key, aborted if no headers (for a stream, no
 /// first chunk; for a short JSON answer, not all of it) arrive within `timeout_ms`. Returns the
 /// outcome, the client's reply when it is a success, and what the books may learn from the
-/// answer (its usage, for the books of the provider and of the caller).
+/// answer (its usage, for the books of the provider and of the caller; `counted`: the
+/// caller's books wait for it).
 async fn attempt(
     choice: &Choice<'_>,
     job: &Job,
     outgoing: Outgoing,
     timeout_ms: u64,
+    counted: bool,
 ) -> (Outcome, Option<Reply>, Answer) {
     let Outgoing {
         body,
@@ -266,6 +272,7 @@ async fn attempt(
             report,
             check_events: job.check_events,
             shape,
+            counted,
         };
         return take(success, clock, &controller).await;
     }
@@ -289,6 +296,8 @@ struct Success {
     check_events: bool,
     /// What the answer is for the client (translated, for a Responses request served by chat).
     shape: Shape,
+    /// Whether the caller's books wait for the answer's usage.
+    counted: bool,
 }
 
 /// Takes a successful answer: its start is read before anything is sent, so that an answer
@@ -306,6 +315,7 @@ async fn take(
         report,
         check_events,
         shape,
+        counted,
     } = success;
     if !opened.has_body() {
         // No body at all (a 204): nothing to read, nothing to learn.
@@ -343,6 +353,7 @@ async fn take(
     // The usage chunk the router asked for is kept from a client that did not, whether the
     // stream is handed on or came whole.
     opened.drop_usage = shape == Shape::ChatUsageAsked && kind == Body::Events;
+    opened.keep_tail = counted;
     if opened.whole {
         // A short answer, read whole: sent as bytes, its usage read at once.
         let usage = match &whole {

@@ -163,6 +163,8 @@ pub struct Held {
     /// Whether the caller's books wait for the answer's usage: a user, or a caller with a
     /// tier.
     pub billed: bool,
+    /// Whether the caller has a tier, whose limits and budgets the usage settles.
+    pub limited: bool,
 }
 
 /// Admits a request of `tokens` for `caller`: its tier's spend budgets (against what this
@@ -206,6 +208,7 @@ async fn admit_within(
             caller,
             ticket: None,
             billed,
+            limited: false,
         });
     };
     let subject = caller.subject();
@@ -223,6 +226,7 @@ async fn admit_within(
             caller,
             ticket: None,
             billed: true,
+            limited: true,
         });
     }
     let shard = caller.shard();
@@ -285,6 +289,7 @@ async fn admit_within(
         caller,
         ticket,
         billed: true,
+        limited: true,
     })
 }
 

@@ -135,13 +135,29 @@ export function cancelBody(reader) {
 // `dropUsage` (the router asked for a chat stream's usage; the client did not): the usage-only
 // chunk (`"choices": []` with a `usage`) is kept from the client, at a JavaScript step per
 // chunk. The copy, read for the usage, still has it.
-export function handOn(body, reader, start, interrupted, check, abort, ends, dropUsage) {
+//
+// `keepTail` (a caller's books wait for the usage): the client's branch keeps its last bytes
+// too, at a JavaScript step per chunk, so that the usage of a body longer than COPY_LIMIT (the
+// copy dropped) is still known when the body ends.
+export function handOn(body, reader, start, interrupted, check, abort, ends, dropUsage, keepTail) {
   reader.releaseLock();
   const [branch, copy] = body.tee();
   const { readable, writable } = new Identity();
   const events = typeof interrupted === "string";
   const checked = { malformed: false };
   let toClient = events && check ? branch.pipeThrough(eventChecker(start, checked)) : branch;
+  const passed = keepTail ? new Tail() : null;
+  if (passed) {
+    if (start) passed.push(start);
+    toClient = toClient.pipeThrough(
+      new TransformStream({
+        transform(chunk, controller) {
+          passed.push(chunk.slice());
+          controller.enqueue(chunk);
+        },
+      }),
+    );
+  }
   // What the client gets first (the start, without a usage chunk it did not ask for).
   let first = start;
   if (events && dropUsage) {
@@ -157,7 +173,7 @@ export function handOn(body, reader, start, interrupted, check, abort, ends, dro
     over = resolve;
   });
   const tail = readTail(copy, markers, start, ended);
-  return [readable, pipe(start, toClient, writable, tail, events ? interrupted : null, abort, checked, over, first)];
+  return [readable, pipe(start, toClient, writable, tail, events ? interrupted : null, abort, checked, over, first, passed)];
 }
 
 // Hands `start` and the rest of `body` to the client through `step`, the core's translation
@@ -414,7 +430,7 @@ async function readTail(copy, markers, start, ended) {
   }
 }
 
-async function pipe(start, source, writable, tail, interrupted, abort, checked, over, first = start) {
+async function pipe(start, source, writable, tail, interrupted, abort, checked, over, first = start, passed = null) {
   let clientGone = false;
   let upstreamFailed = false;
   let pipeFailed = false;
@@ -445,8 +461,10 @@ async function pipe(start, source, writable, tail, interrupted, abort, checked, 
   // A malformed event the check refused is the upstream's failure.
   if ((settled && end.failed) || (pipeFailed && dropped) || checked.malformed) upstreamFailed = true;
   else if (pipeFailed) clientGone = true;
-  const known = settled && !dropped;
-  const last = known ? lastBytes([start, ...end.blocks]) : new Uint8Array(0);
+  // A dropped copy's last bytes are the client's branch's, when it kept them and ran to its end.
+  const fromClient = dropped && passed !== null && !pipeFailed;
+  const known = settled && (!dropped || fromClient);
+  const last = known ? lastBytes(fromClient ? passed.chunks : [start, ...end.blocks]) : new Uint8Array(0);
   const ended = !clientGone && !upstreamFailed;
   const responses = settled && end.sawEnd !== null;
   const done = responses ? end.sawEnd : endsWithDone(last);

@@ -32,6 +32,7 @@ extern "C" {
         abort: &web_sys::AbortController,
         ends: &JsValue,
         drop_usage: bool,
+        keep_tail: bool,
     ) -> js_sys::Array;
     #[wasm_bindgen(js_name = withoutUsage)]
     fn without_usage(bytes: &js_sys::Uint8Array) -> js_sys::Uint8Array;
@@ -58,6 +59,9 @@ pub struct Opened {
     /// Whether the usage-only chunk of an event stream is kept from the client (the router
     /// asked for it; the client did not).
     pub drop_usage: bool,
+    /// Whether the client's branch keeps the last bytes too, so that the usage is known after
+    /// the copy is dropped (a body past its limit): the caller's books wait for it.
+    pub keep_tail: bool,
 }
 
 /// How a handed-on body ended.
@@ -89,6 +93,7 @@ pub async fn call(
         start: parts.get(4).dyn_into::<js_sys::Uint8Array>().ok(),
         whole: parts.get(5).as_bool().unwrap_or(false),
         drop_usage: false,
+        keep_tail: false,
     })
 }
 
@@ -178,6 +183,7 @@ impl Opened {
             abort,
             &ends,
             self.drop_usage,
+            self.keep_tail,
         );
         (pair.get(0).unchecked_into(), pair.get(1).unchecked_into())
     }
@@ -249,6 +255,7 @@ mod tests {
             start: value.dyn_into::<js_sys::Uint8Array>().ok(),
             whole: done.as_bool().unwrap_or(false),
             drop_usage: false,
+            keep_tail: false,
         }
     }
 

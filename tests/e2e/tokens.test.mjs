@@ -703,3 +703,37 @@ test("a short stream sent whole (its content-length in one chunk) loses the usag
     assert.equal(usageChunks(text).length, includeUsage ? 1 : 0, `usage asked by the client: ${includeUsage}`);
   }
 });
+
+test("a stream longer than the copy's limit (1 MiB) is booked with its usage and spend", async () => {
+  // About 7,200 events of a word each (1.1 MiB): the copy read for the usage is dropped past 1 MiB.
+  const served = { prompt_tokens: 1234, completion_tokens: 6000, total_tokens: 7234 };
+  together.answer((call) => {
+    const body = JSON.parse(call.body);
+    const chunk = (fields) => `data: ${JSON.stringify({ id: "chatcmpl-long", object: "chat.completion.chunk", model: "m", ...fields })}\n\n`;
+    const word = chunk({ choices: [{ index: 0, delta: { content: " word" }, finish_reason: null }], usage: null });
+    const parts = Array.from({ length: 16 }, () => word.repeat(450));
+    parts.push(chunk({ choices: [{ index: 0, delta: {}, finish_reason: "stop" }] }));
+    if (body.stream_options?.include_usage) parts.push(chunk({ choices: [], usage: served }));
+    parts.push("data: [DONE]\n\n");
+    return { status: 200, headers: { "content-type": "text/event-stream" }, body: parts };
+  });
+  const lee = issuer.mint({ sub: "lee", alg: "HS256" });
+  for (const includeUsage of [false, true]) {
+    const res = await chat(router, lee, chatBody("user:lee", "slow", { stream: true, includeUsage }));
+    assert.equal(res.status, 200);
+    const text = await res.text();
+    assert.ok(text.length > 1 << 20, `${text.length} bytes`);
+    assert.match(text, /data: \[DONE\]\n\n$/);
+    assert.equal(usageChunks(text).length, includeUsage ? 1 : 0);
+  }
+  let row;
+  for (let i = 0; i < 30; i++) {
+    row = JSON.parse((await usage(lee)).text).rows.find((r) => r.model === SLOW);
+    if (row?.requests >= 2) break;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  assert.equal(row?.requests, 2);
+  assert.deepEqual([row.prompt_tokens, row.completion_tokens], [2 * 1234, 2 * 6000], "both answers' usage");
+  const spend = 2n * (1234n * PICO_PER_TOKEN[SLOW].input + 6000n * PICO_PER_TOKEN[SLOW].output);
+  assert.ok(Math.abs(row.spend_usd - Number(spend) / 1e12) < 1e-12, `spend ${row.spend_usd}`);
+});
