@@ -23,6 +23,9 @@ pub const SHARDS: u64 = 16;
 pub const FLUSH_MS: u64 = 1_000;
 /// What an isolate knows of a caller's spend is asked for again after this long.
 pub const SPEND_TRUST_MS: u64 = 60_000;
+/// A flush still waiting after this long is taken as lost (the background work it ran in was
+/// cut off, its timer with it), so that it no longer holds back every later flush.
+pub const FLUSH_LOST_MS: u64 = 30_000;
 
 /// The counts of one line of the books.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -185,6 +188,8 @@ pub struct Tally {
     pending: BTreeMap<(String, String, String), Counts>,
     since_ms: Option<u64>,
     known: BTreeMap<String, Known>,
+    /// When a flush began waiting for the batch to be due.
+    waiting_since_ms: Option<u64>,
 }
 
 impl Tally {
@@ -202,6 +207,26 @@ impl Tally {
             .or_default()
             .add(&counts);
         self.since_ms.get_or_insert(now_ms);
+    }
+
+    /// Whether a flush is waiting for the batch to be due (and will send it).
+    pub fn flush_waiting(&self, now_ms: u64) -> bool {
+        self.waiting_since_ms
+            .is_some_and(|s| now_ms < s.saturating_add(FLUSH_LOST_MS))
+    }
+
+    /// Claims the wait for the batch: false when another flush holds it.
+    pub fn wait_to_flush(&mut self, now_ms: u64) -> bool {
+        let free = !self.flush_waiting(now_ms);
+        if free {
+            self.waiting_since_ms = Some(now_ms);
+        }
+        free
+    }
+
+    /// The waiting flush is about to send the batch: the next one may wait.
+    pub fn flush_woke(&mut self) {
+        self.waiting_since_ms = None;
     }
 
     /// When the next batch is due (`None`: nothing to send).

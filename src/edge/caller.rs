@@ -47,10 +47,9 @@ const SPENT_TIMEOUT_MS: u64 = 400;
 thread_local! {
     /// The issuer's keys, as last fetched.
     static JWKS: RefCell<JwksCache> = RefCell::new(JwksCache::default());
-    /// What this isolate's requests used, not yet sent; and what it knows of callers' spend.
+    /// What this isolate's requests used, not yet sent; what it knows of callers' spend; and
+    /// whether a flush waits to send it.
     static TALLY: RefCell<Tally> = RefCell::new(Tally::default());
-    /// Whether a usage flush is under way or scheduled.
-    static FLUSHING: RefCell<bool> = const { RefCell::new(false) };
 }
 
 /// Who is calling: a user with a token the configuration accepts, a gateway key, or anyone
@@ -354,7 +353,11 @@ impl Held {
 
 /// Sends what the isolate gathered once its batch is due, in the background of this request.
 pub fn flush_later(env: &Env, ctx: &Context) {
-    if TALLY.with(|t| t.borrow().due_at().is_none()) || FLUSHING.with(|f| *f.borrow()) {
+    let nothing_to_do = TALLY.with(|t| {
+        let t = t.borrow();
+        t.due_at().is_none() || t.flush_waiting(now_ms())
+    });
+    if nothing_to_do {
         return;
     }
     let env = env.clone();
@@ -364,7 +367,7 @@ pub fn flush_later(env: &Env, ctx: &Context) {
 /// Waits until the pending batch is due and sends it, unless another request's background
 /// work already does.
 pub async fn flush_when_due(env: &Env) {
-    if FLUSHING.with(|f| f.replace(true)) {
+    if !TALLY.with(|t| t.borrow_mut().wait_to_flush(now_ms())) {
         return;
     }
     let due = TALLY.with(|t| t.borrow().due_at()).unwrap_or(0);
@@ -372,7 +375,7 @@ pub async fn flush_when_due(env: &Env) {
     if wait > 0 {
         Delay::from(Duration::from_millis(wait)).await;
     }
-    FLUSHING.with(|f| f.replace(false));
+    TALLY.with(|t| t.borrow_mut().flush_woke());
     flush(env).await;
 }
 

@@ -158,6 +158,22 @@ fn what_is_pending_goes_to_each_callers_object_and_comes_back_on_failure() {
 }
 
 #[test]
+fn a_flush_that_never_wakes_does_not_stop_the_later_ones() {
+    let mut tally = Tally::default();
+    assert!(tally.wait_to_flush(NOON));
+    // Another request's background work leaves it to the one waiting.
+    assert!(!tally.wait_to_flush(NOON + FLUSH_MS));
+    assert!(tally.flush_waiting(NOON + FLUSH_MS));
+    // The waiting flush's timer was cut off with its request's background work: it never
+    // wakes. Past FLUSH_LOST_MS another flush takes over rather than none ever running again.
+    assert!(!tally.flush_waiting(NOON + FLUSH_LOST_MS));
+    assert!(tally.wait_to_flush(NOON + FLUSH_LOST_MS));
+    tally.flush_woke();
+    assert!(!tally.flush_waiting(NOON + FLUSH_LOST_MS));
+    assert!(tally.wait_to_flush(NOON + FLUSH_LOST_MS + 1));
+}
+
+#[test]
 fn shards_are_stable_and_spread() {
     assert_eq!(shard_of("user:alice"), shard_of("user:alice"));
     let used: std::collections::BTreeSet<String> =
