@@ -119,9 +119,10 @@ pub async fn run<'c>(
                     }
                 };
                 let started = now_ms();
-                // Whether the caller's tier waits for this answer's usage, however long it is
-                // (a step per chunk, which no other stream pays: not even a priced one).
-                let counted = held.as_ref().is_some_and(|h| h.limited);
+                // Whether the caller's books wait for this answer's usage, however long it is (a
+                // user's, or a caller's with a tier): a step per chunk, which a gateway key
+                // without a tier does not pay, even on a priced model.
+                let counted = held.as_ref().is_some_and(|h| h.billed);
                 let (outcome, response, answer) =
                     attempt(&choice, job, outgoing, timeout_ms, counted).await;
                 let ms = now_ms().saturating_sub(started);

@@ -162,8 +162,6 @@ pub struct Held {
     /// Whether the caller's books wait for the answer's usage: a user, or a caller with a
     /// tier.
     pub billed: bool,
-    /// Whether the caller has a tier, whose limits and budgets the usage settles.
-    pub limited: bool,
 }
 
 /// Admits a request of `tokens` for `caller`: its tier's spend budgets (against what this
@@ -207,7 +205,6 @@ async fn admit_within(
             caller,
             ticket: None,
             billed,
-            limited: false,
         });
     };
     let subject = caller.subject();
@@ -225,7 +222,6 @@ async fn admit_within(
             caller,
             ticket: None,
             billed: true,
-            limited: true,
         });
     }
     let shard = caller.shard();
@@ -288,7 +284,6 @@ async fn admit_within(
         caller,
         ticket,
         billed: true,
-        limited: true,
     })
 }
 
