@@ -26,6 +26,8 @@ pub struct Job {
     pub accept: Option<String>,
     /// Tokens to book (estimated prompt + output).
     pub tokens: u64,
+    /// Of which the estimated prompt.
+    pub prompt_tokens: u64,
     /// The prompt-cache prefix hash (0 when no candidate caches prompts).
     pub prefix_hash: u64,
     /// How long the request may take to find an answer.
@@ -235,6 +237,7 @@ pub fn prepare<'c, 'a>(
                     tokens: request
                         .prompt_tokens
                         .saturating_add(output.saturating_mul(request.n.unwrap_or(1))),
+                    prompt_tokens: request.prompt_tokens,
                     prefix_hash,
                     deadline_ms,
                     attempt_timeout_ms,
@@ -253,6 +256,7 @@ pub fn prepare<'c, 'a>(
                     model: request.model.clone(),
                     accept,
                     tokens: 0,
+                    prompt_tokens: 0,
                     prefix_hash: 0,
                     deadline_ms,
                     attempt_timeout_ms: config.failover.attempt_timeout_ms,

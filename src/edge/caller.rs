@@ -162,6 +162,8 @@ pub struct Held {
     /// Whether the caller's books wait for the answer's usage: a user, or a caller with a
     /// tier.
     pub billed: bool,
+    /// What the request is booked at until its usage is known.
+    estimate: Usage,
 }
 
 /// Admits a request of `tokens` for `caller`: its tier's spend budgets (against what this
@@ -177,7 +179,14 @@ pub async fn admit(
     explain: &mut report::Headers,
 ) -> std::result::Result<Held, RouterError> {
     let subject = caller.subject();
-    let admitted = admit_within(env, ctx, config, caller, job.tokens, explain).await;
+    let estimate = Usage {
+        prompt_tokens: job.prompt_tokens,
+        cached_tokens: 0,
+        completion_tokens: job.tokens.saturating_sub(job.prompt_tokens),
+    };
+    let admitted = admit_within(env, ctx, config, caller, job.tokens, explain)
+        .await
+        .map(|held| Held { estimate, ..held });
     if admitted.is_err() {
         // A refused request is an error in the caller's usage books.
         TALLY.with(|t| {
@@ -205,6 +214,7 @@ async fn admit_within(
             caller,
             ticket: None,
             billed,
+            estimate: Usage::default(),
         });
     };
     let subject = caller.subject();
@@ -222,6 +232,7 @@ async fn admit_within(
             caller,
             ticket: None,
             billed: true,
+            estimate: Usage::default(),
         });
     }
     let shard = caller.shard();
@@ -284,6 +295,7 @@ async fn admit_within(
         caller,
         ticket,
         billed: true,
+        estimate: Usage::default(),
     })
 }
 
@@ -315,7 +327,12 @@ impl Held {
         requested: &str,
         usage: Option<Usage>,
     ) {
-        let Held { caller, ticket, .. } = self;
+        let Held {
+            caller,
+            ticket,
+            billed,
+            estimate,
+        } = self;
         if let Some(ticket) = ticket {
             let effect = if served.is_some() {
                 Effect::Spent
@@ -337,6 +354,13 @@ impl Held {
         let (model, price, failed) = match served {
             Some((model, price)) => (model, price, false),
             None => (requested, None, true),
+        };
+        // A served answer whose usage never came (the client left, the stream was cut, the
+        // provider sent none) is counted at the estimate where the caller's books wait for it:
+        // leaving before the end must not make an answer free.
+        let usage = match usage {
+            None if billed && !failed => Some(estimate),
+            usage => usage,
         };
         let counts = Counts::of(usage.as_ref(), price.as_ref(), failed);
         TALLY.with(|t| {

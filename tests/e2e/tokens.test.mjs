@@ -737,3 +737,35 @@ test("a stream longer than the copy's limit (1 MiB) is booked with its usage and
   const spend = 2n * (1234n * PICO_PER_TOKEN[SLOW].input + 6000n * PICO_PER_TOKEN[SLOW].output);
   assert.ok(Math.abs(row.spend_usd - Number(spend) / 1e12) < 1e-12, `spend ${row.spend_usd}`);
 });
+
+test("a stream cut before its usage is booked at the estimate, not for free", async () => {
+  // The upstream sends a chunk, then its connection is cut: the usage chunk never comes (as when
+  // the client leaves, which aborts the upstream call).
+  together.answer(() => ({
+    status: 200,
+    headers: { "content-type": "text/event-stream" },
+    body: [`data: ${JSON.stringify({ id: "c", object: "chat.completion.chunk", choices: [{ index: 0, delta: { content: "Hi" } }] })}\n\n`],
+    cut: true,
+  }));
+  try {
+    const cutShort = issuer.mint({ sub: "cut-short", alg: "HS256" });
+    const body = { ...chatBody("user:cut-short", "slow", { stream: true }), max_tokens: 300 };
+    const res = await chat(router, cutShort, body);
+    assert.equal(res.status, 200);
+    const text = await res.text();
+    assert.match(text, /upstream_stream_interrupted/);
+    let row;
+    for (let i = 0; i < 50 && !row; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      row = JSON.parse((await usage(cutShort)).text).rows.find((r) => r.model === SLOW && r.requests === 1);
+    }
+    assert.ok(row, "the answer is in the user's books");
+    // The estimate: the prompt's, and the 300 output tokens asked for.
+    assert.equal(row.completion_tokens, 300);
+    assert.ok(row.prompt_tokens > 0);
+    const spend = BigInt(row.prompt_tokens) * PICO_PER_TOKEN[SLOW].input + 300n * PICO_PER_TOKEN[SLOW].output;
+    assert.ok(Math.abs(row.spend_usd - Number(spend) / 1e12) < 1e-12, `spend ${row.spend_usd}`);
+  } finally {
+    answerWithUsage(together, "openai");
+  }
+});
