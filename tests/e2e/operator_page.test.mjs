@@ -11,10 +11,8 @@ import { createHash } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { chromium } from "playwright-core";
-import { GATEWAY_HASH, GATEWAY_KEY, startFakeUpstream, startRouter } from "./harness.mjs";
+import { GATEWAY_HASH, GATEWAY_KEY, launchChromium, startFakeUpstream, startRouter } from "./harness.mjs";
 
-const CHROMIUM = process.env.CHROMIUM_BIN || "/usr/bin/chromium";
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 const SCREENSHOT = path.join(ROOT, "target/screenshots/operator.png");
 /** The top users table, on usage the test makes up. */
@@ -73,19 +71,7 @@ before(async () => {
     { ROUTER_CONFIG: config, GATEWAY_KEY_HASHES: `${GATEWAY_HASH},${OTHER_HASH}`, ADMIN_KEY_HASHES: ADMIN_HASH, ...KEYS },
     { clock: true, secrets: [ADMIN_KEY, OTHER_KEY] },
   );
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: [
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-quic",
-      "--no-first-run",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--disable-sync",
-    ],
-  });
+  browser = await launchChromium();
 });
 
 after(async () => {
