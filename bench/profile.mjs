@@ -19,7 +19,8 @@
 // --interval: the sampling interval in µs. Before profiling, the same N requests run once
 // without the profiler (unless --no-compare), for workerd's CPU per request from /proc with
 // and without it. --build: another build directory (e.g. one built with NO_MINIFY=1). Needs build/ (scripts/build.sh); wasm names come
-// from the module's name section (worker-build keeps it: it runs wasm-opt with --debuginfo).
+// from the module's name section, which scripts/build.sh keeps only with WASM_NAMES=1 (build
+// with `WASM_NAMES=1 bash scripts/build.sh` before profiling; the deployed build has none).
 // JS names in build/index.js are minified unless it was built with NO_MINIFY=1; the script
 // labels the wasm-bindgen shims (`__wbg_*`) with the Rust import they serve, read from the
 // name section, and runtime.js's functions by its export map, so both builds read alike.
