@@ -3,22 +3,20 @@
 // streamText and a tool call, through a chat-only provider (the router translates) and through
 // a native one (it passes through). The same calls against the native fake directly come first:
 // they show the fake is what the AI SDK expects of OpenAI.
-import { after, before, beforeEach, describe, test } from "node:test";
+import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { createOpenAI } from "@ai-sdk/openai";
 import { generateText, jsonSchema, streamText, tool } from "ai";
 import { GATEWAY_KEY } from "./harness.mjs";
 import {
   CALL_ID,
-  CHAT_KEY,
   MODELS,
   NATIVE_KEY,
   TEXT,
   TEXT_DELTAS,
   USAGE,
   WEATHER_TOOL,
-  startChatOnlyFake,
-  startNativeResponsesFake,
+  bothFakes,
   startResponsesRouter,
 } from "./responses-fake.mjs";
 
@@ -27,23 +25,7 @@ const tools = () => ({
   get_weather: tool({ description: WEATHER_TOOL.description, inputSchema: jsonSchema(WEATHER_TOOL.parameters) }),
 });
 
-let native;
-let chat;
-
-before(async () => {
-  native = await startNativeResponsesFake({ key: NATIVE_KEY, maxRequests: 500 });
-  chat = await startChatOnlyFake({ key: CHAT_KEY, maxRequests: 500 });
-});
-
-after(async () => {
-  await native?.close();
-  await chat?.close();
-});
-
-beforeEach(() => {
-  native.reset();
-  chat.reset();
-});
+const fakes = bothFakes(500);
 
 /**
  * The three calls, against `openai` (a provider made by createOpenAI). `calls()` are the
@@ -122,8 +104,8 @@ const textOf = (content) => (typeof content === "string" ? content : (content ??
 
 describe("the native fake directly, as the AI SDK's OpenAI provider", () => {
   suite(
-    () => createOpenAI({ apiKey: NATIVE_KEY, baseURL: native.baseUrl }),
-    () => native.calls,
+    () => createOpenAI({ apiKey: NATIVE_KEY, baseURL: fakes.native.baseUrl }),
+    () => fakes.native.calls,
     "native",
   );
 });
@@ -133,7 +115,7 @@ for (const kind of ["chat", "native"]) {
     let router;
     let openai;
     before(async () => {
-      router = await startResponsesRouter(kind, { native, chat });
+      router = await startResponsesRouter(kind, fakes);
       // The SDK's fetch, keeping what the client saw for the harness's key-leak check.
       const recorded = async (url, init) => {
         const res = await fetch(url, init);
@@ -145,12 +127,12 @@ for (const kind of ["chat", "native"]) {
     after(() => router?.dispose());
     suite(
       () => openai,
-      () => (kind === "chat" ? chat : native).calls,
+      () => fakes[kind].calls,
       kind,
     );
     test("the provider's own model id reached it", async () => {
       await generateText({ model: openai("fast"), prompt: "hi" });
-      const body = (kind === "chat" ? chat : native).calls[0].body;
+      const body = fakes[kind].calls[0].body;
       assert.equal(body.model, MODELS[kind].fast);
     });
   });

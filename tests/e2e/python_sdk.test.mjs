@@ -3,7 +3,7 @@
 // its scenarios and prints what it saw as JSON; the assertions are here. Through a chat-only
 // provider (translated) and a native one (passed through). The same script against the native
 // fake directly comes first, to show the fake is what the client expects.
-import { after, before, beforeEach, describe, test } from "node:test";
+import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
 import { existsSync } from "node:fs";
@@ -12,13 +12,11 @@ import { fileURLToPath } from "node:url";
 import { GATEWAY_KEY } from "./harness.mjs";
 import {
   CALL_ID,
-  CHAT_KEY,
   NATIVE_KEY,
   TEXT,
   TEXT_DELTAS,
   USAGE,
-  startChatOnlyFake,
-  startNativeResponsesFake,
+  bothFakes,
   startResponsesRouter,
 } from "./responses-fake.mjs";
 
@@ -52,23 +50,7 @@ function python(baseUrl, apiKey, scenarios) {
   });
 }
 
-let native;
-let chat;
-
-before(async () => {
-  native = await startNativeResponsesFake({ key: NATIVE_KEY, maxRequests: 200 });
-  chat = await startChatOnlyFake({ key: CHAT_KEY, maxRequests: 200 });
-});
-
-after(async () => {
-  await native?.close();
-  await chat?.close();
-});
-
-beforeEach(() => {
-  native.reset();
-  chat.reset();
-});
+const fakes = bothFakes(200);
 
 /**
  * The scenarios' assertions; `run(scenarios)` runs the script against one endpoint. `provider`
@@ -119,7 +101,7 @@ function suite(run, provider, fake) {
 
   if (!provider) return;
   test("a stream cut after its first byte ends with the error event; the helper has no final response", async () => {
-    fake().cutStreams(fake() === native ? 5 : 2);
+    fake().cutStreams(fake() === fakes.native ? 5 : 2);
     const { cut } = await run(["cut"]);
     assert.equal(cut.types.at(-1), "error");
     assert.ok(cut.types.includes("response.output_text.delta"), cut.types.join(","));
@@ -130,15 +112,15 @@ function suite(run, provider, fake) {
 }
 
 describe("the native fake directly, read by the Python client", () => {
-  const run = async (scenarios) => (await python(native.baseUrl, NATIVE_KEY, scenarios)).result;
-  suite(run, null, () => native);
+  const run = async (scenarios) => (await python(fakes.native.baseUrl, NATIVE_KEY, scenarios)).result;
+  suite(run, null, () => fakes.native);
 });
 
 for (const kind of ["chat", "native"]) {
   describe(`the Python client through the router, ${kind === "chat" ? "translated for a chat-only provider" : "passed through to a native provider"}`, () => {
     let router;
     before(async () => {
-      router = await startResponsesRouter(kind, { native, chat });
+      router = await startResponsesRouter(kind, fakes);
     });
     after(() => router?.dispose());
     const run = async (scenarios) => {
@@ -147,6 +129,6 @@ for (const kind of ["chat", "native"]) {
       router.seen.push(stdout, stderr);
       return result;
     };
-    suite(run, kind === "chat" ? "chatonly" : "openai", () => (kind === "chat" ? chat : native));
+    suite(run, kind === "chat" ? "chatonly" : "openai", () => fakes[kind]);
   });
 }

@@ -12,6 +12,7 @@
 // first chunks, and stop by themselves after `maxRequests` calls or `lifetimeMs`. Each call
 // keeps what the fake sent back (`sent`: the JSON text, or the stream's chunks), so that a
 // passthrough can be checked byte for byte.
+import { after, before, beforeEach } from "node:test";
 import assert from "node:assert/strict";
 import http from "node:http";
 import { GATEWAY_HASH, startRouter } from "./harness.mjs";
@@ -444,6 +445,27 @@ export async function startChatOnlyFake({ key, maxRequests = 200, lifetimeMs = 3
       return out.stream(events);
     },
   });
+}
+
+/**
+ * Both fakes for a test file: started before its tests (each taking up to `maxRequests`), their
+ * calls forgotten before each test, closed after. `native` and `chat` are set once started.
+ */
+export function bothFakes(maxRequests) {
+  const fakes = { native: null, chat: null };
+  before(async () => {
+    fakes.native = await startNativeResponsesFake({ key: NATIVE_KEY, maxRequests });
+    fakes.chat = await startChatOnlyFake({ key: CHAT_KEY, maxRequests });
+  });
+  after(async () => {
+    await fakes.native?.close();
+    await fakes.chat?.close();
+  });
+  beforeEach(() => {
+    fakes.native.reset();
+    fakes.chat.reset();
+  });
+  return fakes;
 }
 
 /**
