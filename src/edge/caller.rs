@@ -184,9 +184,14 @@ pub async fn admit(
         cached_tokens: 0,
         completion_tokens: job.tokens.saturating_sub(job.prompt_tokens),
     };
-    let admitted = admit_within(env, ctx, config, caller, job.tokens, explain)
+    let admitted = admit_within(env, ctx, config, &caller, job.tokens, explain)
         .await
-        .map(|held| Held { estimate, ..held });
+        .map(|(ticket, billed)| Held {
+            caller,
+            ticket,
+            billed,
+            estimate,
+        });
     if admitted.is_err() {
         // A refused request is an error in the caller's usage books.
         TALLY.with(|t| {
@@ -199,23 +204,18 @@ pub async fn admit(
     admitted
 }
 
+/// The booking of `caller`'s windows, and whether its books wait for the answer's usage (a
+/// user's always, tier or not: apps are what the books are for; any caller's with a tier).
 async fn admit_within(
     env: &Env,
     ctx: &Context,
     config: &Config,
-    caller: Caller,
+    caller: &Caller,
     tokens: u64,
     explain: &mut report::Headers,
-) -> std::result::Result<Held, RouterError> {
+) -> std::result::Result<(Option<Ticket>, bool), RouterError> {
     let Some((tier_name, tier)) = caller.tier(config) else {
-        // A user's usage is always counted, tier or not: apps are what the books are for.
-        let billed = matches!(caller, Caller::User(_));
-        return Ok(Held {
-            caller,
-            ticket: None,
-            billed,
-            estimate: Usage::default(),
-        });
+        return Ok((None, matches!(caller, Caller::User(_))));
     };
     let subject = caller.subject();
     if tier.spend_per_day.is_some() || tier.spend_per_month.is_some() {
@@ -228,12 +228,7 @@ async fn admit_within(
         })?;
     }
     if !tier.has_windows() {
-        return Ok(Held {
-            caller,
-            ticket: None,
-            billed: true,
-            estimate: Usage::default(),
-        });
+        return Ok((None, true));
     }
     let shard = caller.shard();
     let offers = caller.offers();
@@ -253,7 +248,7 @@ async fn admit_within(
         let books = HOLDINGS.with(|h| h.borrow().books(&shard, caller::MODEL, now_ms()));
         let limits = &tier.limits;
         caller::refusal(
-            &caller,
+            caller,
             tier_name,
             limits,
             &books,
@@ -291,12 +286,7 @@ async fn admit_within(
     };
     let books = HOLDINGS.with(|h| h.borrow().books(&shard, caller::MODEL, now_ms()));
     explain.extend(caller::headers(&tier.limits, &books, now_ms()));
-    Ok(Held {
-        caller,
-        ticket,
-        billed: true,
-        estimate: Usage::default(),
-    })
+    Ok((ticket, true))
 }
 
 /// Asks the caller's usage object what it spent, within a short wait; a late or failed answer
