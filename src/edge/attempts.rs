@@ -191,9 +191,12 @@ fn settle(
     bill: Option<(Held, &str)>,
 ) {
     let (shard, key) = failover::shard_of(choice);
-    let served = format!("{}/{}", choice.provider.name, choice.target.model);
-    let price = choice.provider.prices.get(&choice.target.model).copied();
-    let bill = bill.map(|(held, requested)| (held, requested.to_owned()));
+    // What the served answer is billed as: its provider and model, at its price.
+    let bill = bill.map(|(held, requested)| {
+        let served = format!("{}/{}", choice.provider.name, choice.target.model);
+        let price = choice.provider.prices.get(&choice.target.model).copied();
+        (held, requested.to_owned(), served, price)
+    });
     let record = move |usage: Option<Usage>, report: Option<Report>| {
         if let Some(ticket) = ticket {
             HOLDINGS.with(|h| {
@@ -201,7 +204,7 @@ fn settle(
                     .settle(&shard, &key, ticket, effect, usage, report, now_ms());
             });
         }
-        if let Some((held, requested)) = bill {
+        if let Some((held, requested, served, price)) = bill {
             held.close(Some((&served, price)), &requested, usage);
         }
     };
