@@ -57,12 +57,13 @@ thread_local! {
 pub async fn identify(
     config: &Config,
     headers: Lines<'_>,
+    ctx: &Context,
 ) -> std::result::Result<Caller, RouterError> {
     let authorization = headers.get("authorization");
     let credential = authorization.and_then(auth::bearer);
     match (&config.users, credential) {
         (Some(users), Some(credential)) if token::looks_like_jwt(credential) => {
-            let identity = verify(users, credential, headers.get("origin")).await?;
+            let identity = verify(users, credential, headers.get("origin"), ctx).await?;
             Ok(Caller::User(identity))
         }
         _ => auth::caller(&config.gateway.auth, authorization),
@@ -75,6 +76,7 @@ async fn verify(
     users: &Users,
     credential: &str,
     origin: Option<&str>,
+    ctx: &Context,
 ) -> std::result::Result<token::Identity, RouterError> {
     let parsed = token::parse(credential)?;
     let alg = token::algorithm(users, &parsed)?;
@@ -84,9 +86,10 @@ async fn verify(
         refresh_jwks(users, true).await;
         material = key_material(users, alg, kid)?;
     } else if JWKS.with(|c| c.borrow().should_fetch(users, false, now_ms())) {
-        // A stale set is fetched again in the background of this one's use: the key found
-        // still verifies this token.
-        refresh_jwks(users, false).await;
+        // A stale set is fetched again after the answer, not before it: the key found still
+        // verifies this token.
+        let users = users.clone();
+        ctx.wait_until(async move { refresh_jwks(&users, false).await });
     }
     let Some(material) = material else {
         return Err(RouterError::InvalidToken {

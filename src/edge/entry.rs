@@ -133,14 +133,18 @@ async fn serve(
             Ok(fixed(200, operator::PAGE))
         }
         Endpoint::Models => {
-            caller::identify(config, incoming.headers).await?;
+            caller::identify(config, incoming.headers, ctx).await?;
             Ok(json(&models::list_json(config), explain))
         }
         Endpoint::Usage => {
             // An admin reads every caller's lines; anyone else their own.
             let subject = match auth::check(&config.gateway.admin, authorization) {
                 Ok(()) => None,
-                Err(_) => Some(caller::identify(config, incoming.headers).await?.subject()),
+                Err(_) => Some(
+                    caller::identify(config, incoming.headers, ctx)
+                        .await?
+                        .subject(),
+                ),
             };
             let url = incoming.req.url();
             let page = caller::usage_page(env, endpoint::query_of(&url), subject, explain).await?;
@@ -151,7 +155,7 @@ async fn serve(
             batch::serve(incoming.req, method, path, incoming.headers, &shared, env).await
         }
         Endpoint::ChatCompletions | Endpoint::Embeddings | Endpoint::Responses => {
-            let who = caller::identify(config, incoming.headers).await?;
+            let who = caller::identify(config, incoming.headers, ctx).await?;
             let call = Call {
                 endpoint,
                 config,
