@@ -163,7 +163,7 @@ export function handOn(body, reader, start, interrupted, check, abort, ends, dro
   if (events && dropUsage) {
     const kept = withoutUsage(start.subarray(0, Math.max(lastEventEnd(start), 0)));
     const rest = unfinished(start);
-    toClient = toClient.pipeThrough(usageDropper(rest));
+    toClient = toClient.pipeThrough(usageDropper(start));
     first = join([kept, rest], kept.byteLength + rest.byteLength);
   }
   // At the start of a line: an event's text, which repeats the answer, holds no raw line break.
@@ -232,60 +232,66 @@ export function translate(body, reader, start, step, abort) {
 // only for the check, not sent again.
 function eventChecker(start, checked) {
   const decoder = new TextDecoder();
-  let held = unfinished(start);
-  let sent = held.byteLength;
-  return new TransformStream({
-    transform(chunk, controller) {
-      const bytes = held.byteLength > 0 ? join([held, chunk], held.byteLength + chunk.byteLength) : chunk;
-      const end = lastEventEnd(bytes);
-      if (end < 0) {
-        // No event is that long: an upstream that never ends one is not an answer either.
-        if (bytes.byteLength > MAX_EVENT) {
-          checked.malformed = true;
-          controller.error(new Error("an event without end"));
-          return;
-        }
-        held = bytes;
-        return;
-      }
-      if (!eventsParse(decoder.decode(bytes.subarray(0, end)))) {
-        checked.malformed = true;
-        controller.error(new Error("a malformed event"));
-        return;
-      }
+  const refuse = (controller, why) => {
+    checked.malformed = true;
+    controller.error(new Error(why));
+    return false;
+  };
+  return completeEvents(start, {
+    // No event is that long: an upstream that never ends one is not an answer either.
+    tooLong: (controller) => refuse(controller, "an event without end"),
+    events(bytes, sent, end, controller) {
+      if (!eventsParse(decoder.decode(bytes.subarray(0, end)))) return refuse(controller, "a malformed event");
       if (end > sent) controller.enqueue(bytes.slice(sent, end));
-      held = bytes.slice(end);
-      sent = 0;
-    },
-    flush(controller) {
-      // An unfinished last event: the stream ended without [DONE] (the error event follows).
-      if (held.byteLength > sent) controller.enqueue(held.slice(sent));
+      return true;
     },
   });
 }
 
 // Keeps the usage-only chunk of a chat event stream from the client (see handOn): complete
-// events pass as they are, but that one; `held` is the unfinished event the client already has.
-function usageDropper(held) {
+// events pass as they are, but that one.
+function usageDropper(start) {
+  return completeEvents(start, {
+    // An event that long passes as it is.
+    tooLong: () => true,
+    events(bytes, sent, end, controller) {
+      // The first event's start went out already: its rest passes as it is.
+      const first = sent > 0 ? firstEventEnd(bytes, sent, end) : 0;
+      if (first > sent) controller.enqueue(bytes.slice(sent, first));
+      const kept = withoutUsage(bytes.subarray(first, end));
+      if (kept.byteLength > 0) controller.enqueue(kept);
+      return true;
+    },
+  });
+}
+
+// A step over the complete events of the client's branch of an event stream, after `start`,
+// which the client has already (its unfinished last event is held, and not sent again).
+// `events(bytes, sent, end, controller)` gets the bytes up to the end of the last complete
+// event, of which the client has the first `sent`, and enqueues what passes; false stops the
+// stream. `tooLong(controller)` says whether an unfinished event longer than MAX_EVENT passes
+// as if complete. An unfinished event at the end of the stream passes as it is.
+function completeEvents(start, { events, tooLong }) {
+  let held = unfinished(start);
   let sent = held.byteLength;
   return new TransformStream({
     transform(chunk, controller) {
       const bytes = held.byteLength > 0 ? join([held, chunk], held.byteLength + chunk.byteLength) : chunk;
-      const end = lastEventEnd(bytes);
-      if (end < 0 && bytes.byteLength <= MAX_EVENT) {
-        held = bytes;
-        return;
+      let end = lastEventEnd(bytes);
+      if (end < 0) {
+        if (bytes.byteLength <= MAX_EVENT) {
+          held = bytes;
+          return;
+        }
+        if (!tooLong(controller)) return;
+        end = bytes.byteLength;
       }
-      const cut = end < 0 ? bytes.byteLength : end;
-      // The first event's start went out already: its rest passes as it is.
-      const first = sent > 0 ? firstEventEnd(bytes, sent, cut) : 0;
-      if (first > sent) controller.enqueue(bytes.slice(sent, first));
-      const kept = withoutUsage(bytes.subarray(first, cut));
-      if (kept.byteLength > 0) controller.enqueue(kept);
-      held = bytes.slice(cut);
+      if (!events(bytes, sent, end, controller)) return;
+      held = bytes.slice(end);
       sent = 0;
     },
     flush(controller) {
+      // An unfinished last event: the stream ended without [DONE] (the error event follows).
       if (held.byteLength > sent) controller.enqueue(held.slice(sent));
     },
   });
