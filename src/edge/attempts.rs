@@ -16,7 +16,7 @@ use crate::core::error::RouterError;
 use crate::core::failover::{self, Breakers, Next, Planner, Verdict};
 use crate::core::job::{Job, Outgoing, Shape};
 use crate::core::outcome::{self, Outcome};
-use crate::core::quota::{Effect, Ticket, Usage};
+use crate::core::quota::{Call, Effect, Ticket, Usage};
 use crate::core::ratelimit::{self, Report};
 use crate::core::report::Trace;
 use crate::core::responses;
@@ -78,73 +78,28 @@ pub async fn run<'c>(
         job.deadline_ms,
     )
     .with_attempts(job.attempt_timeout_ms, job.timeout_blames_provider);
+    let io = Io { env, ctx };
     let result = loop {
         let next = BREAKERS.with(|b| {
             HOLDINGS.with(|h| planner.next(now_ms(), &mut b.borrow_mut(), &mut h.borrow_mut()))
         });
         match next {
             Next::GiveUp(err) => break Err(err),
-            Next::Reserve(call) => {
-                let started = now_ms();
-                trace.quota_calls += 1;
-                let timeout = planner.quota_timeout_ms(started);
-                let reply = bank::reserve(env, ctx, *call, timeout).await;
-                trace.quota_ms += now_ms().saturating_sub(started);
-                HOLDINGS.with(|h| {
-                    let mut h = h.borrow_mut();
-                    match reply {
-                        Some(reply) => planner.on_reply(reply, &mut h, now_ms()),
-                        None => planner.on_unreachable(&mut h, now_ms()),
-                    }
-                });
-            }
+            Next::Reserve(call) => book(io, &mut planner, *call, trace).await,
             Next::Send {
                 choice,
                 ticket,
                 timeout_ms,
             } => {
-                let outgoing = match body_for(&choice) {
-                    Ok(outgoing) => outgoing,
-                    Err(err) => {
-                        settle(
-                            env,
-                            ctx,
-                            &choice,
-                            ticket,
-                            Effect::NotSpent,
-                            Answer::Nothing,
-                            None,
-                        );
-                        break Err(err);
-                    }
+                let sent = Sent {
+                    choice,
+                    ticket,
+                    timeout_ms,
                 };
-                let started = now_ms();
-                // Whether the caller's books wait for this answer's usage, however long it is (a
-                // user's, or a caller's with a tier): a step per chunk, which a gateway key
-                // without a tier does not pay, even on a priced model.
-                let counted = held.as_ref().is_some_and(|h| h.billed);
-                let (outcome, response, answer) =
-                    attempt(&choice, job, outgoing, timeout_ms, counted).await;
-                let ms = now_ms().saturating_sub(started);
-                trace.upstream_ms += ms;
-                let effect = Effect::of(&outcome);
-                let verdict = BREAKERS
-                    .with(|b| planner.record(&choice, &outcome, ms, now_ms(), &mut b.borrow_mut()));
-                // The answer the client gets closes its caller's books when its usage is known.
-                let bill = match (&verdict, &response) {
-                    (Verdict::Serve, Some(_)) => held.take().map(|h| (h, job.model.as_str())),
-                    _ => None,
-                };
-                settle(env, ctx, &choice, ticket, effect, answer, bill);
-                match (verdict, response) {
-                    (Verdict::Serve, Some(response)) => break Ok(response),
-                    (Verdict::Serve, None) => {
-                        break Err(RouterError::Internal {
-                            detail: "a success without a response".to_owned(),
-                        })
-                    }
-                    (Verdict::Return(err), _) => break Err(err),
-                    (Verdict::Retry, _) => {}
+                let outgoing = body_for(&sent.choice);
+                let step = send(io, &mut planner, job, &mut held, sent, outgoing, trace);
+                if let Some(result) = step.await {
+                    break result;
                 }
             }
         }
@@ -157,6 +112,88 @@ pub async fn run<'c>(
     callers::flush_later(env, ctx);
     bank::maintain(env, ctx);
     result
+}
+
+/// The runtime an attempt does its I/O with.
+#[derive(Clone, Copy)]
+struct Io<'a> {
+    env: &'a Env,
+    ctx: &'a Context,
+}
+
+/// What the planner said to send.
+struct Sent<'c> {
+    choice: Choice<'c>,
+    ticket: Option<Ticket>,
+    timeout_ms: u64,
+}
+
+/// Books with a bank synchronously (nothing held covers the request), within what is left of
+/// the quota's time, and tells the planner its reply (or that it could not be reached).
+async fn book(io: Io<'_>, planner: &mut Planner<'_>, call: Call, trace: &mut Trace) {
+    let started = now_ms();
+    trace.quota_calls += 1;
+    let timeout = planner.quota_timeout_ms(started);
+    let reply = bank::reserve(io.env, io.ctx, call, timeout).await;
+    trace.quota_ms += now_ms().saturating_sub(started);
+    HOLDINGS.with(|h| {
+        let mut h = h.borrow_mut();
+        match reply {
+            Some(reply) => planner.on_reply(reply, &mut h, now_ms()),
+            None => planner.on_unreachable(&mut h, now_ms()),
+        }
+    });
+}
+
+/// Sends one attempt and records its outcome: the client's result when the planner's verdict
+/// ends the run (served, or an error to return), `None` to go on with the next attempt.
+async fn send<'c>(
+    io: Io<'_>,
+    planner: &mut Planner<'c>,
+    job: &Job,
+    held: &mut Option<Held>,
+    sent: Sent<'c>,
+    outgoing: Result<Outgoing, RouterError>,
+    trace: &mut Trace,
+) -> Option<Result<Reply, RouterError>> {
+    let Sent {
+        choice,
+        ticket,
+        timeout_ms,
+    } = sent;
+    let outgoing = match outgoing {
+        Ok(outgoing) => outgoing,
+        Err(err) => {
+            let nothing = Answer::Nothing;
+            settle(io, &choice, ticket, Effect::NotSpent, nothing, None);
+            return Some(Err(err));
+        }
+    };
+    let started = now_ms();
+    // Whether the caller's books wait for this answer's usage, however long it is (a user's, or
+    // a caller's with a tier): a step per chunk, which a gateway key without a tier does not
+    // pay, even on a priced model.
+    let counted = held.as_ref().is_some_and(|h| h.billed);
+    let (outcome, response, answer) = attempt(&choice, job, outgoing, timeout_ms, counted).await;
+    let ms = now_ms().saturating_sub(started);
+    trace.upstream_ms += ms;
+    let effect = Effect::of(&outcome);
+    let verdict =
+        BREAKERS.with(|b| planner.record(&choice, &outcome, ms, now_ms(), &mut b.borrow_mut()));
+    // The answer the client gets closes its caller's books when its usage is known.
+    let bill = match (&verdict, &response) {
+        (Verdict::Serve, Some(_)) => held.take().map(|h| (h, job.model.as_str())),
+        _ => None,
+    };
+    settle(io, &choice, ticket, effect, answer, bill);
+    match (verdict, response) {
+        (Verdict::Serve, Some(response)) => Some(Ok(response)),
+        (Verdict::Serve, None) => Some(Err(RouterError::Internal {
+            detail: "a success without a response".to_owned(),
+        })),
+        (Verdict::Return(err), _) => Some(Err(err)),
+        (Verdict::Retry, _) => None,
+    }
 }
 
 /// What an attempt's answer leaves to learn.
@@ -182,8 +219,7 @@ enum Answer {
 /// from the outcome); for an answer handed on, once it has ended and its usage is known, after
 /// the response (`wait_until`). Nothing here waits on the bank: reports go in the background.
 fn settle(
-    env: &Env,
-    ctx: &Context,
+    io: Io<'_>,
     choice: &Choice<'_>,
     ticket: Option<Ticket>,
     effect: Effect,
@@ -217,9 +253,9 @@ fn settle(
             finished,
             kind,
         } => {
-            let env = env.clone();
+            let env = io.env.clone();
             let provider = choice.provider.name.clone();
-            ctx.wait_until(async move {
+            io.ctx.wait_until(async move {
                 let usage = answer_usage(finished, kind, &provider).await;
                 record(usage, Some(report));
                 callers::flush_when_due(&env).await;

@@ -7,10 +7,7 @@ use std::cell::RefCell;
 use std::time::Duration;
 
 use worker::wasm_bindgen::{self, prelude::wasm_bindgen};
-use worker::{
-    durable_object, js_sys, Context, Delay, DurableObject, Env, Request, Response, Result,
-    SqlStorage, SqlStorageValue, State,
-};
+use worker::{js_sys, Context, Delay, Env};
 
 use super::http::{self, now_ms};
 use super::quota::{self as bank, HOLDINGS};
@@ -21,7 +18,7 @@ use crate::core::job::Job;
 use crate::core::quota::{Admission, Effect, Reply as BankReply, Ticket, Usage};
 use crate::core::token::{self, JwksCache, KeyRef, Lookup};
 use crate::core::upstream::Lines;
-use crate::core::usage::{self, Command, Counts, Reply, Row, Spent, Tally};
+use crate::core::usage::{self, Command, Counts, Reply, Row, Tally};
 use crate::core::{auth, report};
 
 #[wasm_bindgen(module = "/src/edge/runtime.js")]
@@ -451,156 +448,4 @@ pub async fn usage_page(
         explain.push(("content-type", "application/json".to_owned()));
         usage::to_json(&q, &rows)
     })
-}
-
-/// The usage books of the callers whose subjects hash to one shard: a SQLite-backed Durable
-/// Object, one line per day, caller and model.
-#[durable_object]
-pub struct UsageObject {
-    sql: SqlStorage,
-    ready: RefCell<bool>,
-}
-
-#[derive(serde::Deserialize)]
-struct SpentRow {
-    /// Picodollars, as text (see `usage::sql::ADD`).
-    day_spend: String,
-    month_spend: String,
-}
-
-#[derive(serde::Deserialize)]
-struct LineRow {
-    day: String,
-    subject: String,
-    model: String,
-    requests: i64,
-    errors: i64,
-    prompt: i64,
-    cached: i64,
-    completion: i64,
-    spend: String,
-}
-
-/// A spend the books read as text (see `usage::sql::ADD`).
-fn picodollars(text: &str) -> u64 {
-    text.parse().unwrap_or(0)
-}
-
-impl UsageObject {
-    fn spent(&self, subject: &str, today: &str) -> Result<Spent> {
-        let month = format!("{}%", today.get(..8).unwrap_or(today));
-        let rows: Vec<SpentRow> = self
-            .sql
-            .exec(
-                usage::sql::SPENT,
-                vec![subject.into(), today.into(), month.into()],
-            )?
-            .to_array()?;
-        let row = rows.into_iter().next();
-        Ok(Spent {
-            subject: subject.to_owned(),
-            day: today.to_owned(),
-            day_spend: row.as_ref().map_or(0, |r| picodollars(&r.day_spend)),
-            month_spend: row.map_or(0, |r| picodollars(&r.month_spend)),
-        })
-    }
-
-    fn apply(&self, command: Command) -> Result<Reply> {
-        if !self.ready.replace(true) {
-            self.sql.exec(usage::sql::CREATE, None)?;
-        }
-        let n = |v: u64| SqlStorageValue::from(i64::try_from(v).unwrap_or(i64::MAX));
-        Ok(match command {
-            Command::Record { rows, today } => {
-                let mut subjects: Vec<String> = Vec::new();
-                for row in rows {
-                    let c = row.counts;
-                    self.sql.exec(
-                        usage::sql::ADD,
-                        vec![
-                            row.day.into(),
-                            row.subject.clone().into(),
-                            row.model.into(),
-                            n(c.requests),
-                            n(c.errors),
-                            n(c.prompt_tokens),
-                            n(c.cached_tokens),
-                            n(c.completion_tokens),
-                            c.spend.to_string().into(),
-                        ],
-                    )?;
-                    if !subjects.contains(&row.subject) {
-                        subjects.push(row.subject);
-                    }
-                }
-                let spent = subjects
-                    .iter()
-                    .map(|s| self.spent(s, &today))
-                    .collect::<Result<Vec<_>>>()?;
-                Reply::Spent(spent)
-            }
-            Command::Spent { subjects, today } => Reply::Spent(
-                subjects
-                    .iter()
-                    .map(|s| self.spent(s, &today))
-                    .collect::<Result<Vec<_>>>()?,
-            ),
-            Command::Query { from, to, subject } => {
-                let cursor = match subject {
-                    Some(s) => self.sql.exec(
-                        usage::sql::QUERY_ONE,
-                        vec![from.into(), to.into(), s.into()],
-                    )?,
-                    None => self
-                        .sql
-                        .exec(usage::sql::QUERY, vec![from.into(), to.into()])?,
-                };
-                let lines: Vec<LineRow> = cursor.to_array()?;
-                let u = |v: i64| v.max(0) as u64;
-                Reply::Rows(
-                    lines
-                        .into_iter()
-                        .map(|l| Row {
-                            day: l.day,
-                            subject: l.subject,
-                            model: l.model,
-                            counts: Counts {
-                                requests: u(l.requests),
-                                errors: u(l.errors),
-                                prompt_tokens: u(l.prompt),
-                                cached_tokens: u(l.cached),
-                                completion_tokens: u(l.completion),
-                                spend: picodollars(&l.spend),
-                            },
-                        })
-                        .collect(),
-                )
-            }
-        })
-    }
-}
-
-impl DurableObject for UsageObject {
-    fn new(state: State, _env: Env) -> Self {
-        Self {
-            sql: state.storage().sql(),
-            ready: RefCell::new(false),
-        }
-    }
-
-    async fn fetch(&self, mut req: Request) -> Result<Response> {
-        // Parsed as text: the runtime's JSON would hold a spend past 2^53 as an inexact number,
-        // which serde then refuses as an integer.
-        let command = req
-            .text()
-            .await
-            .and_then(|t| Ok(serde_json::from_str::<Command>(&t)?));
-        let command = match command {
-            Ok(c) => c,
-            Err(e) => return Response::error(format!("bad command: {e}"), 400),
-        };
-        // One command, with no `.await` inside: calls never interleave.
-        let reply = self.apply(command)?;
-        Response::from_json(&reply)
-    }
 }

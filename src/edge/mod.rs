@@ -9,7 +9,10 @@
 //!   body piped to the client by the runtime, its last bytes read from a copy;
 //! - [`http`]: the runtime calls around the request: its headers and body, the client's
 //!   response, capped reads, the attempt's clock; with `stream`, the Rust side of `runtime.js`;
+//! - [`caller`]: who calls (a gateway key, or a user token verified with WebCrypto), the
+//!   caller's own limits and budgets, and its usage gathered for the books;
 //! - [`quota`]: the quota ledger's Durable Object, and the Worker's calls to it;
+//! - [`usage`]: the usage books' Durable Object;
 //! - [`batch`]: the Batch API passed to providers, uploads streamed through the core's
 //!   rewriter, and the registry of files and batches (a Durable Object per owner).
 
@@ -20,3 +23,4 @@ mod entry;
 mod http;
 mod quota;
 mod stream;
+mod usage;
