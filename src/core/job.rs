@@ -15,6 +15,7 @@ use super::error::RouterError;
 use super::request::{ChatRequest, EmbeddingsRequest, Json};
 use super::responses::{self, ResponsesRequest};
 use super::route::Choice;
+use super::stream::{Body, INTERRUPTED_EVENT, WHOLE_JSON};
 use super::{adapt, classify, quota, report, route};
 
 /// What one request asks of the upstreams.
@@ -73,6 +74,66 @@ pub enum Shape {
     /// A chat completion answering a Responses request: translated, and a Response object
     /// repeats these request fields.
     FromChat(Map<String, Value>),
+}
+
+/// How a successful answer is taken, decided from its shape and the kind of its body before
+/// anything reaches the client: how much of it is read first, when it fails over, and how the
+/// rest is handed on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Taking {
+    /// How much of a JSON answer is read whole before anything is sent (one to translate is
+    /// read whole however long it is).
+    pub whole: usize,
+    /// Whether the answer is translated (a Responses request served by a chat completion).
+    pub translated: bool,
+    /// The event written to the client when a handed-on event stream is cut.
+    pub interrupted: Option<&'static str>,
+    /// The events that end such a stream instead of `data: [DONE]` (the Responses API's).
+    pub ends: Option<&'static [&'static str]>,
+    /// Whether the usage-only chunk the router asked for is kept from the client.
+    pub drop_usage: bool,
+}
+
+/// The longest JSON chat answer translated into a Response object (it is read whole).
+pub const MAX_TRANSLATED: usize = 8 << 20;
+
+impl Shape {
+    /// How an answer of `kind` is taken for this shape.
+    pub fn taking(&self, kind: Body) -> Taking {
+        let events = kind == Body::Events;
+        let translated = matches!(self, Shape::FromChat(_));
+        let (interrupted, ends): (_, Option<&'static [&'static str]>) = match self {
+            Shape::Responses => (responses::INTERRUPTED_EVENT, Some(&responses::END_EVENTS)),
+            _ => (INTERRUPTED_EVENT, None),
+        };
+        Taking {
+            whole: if translated {
+                MAX_TRANSLATED
+            } else {
+                WHOLE_JSON
+            },
+            translated,
+            interrupted: events.then_some(interrupted),
+            ends,
+            drop_usage: events && *self == Shape::ChatUsageAsked,
+        }
+    }
+}
+
+impl Taking {
+    /// Whether the start of an answer of `kind` says it is no answer, so that it fails over:
+    /// `whole` is all of a JSON answer that was read whole (checked whole: one cut yet ended
+    /// cleanly fails), `first` the start of the first chunk otherwise (none: the body ended or
+    /// failed before it). A JSON answer to translate that could not be read whole fails too.
+    pub fn fails(&self, kind: Body, whole: Option<&[u8]>, first: Option<&[u8]>) -> bool {
+        match whole {
+            Some(body) => kind.start_fails(body) || kind.whole_fails(body),
+            None => {
+                (self.translated && kind == Body::Json)
+                    || first.is_none_or(|start| kind.start_fails(start))
+            }
+        }
+    }
 }
 
 /// One attempt's request: its body, the provider's path for it, and what its answer is.
@@ -552,5 +613,48 @@ mod tests {
             check_body(&c, None, Some(&over)),
             Err(RouterError::BodyTooLarge { .. })
         ));
+    }
+
+    #[test]
+    fn an_answer_is_taken_as_its_shape_and_kind_say() {
+        let chat = Shape::Chat.taking(Body::Events);
+        assert_eq!(chat.interrupted, Some(INTERRUPTED_EVENT));
+        assert_eq!(
+            (chat.ends, chat.drop_usage, chat.whole),
+            (None, false, WHOLE_JSON)
+        );
+        // A JSON answer is cut, if ever, by failing: no event is written into it.
+        assert_eq!(Shape::Chat.taking(Body::Json).interrupted, None);
+        // Only the chunk the router asked for is kept back, and only from a stream.
+        assert!(Shape::ChatUsageAsked.taking(Body::Events).drop_usage);
+        assert!(!Shape::ChatUsageAsked.taking(Body::Json).drop_usage);
+        let native = Shape::Responses.taking(Body::Events);
+        assert_eq!(native.interrupted, Some(responses::INTERRUPTED_EVENT));
+        assert_eq!(native.ends, Some(&responses::END_EVENTS[..]));
+        let translated = Shape::FromChat(Map::new()).taking(Body::Json);
+        assert!(translated.translated);
+        assert_eq!(translated.whole, MAX_TRANSLATED);
+    }
+
+    #[test]
+    fn an_answer_that_is_no_answer_fails_over_before_its_first_byte() {
+        let chat = Shape::Chat.taking(Body::Json);
+        let ok = br#"{"id":"c","choices":[]}"#.as_slice();
+        assert!(!chat.fails(Body::Json, Some(ok), Some(ok)));
+        // Read whole, it is checked whole: cut yet ended cleanly, or an error object.
+        assert!(chat.fails(Body::Json, Some(br#"{"id":"c","choi"#), None));
+        assert!(chat.fails(Body::Json, Some(br#"{"error":{"message":"x"}}"#), None));
+        // Not read whole (too long): its start is what is checked.
+        assert!(!chat.fails(Body::Json, None, Some(br#"{"id":"c","cho"#)));
+        assert!(chat.fails(Body::Json, None, Some(b"<html>")));
+        // Nothing came before the body ended.
+        assert!(chat.fails(Body::Json, None, None));
+        let events = Shape::Chat.taking(Body::Events);
+        assert!(!events.fails(Body::Events, None, Some(b"data: {\"choices\":[]}\n\n")));
+        assert!(events.fails(Body::Events, None, Some(b"data: [DONE]\n\n")));
+        // A JSON answer to translate must be read whole, or it cannot be translated.
+        let translated = Shape::FromChat(Map::new()).taking(Body::Json);
+        assert!(translated.fails(Body::Json, None, Some(ok)));
+        assert!(!translated.fails(Body::Json, Some(ok), Some(ok)));
     }
 }

@@ -21,7 +21,7 @@ use crate::core::ratelimit::{self, Report};
 use crate::core::report::Trace;
 use crate::core::responses;
 use crate::core::route::Choice;
-use crate::core::stream::{Body, FIRST_CHUNK_READ, INTERRUPTED_EVENT, TAIL_BYTES, WHOLE_JSON};
+use crate::core::stream::{Body, FIRST_CHUNK_READ, TAIL_BYTES};
 use crate::core::upstream::{self, Lines};
 
 thread_local! {
@@ -32,8 +32,6 @@ thread_local! {
 
 /// How much of an upstream failure's body is read.
 const MAX_FAILURE_BODY: usize = 64 * 1024;
-/// The longest JSON chat answer translated into a Response object (it is read whole).
-const MAX_TRANSLATED: usize = 8 << 20;
 
 /// What a translated Response says of itself: a new id, the time, and the request fields it
 /// repeats.
@@ -361,29 +359,18 @@ async fn take(
         // No body at all (a 204): nothing to read, nothing to learn.
         return (Outcome::Success, Some(reply), Answer::Headers(report));
     }
-    let translated = matches!(shape, Shape::FromChat(_));
+    let taking = shape.taking(kind);
     if kind == Body::Json {
-        // A JSON answer to translate is read whole, however long.
-        let whole = if translated {
-            MAX_TRANSLATED
-        } else {
-            WHOLE_JSON
-        };
-        opened.read_on(whole).await;
+        opened.read_on(taking.whole).await;
     }
-    // A JSON answer read whole is checked whole (one that was cut yet ended cleanly fails over).
-    // (All of it: a first chunk that held the whole `content-length` may pass WHOLE_JSON.)
+    // (All of a body read whole: a first chunk that held the whole `content-length` may pass
+    // the cap.)
     let whole = (opened.whole && kind == Body::Json).then(|| opened.last_bytes(usize::MAX));
-    let fails = match &whole {
-        Some(body) => kind.start_fails(body) || kind.whole_fails(body),
-        None => {
-            (translated && kind == Body::Json)
-                || opened
-                    .first_bytes(FIRST_CHUNK_READ)
-                    .is_none_or(|start| kind.start_fails(&start))
-        }
-    };
-    if fails {
+    let first = whole
+        .is_none()
+        .then(|| opened.first_bytes(FIRST_CHUNK_READ))
+        .flatten();
+    if taking.fails(kind, whole.as_deref(), first.as_deref()) {
         let outcome = outcome::failed(clock.ran_out(), Outcome::BadAnswer);
         opened.cancel();
         return (outcome, None, Answer::Nothing);
@@ -392,7 +379,7 @@ async fn take(
     drop(clock);
     // The usage chunk the router asked for is kept from a client that did not, whether the
     // stream is handed on or came whole.
-    opened.drop_usage = shape == Shape::ChatUsageAsked && kind == Body::Events;
+    opened.drop_usage = taking.drop_usage;
     opened.keep_tail = counted;
     if opened.whole {
         // A short answer, read whole: sent as bytes, its usage read at once.
@@ -444,15 +431,7 @@ async fn take(
                 });
             opened.translate(step.into_js_value(), controller)
         }
-        Shape::Responses => {
-            let interrupted = (kind == Body::Events).then_some(responses::INTERRUPTED_EVENT);
-            let ends = Some(&responses::END_EVENTS[..]);
-            opened.hand_on(interrupted, check_events, controller, ends)
-        }
-        Shape::Chat | Shape::ChatUsageAsked | Shape::FromChat(_) => {
-            let interrupted = (kind == Body::Events).then_some(INTERRUPTED_EVENT);
-            opened.hand_on(interrupted, check_events, controller, None)
-        }
+        _ => opened.hand_on(taking.interrupted, check_events, controller, taking.ends),
     };
     reply.body = readable.into();
     let answer = Answer::Streamed {
