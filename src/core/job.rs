@@ -16,7 +16,7 @@ use super::request::{ChatRequest, EmbeddingsRequest, Json};
 use super::responses::{self, ResponsesRequest};
 use super::route::Choice;
 use super::stream::{Body, INTERRUPTED_EVENT, WHOLE_JSON};
-use super::{adapt, classify, quota, report, route};
+use super::{adapt, classify, quota, report, route, tokens};
 
 /// What one request asks of the upstreams.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -311,13 +311,16 @@ pub fn prepare<'c, 'a>(
         }
         Endpoint::Embeddings => {
             let request = EmbeddingsRequest::parse(body)?;
+            // The input is all an embedding costs: its estimate is booked (a caller's tokens
+            // per minute and per day count it) until the answer's usage says what it was.
+            let input = tokens::estimate(body);
             Ok(Prepared {
                 targets: route::embeddings(config, &request)?,
                 job: Job {
                     model: request.model.clone(),
                     accept,
-                    tokens: 0,
-                    prompt_tokens: 0,
+                    tokens: input,
+                    prompt_tokens: input,
                     prefix_hash: 0,
                     deadline_ms,
                     attempt_timeout_ms: config.failover.attempt_timeout_ms,
@@ -591,6 +594,18 @@ mod tests {
         let body = br#"{"model":"embed","input":"hi"}"#;
         let p = prepare(&c, Endpoint::Embeddings, body, ClientHeaders::default()).unwrap();
         assert!(!p.job.booked);
+        // Its input is what it costs a caller's token windows, all of it prompt.
+        assert_eq!(p.job.tokens, crate::core::tokens::estimate(body));
+        assert!(p.job.tokens > 0);
+        assert_eq!(p.job.prompt_tokens, p.job.tokens);
+        let long = format!(r#"{{"model":"embed","input":"{}"}}"#, "word ".repeat(400));
+        let longer = prepare(
+            &c,
+            Endpoint::Embeddings,
+            long.as_bytes(),
+            ClientHeaders::default(),
+        );
+        assert!(longer.unwrap().job.tokens >= 400);
         assert_eq!(p.job.deadline_ms, 5000);
         assert!(p.explain.is_empty());
         assert_eq!(p.targets.len(), 1);
