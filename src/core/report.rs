@@ -1,8 +1,10 @@
 //! Step 13: what the client and the operator see of a request's journey: the response headers
-//! that explain it (`x-router-*`, `Server-Timing`) and the one JSON log line per request.
+//! that explain it (`x-router-*`, `Server-Timing`) and the one JSON log line per request (per
+//! failing request with `gateway.log_requests = "failures"`).
 
 use serde::Serialize;
 
+use super::config::RequestLog;
 use super::error::RouterError;
 use super::failover::{self, Attempt, Booked};
 
@@ -80,12 +82,17 @@ pub struct Request<'a> {
 /// asked, how it was routed (from the response headers in `explain`), each attempt (provider,
 /// model, key id, outcome, time) and the answer. Never a key, a prompt or a body; the
 /// operator's own mistakes (configuration, secrets) carry the message that says how to fix
-/// them.
+/// them. With `mode` [`RequestLog::Failures`], none for a request its first attempt served.
 pub fn log_line(
     request: &Request<'_>,
     explain: &[(&'static str, String)],
     trace: &Trace,
-) -> (String, bool) {
+    mode: RequestLog,
+) -> Option<(String, bool)> {
+    let failed_attempt = trace.attempts.iter().any(|a| a.outcome != "success");
+    if mode == RequestLog::Failures && request.status < 400 && !failed_attempt {
+        return None;
+    }
     let header = |name: &str| {
         explain
             .iter()
@@ -113,7 +120,7 @@ pub fn log_line(
     };
     // Plain fields and strings: serializing them cannot fail.
     let text = serde_json::to_string(&line).unwrap_or_default();
-    (text, request.status >= 500)
+    Some((text, request.status >= 500))
 }
 
 /// The log line's fields, written in one pass (no map built first).
@@ -201,7 +208,7 @@ mod tests {
             failure: None,
             total_ms: 4,
         };
-        let (line, error) = log_line(&request, &explain, &trace);
+        let (line, error) = log_line(&request, &explain, &trace, RequestLog::All).unwrap();
         let v: Value = serde_json::from_str(&line).unwrap();
         assert!(!error);
         assert_eq!(v["route"], "fast");
@@ -213,8 +220,42 @@ mod tests {
             }),
             ..request
         };
-        let (line, error) = log_line(&failed, &[], &trace);
+        let (line, error) = log_line(&failed, &[], &trace, RequestLog::All).unwrap();
         assert!(error);
         assert!(line.contains("GROQ_KEY"), "{line}");
+    }
+
+    #[test]
+    fn with_failures_only_a_request_served_at_once_writes_no_line() {
+        let served = Trace {
+            attempts: vec![attempt("groq", "success")],
+            ..Trace::default()
+        };
+        let ok = Request {
+            method: "POST",
+            path: "/v1/chat/completions",
+            status: 200,
+            failure: None,
+            total_ms: 4,
+        };
+        assert!(log_line(&ok, &[], &served, RequestLog::All).is_some());
+        assert!(log_line(&ok, &[], &served, RequestLog::Failures).is_none());
+        // A failover that ended in a success is written: an attempt failed.
+        let failover = Trace {
+            attempts: vec![
+                attempt("groq", "rate_limited"),
+                attempt("together", "success"),
+            ],
+            ..Trace::default()
+        };
+        let (line, _) = log_line(&ok, &[], &failover, RequestLog::Failures).unwrap();
+        assert!(line.contains("rate_limited"), "{line}");
+        // So is any error answer, the router's own refusals (no attempt) included.
+        let refused = Request {
+            status: 401,
+            failure: Some(&RouterError::Unauthorized { presented: true }),
+            ..ok
+        };
+        assert!(log_line(&refused, &[], &Trace::default(), RequestLog::Failures).is_some());
     }
 }

@@ -1,6 +1,7 @@
 //! The Worker's `fetch` handler: walks a request through the core, step by step, and does the
 //! I/O in between. Every failure becomes an OpenAI-format error response here; no `Err` reaches
-//! the runtime, which would answer with a bare 500. Every request ends with one JSON log line.
+//! the runtime, which would answer with a bare 500. Every request ends with one JSON log line
+//! (with `gateway.log_requests = "failures"`, only errors and failovers).
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -11,7 +12,7 @@ use worker::{event, web_sys, Context, Env};
 use super::attempts::{self, now_ms, Reply};
 use super::quota as bank;
 use super::{batch, caller, http};
-use crate::core::config::{self, Config, ADMIN_KEYS_SECRET, LOCAL_DEV_VAR};
+use crate::core::config::{self, Config, RequestLog, ADMIN_KEYS_SECRET, LOCAL_DEV_VAR};
 use crate::core::endpoint::{self, Endpoint};
 use crate::core::error::RouterError;
 use crate::core::job::{self, ClientHeaders, Prepared};
@@ -79,9 +80,14 @@ async fn fetch(req: web_sys::Request, env: Env, ctx: Context) -> worker::Result<
         failure: failure.as_ref(),
         total_ms,
     };
-    match report::log_line(&request, &explain, &trace) {
-        (line, true) => web_sys::console::error_1(&line.into()),
-        (line, false) => web_sys::console::log_1(&line.into()),
+    let mode = config(&env)
+        .as_ref()
+        .as_ref()
+        .map_or(RequestLog::All, |c| c.gateway.log_requests);
+    match report::log_line(&request, &explain, &trace, mode) {
+        Some((line, true)) => web_sys::console::error_1(&line.into()),
+        Some((line, false)) => web_sys::console::log_1(&line.into()),
+        None => {}
     }
     http::respond(reply.status, &reply.headers, &explain, &reply.body)
         .map_err(|e| worker::Error::RustError(e.message()))

@@ -207,6 +207,38 @@ test("a provider without tracked limits is booked nowhere: x-router-quota none, 
   assert.deepEqual((await status(router)).providers, {});
 });
 
+// docs/configuration.md, `gateway.log_requests = "failures"`: a request its first attempt served
+// writes no log line; an error answer and a failover do.
+test("with log_requests = failures, only errors and failovers write the request's log line", async (t) => {
+  let togetherCalls = 0;
+  const together = await fake(t, () => (++togetherCalls === 1 ? completion("together") : serverError()));
+  const fireworks = await fake(t, () => completion("fireworks"));
+  const router = await routerFor(t, {
+    gateway: { log_requests: "failures" },
+    providers: {
+      together: { base_url: together.baseUrl, keys: [{ id: "together-1", secret: "TOGETHER_KEY" }] },
+      fireworks: { base_url: fireworks.baseUrl, keys: [{ id: "fireworks-1", secret: "FIREWORKS_KEY" }] },
+    },
+    routes: { slow: ["together/m-t", "fireworks/m-f"] },
+  });
+  const served = await chat(router, { model: "slow" });
+  assert.equal(served.status, 200);
+  assert.equal((await served.json()).id, "together");
+  const refused = await chat(router, { model: "slow" }, { authorization: "Bearer sk-not-a-key" });
+  assert.equal(refused.status, 401);
+  await refused.arrayBuffer();
+  const failover = await chat(router, { model: "slow" });
+  assert.equal(failover.status, 200);
+  assert.equal((await failover.json()).id, "fireworks");
+  const lines = await eventually("two request lines", () => {
+    const found = logEvents(router.logs, "request");
+    return found.length >= 2 ? found : null;
+  });
+  // Lines come in order: the served request wrote none before the refusal's.
+  assert.deepEqual(lines.map((l) => l.status), [401, 200]);
+  assert.deepEqual(lines[1].attempts.map((a) => [a.provider, a.outcome]), [["together", "server_error"], ["fireworks", "success"]]);
+});
+
 // 3. docs/failover.md, "Circuit breaker": after `breaker_failures` failures in a row the circuit
 //    opens for `breaker_cooldown_ms`; then one request probes the provider: a success (or any
 //    answer that is no provider failure) closes it, another failure opens it again.

@@ -136,6 +136,19 @@ impl MaxTokensField {
     }
 }
 
+/// Which requests write the per-request log line (`gateway.log_requests`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RequestLog {
+    /// Every request.
+    #[default]
+    All,
+    /// Only a request answered with an error (4xx, 5xx), or one whose attempts failed before
+    /// one served it (a failover): what an operator has to look into. A request served by its
+    /// first attempt is explained by its response headers alone.
+    Failures,
+}
+
 /// How a provider reports its rate limits in response headers (read by the quota ledger).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RateLimitDialect {
@@ -376,6 +389,8 @@ pub struct Gateway {
     pub max_body_bytes: u64,
     /// Whether clients see key ids in `x-router-failover` (admins always do).
     pub expose_key_ids: bool,
+    /// Which requests write the log line.
+    pub log_requests: RequestLog,
     /// How long a request body may take to arrive.
     pub body_timeout_ms: u64,
     /// The most choices (`n`) one chat request may ask for ...
@@ -621,6 +636,7 @@ fn build_gateway(
         cors,
         max_body_bytes: raw.max_body_bytes,
         expose_key_ids: raw.expose_key_ids,
+        log_requests: raw.log_requests,
         body_timeout_ms: raw.body_timeout_ms,
         max_n: raw.max_n,
         max_n_per_route: raw.max_n_per_route,

@@ -58,6 +58,9 @@ pub struct RawGateway {
     /// Whether clients see key ids in `x-router-failover` (admins always do).
     #[serde(default)]
     pub expose_key_ids: bool,
+    /// Which requests write the log line: `"all"` or `"failures"`.
+    #[serde(default)]
+    pub log_requests: super::RequestLog,
     /// How long a request body may take to arrive, in milliseconds.
     #[serde(default = "default_body_timeout_ms")]
     pub body_timeout_ms: u64,
@@ -88,6 +91,7 @@ impl Default for RawGateway {
             cors_origins: Vec::new(),
             max_body_bytes: default_max_body(),
             expose_key_ids: false,
+            log_requests: super::RequestLog::All,
             body_timeout_ms: default_body_timeout_ms(),
             max_n: default_max_n(),
             max_n_per_route: BTreeMap::new(),

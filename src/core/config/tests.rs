@@ -137,6 +137,13 @@ fn gateway_defaults_and_hashes() {
     let c = parse(&v).unwrap();
     assert_eq!(c.gateway.auth, GatewayAuth::Disabled);
     assert!(c.gateway.cors.allows("https://anything.example"));
+    // Every request is logged unless the operator says otherwise.
+    assert_eq!(c.gateway.log_requests, RequestLog::All);
+    v["gateway"] = json!({"log_requests": "failures"});
+    assert_eq!(
+        parse(&v).unwrap().gateway.log_requests,
+        RequestLog::Failures
+    );
 }
 
 #[test]
@@ -333,6 +340,14 @@ fn every_error_names_its_path() {
                 v
             },
             "gateway.keys_secret",
+        ),
+        (
+            {
+                let mut v = minimal();
+                v["gateway"] = json!({"log_requests": "some"});
+                v
+            },
+            "gateway.log_requests",
         ),
         (
             {
