@@ -24,6 +24,13 @@ pub struct Trace {
     pub booked: Booked,
 }
 
+impl Trace {
+    /// Whether an attempt failed (a failover happened, or nothing served the request).
+    pub fn had_failed_attempt(&self) -> bool {
+        self.attempts.iter().any(|a| a.outcome != "success")
+    }
+}
+
 /// Headers as the router adds them to a response.
 pub type Headers = Vec<(&'static str, String)>;
 
@@ -89,8 +96,7 @@ pub fn log_line(
     trace: &Trace,
     mode: RequestLog,
 ) -> Option<(String, bool)> {
-    let failed_attempt = trace.attempts.iter().any(|a| a.outcome != "success");
-    if mode == RequestLog::Failures && request.status < 400 && !failed_attempt {
+    if mode == RequestLog::Failures && request.status < 400 && !trace.had_failed_attempt() {
         return None;
     }
     let header = |name: &str| {

@@ -162,8 +162,7 @@ async fn send<'c>(
     let outgoing = match outgoing {
         Ok(outgoing) => outgoing,
         Err(err) => {
-            let nothing = Answer::Nothing;
-            settle(io, &choice, ticket, Effect::NotSpent, nothing, None);
+            settle(io, &choice, ticket, Effect::NotSpent, Answer::Nothing, None);
             return Some(Err(err));
         }
     };

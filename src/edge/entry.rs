@@ -70,8 +70,7 @@ async fn fetch(req: web_sys::Request, env: Env, ctx: Context) -> worker::Result<
         }
     };
     let total_ms = now_ms().saturating_sub(started);
-    let failed = trace.attempts.iter().any(|a| a.outcome != "success");
-    let key_ids = failed && key_ids_shown(&env, headers);
+    let key_ids = trace.had_failed_attempt() && key_ids_shown(&env, headers);
     explain.extend(report::timing(&trace, total_ms, key_ids));
     let request = report::Request {
         method: &method,
