@@ -178,30 +178,28 @@ pub async fn admit(
     job: &Job,
     explain: &mut report::Headers,
 ) -> std::result::Result<Held, RouterError> {
-    let subject = caller.subject();
-    let estimate = Usage {
-        prompt_tokens: job.prompt_tokens,
-        cached_tokens: 0,
-        completion_tokens: job.tokens.saturating_sub(job.prompt_tokens),
-    };
-    let admitted = admit_within(env, ctx, config, &caller, job.tokens, explain)
-        .await
-        .map(|(ticket, billed)| Held {
+    match admit_within(env, ctx, config, &caller, job.tokens, explain).await {
+        Ok((ticket, billed)) => Ok(Held {
             caller,
             ticket,
             billed,
-            estimate,
-        });
-    if admitted.is_err() {
-        // A refused request is an error in the caller's usage books.
-        TALLY.with(|t| {
-            let counts = Counts::of(None, None, true);
-            t.borrow_mut()
-                .record(&subject, &job.model, counts, now_ms())
-        });
-        flush_later(env, ctx);
+            estimate: Usage {
+                prompt_tokens: job.prompt_tokens,
+                cached_tokens: 0,
+                completion_tokens: job.tokens.saturating_sub(job.prompt_tokens),
+            },
+        }),
+        Err(refused) => {
+            // A refused request is an error in the caller's usage books.
+            TALLY.with(|t| {
+                let counts = Counts::of(None, None, true);
+                t.borrow_mut()
+                    .record(&caller.subject(), &job.model, counts, now_ms())
+            });
+            flush_later(env, ctx);
+            Err(refused)
+        }
     }
-    admitted
 }
 
 /// The booking of `caller`'s windows, and whether its books wait for the answer's usage (a
