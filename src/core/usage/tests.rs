@@ -14,6 +14,25 @@ fn usage(prompt: u64, cached: u64, completion: u64) -> Usage {
     }
 }
 
+/// A tier of budgets only: a cent a day, a dollar a month.
+fn budgets() -> Tier {
+    Tier {
+        limits: Limits::default(),
+        spend_per_day: Some(usd(0.01)),
+        spend_per_month: Some(usd(1.0)),
+    }
+}
+
+/// What bob's usage object says he spent today (at NOON) and this month.
+fn bob_spent(day_spend: u64, month_spend: u64) -> Spent {
+    Spent {
+        subject: "user:bob".into(),
+        day: day_of(NOON),
+        day_spend,
+        month_spend,
+    }
+}
+
 #[test]
 fn days_are_utc_dates() {
     assert_eq!(day_of(0), "1970-01-01");
@@ -37,22 +56,10 @@ fn cached_tokens_are_priced_as_cached() {
 
 #[test]
 fn a_budget_refuses_once_spent_and_names_itself() {
-    let tier = Tier {
-        limits: Limits::default(),
-        spend_per_day: Some(usd(0.01)),
-        spend_per_month: Some(usd(1.0)),
-    };
+    let tier = budgets();
     let mut tally = Tally::default();
     assert!(tally.must_ask("user:bob", NOON));
-    tally.learned(
-        &[Spent {
-            subject: "user:bob".into(),
-            day: day_of(NOON),
-            day_spend: usd(0.009),
-            month_spend: usd(0.5),
-        }],
-        NOON,
-    );
+    tally.learned(&[bob_spent(usd(0.009), usd(0.5))], NOON);
     assert!(!tally.must_ask("user:bob", NOON + 1_000));
     assert!(tally
         .check_budget("user:bob", "user bob", "free", &tier, NOON)
@@ -84,21 +91,9 @@ fn a_budget_refuses_once_spent_and_names_itself() {
 
 #[test]
 fn a_spent_month_says_to_retry_at_the_months_end_even_when_the_day_is_spent_too() {
-    let tier = Tier {
-        limits: Limits::default(),
-        spend_per_day: Some(usd(0.01)),
-        spend_per_month: Some(usd(1.0)),
-    };
+    let tier = budgets();
     let mut tally = Tally::default();
-    tally.learned(
-        &[Spent {
-            subject: "user:bob".into(),
-            day: day_of(NOON),
-            day_spend: usd(0.02),
-            month_spend: usd(1.0),
-        }],
-        NOON,
-    );
+    tally.learned(&[bob_spent(usd(0.02), usd(1.0))], NOON);
     let err = tally
         .check_budget("user:bob", "user bob", "free", &tier, NOON)
         .unwrap_err();
