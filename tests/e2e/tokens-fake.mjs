@@ -189,6 +189,11 @@ function wireUsage(u) {
   };
 }
 
+/** One chat completion chunk as an event of a stream: `fields` after its `id` and `object`. */
+export function chunkEvent(id, fields) {
+  return `data: ${JSON.stringify({ id, object: "chat.completion.chunk", ...fields })}\n\n`;
+}
+
 /** The text every answer carries, and how a stream splits it. */
 export const ANSWER = "Hello from the fake.";
 const DELTAS = ["Hello", " from", " the", " fake."];
@@ -222,7 +227,7 @@ export function answerWithUsage(fake, dialect = "openai") {
       return { status: 200, headers: { "content-type": "application/json", ...PROVIDER_LIMITS }, body: JSON.stringify(answer) };
     }
     const asked = body.stream_options?.include_usage === true;
-    const chunk = (fields) => `data: ${JSON.stringify({ id, object: "chat.completion.chunk", model: body.model, ...fields })}\n\n`;
+    const chunk = (fields) => chunkEvent(id, { model: body.model, ...fields });
     // With the usage asked for, OpenAI's chunks carry `"usage": null` until the usage chunk.
     const nullUsage = asked ? { usage: null } : {};
     const events = DELTAS.map((content) => chunk({ choices: [{ index: 0, delta: { content } }], ...nullUsage }));

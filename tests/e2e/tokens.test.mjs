@@ -25,6 +25,7 @@ import {
   b64url,
   chat,
   chatBody,
+  chunkEvent,
   jwt,
   signerFor,
   startIssuer,
@@ -680,7 +681,7 @@ test("a short stream sent whole (its content-length in one chunk) loses the usag
   together.reset();
   together.answer((call) => {
     const body = JSON.parse(call.body);
-    const chunk = (fields) => `data: ${JSON.stringify({ id: "chatcmpl-short", object: "chat.completion.chunk", ...fields })}\n\n`;
+    const chunk = (fields) => chunkEvent("chatcmpl-short", fields);
     const usage = { prompt_tokens: 11, completion_tokens: 3, total_tokens: 14 };
     const events = [
       chunk({ choices: [{ index: 0, delta: { content: ANSWER }, finish_reason: "stop" }] }),
@@ -709,7 +710,7 @@ test("a stream longer than the copy's limit (1 MiB) is booked with its usage and
   const served = { prompt_tokens: 1234, completion_tokens: 6000, total_tokens: 7234 };
   together.answer((call) => {
     const body = JSON.parse(call.body);
-    const chunk = (fields) => `data: ${JSON.stringify({ id: "chatcmpl-long", object: "chat.completion.chunk", model: "m", ...fields })}\n\n`;
+    const chunk = (fields) => chunkEvent("chatcmpl-long", { model: "m", ...fields });
     const word = chunk({ choices: [{ index: 0, delta: { content: " word" }, finish_reason: null }], usage: null });
     const parts = Array.from({ length: 16 }, () => word.repeat(450));
     parts.push(chunk({ choices: [{ index: 0, delta: {}, finish_reason: "stop" }] }));
@@ -744,7 +745,7 @@ test("a stream cut before its usage is booked at the estimate, not for free", as
   together.answer(() => ({
     status: 200,
     headers: { "content-type": "text/event-stream" },
-    body: [`data: ${JSON.stringify({ id: "c", object: "chat.completion.chunk", choices: [{ index: 0, delta: { content: "Hi" } }] })}\n\n`],
+    body: [chunkEvent("c", { choices: [{ index: 0, delta: { content: "Hi" } }] })],
     cut: true,
   }));
   try {
