@@ -250,9 +250,10 @@ test("the page shows each organization's windows as bars, the open breaker and t
 
   // Once the traffic stops and the isolate has given its leases back, the books hold still:
   // every bar then shows what the status endpoint reports, and the day's bars what was served.
-  // (On a loaded machine a booking can answer after the quota timeout; the request went on
-  // without it, and the late booking is given back in the background, so the books settle a
-  // little after the last answer.)
+  // (The isolate drops a lease from its list when it queues the lease's return, which the next
+  // background call carries; until the bank applies it, the bank still counts the unspent part.
+  // On a loaded machine that call comes later, so the books settle a little after the leases
+  // are gone from the status page.)
   running = false;
   await traffic;
   await eventually("the leases are given back", async () => (await status()).providers.groq.isolate.leases.length === 0, { tries: 100, ms: 200 });
