@@ -4,6 +4,7 @@
 //! The modules are listed in the order a request meets them (`rustfmt.toml` keeps the order).
 //! `failover` plans the attempt loop, which runs `route` to `outcome` once per attempt (booking
 //! with `quota` first where a provider tracks limits); `stream` hands the answer on.
+//! `latency` learns how fast each target answers (the fast path's timeouts and hedges).
 //! `ratelimit` and `quota` serve those steps; `models`, `operator` and `error` stand beside the
 //! journey.
 
@@ -24,6 +25,7 @@ pub mod adapt;
 pub mod upstream;
 pub mod outcome;
 pub mod failover;
+pub mod latency;
 pub mod stream;
 pub mod ratelimit;
 pub mod quota;
