@@ -48,6 +48,9 @@ pub struct Attempt {
     pub ms: u64,
 }
 
+/// The outcome of an attempt given up because another answered first.
+pub const CANCELLED: &str = "cancelled";
+
 /// What the edge should do next.
 #[derive(Debug)]
 pub enum Next<'c> {
@@ -210,6 +213,10 @@ pub struct Planner<'c> {
     tier_full: Option<OrgOnModel<'c>>,
     attempts: Vec<Attempt>,
     failures: Failures,
+    /// While a hedge is looked for: books only from what the isolate holds, never asking a bank.
+    hedging: bool,
+    /// The hedge under way, and how it was booked (the request's booking if it wins).
+    hedge: Option<(KeyOnModel<'c>, Booked)>,
 }
 
 impl<'c> Planner<'c> {
@@ -261,6 +268,8 @@ impl<'c> Planner<'c> {
             tier_full: None,
             attempts: Vec::new(),
             failures,
+            hedging: false,
+            hedge: None,
         }
     }
 
@@ -293,7 +302,7 @@ impl<'c> Planner<'c> {
 pub fn failover_header(attempts: &[Attempt], with_key_ids: bool) -> Option<String> {
     let failed: Vec<String> = attempts
         .iter()
-        .filter(|a| a.outcome != "success")
+        .filter(|a| a.outcome != "success" && a.outcome != CANCELLED)
         .map(|a| {
             let tier = a.tier.as_deref().map_or(String::new(), |t| format!(":{t}"));
             match with_key_ids {
@@ -461,6 +470,8 @@ impl<'c> Planner<'c> {
                     };
                     return Some(self.send(choice, Some(ticket), now_ms, breakers));
                 }
+                // A hedge does not wait for a bank.
+                Admission::Ask { .. } if self.hedging => continue,
                 Admission::Ask { org, keys } => {
                     let shard = Shard::new(name, &offers.get(org)?.org);
                     let call =
@@ -668,7 +679,14 @@ impl<'c> Planner<'c> {
         );
         let f = &mut self.failures;
         match outcome {
-            Outcome::Success => return Verdict::Serve,
+            Outcome::Success => {
+                if let Some((hedge, booked)) = self.hedge {
+                    if hedge.key == key && hedge.model == model {
+                        self.booked = booked;
+                    }
+                }
+                return Verdict::Serve;
+            }
             Outcome::Rejected(err) => return Verdict::Return(err.clone()),
             Outcome::RateLimited(refusal) | Outcome::Billing(refusal) => {
                 self.full.push(OrgOnModel {
@@ -724,6 +742,97 @@ impl<'c> Planner<'c> {
             }
         }
         Verdict::Retry
+    }
+
+    /// A hedge for `first`, an attempt still under way with no first byte: the next candidate
+    /// this request may send at once, booked from what the isolate holds (a lease, or a
+    /// provider without limits), never asking a bank. It is another organization of `first`'s
+    /// provider, or with `across` any other candidate. `None` when there is none, or no attempt
+    /// or subrequest is left for it; the plan goes on from where it was either way (the hedge
+    /// counts as tried).
+    pub fn next_hedge(
+        &mut self,
+        first: &Choice<'c>,
+        across: bool,
+        now_ms: u64,
+        breakers: &mut Breakers,
+        holdings: &mut Holdings,
+    ) -> Option<Next<'c>> {
+        // The attempt under way is not recorded yet: it counts here.
+        if self.pending.is_some()
+            || self.time_left(now_ms) < MIN_ATTEMPT_MS
+            || self.attempts.len() + 2 > self.settings.max_attempts as usize
+            || self.subrequests + 2 > SUBREQUEST_LIMIT
+        {
+            return None;
+        }
+        let config = self.config;
+        let (cursor, booked, last_timeout_ms) = (self.cursor, self.booked, self.last_timeout_ms);
+        let same_org = OrgOnModel {
+            provider: &first.provider.name,
+            org: &first.key.org,
+            model: &first.target.name,
+        };
+        self.full.push(same_org);
+        self.hedging = true;
+        let mut found = None;
+        while let Some(step) = self.steps.get(self.cursor) {
+            // Copied out of the step, so that the plan may change while it is tried.
+            let (direct, provider): (Option<&'c Target>, &'c Provider) = match step {
+                Step::Direct(target) => {
+                    let target: &'c Target = target;
+                    match config.providers.get(target.provider) {
+                        Some(p) => (Some(target), p),
+                        None => break,
+                    }
+                }
+                Step::Book { provider, .. } => (None, provider),
+            };
+            if across || provider.name == first.provider.name {
+                found = match direct {
+                    Some(target) => self
+                        .first_key(&[target], now_ms, breakers)
+                        .map(|choice| self.send(choice, None, now_ms, breakers)),
+                    None if self.provider_open(&provider.name, now_ms, breakers) => {
+                        self.book(provider, now_ms, breakers, holdings)
+                    }
+                    None => None,
+                };
+                if found.is_some() {
+                    break;
+                }
+            }
+            self.cursor += 1;
+        }
+        self.hedging = false;
+        if let Some(at) = self.full.iter().rposition(|f| *f == same_org) {
+            self.full.remove(at);
+        }
+        if let Some(Next::Send { choice, .. }) = &found {
+            let hedge = KeyOnModel {
+                key: KeyAt {
+                    provider: &choice.provider.name,
+                    key: &choice.key.id,
+                },
+                model: &choice.target.name,
+            };
+            self.hedge = Some((hedge, self.booked));
+        }
+        (self.cursor, self.booked, self.last_timeout_ms) = (cursor, booked, last_timeout_ms);
+        found
+    }
+
+    /// An attempt given up because another answered first (a hedge, or the attempt it
+    /// hedged): listed, but no failure of its provider.
+    pub fn record_cancelled(&mut self, choice: &Choice<'c>, ms: u64) {
+        self.attempts.push(Attempt {
+            provider: choice.provider.name.clone(),
+            model: choice.target.model.clone(),
+            tier: choice.target.tier.clone(),
+            key_id: choice.key.id.clone(),
+            outcome: CANCELLED,
+            ms,
+        });
     }
 
     fn send(

@@ -16,7 +16,7 @@ use super::request::{ChatRequest, EmbeddingsRequest, Json};
 use super::responses::{self, ResponsesRequest};
 use super::route::Choice;
 use super::stream::{Body, INTERRUPTED_EVENT, WHOLE_JSON};
-use super::{adapt, classify, quota, report, route, tokens};
+use super::{adapt, classify, latency, quota, report, route, tokens};
 
 /// What one request asks of the upstreams.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,6 +45,11 @@ pub struct Job {
     pub check_events: bool,
     /// Whether the quota ledger may book it (its answers say how).
     pub booked: bool,
+    /// Whether it takes the fast path: its attempts' timeouts follow the learned latency, and
+    /// a slow first attempt may be hedged (`core::latency`).
+    pub fast: bool,
+    /// Which answers its latency is learned with.
+    pub kind: latency::Kind,
 }
 
 /// The client's request, parsed once and adapted again for each choice.
@@ -305,6 +310,8 @@ pub fn prepare<'c, 'a>(
                     timeout_blames_provider,
                     check_events: config.failover.check_stream_events,
                     booked: true,
+                    fast,
+                    kind: latency::Kind::of(request.streams()),
                 },
                 payload: Payload::Chat(request),
             })
@@ -328,6 +335,8 @@ pub fn prepare<'c, 'a>(
                     timeout_blames_provider: true,
                     check_events: false,
                     booked: false,
+                    fast: false,
+                    kind: latency::Kind::Json,
                 },
                 payload: Payload::Embeddings(request),
                 explain: Vec::new(),

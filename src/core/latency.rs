@@ -171,7 +171,12 @@ impl Latencies {
         let i = match at {
             Some(i) => i,
             None => {
-                let fresh = (provider.to_owned(), model.to_owned(), kind, Latency::default());
+                let fresh = (
+                    provider.to_owned(),
+                    model.to_owned(),
+                    kind,
+                    Latency::default(),
+                );
                 self.by_target.push(fresh);
                 self.by_target.len() - 1
             }
@@ -216,9 +221,7 @@ impl Latencies {
         for (provider, model, kind, latency) in &self.by_target {
             let mut name = String::new();
             let _ = write!(name, "{provider}/{model}");
-            let entry = out
-                .entry(name)
-                .or_insert_with(|| serde_json::json!({}));
+            let entry = out.entry(name).or_insert_with(|| serde_json::json!({}));
             if let Some(map) = entry.as_object_mut() {
                 let f = &latency.first_byte;
                 let h = &latency.headers;

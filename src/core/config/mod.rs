@@ -343,8 +343,18 @@ pub struct Failover {
     /// first event) before it is aborted and the next candidate is tried.
     pub attempt_timeout_ms: u64,
     /// The same for a request on the fast path, whose callers are latency-critical and whose
-    /// answers are short: the shorter of this and `attempt_timeout_ms`.
+    /// answers are short: the shorter of this and `attempt_timeout_ms`. Once the router has
+    /// learned a target's time to first byte, this is the ceiling of that target's timeout
+    /// (three times its p90, see `core::latency`).
     pub fast_attempt_timeout_ms: u64,
+    /// The least a learned fast-path timeout may be.
+    pub fast_attempt_floor_ms: u64,
+    /// The share of fast-path requests (in percent) that may start a hedge: a second attempt
+    /// when the first has no first byte by its target's learned p90. 0 turns hedging off.
+    pub hedge_percent: u32,
+    /// Whether a hedge may go to another provider (one that bills the request anew); by default
+    /// only to another organization of the same provider.
+    pub hedge_across_providers: bool,
     /// Whether every event of a stream handed on is checked before it reaches the client (a
     /// malformed one ends the stream with the error event instead), at a JavaScript step per
     /// chunk; off, only the first chunk's events are checked and the rest is piped natively.
@@ -361,6 +371,10 @@ pub struct Failover {
     pub quota_timeout_ms: u64,
 }
 
+/// The largest share of fast-path requests that may be hedged: past it, hedges would double
+/// the load they are meant to spare.
+pub const MAX_HEDGE_PERCENT: u32 = 50;
+
 /// The most attempts a request may make: 15 attempts of three subrequests each stay within
 /// the free plan's 50.
 pub const MAX_ATTEMPTS_LIMIT: u32 = 15;
@@ -371,6 +385,9 @@ impl Default for Failover {
             max_attempts: 6,
             attempt_timeout_ms: 30_000,
             fast_attempt_timeout_ms: 5_000,
+            fast_attempt_floor_ms: 1_000,
+            hedge_percent: 5,
+            hedge_across_providers: false,
             check_stream_events: false,
             deadline_ms: 60_000,
             breaker_failures: 5,
@@ -685,6 +702,11 @@ fn build_failover(raw: &RawFailover) -> Result<Failover, ConfigError> {
         fast_attempt_timeout_ms: raw
             .fast_attempt_timeout_ms
             .unwrap_or(d.fast_attempt_timeout_ms),
+        fast_attempt_floor_ms: raw.fast_attempt_floor_ms.unwrap_or(d.fast_attempt_floor_ms),
+        hedge_percent: raw.hedge_percent.unwrap_or(d.hedge_percent),
+        hedge_across_providers: raw
+            .hedge_across_providers
+            .unwrap_or(d.hedge_across_providers),
         check_stream_events: raw.check_stream_events.unwrap_or(d.check_stream_events),
         deadline_ms: raw.deadline_ms.unwrap_or(d.deadline_ms),
         breaker_failures: raw.breaker_failures.unwrap_or(d.breaker_failures),
@@ -710,6 +732,18 @@ fn build_failover(raw: &RawFailover) -> Result<Failover, ConfigError> {
         if value == 0 || value > MAX_WAIT_MS {
             return Err(at(name, format!("must be between 1 and {MAX_WAIT_MS}")));
         }
+    }
+    if f.hedge_percent > MAX_HEDGE_PERCENT {
+        return Err(at(
+            "hedge_percent",
+            format!("must be between 0 and {MAX_HEDGE_PERCENT}"),
+        ));
+    }
+    if f.fast_attempt_floor_ms > MAX_WAIT_MS {
+        return Err(at(
+            "fast_attempt_floor_ms",
+            format!("must be at most {MAX_WAIT_MS}"),
+        ));
     }
     if f.breaker_failures == 0 {
         return Err(at("breaker_failures", "must be greater than 0".to_owned()));

@@ -872,3 +872,130 @@ fn the_status_page_lists_the_circuits_not_closed() {
                             "open_until_ms": T0 + 1_004, "probe_sent_at_ms": null}])
     );
 }
+
+/// The `provider/model@key` a hedge was sent to, if any.
+fn hedge_name(next: Option<Next<'_>>) -> Option<String> {
+    match next {
+        Some(Next::Send { choice, .. }) => Some(format!(
+            "{}/{}@{}",
+            choice.provider.name, choice.target.name, choice.key.id
+        )),
+        Some(other) => panic!("a hedge is a send, not {other:?}"),
+        None => None,
+    }
+}
+
+#[test]
+fn a_hedge_goes_to_another_key_of_the_same_provider_unless_told_it_may_go_further() {
+    let c = config();
+    let slow: Vec<&Target> = c.targets("slow").unwrap().iter().collect();
+    let (mut b, mut w) = (Breakers::default(), World::new());
+    let mut p = Planner::new(&c, &slow, 0, 10, T0, 60_000);
+    let (first, _) = first_send(&mut p, &mut b, &mut w);
+    assert_eq!(first.key.id, "t1");
+    let hedge = p.next_hedge(&first, false, T0 + 50, &mut b, &mut w.holdings);
+    assert_eq!(hedge_name(hedge).as_deref(), Some("together/m-t@t2"));
+    // Together has no key left: only with `across` does a hedge go to Fireworks.
+    assert!(p
+        .next_hedge(&first, false, T0 + 60, &mut b, &mut w.holdings)
+        .is_none());
+    let hedge = p.next_hedge(&first, true, T0 + 60, &mut b, &mut w.holdings);
+    assert_eq!(hedge_name(hedge).as_deref(), Some("fireworks/m-f@f1"));
+    // The plan itself goes on where it was: both hedges count as tried.
+    let _ = p.record(
+        &first,
+        &Outcome::ServerError { status: 503 },
+        5,
+        T0 + 70,
+        &mut b,
+    );
+    assert!(matches!(
+        p.next(T0 + 70, &mut b, &mut w.holdings),
+        Next::GiveUp(_)
+    ));
+}
+
+#[test]
+fn a_hedge_never_asks_a_bank_and_avoids_the_organization_it_hedges() {
+    let c = config();
+    let t = targets(&c);
+    let (mut b, mut w) = (Breakers::default(), World::new());
+    let mut p = Planner::new(&c, &t, 0, 10, T0, 60_000);
+    let (first, _) = first_send(&mut p, &mut b, &mut w);
+    assert_eq!((first.key.org.as_str(), first.key.id.as_str()), ("a", "g1"));
+    // Nothing held for organization b: booking there would mean a bank call, so no hedge.
+    assert!(p
+        .next_hedge(&first, false, T0 + 50, &mut b, &mut w.holdings)
+        .is_none());
+    // With the bank in trouble, the isolate books on its own snapshot: the hedge goes to
+    // organization b, never to g2 of the organization already under way.
+    w.holdings.slow(T0 + 60);
+    assert_eq!(p.booked(), Booked::Bank);
+    let Some(Next::Send { choice: hedge, .. }) =
+        p.next_hedge(&first, false, T0 + 60, &mut b, &mut w.holdings)
+    else {
+        panic!("no hedge");
+    };
+    assert_eq!((hedge.key.org.as_str(), hedge.key.id.as_str()), ("b", "g3"));
+    // Looking for the hedge left the request's booking as it was; the hedge's answering
+    // first makes its booking the request's.
+    assert_eq!(p.booked(), Booked::Bank);
+    let _ = p.record(&hedge, &Outcome::Success, 30, T0 + 90, &mut b);
+    assert_eq!(p.booked(), Booked::Advisory);
+}
+
+#[test]
+fn a_cancelled_attempt_is_listed_but_is_no_failure() {
+    let c = config();
+    let slow: Vec<&Target> = c.targets("slow").unwrap().iter().collect();
+    let (mut b, mut w) = (Breakers::default(), World::new());
+    let mut p = Planner::new(&c, &slow, 0, 10, T0, 60_000);
+    let (first, _) = first_send(&mut p, &mut b, &mut w);
+    let Some(Next::Send { choice: hedge, .. }) =
+        p.next_hedge(&first, false, T0 + 50, &mut b, &mut w.holdings)
+    else {
+        panic!("no hedge");
+    };
+    assert_eq!(
+        p.record(&hedge, &Outcome::Success, 30, T0 + 80, &mut b),
+        Verdict::Serve
+    );
+    p.record_cancelled(&first, 80);
+    let outcomes: Vec<&str> = p.attempts().iter().map(|a| a.outcome).collect();
+    assert_eq!(outcomes, ["success", CANCELLED]);
+    assert_eq!(failover_header(p.attempts(), true), None);
+    assert!(!b.is_open("together", T0 + 81));
+}
+
+#[test]
+fn no_hedge_goes_to_the_organization_already_under_way() {
+    // One organization only: its second key shares the limits (and the slowness) of the first.
+    let doc = serde_json::json!({
+        "providers": {"groq": {"keys": [
+            {"id": "g1", "secret": "G1", "org": "a"},
+            {"id": "g2", "secret": "G2", "org": "a"}
+        ]}},
+        "routes": {"fast": ["groq/llama-3.1-8b-instant"]}
+    });
+    let c = Config::parse(&doc.to_string(), |n| {
+        (!n.ends_with("_HASHES")).then(|| format!("sk-{n}"))
+    })
+    .unwrap();
+    let t: Vec<&Target> = c.targets("fast").unwrap().iter().collect();
+    let (mut b, mut w) = (Breakers::default(), World::new());
+    w.holdings.slow(T0);
+    let mut p = Planner::new(&c, &t, 0, 10, T0, 60_000);
+    let (first, _) = first_send(&mut p, &mut b, &mut w);
+    assert_eq!(first.key.id, "g1");
+    assert!(p
+        .next_hedge(&first, true, T0 + 50, &mut b, &mut w.holdings)
+        .is_none());
+    // The organization is not refused for the request: the plan may still use it after a
+    // failure of the first key's own (a 401).
+    let _ = p.record(&first, &Outcome::Auth { status: 401 }, 5, T0 + 60, &mut b);
+    let next = p.next(T0 + 60, &mut b, &mut w.holdings);
+    assert!(
+        matches!(next, Next::Send { ref choice, .. } if choice.key.id == "g2"),
+        "{next:?}"
+    );
+}
