@@ -22,6 +22,39 @@ pub struct Trace {
     pub attempts: Vec<Attempt>,
     /// How the last attempt was booked.
     pub booked: Booked,
+    /// The hedge the request started, if any.
+    pub hedged: Option<Hedged>,
+}
+
+/// A hedge: a second attempt started when the first had no first byte by its target's learned
+/// p90 (`core::latency`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Hedged {
+    /// When it started, after the first attempt.
+    pub after_ms: u64,
+    /// Which attempt answered the client.
+    pub won: HedgeWinner,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HedgeWinner {
+    /// The attempt that was hedged answered first after all.
+    First,
+    /// The hedge did.
+    Hedge,
+    /// Neither: both failed, and the request went on to the next candidate.
+    Neither,
+}
+
+impl HedgeWinner {
+    fn name(self) -> &'static str {
+        match self {
+            HedgeWinner::First => "first",
+            HedgeWinner::Hedge => "hedge",
+            HedgeWinner::Neither => "neither",
+        }
+    }
 }
 
 impl Trace {
@@ -39,7 +72,9 @@ pub type Headers = Vec<(&'static str, String)>;
 /// them (`x-router-quota`, `x-router-quota-calls`).
 pub fn served(trace: &Trace, quota: bool) -> Headers {
     let mut out = Headers::new();
-    if let Some(last) = trace.attempts.last() {
+    // The attempt that answered (a hedge's loser is listed after it), else the last tried.
+    let answered = trace.attempts.iter().rev().find(|a| a.outcome == "success");
+    if let Some(last) = answered.or(trace.attempts.last()) {
         out.push(("x-router-provider", last.provider.clone()));
         out.push(("x-router-model", last.model.clone()));
         if let Some(tier) = &last.tier {
@@ -72,6 +107,10 @@ pub fn timing(trace: &Trace, total_ms: u64, with_key_ids: bool) -> Headers {
     ];
     if let Some(failover) = failover::failover_header(&trace.attempts, with_key_ids) {
         out.push(("x-router-failover", failover));
+    }
+    if let Some(hedged) = trace.hedged {
+        let value = format!("after={}ms; won={}", hedged.after_ms, hedged.won.name());
+        out.push(("x-router-hedged", value));
     }
     out
 }
@@ -122,6 +161,7 @@ pub fn log_line(
         reason: header("x-router-reason"),
         attempts: &trace.attempts,
         quota_calls: trace.quota_calls,
+        hedged: trace.hedged,
         ms: request.total_ms,
     };
     // Plain fields and strings: serializing them cannot fail.
@@ -143,6 +183,8 @@ struct Line<'a> {
     reason: Option<&'a str>,
     attempts: &'a [Attempt],
     quota_calls: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hedged: Option<Hedged>,
     ms: u64,
 }
 
@@ -195,6 +237,37 @@ mod tests {
         assert_eq!(
             for_admin[2],
             ("x-router-failover", "groq/m@k1=rate_limited".to_owned())
+        );
+        // A hedged request names the hedge, and who answered is the winner, not the attempt
+        // cancelled after it.
+        let hedged = Trace {
+            classify_ms: Some(1),
+            attempts: vec![attempt("together", "success"), attempt("groq", "cancelled")],
+            hedged: Some(Hedged {
+                after_ms: 92,
+                won: HedgeWinner::Hedge,
+            }),
+            ..Trace::default()
+        };
+        assert_eq!(super::served(&hedged, false)[0].1, "together");
+        let timing = super::timing(&hedged, 9, false);
+        assert_eq!(timing.len(), 3, "{timing:?}");
+        assert_eq!(
+            timing[2],
+            ("x-router-hedged", "after=92ms; won=hedge".to_owned())
+        );
+        let request = Request {
+            method: "POST",
+            path: "/v1/chat/completions",
+            status: 200,
+            failure: None,
+            total_ms: 120,
+        };
+        let (line, _) = log_line(&request, &[], &hedged, RequestLog::All).unwrap();
+        let line: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(
+            line["hedged"],
+            serde_json::json!({"after_ms": 92, "won": "hedge"})
         );
         // A request refused before the attempt loop has no timing headers.
         assert!(super::timing(&Trace::default(), 9, true).is_empty());
