@@ -269,6 +269,11 @@ impl HedgeBudget {
         self.tokens = (self.tokens + share.max(0.0)).min(HEDGE_BURST);
     }
 
+    /// Whether the budget has a hedge to spend.
+    pub fn ready(&self) -> bool {
+        self.tokens >= 1.0
+    }
+
     /// Spends one hedge, if the budget has it.
     pub fn take(&mut self) -> bool {
         if self.tokens >= 1.0 {

@@ -5,6 +5,8 @@
 
 use std::cell::RefCell;
 
+use futures::future::{select, Either};
+
 use worker::wasm_bindgen::{closure::Closure, JsCast, JsValue};
 use worker::{js_sys, web_sys, Context, Env};
 
@@ -15,10 +17,11 @@ use crate::core::config::{Config, Target};
 use crate::core::error::RouterError;
 use crate::core::failover::{self, Breakers, Next, Planner, Verdict};
 use crate::core::job::{Job, Outgoing, Shape};
+use crate::core::latency::{self, HedgeBudget, Latencies};
 use crate::core::outcome::{self, Outcome};
 use crate::core::quota::{Call, Effect, Ticket, Usage};
 use crate::core::ratelimit::{self, Report};
-use crate::core::report::Trace;
+use crate::core::report::{HedgeWinner, Hedged, Trace};
 use crate::core::responses;
 use crate::core::route::Choice;
 use crate::core::stream::{Body, FIRST_CHUNK_READ, TAIL_BYTES};
@@ -28,6 +31,10 @@ thread_local! {
     /// The providers' circuit breakers, per isolate: no Durable Object round trip on the hot
     /// path, at the price of each isolate learning a provider's failures on its own.
     pub static BREAKERS: RefCell<Breakers> = RefCell::new(Breakers::default());
+    /// What this isolate has learned of each target's time to first byte (`core::latency`).
+    pub static LATENCIES: RefCell<Latencies> = RefCell::new(Latencies::default());
+    /// The hedges this isolate may start.
+    static HEDGES: RefCell<HedgeBudget> = RefCell::new(HedgeBudget::default());
 }
 
 /// How much of an upstream failure's body is read.
@@ -77,6 +84,10 @@ pub async fn run<'c>(
     )
     .with_attempts(job.attempt_timeout_ms, job.timeout_blames_provider);
     let io = Io { env, ctx };
+    if job.fast {
+        let share = f64::from(config.failover.hedge_percent) / 100.0;
+        HEDGES.with(|h| h.borrow_mut().request(share));
+    }
     let result = loop {
         let next = BREAKERS.with(|b| {
             HOLDINGS.with(|h| planner.next(now_ms(), &mut b.borrow_mut(), &mut h.borrow_mut()))
@@ -89,14 +100,20 @@ pub async fn run<'c>(
                 ticket,
                 timeout_ms,
             } => {
-                let sent = Sent {
-                    choice,
-                    ticket,
-                    timeout_ms,
-                };
+                let sent = Sent::new(config, job, choice, ticket, timeout_ms);
                 let outgoing = body_for(&sent.choice);
-                let step = send(io, &mut planner, job, &mut held, sent, outgoing, trace);
-                if let Some(result) = step.await {
+                let run = Run {
+                    io,
+                    config,
+                    job,
+                    held: &mut held,
+                    trace,
+                };
+                let step = match sent.hedge_after {
+                    Some(_) => send_hedged(run, &mut planner, sent, outgoing, &mut body_for).await,
+                    None => send(run, &mut planner, sent, outgoing).await,
+                };
+                if let Some(result) = step {
                     break result;
                 }
             }
@@ -124,6 +141,51 @@ struct Sent<'c> {
     choice: Choice<'c>,
     ticket: Option<Ticket>,
     timeout_ms: u64,
+    /// When the attempt is hedged if it has no first byte yet (the fast path, once its
+    /// target's latency is learned and hedging is on).
+    hedge_after: Option<u64>,
+}
+
+impl<'c> Sent<'c> {
+    /// The planner's send, with the fast path's timeout and hedge from the learned latency.
+    fn new(
+        config: &Config,
+        job: &Job,
+        choice: Choice<'c>,
+        ticket: Option<Ticket>,
+        timeout_ms: u64,
+    ) -> Self {
+        let p90 = match job.fast {
+            true => LATENCIES.with(|l| {
+                let (provider, model) = (&choice.provider.name, &choice.target.name);
+                l.borrow().hedge_after(provider, model, job.kind, now_ms())
+            }),
+            false => None,
+        };
+        let timeout_ms = match job.fast {
+            true => {
+                latency::first_byte_timeout(p90, config.failover.fast_attempt_floor_ms, timeout_ms)
+            }
+            false => timeout_ms,
+        };
+        let hedging = config.failover.hedge_percent > 0;
+        Sent {
+            choice,
+            ticket,
+            timeout_ms,
+            hedge_after: p90.filter(|p| hedging && *p < timeout_ms),
+        }
+    }
+}
+
+/// What an attempt runs with: the runtime, the request's job and the caller's books, and the
+/// request's trace.
+struct Run<'r, 'c> {
+    io: Io<'r>,
+    config: &'c Config,
+    job: &'r Job,
+    held: &'r mut Option<Held>,
+    trace: &'r mut Trace,
 }
 
 /// Books with a bank synchronously (nothing held covers the request), within what is left of
@@ -146,34 +208,247 @@ async fn book(io: Io<'_>, planner: &mut Planner<'_>, call: Call, trace: &mut Tra
 /// Sends one attempt and records its outcome: the client's result when the planner's verdict
 /// ends the run (served, or an error to return), `None` to go on with the next attempt.
 async fn send<'c>(
-    io: Io<'_>,
+    run: Run<'_, 'c>,
     planner: &mut Planner<'c>,
-    job: &Job,
-    held: &mut Option<Held>,
     sent: Sent<'c>,
     outgoing: Result<Outgoing, RouterError>,
-    trace: &mut Trace,
 ) -> Option<Result<Reply, RouterError>> {
-    let Sent {
-        choice,
-        ticket,
-        timeout_ms,
-    } = sent;
     let outgoing = match outgoing {
         Ok(outgoing) => outgoing,
         Err(err) => {
-            settle(io, &choice, ticket, Effect::NotSpent, Answer::Nothing, None);
+            settle(
+                run.io,
+                &sent.choice,
+                sent.ticket,
+                Effect::NotSpent,
+                Answer::Nothing,
+                None,
+            );
             return Some(Err(err));
         }
     };
     let started = now_ms();
-    // Whether the caller's books wait for this answer's usage, however long it is (a user's, or
-    // a caller's with a tier): a step per chunk, which a gateway key without a tier does not
-    // pay, even on a priced model.
-    let counted = held.as_ref().is_some_and(|h| h.billed);
-    let (outcome, response, answer) = attempt(&choice, job, outgoing, timeout_ms, counted).await;
+    let Ok(controller) = web_sys::AbortController::new() else {
+        return finish(
+            run,
+            planner,
+            sent,
+            Taken::failed(Outcome::Transport),
+            started,
+        );
+    };
+    let counted = counted(run.held);
+    let taken = attempt(&sent, run.job, outgoing, counted, &controller).await;
+    finish(run, planner, sent, taken, started)
+}
+
+/// Whether the caller's books wait for the answer's usage, however long it is (a user's, or a
+/// caller's with a tier): a step per chunk, which a gateway key without a tier does not pay,
+/// even on a priced model.
+fn counted(held: &Option<Held>) -> bool {
+    held.as_ref().is_some_and(|h| h.billed)
+}
+
+/// Sends an attempt that is hedged if it has no first byte by its `hedge_after` (its target's
+/// learned p90): then, within the isolate's hedge budget, the planner's next candidate that
+/// needs no bank call goes out too. Whichever succeeds first is served and the other cancelled
+/// (its booking given back); a failure is recorded and the other awaited.
+async fn send_hedged<'c>(
+    run: Run<'_, 'c>,
+    planner: &mut Planner<'c>,
+    first: Sent<'c>,
+    outgoing: Result<Outgoing, RouterError>,
+    body_for: &mut impl FnMut(&Choice<'c>) -> Result<Outgoing, RouterError>,
+) -> Option<Result<Reply, RouterError>> {
+    let outgoing = match outgoing {
+        Ok(outgoing) => outgoing,
+        Err(err) => {
+            settle(
+                run.io,
+                &first.choice,
+                first.ticket,
+                Effect::NotSpent,
+                Answer::Nothing,
+                None,
+            );
+            return Some(Err(err));
+        }
+    };
+    let started = now_ms();
+    let Ok(first_abort) = web_sys::AbortController::new() else {
+        return finish(
+            run,
+            planner,
+            first,
+            Taken::failed(Outcome::Transport),
+            started,
+        );
+    };
+    let counted = counted(run.held);
+    // The attempt's own clock says when it is late: no timer of its own for the hedge.
+    let late = http::hedge_after(&first_abort);
+    let a = Box::pin(attempt(&first, run.job, outgoing, counted, &first_abort));
+    let a = match select(a, late).await {
+        Either::Left((taken, _)) => return finish(run, planner, first, taken, started),
+        Either::Right((_, a)) => a,
+    };
+    let hedge = match HEDGES.with(|h| h.borrow().ready()) {
+        true => BREAKERS.with(|b| {
+            HOLDINGS.with(|h| {
+                let across = run.config.failover.hedge_across_providers;
+                let (b, h) = (&mut b.borrow_mut(), &mut h.borrow_mut());
+                planner.next_hedge(&first.choice, across, now_ms(), b, h)
+            })
+        }),
+        false => None,
+    };
+    let Some(Next::Send {
+        choice,
+        ticket,
+        timeout_ms,
+    }) = hedge
+    else {
+        let taken = a.await;
+        return finish(run, planner, first, taken, started);
+    };
+    HEDGES.with(|h| h.borrow_mut().take());
+    let second = Sent::new(run.config, run.job, choice, ticket, timeout_ms);
+    let hedge_started = now_ms();
+    run.trace.hedged = Some(Hedged {
+        after_ms: hedge_started.saturating_sub(started),
+        won: HedgeWinner::Neither,
+    });
+    let (Ok(second_out), Ok(second_abort)) =
+        (body_for(&second.choice), web_sys::AbortController::new())
+    else {
+        settle(
+            run.io,
+            &second.choice,
+            second.ticket,
+            Effect::NotSpent,
+            Answer::Nothing,
+            None,
+        );
+        let taken = a.await;
+        return finish(run, planner, first, taken, started);
+    };
+    let b = Box::pin(attempt(
+        &second,
+        run.job,
+        second_out,
+        counted,
+        &second_abort,
+    ));
+    let (first_done, taken, other) = match select(a, b).await {
+        Either::Left((taken, b)) => (true, taken, b),
+        Either::Right((taken, a)) => (false, taken, a),
+    };
+    let (winner, winner_started, loser, loser_started, loser_abort) = match first_done {
+        true => (first, started, second, hedge_started, second_abort),
+        false => (second, hedge_started, first, started, first_abort),
+    };
+    let won = match first_done {
+        true => HedgeWinner::First,
+        false => HedgeWinner::Hedge,
+    };
+    // A success is served; a failure that ends the request (a client error) is returned. The
+    // other attempt is then cancelled: its call aborted, its booking given back.
+    let cancel = |planner: &mut Planner<'c>, io: Io<'_>, loser: Sent<'c>| {
+        loser_abort.abort();
+        let ms = now_ms().saturating_sub(loser_started);
+        planner.record_cancelled(&loser.choice, ms);
+        settle(
+            io,
+            &loser.choice,
+            loser.ticket,
+            Effect::NotSpent,
+            Answer::Nothing,
+            None,
+        );
+    };
+    let io = run.io;
+    if taken.outcome == Outcome::Success {
+        drop(other);
+        if let Some(hedged) = run.trace.hedged.as_mut() {
+            hedged.won = won;
+        }
+        // The attempt that was hedged took at least this long: its tail is learned.
+        if !first_done {
+            let ms = now_ms().saturating_sub(loser_started);
+            observe(run.job, &loser.choice, None, ms);
+        }
+        cancel(planner, io, loser);
+        return finish(run, planner, winner, taken, winner_started);
+    }
+    let (job, config) = (run.job, run.config);
+    let (held, trace) = (run.held, run.trace);
+    let result = finish(
+        Run {
+            io,
+            config,
+            job,
+            held: &mut *held,
+            trace: &mut *trace,
+        },
+        planner,
+        winner,
+        taken,
+        winner_started,
+    );
+    if result.is_some() {
+        drop(other);
+        cancel(planner, io, loser);
+        return result;
+    }
+    // The first to answer failed and the request goes on: the other is awaited.
+    let taken = other.await;
+    if taken.outcome == Outcome::Success {
+        if let Some(hedged) = trace.hedged.as_mut() {
+            hedged.won = match first_done {
+                true => HedgeWinner::Hedge,
+                false => HedgeWinner::First,
+            };
+        }
+    }
+    let run = Run {
+        io,
+        config,
+        job,
+        held,
+        trace,
+    };
+    finish(run, planner, loser, taken, loser_started)
+}
+
+/// Records an attempt's outcome, learns its latency, settles its booking and the caller's
+/// books: the client's result when the planner's verdict ends the run, `None` to go on.
+fn finish<'c>(
+    run: Run<'_, 'c>,
+    planner: &mut Planner<'c>,
+    sent: Sent<'c>,
+    taken: Taken,
+    started: u64,
+) -> Option<Result<Reply, RouterError>> {
+    let Run {
+        io,
+        job,
+        held,
+        trace,
+        ..
+    } = run;
+    let Sent { choice, ticket, .. } = sent;
+    let Taken {
+        outcome,
+        reply: response,
+        answer,
+        headers_at_ms,
+    } = taken;
     let ms = now_ms().saturating_sub(started);
     trace.upstream_ms += ms;
+    if matches!(outcome, Outcome::Success | Outcome::Timeout) {
+        let headers_ms = headers_at_ms.map(|at| at.saturating_sub(started));
+        observe(job, &choice, headers_ms, ms);
+    }
     let effect = Effect::of(&outcome);
     let verdict =
         BREAKERS.with(|b| planner.record(&choice, &outcome, ms, now_ms(), &mut b.borrow_mut()));
@@ -190,6 +465,39 @@ async fn send<'c>(
         })),
         (Verdict::Return(err), _) => Some(Err(err)),
         (Verdict::Retry, _) => None,
+    }
+}
+
+/// Learns how long an attempt of `choice` took to its headers and first byte.
+fn observe(job: &Job, choice: &Choice<'_>, headers_ms: Option<u64>, first_ms: u64) {
+    LATENCIES.with(|l| {
+        let target = (
+            choice.provider.name.as_str(),
+            choice.target.name.as_str(),
+            job.kind,
+        );
+        l.borrow_mut()
+            .observe(target, headers_ms, first_ms, now_ms());
+    });
+}
+
+/// What one attempt came to: its outcome, the client's reply when it is a success, what the
+/// books may learn from the answer, and when its headers came.
+struct Taken {
+    outcome: Outcome,
+    reply: Option<Reply>,
+    answer: Answer,
+    headers_at_ms: Option<u64>,
+}
+
+impl Taken {
+    fn failed(outcome: Outcome) -> Taken {
+        Taken {
+            outcome,
+            reply: None,
+            answer: Answer::Nothing,
+            headers_at_ms: None,
+        }
     }
 }
 
@@ -262,39 +570,66 @@ fn settle(
     }
 }
 
-/// One upstream call: sent with the choice's key, aborted if no headers (for a stream, no
-/// first chunk; for a short JSON answer, not all of it) arrive within `timeout_ms`. Returns the
-/// outcome, the client's reply when it is a success, and what the books may learn from the
-/// answer (its usage, for the books of the provider and of the caller; `counted`: the
-/// caller's books wait for it).
-async fn attempt(
-    choice: &Choice<'_>,
+/// One upstream call of `sent`: sent with the choice's key, aborted through `controller` if no
+/// headers (for a stream, no first chunk; for a short JSON answer, not all of it) arrive within
+/// its timeout. The future owns what it needs but the job, so that two of them (an attempt and
+/// its hedge) can be raced. It comes to the outcome, the client's reply when it is a success,
+/// what the books may learn from the answer (its usage, for the books of the provider and of
+/// the caller; `counted`: the caller's books wait for it), and when the headers came.
+fn attempt<'j>(
+    sent: &Sent<'_>,
+    job: &'j Job,
+    outgoing: Outgoing,
+    counted: bool,
+    controller: &web_sys::AbortController,
+) -> impl std::future::Future<Output = Taken> + 'j {
+    let outbound = upstream::request(&sent.choice, outgoing.endpoint, job.accept.as_deref());
+    let call = Upstream {
+        outbound,
+        dialect: sent.choice.provider.dialect,
+        timeout_ms: sent.timeout_ms,
+        hedge_ms: sent.hedge_after,
+        counted,
+    };
+    call_upstream(call, job, outgoing, controller.clone())
+}
+
+/// An upstream call, as [`attempt`] prepares it.
+struct Upstream {
+    outbound: upstream::UpstreamRequest,
+    dialect: crate::core::config::RateLimitDialect,
+    timeout_ms: u64,
+    /// When the clock resolves the attempt's hedge promise, if one was asked for.
+    hedge_ms: Option<u64>,
+    counted: bool,
+}
+
+async fn call_upstream(
+    call: Upstream,
     job: &Job,
     outgoing: Outgoing,
-    timeout_ms: u64,
-    counted: bool,
-) -> (Outcome, Option<Reply>, Answer) {
-    let Outgoing {
-        body,
-        endpoint,
-        shape,
-    } = outgoing;
-    let outbound = upstream::request(choice, endpoint, job.accept.as_deref());
-    // The runtime's own controller: the clock, and later the hand-on when the client goes
-    // away, abort the call through it.
-    let Ok(controller) = web_sys::AbortController::new() else {
-        return (Outcome::Transport, None, Answer::Nothing);
-    };
-    let clock = http::Clock::start(&controller, timeout_ms);
+    // The runtime's own controller: the clock, the hand-on when the client goes away, and a
+    // hedge that answered first abort the call through it.
+    controller: web_sys::AbortController,
+) -> Taken {
+    let Outgoing { body, shape, .. } = outgoing;
+    let Upstream {
+        outbound,
+        dialect,
+        timeout_ms,
+        hedge_ms,
+        counted,
+    } = call;
+    let clock = http::Clock::start(&controller, timeout_ms, hedge_ms);
     let opened = stream::call(&outbound, &body, &controller).await;
     drop(body);
     let Some(mut opened) = opened else {
-        let outcome = outcome::failed(clock.ran_out(), Outcome::Transport);
-        return (outcome, None, Answer::Nothing);
+        return Taken::failed(outcome::failed(clock.ran_out(), Outcome::Transport));
     };
+    let headers_at_ms = opened.headers_at_ms;
     let lines = std::mem::take(&mut opened.headers);
     let headers = Lines(&lines);
-    let report = ratelimit::report(choice.provider.dialect, |name| headers.get(name));
+    let report = ratelimit::report(dialect, |name| headers.get(name));
     if outcome::is_success(opened.status) {
         let kind = Body::of(headers.get("content-type").unwrap_or_default());
         let reply = Reply {
@@ -311,7 +646,13 @@ async fn attempt(
             shape,
             counted,
         };
-        return take(success, clock, &controller).await;
+        let (outcome, reply, answer) = take(success, clock, &controller).await;
+        return Taken {
+            outcome,
+            reply,
+            answer,
+            headers_at_ms,
+        };
     }
     // Only the start of a failure's body is read (a message is capped at 2 KB anyway), within
     // what is left of the attempt's time.
@@ -320,7 +661,12 @@ async fn attempt(
     let status = opened.status;
     opened.cancel();
     let verdict = outcome::classify(status, headers.get("retry-after"), &failure_body);
-    (verdict, None, Answer::Headers(report))
+    Taken {
+        outcome: verdict,
+        reply: None,
+        answer: Answer::Headers(report),
+        headers_at_ms,
+    }
 }
 
 /// A successful status, its answer not yet read.

@@ -21,7 +21,9 @@ extern "C" {
         body: &JsValue,
     ) -> Result<web_sys::Response, JsValue>;
     #[wasm_bindgen(js_name = startClock)]
-    fn start_clock(abort: &web_sys::AbortController, ms: f64) -> JsValue;
+    fn start_clock(abort: &web_sys::AbortController, ms: f64, hedge_ms: f64) -> JsValue;
+    #[wasm_bindgen(js_name = hedgeAfter)]
+    fn hedge_after_js(abort: &web_sys::AbortController) -> js_sys::Promise;
     #[wasm_bindgen(js_name = stopClock)]
     fn stop_clock(id: &JsValue);
     #[wasm_bindgen(js_name = now)]
@@ -55,16 +57,24 @@ pub async fn sync_test_clock(env: &Env) {
 }
 
 /// An attempt's clock, kept by the runtime: when the time is up it aborts the call through its
-/// controller, which fails whatever of the call is still awaited. Stopped when dropped.
+/// controller, which fails whatever of the call is still awaited. Stopped when dropped. With
+/// `hedge_ms`, the same timer first fires then, resolving the promise [`hedge_after`] gave for
+/// the controller: an attempt that answers in time costs one timer, hedged or not.
 pub struct Clock {
     id: JsValue,
     signal: web_sys::AbortSignal,
 }
 
+/// A promise that resolves when the clock of `controller`'s attempt reaches its hedge time
+/// (asked for before the attempt starts); it never does when the attempt is decided first.
+pub fn hedge_after(controller: &web_sys::AbortController) -> JsFuture {
+    JsFuture::from(hedge_after_js(controller))
+}
+
 impl Clock {
-    pub fn start(controller: &web_sys::AbortController, ms: u64) -> Clock {
+    pub fn start(controller: &web_sys::AbortController, ms: u64, hedge_ms: Option<u64>) -> Clock {
         Clock {
-            id: start_clock(controller, ms as f64),
+            id: start_clock(controller, ms as f64, hedge_ms.map_or(0.0, |h| h as f64)),
             signal: controller.signal(),
         }
     }

@@ -32,10 +32,11 @@ export function plainHeaders(lines) {
 // The upstream call, up to the start of its answer, in one step: a POST of `body` (bytes) with
 // the headers in `lines`, aborted through `abort` (its AbortController). A redirect is not
 // followed (it would turn the POST into a GET and could drop the key across origins).
-// Resolves to [status, headerLines, body, reader, first, done]: the answer's first chunk
-// (undefined when the body ended or failed before it), and whether that is all of it (the
-// stream ended, or the first chunk holds all the `content-length` of an unencoded body); to
-// null when the call failed before its headers.
+// Resolves to [status, headerLines, body, reader, first, done, headersAt]: the answer's first
+// chunk (undefined when the body ended or failed before it), whether that is all of it (the
+// stream ended, or the first chunk holds all the `content-length` of an unencoded body), and
+// when the headers came (the router's clock: the learned latency to headers); to null when the
+// call failed before its headers.
 export async function call(url, lines, body, abort) {
   let resp;
   try {
@@ -49,17 +50,18 @@ export async function call(url, lines, body, abort) {
   } catch {
     return null;
   }
+  const headersAt = now();
   const head = headerLines(resp.headers);
   const stream = resp.body;
-  if (!stream) return [resp.status, head, null, undefined, undefined, true];
+  if (!stream) return [resp.status, head, null, undefined, undefined, true, headersAt];
   const reader = stream.getReader();
   let first;
   try {
     const r = await reader.read();
-    if (r.done) return [resp.status, head, stream, reader, undefined, true];
+    if (r.done) return [resp.status, head, stream, reader, undefined, true, headersAt];
     first = r.value;
   } catch {
-    return [resp.status, head, stream, reader, undefined, false];
+    return [resp.status, head, stream, reader, undefined, false, headersAt];
   }
   // The announced length counts the bytes as sent: only an unencoded body's chunks add up to it.
   const length = resp.headers.has("content-encoding")
@@ -69,7 +71,7 @@ export async function call(url, lines, body, abort) {
   // The body's end is read without waiting for it, so the runtime sees it finished (and may
   // keep the connection) rather than abandoned.
   if (whole) reader.read().catch(() => {});
-  return [resp.status, head, stream, reader, first, whole];
+  return [resp.status, head, stream, reader, first, whole, headersAt];
 }
 
 // Reads on from `first` until the body ends, while it stays within `whole` bytes: resolves to
@@ -608,13 +610,32 @@ async function readUpTo(reader, cap, drainTo) {
 
 // An attempt's clock: after `ms`, aborts the call through `abort` (its AbortController), which
 // fails whatever of it is still awaited (the headers, a body being read). Stopped with
-// stopClock once the attempt is decided, before an answer is handed on.
-export function startClock(abort, ms) {
-  return setTimeout(() => abort.abort(), ms);
+// stopClock once the attempt is decided, before an answer is handed on. With `hedgeMs` (less
+// than `ms`) and a hedge asked for (hedgeAfter), the one timer first fires at `hedgeMs`,
+// resolving that promise, and then waits the rest: an attempt decided in time costs one timer.
+export function startClock(abort, ms, hedgeMs) {
+  const clock = { id: 0 };
+  const hedge = abort.routerHedge;
+  if (hedge && hedgeMs > 0 && hedgeMs < ms) {
+    clock.id = setTimeout(() => {
+      hedge();
+      clock.id = setTimeout(() => abort.abort(), ms - hedgeMs);
+    }, hedgeMs);
+  } else {
+    clock.id = setTimeout(() => abort.abort(), ms);
+  }
+  return clock;
 }
 
-export function stopClock(id) {
-  clearTimeout(id);
+export function stopClock(clock) {
+  clearTimeout(clock.id);
+}
+
+// A promise that the clock of `abort`'s attempt resolves at its hedge time (see startClock).
+export function hedgeAfter(abort) {
+  return new Promise((resolve) => {
+    abort.routerHedge = resolve;
+  });
 }
 
 // The router's clock: the runtime's, plus an offset that only a `TEST_CLOCK` binding moves.

@@ -56,6 +56,8 @@ pub struct Opened {
     start: Option<js_sys::Uint8Array>,
     /// Whether `start` is the whole body (or there is no body).
     pub whole: bool,
+    /// When the headers came, on the router's clock.
+    pub headers_at_ms: Option<u64>,
     /// Whether the usage-only chunk of an event stream is kept from the client (the router
     /// asked for it; the client did not).
     pub drop_usage: bool,
@@ -92,6 +94,7 @@ pub async fn call(
         reader: parts.get(3),
         start: parts.get(4).dyn_into::<js_sys::Uint8Array>().ok(),
         whole: parts.get(5).as_bool().unwrap_or(false),
+        headers_at_ms: parts.get(6).as_f64().map(|ms| ms as u64),
         drop_usage: false,
         keep_tail: false,
     })
@@ -254,6 +257,7 @@ mod tests {
             reader: reader.into(),
             start: value.dyn_into::<js_sys::Uint8Array>().ok(),
             whole: done.as_bool().unwrap_or(false),
+            headers_at_ms: None,
             drop_usage: false,
             keep_tail: false,
         }
