@@ -313,8 +313,8 @@ const DRAIN_LIMIT: usize = 1 << 20;
 const DRAIN_MS: u64 = 1_000;
 
 /// `GET /v1/router/status`: the books of every organization of every provider that tracks
-/// limits (one call to each bank), the leases out, and what this isolate holds: its leases and
-/// its circuit breakers that are not closed.
+/// limits (one call to each bank), the leases out, and what this isolate holds: its leases, its
+/// circuit breakers that are not closed, and the latency it learned per target.
 async fn status(env: &Env, config: &Config) -> Result<String, RouterError> {
     let mut providers = serde_json::Map::new();
     for provider in config.providers.iter().filter(|p| !p.limits.is_empty()) {
@@ -342,10 +342,14 @@ async fn status(env: &Env, config: &Config) -> Result<String, RouterError> {
     }
     let now = now_ms();
     let breakers = attempts::BREAKERS.with(|b| b.borrow().not_closed(now, &config.failover));
-    Ok(
-        serde_json::json!({ "now_ms": now, "providers": providers, "breakers": breakers })
-            .to_string(),
-    )
+    let latency = attempts::LATENCIES.with(|l| l.borrow().status(now));
+    let status = serde_json::json!({
+        "now_ms": now,
+        "providers": providers,
+        "breakers": breakers,
+        "latency": latency,
+    });
+    Ok(status.to_string())
 }
 
 /// The cached configuration, parsed on first use. A broken configuration is logged once and
