@@ -86,6 +86,17 @@ export function failedAttempts(header) {
   return header.split(", ").map((a) => ({ provider: a.slice(0, a.indexOf("/")), outcome: a.slice(a.lastIndexOf("=") + 1) }));
 }
 
+/**
+ * The attempt a hedge made the router give up (`x-router-hedged: after=..ms; won=first|hedge`):
+ * one call of the provider that served (a hedge stays with its provider), with the outcome
+ * `cancelled`; none when nothing was hedged or neither attempt answered (both are then in
+ * x-router-failover).
+ */
+export function cancelledAttempts(hedged, provider) {
+  if (!hedged || !provider || hedged.endsWith("won=neither")) return [];
+  return [{ provider, outcome: "cancelled" }];
+}
+
 export const percentile = (sorted, p) => sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
 
 /**
@@ -113,10 +124,23 @@ export function accountCalls(results, fakes, outcomeOf) {
  * Asserts [accountCalls]' result: every call a fake received was handed on to exactly one client
  * or named as a failed attempt with the outcome its fault calls for (no answer dropped, none
  * handed on twice, no fault misread), exactly but for machine stalls, each of which turns one
- * call of another category into a timeout.
+ * call of another category into a timeout, and for hedges: an attempt cancelled because the
+ * other answered first is an answer of the fake's (often a hang) that no client saw, or a call
+ * that never reached the fake.
  */
 export function assertAccounted(fakes, { seen, expected, stalls }) {
   for (const p of Object.keys(fakes)) {
+    const cancelled = seen[p].cancelled ?? 0;
+    if (cancelled > 0) {
+      let unseen = (expected[p].timeout ?? 0) - (seen[p].timeout ?? 0);
+      for (const c of new Set([...Object.keys(seen[p]), ...Object.keys(expected[p])])) {
+        if (c === "timeout" || c === "cancelled") continue;
+        assert.ok((seen[p][c] ?? 0) <= (expected[p][c] ?? 0), `${p}: more ${c} seen (${seen[p][c]}) than the fake gave (${expected[p][c] ?? 0})`);
+        unseen += (expected[p][c] ?? 0) - (seen[p][c] ?? 0);
+      }
+      assert.ok(unseen >= 0 && unseen <= cancelled, `${p}: ${unseen} of the fake's answers seen by no client, for ${cancelled} attempts cancelled by hedges`);
+      continue;
+    }
     if (stalls[p] === 0) {
       assert.deepEqual(seen[p], expected[p], `${p}: every call accounted for, as clients saw it`);
       continue;

@@ -17,7 +17,7 @@
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import os from "node:os";
-import { accountCalls, assertAccounted, chunk, completion, events, failedAttempts, fake, json, percentile, rng } from "./common.mjs";
+import { accountCalls, assertAccounted, cancelledAttempts, chunk, completion, events, failedAttempts, fake, json, percentile, rng } from "./common.mjs";
 import { GATEWAY_HASH, GATEWAY_KEY, startRouter } from "../e2e/harness.mjs";
 
 const TOTAL = Number(process.env.LOAD_REQUESTS ?? 3000);
@@ -210,7 +210,7 @@ test(`${TOTAL} requests, ${CONCURRENCY} in flight, under injected faults: every 
         r.status = res.status;
         r.provider = res.headers.get("x-router-provider");
         r.attempts = Number(res.headers.get("x-router-attempts") ?? 0);
-        r.failed = failedAttempts(res.headers.get("x-router-failover"));
+        r.failed = [...failedAttempts(res.headers.get("x-router-failover")), ...cancelledAttempts(res.headers.get("x-router-hedged"), r.provider)];
         const text = await res.text();
         if (res.status !== 200) r.verdict = "error";
         else if (kind === "stream") {

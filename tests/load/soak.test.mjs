@@ -29,7 +29,7 @@ import assert from "node:assert/strict";
 import fs from "node:fs";
 import os from "node:os";
 import { workerdPids } from "../../bench/common.mjs";
-import { accountCalls, assertAccounted, chunk, completion, events, failedAttempts, fake, json, percentile, rng } from "./common.mjs";
+import { accountCalls, assertAccounted, cancelledAttempts, chunk, completion, events, failedAttempts, fake, json, percentile, rng } from "./common.mjs";
 import { GATEWAY_HASH, GATEWAY_KEY, startRouters } from "../e2e/harness.mjs";
 
 // The requests measured after the warm-up; the warm-up's requests come first, of the same mix.
@@ -280,7 +280,7 @@ test(`soak: ${TOTAL} requests (${WARMUP} warm-up), ${CONCURRENCY} in flight, eve
       r.provider = res.headers.get("x-router-provider");
       r.attempts = Number(res.headers.get("x-router-attempts") ?? 0);
       r.quota = res.headers.get("x-router-quota");
-      r.failed = failedAttempts(res.headers.get("x-router-failover"));
+      r.failed = [...failedAttempts(res.headers.get("x-router-failover")), ...cancelledAttempts(res.headers.get("x-router-hedged"), r.provider)];
       // What clients saw goes to the harness's leak check, as with its own fetch.
       fleet.seen.push(JSON.stringify([...res.headers]));
       if (kind === "hang_up") {
