@@ -50,6 +50,9 @@ pub struct Job {
     pub fast: bool,
     /// Which answers its latency is learned with.
     pub kind: latency::Kind,
+    /// The route whose targets are tried in order of their learned latency, when it says so
+    /// (`order = "latency"`).
+    pub latency_route: Option<String>,
 }
 
 /// The client's request, parsed once and adapted again for each choice.
@@ -312,6 +315,7 @@ pub fn prepare<'c, 'a>(
                     booked: true,
                     fast,
                     kind: latency::Kind::of(request.streams()),
+                    latency_route: config.orders_by_latency(route).then(|| route.to_owned()),
                 },
                 payload: Payload::Chat(request),
             })
@@ -337,6 +341,7 @@ pub fn prepare<'c, 'a>(
                     booked: false,
                     fast: false,
                     kind: latency::Kind::Json,
+                    latency_route: None,
                 },
                 payload: Payload::Embeddings(request),
                 explain: Vec::new(),

@@ -11,6 +11,8 @@
 
 use std::fmt::Write as _;
 
+use super::config::{Config, Target};
+
 /// How long an observation takes to count half as much.
 pub const HALF_LIFE_MS: u64 = 300_000;
 
@@ -241,6 +243,39 @@ impl Latencies {
     }
 }
 
+/// Orders the targets of `route` among `targets` (a request's candidates, in order) by their
+/// learned p90 to first byte, fastest first, leaving every other candidate where it is. A
+/// target with too little learned comes first (in configured order among such), so that each
+/// is tried until its latency is known; the planner still skips any without quota.
+pub fn order_route(
+    config: &Config,
+    route: &str,
+    targets: &mut [&Target],
+    latencies: &Latencies,
+    kind: Kind,
+    now_ms: u64,
+) {
+    let Some(of_route) = config.targets(route) else {
+        return;
+    };
+    let at: Vec<usize> = (0..targets.len())
+        .filter(|&i| of_route.contains(targets[i]))
+        .collect();
+    let mut picked: Vec<&Target> = at.iter().map(|&i| targets[i]).collect();
+    picked.sort_by_key(|t| {
+        let provider = config
+            .providers
+            .get(t.provider)
+            .map_or("", |p| p.name.as_str());
+        latencies
+            .hedge_after(provider, &t.name, kind, now_ms)
+            .unwrap_or(0)
+    });
+    for (i, t) in at.into_iter().zip(picked) {
+        targets[i] = t;
+    }
+}
+
 /// The fast path's attempt timeout to first byte: [`FIRST_BYTE_FACTOR`] times the learned p90,
 /// within `floor` and `ceiling` (the configuration's); the ceiling while nothing is learned.
 pub fn first_byte_timeout(p90: Option<u64>, floor: u64, ceiling: u64) -> u64 {
@@ -365,6 +400,79 @@ mod tests {
         let status = l.status(0);
         assert_eq!(status["groq/llama"]["stream"]["headers_p90_ms"], 32);
         assert_eq!(status["groq/llama"]["json"]["first_byte_p50_ms"], 725);
+    }
+
+    #[test]
+    fn a_route_ordered_by_latency_puts_its_fastest_target_first_and_leaves_the_others_alone() {
+        let doc = serde_json::json!({
+            "providers": {
+                "groq": {"keys": [{"id": "g", "secret": "G"}]},
+                "together": {"keys": [{"id": "t", "secret": "T"}]},
+                "fireworks": {"keys": [{"id": "f", "secret": "F"}]}
+            },
+            "routes": {
+                "fast": {"order": "latency", "targets": ["groq/a", "together/b", "fireworks/c"]},
+                "slow": ["together/d"]
+            }
+        });
+        let config = Config::parse(&doc.to_string(), |n| {
+            (!n.ends_with("_HASHES")).then(|| format!("sk-{n}"))
+        })
+        .unwrap();
+        assert!(config.orders_by_latency("fast"));
+        assert!(!config.orders_by_latency("slow"));
+        let names = |ts: &[&Target]| ts.iter().map(|t| t.name.clone()).collect::<Vec<_>>();
+        let mut targets: Vec<&Target> = config
+            .targets("fast")
+            .unwrap()
+            .iter()
+            .chain(config.targets("slow").unwrap())
+            .collect();
+        let mut l = Latencies::default();
+        for _ in 0..10 {
+            l.observe(("groq", "a", Kind::Json), None, 400, 0);
+            l.observe(("together", "b", Kind::Json), None, 90, 0);
+            l.observe(("together", "d", Kind::Json), None, 5, 0);
+        }
+        order_route(&config, "fast", &mut targets, &l, Kind::Json, 0);
+        // c knows nothing yet: tried first; then b, faster than a; d is not the route's.
+        assert_eq!(names(&targets), ["c", "b", "a", "d"]);
+        // Once c is known to be slowest, it goes last.
+        for _ in 0..10 {
+            l.observe(("fireworks", "c", Kind::Json), None, 900, 0);
+        }
+        order_route(&config, "fast", &mut targets, &l, Kind::Json, 0);
+        assert_eq!(names(&targets), ["b", "a", "c", "d"]);
+        // Streams are learned apart: nothing is known of them, so the order stays.
+        let before = names(&targets);
+        order_route(&config, "fast", &mut targets, &l, Kind::Stream, 0);
+        assert_eq!(names(&targets), before);
+    }
+
+    #[test]
+    fn a_route_table_is_checked_key_by_key() {
+        let parse = |route: serde_json::Value| {
+            let doc = serde_json::json!({
+                "providers": {"groq": {"keys": [{"id": "g", "secret": "G"}]}},
+                "routes": {"fast": route}
+            });
+            Config::parse(&doc.to_string(), |n| {
+                (!n.ends_with("_HASHES")).then(|| format!("sk-{n}"))
+            })
+            .map(|_| ())
+        };
+        assert!(parse(serde_json::json!({"targets": ["groq/a"]})).is_ok());
+        assert!(parse(serde_json::json!({"targets": ["groq/a"], "order": "configured"})).is_ok());
+        let err = |route| parse(route).unwrap_err().path;
+        assert!(
+            err(serde_json::json!({"targets": ["groq/a"], "order": "fastest"}))
+                .contains("routes.fast.order")
+        );
+        assert!(
+            err(serde_json::json!({"targets": ["groq/a"], "sort": "latency"}))
+                .contains("routes.fast.sort")
+        );
+        assert!(err(serde_json::json!({"order": "latency"})) == "routes.fast.targets");
     }
 
     #[test]

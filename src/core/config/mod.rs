@@ -440,6 +440,9 @@ pub struct Config {
     listing: Vec<String>,
     /// How many of `listing` are aliases.
     aliases: usize,
+    /// The routes whose targets are tried in order of their learned latency
+    /// (`order = "latency"`).
+    by_latency: Vec<String>,
 }
 
 /// A configuration error: where, and what is wrong.
@@ -492,6 +495,11 @@ impl Config {
     /// The targets that serve `model`, in order of preference; `None` for an unknown model.
     pub fn targets(&self, model: &str) -> Option<&[Target]> {
         self.models.get(model).map(Vec::as_slice)
+    }
+
+    /// Whether `route`'s targets are tried in order of their learned p90 to first byte.
+    pub fn orders_by_latency(&self, route: &str) -> bool {
+        self.by_latency.iter().any(|r| r == route)
     }
 
     /// Every model name a client may ask for, aliases first.
@@ -564,7 +572,8 @@ fn build(raw: RawConfig, secret: &dyn Fn(&str) -> Option<String>) -> Result<Conf
         Some(users) => Some(access::build_users(users, &tiers, secret)?),
         None => None,
     };
-    let (models, listing, aliases) = build_models(raw.routes, &mut providers)?;
+    let (routes, by_latency) = route_tables(raw.routes)?;
+    let (models, listing, aliases) = build_models(routes, &mut providers)?;
     Ok(Config {
         gateway,
         classifier,
@@ -575,6 +584,7 @@ fn build(raw: RawConfig, secret: &dyn Fn(&str) -> Option<String>) -> Result<Conf
         models,
         listing,
         aliases,
+        by_latency,
     })
 }
 
@@ -1047,6 +1057,50 @@ fn build_provider(
 }
 
 type Models = (BTreeMap<String, Vec<Target>>, Vec<String>, usize);
+
+/// Each route's targets, and the routes that order them by latency.
+type Routes = (BTreeMap<String, Vec<raw::RawTarget>>, Vec<String>);
+
+fn route_tables(routes: BTreeMap<String, raw::RawRoute>) -> Result<Routes, ConfigError> {
+    let mut targets = BTreeMap::new();
+    let mut by_latency = Vec::new();
+    for (name, route) in routes {
+        let path = format!("routes.{name}");
+        let list = match route {
+            raw::RawRoute::Targets(list) => list,
+            raw::RawRoute::Table(mut table) => {
+                if let Some(key) = table
+                    .keys()
+                    .find(|k| !matches!(k.as_str(), "targets" | "order"))
+                {
+                    return Err(ConfigError::at(
+                        format!("{path}.{key}"),
+                        "unknown key; a route's table takes `targets` and `order`",
+                    ));
+                }
+                match table.get("order").map(|o| o.as_str()) {
+                    None | Some(Some("configured")) => {}
+                    Some(Some("latency")) => by_latency.push(name.clone()),
+                    Some(_) => {
+                        return Err(ConfigError::at(
+                            format!("{path}.order"),
+                            "must be \"configured\" or \"latency\"",
+                        ))
+                    }
+                }
+                let list = table.remove("targets").unwrap_or(serde_json::Value::Null);
+                serde_json::from_value(list).map_err(|_| {
+                    ConfigError::at(
+                        format!("{path}.targets"),
+                        "must be a list of targets (\"provider/model\" or tables)",
+                    )
+                })?
+            }
+        };
+        targets.insert(name, list);
+    }
+    Ok((targets, by_latency))
+}
 
 fn build_models(
     routes: BTreeMap<String, Vec<raw::RawTarget>>,

@@ -15,7 +15,7 @@ pub struct RawConfig {
     #[serde(default)]
     pub failover: RawFailover,
     pub providers: BTreeMap<String, RawProvider>,
-    pub routes: BTreeMap<String, Vec<RawTarget>>,
+    pub routes: BTreeMap<String, RawRoute>,
     /// Signed user tokens (`core::token`).
     #[serde(default)]
     pub users: Option<super::access::RawUsers>,
@@ -25,6 +25,15 @@ pub struct RawConfig {
     /// Prices per `provider/model`, over the presets'.
     #[serde(default)]
     pub prices: BTreeMap<String, super::access::RawPrice>,
+}
+
+/// A route: its targets in order, or a table of `targets` and `order` (`"configured"`, the
+/// default, or `"latency"`), whose keys [`super::Config::parse`] checks itself.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawRoute {
+    Targets(Vec<RawTarget>),
+    Table(serde_json::Map<String, serde_json::Value>),
 }
 
 /// One target of a route: `"provider/model"`, or a table naming it with options
