@@ -19,7 +19,7 @@ use crate::core::job::{self, ClientHeaders, Prepared};
 use crate::core::quota::{self, status as quota_status, Command, Reply as BankReply, Shard};
 use crate::core::report::{self, Headers, Trace};
 use crate::core::upstream::Lines;
-use crate::core::{auth, classify, cors, models, operator, token};
+use crate::core::{auth, classify, cors, latency, models, operator, token};
 
 thread_local! {
     /// The configuration, parsed once per isolate (vars and secrets are fixed for its life).
@@ -220,7 +220,7 @@ async fn forward(
         _ => (None, Vec::new()),
     };
     let Prepared {
-        targets,
+        mut targets,
         job,
         mut payload,
         explain: decision,
@@ -231,6 +231,12 @@ async fn forward(
     // The payload borrows the body's bytes (message contents are never copied): both live
     // until the answer is found.
     explain.extend(decision);
+    if let Some(route) = &job.latency_route {
+        attempts::LATENCIES.with(|l| {
+            let (l, now) = (&l.borrow(), now_ms());
+            latency::order_route(config, route, &mut targets, l, job.kind, now);
+        });
+    }
     token::allows(who.routes(), &job.model)?;
     let held = caller::admit(env, ctx, config, who, &job, explain).await?;
     let billed = held.billed;

@@ -174,3 +174,41 @@ test("hedging halves the fast path's p99 time to first byte under one organizati
   assert.ok(learned, "the latency of the fast path's target is on the status page");
   assert.ok(learned.first_byte_p90_ms > 0 && learned.first_byte_p90_ms < SLOW_MS, JSON.stringify(learned));
 });
+
+test("a route ordered by latency moves to its fastest target once each is learned", async (t) => {
+  const groq = await startFakeUpstream({ maxRequests: 100 });
+  const together = await startFakeUpstream({ maxRequests: 100 });
+  t.after(() => Promise.all([groq.close(), together.close()]));
+  groq.answer(() => ({ status: 200, headers: { "content-type": "application/json" }, body: OK, delayMs: 150 }));
+  together.answer(() => ({ status: 200, headers: { "content-type": "application/json" }, body: OK }));
+  const router = await startRouter(
+    {
+      ROUTER_CONFIG: {
+        providers: {
+          groq: { base_url: groq.baseUrl, keys: [{ id: "ka", secret: "GROQ_ORG_A" }] },
+          together: { base_url: together.baseUrl, keys: [{ id: "t1", secret: "TOGETHER_KEY" }] },
+        },
+        routes: { fast: { order: "latency", targets: [`groq/${MODEL}`, "together/meta-llama/Llama-3.3-70B-Instruct-Turbo"] } },
+      },
+      GATEWAY_KEY_HASHES: GATEWAY_HASH,
+      ADMIN_KEY_HASHES: ADMIN_HASH,
+      GROQ_ORG_A: ORGS["org-a"].value,
+      TOGETHER_KEY: "tg-latency-order-3333",
+    },
+    { secrets: [ADMIN_KEY, GATEWAY_KEY] },
+  );
+  t.after(() => router.dispose());
+  const servedBy = [];
+  for (let i = 0; i < 40; i++) {
+    const a = await chat(router);
+    assert.equal(a.status, 200, a.text.slice(0, 300));
+    servedBy.push(a.headers.get("x-router-provider"));
+  }
+  t.diagnostic(`served by, in order: ${servedBy.join(" ")}`);
+  // The configured order first, while nothing is learned; each target is tried until its
+  // latency is known; then the faster one serves.
+  assert.equal(servedBy[0], "groq");
+  assert.ok(servedBy.includes("together"));
+  assert.deepEqual(new Set(servedBy.slice(-20)), new Set(["together"]));
+  assert.ok(groq.calls.length <= 10, `${groq.calls.length} calls to the slow target`);
+});
