@@ -19,7 +19,7 @@ trap 'rm -rf "$logs"' EXIT
 
 # The fewest tests each layer must run. Raise them as tests are added; lower one only with the
 # tests it no longer has.
-declare -A MINIMUM=([native]=254 [wasm]=15 [e2e]=236 [load]=3)
+declare -A MINIMUM=([native]=267 [wasm]=15 [e2e]=238 [load]=3)
 # Time limits (seconds) for running each layer's tests, compilation not included.
 declare -A LIMIT=([native]=900 [wasm]=600 [e2e]=1500 [load]=900)
 
