@@ -209,6 +209,7 @@ function once(agent, url, body, headers, method = "POST") {
           provider: res.headers["x-router-provider"],
           quota: res.headers["x-router-quota"],
           quotaCalls: res.headers["x-router-quota-calls"],
+          hedged: res.headers["x-router-hedged"],
           text: Buffer.concat(parts).toString("utf8"),
         }),
       );
@@ -287,6 +288,8 @@ function booking(results) {
   }
   return {
     requests: results.length,
+    // Requests whose slow attempt was hedged (the fast path; x-router-hedged).
+    hedged: results.filter((r) => r.hedged).length,
     modes,
     no_sync: noSync,
     no_sync_share: results.length ? noSync / results.length : null,
@@ -328,7 +331,9 @@ const LEGEND =
   "sends it, and returns a JSON answer read whole (bench/rewrite-worker.mjs); router slow: model \"slow\", Together (no tracked limits: x-router-quota: none); router fast: model \"fast\", " +
   "Groq with the quota ledger (limits far above the load, so leases are granted)";
 const total = TARGETS.length * SCENARIOS.reduce((sum, sc) => sum + WARMUP + sc.requests + sc.serial, 0);
-const fake = await startFake(total + 10);
+// The fast path may hedge a slow attempt (failover.hedge_percent, 5 % of its requests by
+// default, plus a burst of 2): each hedge is one more call to the fake.
+const fake = await startFake(Math.ceil(total * 1.1) + 10);
 /** The load from outside the benchmark during each measured batch, in cores. */
 const foreign = [];
 /** Batches that started without the machine getting quiet first. */
@@ -516,6 +521,9 @@ try {
         // How the measured requests were booked, with 8 in flight and one at a time.
         const quota = { loaded: booking(a.results), serial: booking(a.serial) };
         out.scenarios[mode][target].quota = quota;
+        if (quota.loaded.hedged + quota.serial.hedged > 0) {
+          process.stderr.write(`  ${label.padEnd(22)} ${LABELS[target].padEnd(22)} hedged: ${quota.loaded.hedged} of ${quota.loaded.requests} with 8 in flight, ${quota.serial.hedged} of ${quota.serial.requests} one at a time\n`);
+        }
         if (target === "router") {
           const modes = Object.keys({ ...quota.loaded.modes, ...quota.serial.modes });
           if (modes.some((m) => m !== "none/0")) {
