@@ -213,33 +213,61 @@ async fn send<'c>(
     sent: Sent<'c>,
     outgoing: Result<Outgoing, RouterError>,
 ) -> Option<Result<Reply, RouterError>> {
-    let outgoing = match outgoing {
-        Ok(outgoing) => outgoing,
-        Err(err) => {
-            settle(
-                run.io,
-                &sent.choice,
-                sent.ticket,
-                Effect::NotSpent,
-                Answer::Nothing,
-                None,
-            );
-            return Some(Err(err));
-        }
-    };
-    let started = now_ms();
-    let Ok(controller) = web_sys::AbortController::new() else {
-        return finish(
-            run,
-            planner,
-            sent,
-            Taken::failed(Outcome::Transport),
-            started,
-        );
+    let (run, sent, outgoing, controller, started) = match ready(run, planner, sent, outgoing) {
+        Ok(ready) => ready,
+        Err(result) => return result,
     };
     let counted = counted(run.held);
     let taken = attempt(&sent, run.job, outgoing, counted, &controller).await;
     finish(run, planner, sent, taken, started)
+}
+
+/// An attempt about to go out: its run, what the planner said, its body, its controller, and
+/// when it started.
+type Ready<'r, 'c> = (
+    Run<'r, 'c>,
+    Sent<'c>,
+    Outgoing,
+    web_sys::AbortController,
+    u64,
+);
+
+/// What an attempt goes out with: its body and its controller, from now on. Else its result: a
+/// body that could not be adapted is the client's error (the booking given back), a controller
+/// the runtime could not make a transport failure.
+fn ready<'r, 'c>(
+    run: Run<'r, 'c>,
+    planner: &mut Planner<'c>,
+    sent: Sent<'c>,
+    outgoing: Result<Outgoing, RouterError>,
+) -> Result<Ready<'r, 'c>, Option<Result<Reply, RouterError>>> {
+    let outgoing = match outgoing {
+        Ok(outgoing) => outgoing,
+        Err(err) => {
+            give_back(run.io, sent);
+            return Err(Some(Err(err)));
+        }
+    };
+    let started = now_ms();
+    match web_sys::AbortController::new() {
+        Ok(controller) => Ok((run, sent, outgoing, controller, started)),
+        Err(_) => {
+            let failed = Taken::failed(Outcome::Transport);
+            Err(finish(run, planner, sent, failed, started))
+        }
+    }
+}
+
+/// Gives an attempt's booking back whole: it was never sent, or was cancelled.
+fn give_back(io: Io<'_>, sent: Sent<'_>) {
+    settle(
+        io,
+        &sent.choice,
+        sent.ticket,
+        Effect::NotSpent,
+        Answer::Nothing,
+        None,
+    );
 }
 
 /// Whether the caller's books wait for the answer's usage, however long it is (a user's, or a
@@ -260,29 +288,9 @@ async fn send_hedged<'c>(
     outgoing: Result<Outgoing, RouterError>,
     body_for: &mut impl FnMut(&Choice<'c>) -> Result<Outgoing, RouterError>,
 ) -> Option<Result<Reply, RouterError>> {
-    let outgoing = match outgoing {
-        Ok(outgoing) => outgoing,
-        Err(err) => {
-            settle(
-                run.io,
-                &first.choice,
-                first.ticket,
-                Effect::NotSpent,
-                Answer::Nothing,
-                None,
-            );
-            return Some(Err(err));
-        }
-    };
-    let started = now_ms();
-    let Ok(first_abort) = web_sys::AbortController::new() else {
-        return finish(
-            run,
-            planner,
-            first,
-            Taken::failed(Outcome::Transport),
-            started,
-        );
+    let (run, first, outgoing, first_abort, started) = match ready(run, planner, first, outgoing) {
+        Ok(ready) => ready,
+        Err(result) => return result,
     };
     let counted = counted(run.held);
     // The attempt's own clock says when it is late: no timer of its own for the hedge.
@@ -321,14 +329,7 @@ async fn send_hedged<'c>(
     let (Ok(second_out), Ok(second_abort)) =
         (body_for(&second.choice), web_sys::AbortController::new())
     else {
-        settle(
-            run.io,
-            &second.choice,
-            second.ticket,
-            Effect::NotSpent,
-            Answer::Nothing,
-            None,
-        );
+        give_back(run.io, second);
         let taken = a.await;
         return finish(run, planner, first, taken, started);
     };
@@ -357,14 +358,7 @@ async fn send_hedged<'c>(
         loser_abort.abort();
         let ms = now_ms().saturating_sub(loser_started);
         planner.record_cancelled(&loser.choice, ms);
-        settle(
-            io,
-            &loser.choice,
-            loser.ticket,
-            Effect::NotSpent,
-            Answer::Nothing,
-            None,
-        );
+        give_back(io, loser);
     };
     let io = run.io;
     if taken.outcome == Outcome::Success {
