@@ -356,24 +356,11 @@ impl<'c> Planner<'c> {
             {
                 return Next::GiveUp(self.give_up(now_ms));
             }
-            let Some(step) = self.steps.get(self.cursor) else {
+            if self.cursor >= self.steps.len() {
                 return Next::GiveUp(self.give_up(now_ms));
-            };
-            match step {
-                Step::Direct(target) => {
-                    let target: &'c Target = target;
-                    if let Some(choice) = self.first_key(&[target], now_ms, breakers) {
-                        return self.send(choice, None, now_ms, breakers);
-                    }
-                }
-                Step::Book { provider, .. } => {
-                    let provider: &'c Provider = provider;
-                    if self.provider_open(&provider.name, now_ms, breakers) {
-                        if let Some(next) = self.book(provider, now_ms, breakers, holdings) {
-                            return next;
-                        }
-                    }
-                }
+            }
+            if let Some(next) = self.try_step(now_ms, breakers, holdings) {
+                return next;
             }
             self.cursor += 1;
         }
@@ -766,7 +753,6 @@ impl<'c> Planner<'c> {
         {
             return None;
         }
-        let config = self.config;
         let (cursor, booked, last_timeout_ms) = (self.cursor, self.booked, self.last_timeout_ms);
         let same_org = OrgOnModel {
             provider: &first.provider.name,
@@ -776,28 +762,9 @@ impl<'c> Planner<'c> {
         self.full.push(same_org);
         self.hedging = true;
         let mut found = None;
-        while let Some(step) = self.steps.get(self.cursor) {
-            // Copied out of the step, so that the plan may change while it is tried.
-            let (direct, provider): (Option<&'c Target>, &'c Provider) = match step {
-                Step::Direct(target) => {
-                    let target: &'c Target = target;
-                    match config.providers.get(target.provider) {
-                        Some(p) => (Some(target), p),
-                        None => break,
-                    }
-                }
-                Step::Book { provider, .. } => (None, provider),
-            };
-            if across || provider.name == first.provider.name {
-                found = match direct {
-                    Some(target) => self
-                        .first_key(&[target], now_ms, breakers)
-                        .map(|choice| self.send(choice, None, now_ms, breakers)),
-                    None if self.provider_open(&provider.name, now_ms, breakers) => {
-                        self.book(provider, now_ms, breakers, holdings)
-                    }
-                    None => None,
-                };
+        while let Some(provider) = self.step_provider() {
+            if across || provider == first.provider.name {
+                found = self.try_step(now_ms, breakers, holdings);
                 if found.is_some() {
                     break;
                 }
@@ -820,6 +787,47 @@ impl<'c> Planner<'c> {
         }
         (self.cursor, self.booked, self.last_timeout_ms) = (cursor, booked, last_timeout_ms);
         found
+    }
+
+    /// What the current step offers now: a send, or (for a provider that books) a bank call;
+    /// `None` when it has nothing left for this request.
+    fn try_step(
+        &mut self,
+        now_ms: u64,
+        breakers: &mut Breakers,
+        holdings: &mut Holdings,
+    ) -> Option<Next<'c>> {
+        match self.steps.get(self.cursor)? {
+            Step::Direct(target) => {
+                let target: &'c Target = target;
+                let choice = self.first_key(&[target], now_ms, breakers)?;
+                Some(self.send(choice, None, now_ms, breakers))
+            }
+            Step::Book { provider, .. } => {
+                let provider: &'c Provider = provider;
+                if !self.provider_open(&provider.name, now_ms, breakers) {
+                    return None;
+                }
+                self.book(provider, now_ms, breakers, holdings)
+            }
+        }
+    }
+
+    /// The provider of the current step; `None` past the last step.
+    fn step_provider(&self) -> Option<&'c str> {
+        match self.steps.get(self.cursor)? {
+            Step::Direct(target) => {
+                let target: &'c Target = target;
+                self.config
+                    .providers
+                    .get(target.provider)
+                    .map(|p| p.name.as_str())
+            }
+            Step::Book { provider, .. } => {
+                let provider: &'c Provider = provider;
+                Some(provider.name.as_str())
+            }
+        }
     }
 
     /// An attempt given up because another answered first (a hedge, or the attempt it
