@@ -155,18 +155,17 @@ impl<'c> Sent<'c> {
         ticket: Option<Ticket>,
         timeout_ms: u64,
     ) -> Self {
-        let p90 = match job.fast {
-            true => LATENCIES.with(|l| {
-                let (provider, model) = (&choice.provider.name, &choice.target.name);
-                l.borrow().hedge_after(provider, model, job.kind, now_ms())
-            }),
-            false => None,
-        };
-        let timeout_ms = match job.fast {
+        // The slow path keeps the planner's timeout and is never hedged.
+        let (p90, timeout_ms) = match job.fast {
             true => {
-                latency::first_byte_timeout(p90, config.failover.fast_attempt_floor_ms, timeout_ms)
+                let p90 = LATENCIES.with(|l| {
+                    let (provider, model) = (&choice.provider.name, &choice.target.name);
+                    l.borrow().hedge_after(provider, model, job.kind, now_ms())
+                });
+                let floor = config.failover.fast_attempt_floor_ms;
+                (p90, latency::first_byte_timeout(p90, floor, timeout_ms))
             }
-            false => timeout_ms,
+            false => (None, timeout_ms),
         };
         let hedging = config.failover.hedge_percent > 0;
         Sent {
@@ -208,39 +207,33 @@ async fn book(io: Io<'_>, planner: &mut Planner<'_>, call: Call, trace: &mut Tra
 /// Sends one attempt and records its outcome: the client's result when the planner's verdict
 /// ends the run (served, or an error to return), `None` to go on with the next attempt.
 async fn send<'c>(
-    run: Run<'_, 'c>,
+    mut run: Run<'_, 'c>,
     planner: &mut Planner<'c>,
     sent: Sent<'c>,
     outgoing: Result<Outgoing, RouterError>,
 ) -> Option<Result<Reply, RouterError>> {
-    let (run, sent, outgoing, controller, started) = match ready(run, planner, sent, outgoing) {
+    let (sent, outgoing, controller, started) = match ready(&mut run, planner, sent, outgoing) {
         Ok(ready) => ready,
         Err(result) => return result,
     };
     let counted = counted(run.held);
     let taken = attempt(&sent, run.job, outgoing, counted, &controller).await;
-    finish(run, planner, sent, taken, started)
+    finish(&mut run, planner, sent, taken, started)
 }
 
-/// An attempt about to go out: its run, what the planner said, its body, its controller, and
-/// when it started.
-type Ready<'r, 'c> = (
-    Run<'r, 'c>,
-    Sent<'c>,
-    Outgoing,
-    web_sys::AbortController,
-    u64,
-);
+/// An attempt about to go out: what the planner said, its body, its controller, and when it
+/// started.
+type Ready<'c> = (Sent<'c>, Outgoing, web_sys::AbortController, u64);
 
 /// What an attempt goes out with: its body and its controller, from now on. Else its result: a
 /// body that could not be adapted is the client's error (the booking given back), a controller
 /// the runtime could not make a transport failure.
-fn ready<'r, 'c>(
-    run: Run<'r, 'c>,
+fn ready<'c>(
+    run: &mut Run<'_, 'c>,
     planner: &mut Planner<'c>,
     sent: Sent<'c>,
     outgoing: Result<Outgoing, RouterError>,
-) -> Result<Ready<'r, 'c>, Option<Result<Reply, RouterError>>> {
+) -> Result<Ready<'c>, Option<Result<Reply, RouterError>>> {
     let outgoing = match outgoing {
         Ok(outgoing) => outgoing,
         Err(err) => {
@@ -250,7 +243,7 @@ fn ready<'r, 'c>(
     };
     let started = now_ms();
     match web_sys::AbortController::new() {
-        Ok(controller) => Ok((run, sent, outgoing, controller, started)),
+        Ok(controller) => Ok((sent, outgoing, controller, started)),
         Err(_) => {
             let failed = Taken::failed(Outcome::Transport);
             Err(finish(run, planner, sent, failed, started))
@@ -282,13 +275,13 @@ fn counted(held: &Option<Held>) -> bool {
 /// needs no bank call goes out too. Whichever succeeds first is served and the other cancelled
 /// (its booking given back); a failure is recorded and the other awaited.
 async fn send_hedged<'c>(
-    run: Run<'_, 'c>,
+    mut run: Run<'_, 'c>,
     planner: &mut Planner<'c>,
     first: Sent<'c>,
     outgoing: Result<Outgoing, RouterError>,
     body_for: &mut impl FnMut(&Choice<'c>) -> Result<Outgoing, RouterError>,
 ) -> Option<Result<Reply, RouterError>> {
-    let (run, first, outgoing, first_abort, started) = match ready(run, planner, first, outgoing) {
+    let (first, outgoing, first_abort, started) = match ready(&mut run, planner, first, outgoing) {
         Ok(ready) => ready,
         Err(result) => return result,
     };
@@ -297,7 +290,7 @@ async fn send_hedged<'c>(
     let late = http::hedge_after(&first_abort);
     let a = Box::pin(attempt(&first, run.job, outgoing, counted, &first_abort));
     let a = match select(a, late).await {
-        Either::Left((taken, _)) => return finish(run, planner, first, taken, started),
+        Either::Left((taken, _)) => return finish(&mut run, planner, first, taken, started),
         Either::Right((_, a)) => a,
     };
     let hedge = match HEDGES.with(|h| h.borrow().ready()) {
@@ -317,21 +310,20 @@ async fn send_hedged<'c>(
     }) = hedge
     else {
         let taken = a.await;
-        return finish(run, planner, first, taken, started);
+        return finish(&mut run, planner, first, taken, started);
     };
     HEDGES.with(|h| h.borrow_mut().take());
     let second = Sent::new(run.config, run.job, choice, ticket, timeout_ms);
     let hedge_started = now_ms();
-    run.trace.hedged = Some(Hedged {
-        after_ms: hedge_started.saturating_sub(started),
-        won: HedgeWinner::Neither,
-    });
+    let after_ms = hedge_started.saturating_sub(started);
+    let hedged = |won| Some(Hedged { after_ms, won });
+    run.trace.hedged = hedged(HedgeWinner::Neither);
     let (Ok(second_out), Ok(second_abort)) =
         (body_for(&second.choice), web_sys::AbortController::new())
     else {
         give_back(run.io, second);
         let taken = a.await;
-        return finish(run, planner, first, taken, started);
+        return finish(&mut run, planner, first, taken, started);
     };
     let b = Box::pin(attempt(
         &second,
@@ -348,9 +340,10 @@ async fn send_hedged<'c>(
         true => (first, started, second, hedge_started, second_abort),
         false => (second, hedge_started, first, started, first_abort),
     };
-    let won = match first_done {
-        true => HedgeWinner::First,
-        false => HedgeWinner::Hedge,
+    // Which attempt the one that answered first is, and the other.
+    let (this, that) = match first_done {
+        true => (HedgeWinner::First, HedgeWinner::Hedge),
+        false => (HedgeWinner::Hedge, HedgeWinner::First),
     };
     // A success is served; a failure that ends the request (a client error) is returned. The
     // other attempt is then cancelled: its call aborted, its booking given back.
@@ -360,76 +353,40 @@ async fn send_hedged<'c>(
         planner.record_cancelled(&loser.choice, ms);
         give_back(io, loser);
     };
-    let io = run.io;
     if taken.outcome == Outcome::Success {
         drop(other);
-        if let Some(hedged) = run.trace.hedged.as_mut() {
-            hedged.won = won;
-        }
+        run.trace.hedged = hedged(this);
         // The attempt that was hedged took at least this long: its tail is learned.
         if !first_done {
             let ms = now_ms().saturating_sub(loser_started);
             observe(run.job, &loser.choice, None, ms);
         }
-        cancel(planner, io, loser);
-        return finish(run, planner, winner, taken, winner_started);
+        cancel(planner, run.io, loser);
+        return finish(&mut run, planner, winner, taken, winner_started);
     }
-    let (job, config) = (run.job, run.config);
-    let (held, trace) = (run.held, run.trace);
-    let result = finish(
-        Run {
-            io,
-            config,
-            job,
-            held: &mut *held,
-            trace: &mut *trace,
-        },
-        planner,
-        winner,
-        taken,
-        winner_started,
-    );
+    let result = finish(&mut run, planner, winner, taken, winner_started);
     if result.is_some() {
         drop(other);
-        cancel(planner, io, loser);
+        cancel(planner, run.io, loser);
         return result;
     }
     // The first to answer failed and the request goes on: the other is awaited.
     let taken = other.await;
     if taken.outcome == Outcome::Success {
-        if let Some(hedged) = trace.hedged.as_mut() {
-            hedged.won = match first_done {
-                true => HedgeWinner::Hedge,
-                false => HedgeWinner::First,
-            };
-        }
+        run.trace.hedged = hedged(that);
     }
-    let run = Run {
-        io,
-        config,
-        job,
-        held,
-        trace,
-    };
-    finish(run, planner, loser, taken, loser_started)
+    finish(&mut run, planner, loser, taken, loser_started)
 }
 
 /// Records an attempt's outcome, learns its latency, settles its booking and the caller's
 /// books: the client's result when the planner's verdict ends the run, `None` to go on.
 fn finish<'c>(
-    run: Run<'_, 'c>,
+    run: &mut Run<'_, 'c>,
     planner: &mut Planner<'c>,
     sent: Sent<'c>,
     taken: Taken,
     started: u64,
 ) -> Option<Result<Reply, RouterError>> {
-    let Run {
-        io,
-        job,
-        held,
-        trace,
-        ..
-    } = run;
     let Sent { choice, ticket, .. } = sent;
     let Taken {
         outcome,
@@ -438,20 +395,20 @@ fn finish<'c>(
         headers_at_ms,
     } = taken;
     let ms = now_ms().saturating_sub(started);
-    trace.upstream_ms += ms;
+    run.trace.upstream_ms += ms;
     if matches!(outcome, Outcome::Success | Outcome::Timeout) {
         let headers_ms = headers_at_ms.map(|at| at.saturating_sub(started));
-        observe(job, &choice, headers_ms, ms);
+        observe(run.job, &choice, headers_ms, ms);
     }
     let effect = Effect::of(&outcome);
     let verdict =
         BREAKERS.with(|b| planner.record(&choice, &outcome, ms, now_ms(), &mut b.borrow_mut()));
     // The answer the client gets closes its caller's books when its usage is known.
     let bill = match (&verdict, &response) {
-        (Verdict::Serve, Some(_)) => held.take().map(|h| (h, job.model.as_str())),
+        (Verdict::Serve, Some(_)) => run.held.take().map(|h| (h, run.job.model.as_str())),
         _ => None,
     };
-    settle(io, &choice, ticket, effect, answer, bill);
+    settle(run.io, &choice, ticket, effect, answer, bill);
     match (verdict, response) {
         (Verdict::Serve, Some(response)) => Some(Ok(response)),
         (Verdict::Serve, None) => Some(Err(RouterError::Internal {
