@@ -9,8 +9,6 @@
 //! more, and a provider that changes is learned again within minutes. Decay scales every bucket
 //! alike, so it changes how much an estimate is trusted ([`MIN_WEIGHT`]), never its quantiles.
 
-use std::fmt::Write as _;
-
 use super::config::{Config, Target};
 
 /// How long an observation takes to count half as much.
@@ -221,9 +219,9 @@ impl Latencies {
     pub fn status(&self, now_ms: u64) -> serde_json::Value {
         let mut out = serde_json::Map::new();
         for (provider, model, kind, latency) in &self.by_target {
-            let mut name = String::new();
-            let _ = write!(name, "{provider}/{model}");
-            let entry = out.entry(name).or_insert_with(|| serde_json::json!({}));
+            let entry = out
+                .entry(format!("{provider}/{model}"))
+                .or_insert_with(|| serde_json::json!({}));
             if let Some(map) = entry.as_object_mut() {
                 let f = &latency.first_byte;
                 let h = &latency.headers;
